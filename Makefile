@@ -1,0 +1,29 @@
+# Two entry points on a fresh machine with Python 3.11: `make demo` and `make test`.
+# Each creates the virtual environment when it is missing (pinned by constraints.txt).
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: venv demo test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -c constraints.txt "setuptools>=70" wheel
+	$(PIP) install -c constraints.txt -e ".[test]"
+	$(BIN)/python -c "import ssmdefense, torch, torchaudio, art" 
+	touch $@
+
+demo: venv
+	$(BIN)/ssmdefense defend --defense ads --out runs/demo-ads --overwrite
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

@@ -1,0 +1,55 @@
+"""The public functions behind ``import ssmdefense as sd``: build, look up and list by name."""
+
+from __future__ import annotations
+
+import json
+
+from .errors import SSMDefenseError
+from .plugins import registry
+
+
+def build_model(name: str, d_input: int, n_classes: int, **params):
+    """Build registered model ``name``: a ``torch.nn.Module`` float (B, L, D) -> logits (B, n_classes).
+
+    The module remembers how it was built (``model.ssmdefense_config``) so ``sd.save`` can
+    write a checkpoint that ``sd.load`` rebuilds without pickle.
+    """
+    try:
+        json.dumps(params)
+    except TypeError as exc:
+        raise SSMDefenseError(f"model parameters must be JSON values (numbers, strings, lists): {exc}") from None
+    model = registry("models").create(name, d_input, n_classes, **params)
+    model.ssmdefense_config = {"name": name, "d_input": int(d_input), "n_classes": int(n_classes),
+                               "params": dict(params)}
+    return model
+
+
+def get_attack(name: str, estimator, **params):
+    """The registered attack ``name`` bound to an ART estimator: an ART ``EvasionAttack``."""
+    return registry("attacks").create(name, estimator, **params)
+
+
+def get_defense(name: str, estimator, **params):
+    """The registered defense ``name`` for an ART estimator: an ART ``Trainer``."""
+    return registry("defenses").create(name, estimator, **params)
+
+
+def load_dataset(name: str, **params):
+    """Load registered dataset ``name`` (x_train, y_train, x_test, y_test, input_shape, ...)."""
+    return registry("datasets").create(name, **params)
+
+
+def list_models() -> list[str]:
+    return registry("models").names()
+
+
+def list_attacks() -> list[str]:
+    return registry("attacks").names()
+
+
+def list_defenses() -> list[str]:
+    return registry("defenses").names()
+
+
+def list_datasets() -> list[str]:
+    return registry("datasets").names()

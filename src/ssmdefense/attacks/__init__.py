@@ -1,0 +1,1 @@
+"""Built-in attack plugins, one per file. Each factory returns an ART ``EvasionAttack``."""

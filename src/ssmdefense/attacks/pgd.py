@@ -1,0 +1,44 @@
+"""PGD: projected gradient descent with random start (Madry et al., 2018,
+https://arxiv.org/abs/1706.06083), through ART's ``ProjectedGradientDescent``.
+
+Arguments:
+    eps (float): perturbation budget. Default: 0.1.
+    eps_step (float): step size; None means 2.5 * eps / max_iter (Madry et al.). Default: None.
+    max_iter (int): number of steps; "pgd-10" in reports is max_iter=10. Default: 10.
+    norm (str): "inf" or "2". Default: "inf".
+    num_random_init (int): random restarts (0: start at x, no random start). Default: 1.
+    targeted (bool): Default: False.
+    batch_size (int): Default: 128.
+    verbose (bool): show ART's progress bar. Default: False.
+
+Shape: x in the estimator's natural shape; x_adv has the same shape and stays within eps of x (in
+``norm``) and inside the estimator's ``clip_values``.
+
+Examples::
+
+    attack = sd.get_attack("pgd", clf, eps=0.1, max_iter=10)
+    x_adv = attack.generate(x_test, y_test)
+"""
+
+from ..hookspecs import hookimpl
+from ._common import check_positive, parse_norm
+
+
+def pgd(estimator, *, eps: float = 0.1, eps_step: float | None = None, max_iter: int = 10, norm: str = "inf",
+        num_random_init: int = 1, targeted: bool = False, batch_size: int = 128, verbose: bool = False):
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    check_positive(eps=eps, eps_step=eps_step, max_iter=max_iter, batch_size=batch_size)
+    if not isinstance(num_random_init, int) or num_random_init < 0:
+        raise ValueError(f"num_random_init must be an integer >= 0; got {num_random_init!r}")
+    if eps_step is None:
+        eps_step = 2.5 * eps / max_iter
+    return ProjectedGradientDescent(estimator, norm=parse_norm(norm), eps=eps, eps_step=eps_step,
+                                    max_iter=int(max_iter), targeted=targeted,
+                                    num_random_init=num_random_init, batch_size=int(batch_size),
+                                    verbose=verbose)
+
+
+@hookimpl
+def register_attacks(register):
+    register("pgd", pgd, "Projected gradient descent with random start (ART ProjectedGradientDescent)")

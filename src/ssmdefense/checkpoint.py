@@ -1,0 +1,124 @@
+"""Checkpoints as safetensors (weights) + JSON (how to rebuild). Never pickle.
+
+``save(clf, "run/best")`` writes ``run/best.safetensors`` and ``run/best.json``;
+``load("run/best")`` (or the run directory, which means its ``best``) rebuilds the classifier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import CheckpointError, SSMDefenseError
+
+FORMAT = "ssmdefense.checkpoint"
+FORMAT_VERSION = 1
+
+
+def _stem(path) -> Path:
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path
+
+
+def _atomic_write_bytes(target: Path, data: bytes) -> None:
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save(clf, path, extra: dict | None = None) -> Path:
+    """Write ``path.safetensors`` and ``path.json`` for an ``SSMClassifier``; returns the stem.
+
+    ``extra`` (JSON values) is stored under "extra" (the run's dataset, epoch, metrics, ...).
+    """
+    from safetensors.torch import save as st_save
+
+    body = clf.body
+    config = getattr(body, "ssmdefense_config", None)
+    if config is None:
+        raise SSMDefenseError("this model was not built by ssmdefense.build_model, so its checkpoint "
+                              "could not be rebuilt; build models by name to save them")
+    stem = _stem(path)
+    if not stem.parent.exists():
+        raise SSMDefenseError(f"directory {stem.parent} does not exist")
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": config,
+        "classifier": {
+            "input_shape": list(clf.input_shape),
+            "nb_classes": int(clf.nb_classes),
+            "sequence": clf.sequence,
+            "clip_values": None if clf.clip_values is None else [float(v) for v in clf.clip_values],
+        },
+        "extra": extra or {},
+    }
+    try:
+        meta_bytes = json.dumps(meta, indent=2).encode()
+    except TypeError as exc:
+        raise SSMDefenseError(f"checkpoint metadata must be JSON values: {exc}") from None
+    tensors = {k: v.detach().cpu().contiguous() for k, v in body.state_dict().items()}
+    _atomic_write_bytes(stem.with_suffix(".safetensors"), st_save(tensors))
+    _atomic_write_bytes(stem.with_suffix(".json"), meta_bytes)
+    return stem
+
+
+def read_meta(path) -> dict:
+    """The JSON half of a checkpoint, validated."""
+    stem = _stem(path)
+    if stem.is_dir():
+        stem = stem / "best"
+    meta_path = stem.with_suffix(".json")
+    if not meta_path.is_file():
+        raise CheckpointError(f"no checkpoint at {stem} (missing {meta_path.name})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint metadata {meta_path}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not an ssmdefense checkpoint")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path} has format version {meta.get('format_version')!r}; "
+                              f"this ssmdefense reads version {FORMAT_VERSION}")
+    for key in ("model", "classifier"):
+        if not isinstance(meta.get(key), dict):
+            raise CheckpointError(f"{meta_path} lacks its {key!r} section")
+    meta["_stem"] = str(stem)
+    return meta
+
+
+def load(path, device_type: str = "gpu"):
+    """Rebuild the ``SSMClassifier`` saved at ``path`` (a stem, either file, or a run directory)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .api import build_model
+    from .estimators import SSMClassifier
+
+    meta = read_meta(path)
+    stem = Path(meta["_stem"])
+    weights = stem.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise CheckpointError(f"no checkpoint weights at {weights}")
+    m, c = meta["model"], meta["classifier"]
+    try:
+        body = build_model(m["name"], m["d_input"], m["n_classes"], **m.get("params", {}))
+        state = load_file(str(weights))
+        body.load_state_dict(state, strict=True)
+        clf = SSMClassifier(body, input_shape=tuple(c["input_shape"]), nb_classes=c["nb_classes"],
+                            sequence=c["sequence"],
+                            clip_values=None if c.get("clip_values") is None else tuple(c["clip_values"]),
+                            device_type=device_type)
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {stem} has an invalid configuration: {exc}") from None
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {weights} does not match its configuration or is corrupt: {msg}") from None
+    clf.checkpoint_meta = {k: v for k, v in meta.items() if k != "_stem"}
+    return clf

@@ -1,0 +1,85 @@
+"""Option parsing shared by the commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+
+def parse_value(text: str):
+    """'3' -> 3, '0.1' -> 0.1, 'true' -> True, 'null' -> None, '[1,2]' -> [1, 2], else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_params(items, option: str = "-p") -> dict:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value; got {item!r}", param_hint=option)
+        params[key.replace("-", "_")] = parse_value(value.strip())
+    return params
+
+
+def parse_float_list(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers; got {text!r}", param_hint=option) from None
+    if not values or any(v < 0 for v in values):
+        raise click.BadParameter(f"expected non-negative numbers; got {text!r}", param_hint=option)
+    return values
+
+
+def resolve_device(device: str) -> str:
+    """auto|cpu|cuda -> ART's device_type ("cpu" or "gpu")."""
+    import torch
+
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+        return "gpu"
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+@contextmanager
+def staged_directory(target: Path, overwrite: bool):
+    """Build a directory under a temporary name; move it to ``target`` only on success.
+
+    On any error (or Ctrl-C) the temporary directory is removed: nothing half-written remains.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise click.BadParameter(f"{target} already exists (use --overwrite to replace it)", param_hint="--out")
+    created_parent = not target.parent.exists()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created_parent and not any(target.parent.iterdir()):
+            target.parent.rmdir()
+        raise
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
+def echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2))

@@ -1,0 +1,235 @@
+"""The one training loop every defense plugs into.
+
+A defense subclasses ``TrainingLoop`` and overrides ``training_step(model, x, y) -> (loss,
+logits)``: how to make the batch it trains on (adversarial or not) and the loss on it. The loop
+owns everything else, once:
+
+- a torch ``DataLoader`` (seeded shuffling), AdamW (lr 1e-3, weight decay 2e-4) and a cosine
+  learning-rate schedule stepped per batch;
+- per-epoch evaluation on ``validation_data``: clean accuracy and PGD-10 robust accuracy through
+  ART's ``ProjectedGradientDescent`` (the ``pgd`` attack plugin), at ``eps``;
+- the best checkpoint (highest PGD-10 robust accuracy, ties to higher clean accuracy) and the last;
+- ``metrics.jsonl`` (one line per epoch) when ``out_dir`` is given, a progress bar, a fixed seed.
+
+It avoids three traps of ART's own trainers: it takes class-index or one-hot labels, uses any
+per-step scheduler, and keeps the best checkpoint, not only the last.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from art.defences.trainer import Trainer
+
+from ..errors import SSMDefenseError
+
+
+def to_indices(y: np.ndarray, nb_classes: int) -> np.ndarray:
+    """Class indices (N,) int64 from indices or one-hot / probability rows (N, C)."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        if y.shape[1] != nb_classes:
+            raise SSMDefenseError(f"one-hot labels have {y.shape[1]} columns; expected {nb_classes}")
+        y = y.argmax(axis=1)
+    if y.ndim != 1:
+        raise SSMDefenseError(f"labels must be class indices (N,) or one-hot (N, C); got shape {y.shape}")
+    y = y.astype(np.int64)
+    if len(y) and (y.min() < 0 or y.max() >= nb_classes):
+        raise SSMDefenseError(f"labels must lie in 0..{nb_classes - 1}; got {y.min()}..{y.max()}")
+    return y
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class TrainingLoop(Trainer):
+    """Base ART ``Trainer`` for ssmdefense defenses (standard training as it stands).
+
+    Args:
+        classifier: an ``SSMClassifier`` (any ART ``PyTorchClassifier`` works).
+        eps (float): L-inf budget of the per-epoch PGD-10 evaluation (and of the training attack in
+            adversarial defenses). Default: 0.1.
+        batch_size (int): Default: 64.
+        lr (float): AdamW learning rate. Default: 1e-3.
+        weight_decay (float): AdamW weight decay. Default: 2e-4.
+        eval_max_iter (int): PGD steps of the evaluation. Default: 10.
+        eval_samples (int | None): evaluate on the first N validation samples (None: all).
+        seed (int): seeds shuffling, initial perturbations and evaluation. Default: 0.
+        verbose (bool): progress bars and a line per epoch. Default: True.
+    """
+
+    name = "none"
+
+    def __init__(self, classifier, *, eps: float = 0.1, batch_size: int = 64, lr: float = 1e-3,
+                 weight_decay: float = 2e-4, eval_max_iter: int = 10, eval_samples: int | None = None,
+                 seed: int = 0, verbose: bool = True):
+        super().__init__(classifier)
+        self.eps = eps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.eval_max_iter = eval_max_iter
+        self.eval_samples = eval_samples
+        self.seed = seed
+        self.verbose = verbose
+        self.history: list[dict] = []
+        self.best_epoch: int | None = None
+        self.best_state: dict | None = None
+        self._check_params()
+
+    def _check_params(self) -> None:
+        def positive(key, value, kind=(int, float)):
+            if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+                raise ValueError(f"{key} must be a positive {'integer' if kind is int else 'number'}; got {value!r}")
+
+        positive("eps", self.eps)
+        positive("batch_size", self.batch_size, int)
+        positive("lr", self.lr)
+        positive("eval_max_iter", self.eval_max_iter, int)
+        if self.eval_samples is not None:
+            positive("eval_samples", self.eval_samples, int)
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer; got {self.seed!r}")
+        clip = self._classifier.clip_values
+        if clip is None:
+            raise ValueError("the classifier needs clip_values (e.g. (0.0, 1.0)) to keep perturbations valid")
+
+    # ---- what a defense overrides ------------------------------------------------------------
+    def training_step(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+        """Loss to minimise on batch ``x`` (B, ...natural shape), ``y`` (B,) and the logits it used."""
+        logits = model(x)  # (B C)
+        return torch.nn.functional.cross_entropy(logits, y), logits
+
+    def describe(self) -> dict:
+        """The defense's parameters, as recorded in reports."""
+        return {"eps": self.eps, "batch_size": self.batch_size, "lr": self.lr,
+                "weight_decay": self.weight_decay, "eval_max_iter": self.eval_max_iter, "seed": self.seed}
+
+    # ---- the loop --------------------------------------------------------------------------------
+    @property
+    def clip(self) -> tuple[float, float]:
+        lo, hi = self._classifier.clip_values
+        return float(lo), float(hi)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """Clean and PGD-``eval_max_iter`` accuracy of the current weights on (x, y)."""
+        from ..api import get_attack
+
+        clf = self._classifier
+        if self.eval_samples is not None:
+            x, y = x[: self.eval_samples], y[: self.eval_samples]
+        seed_everything(self.seed)  # the same random starts every epoch: comparable numbers
+        attack = get_attack("pgd", clf, eps=self.eps, max_iter=self.eval_max_iter, batch_size=256)
+        x_adv = attack.generate(x.astype(np.float32), y)
+        return {"clean_accuracy": clf.accuracy(x, y),
+                "robust_accuracy": {f"pgd-{self.eval_max_iter}": clf.accuracy(x_adv, y)}}
+
+    def fit(self, x: np.ndarray, y: np.ndarray, validation_data=None, nb_epochs: int = 10,
+            batch_size: int | None = None, out_dir=None, checkpoint_extra: dict | None = None, **kwargs):
+        """Train the classifier's model in place.
+
+        Args:
+            x, y: training data (natural shape) and labels (indices or one-hot).
+            validation_data: (x_val, y_val) evaluated after every epoch; picks the best checkpoint.
+            nb_epochs: number of epochs.
+            batch_size: overrides the constructor's.
+            out_dir: if given, writes ``metrics.jsonl``, ``best.*`` and ``last.*`` there.
+            checkpoint_extra: JSON values stored in every checkpoint (dataset name, ...).
+        Returns:
+            ``self.history``: one dict per epoch.
+        """
+        from tqdm.auto import tqdm
+
+        from ..checkpoint import save
+
+        if kwargs:
+            raise SSMDefenseError(f"unknown fit() argument(s): {', '.join(sorted(kwargs))}")
+        if not isinstance(nb_epochs, int) or nb_epochs < 1:
+            raise SSMDefenseError(f"nb_epochs must be an integer >= 1; got {nb_epochs!r}")
+        clf = self._classifier
+        x = np.asarray(x, dtype=np.float32)
+        if tuple(x.shape[1:]) != tuple(clf.input_shape):
+            raise SSMDefenseError(f"x has shape {x.shape[1:]} per sample; the classifier expects {clf.input_shape}")
+        y = to_indices(y, clf.nb_classes)
+        if len(x) != len(y):
+            raise SSMDefenseError(f"x has {len(x)} samples but y has {len(y)}")
+        if validation_data is not None:
+            x_val, y_val = validation_data
+            x_val = np.asarray(x_val, dtype=np.float32)
+            y_val = to_indices(y_val, clf.nb_classes)
+        out = Path(out_dir) if out_dir is not None else None
+        extra = dict(checkpoint_extra or {})
+
+        seed_everything(self.seed)
+        model, device = clf.model, clf.device
+        batch_size = batch_size or self.batch_size
+        generator = torch.Generator().manual_seed(self.seed)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+            batch_size=batch_size, shuffle=True, generator=generator)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=nb_epochs * len(loader))
+        best_key = None
+        self.history = []
+        for epoch in range(1, nb_epochs + 1):
+            model.train()
+            start = time.perf_counter()
+            loss_sum, correct, seen = 0.0, 0, 0
+            bar = tqdm(loader, desc=f"{self.name} epoch {epoch}/{nb_epochs}", disable=not self.verbose,
+                       leave=False, unit="batch")
+            for xb, yb in bar:
+                xb, yb = xb.to(device), yb.to(device)  # (B ...), (B)
+                loss, logits = self.training_step(model, xb, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                model.train()  # a training step may have switched to eval mode to attack
+                loss_sum += loss.item() * len(yb)
+                correct += int((logits.argmax(1) == yb).sum())
+                seen += len(yb)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - start}
+            if validation_data is not None:
+                t_eval = time.perf_counter()
+                row.update(self.evaluate(x_val, y_val))
+                row["eval_seconds"] = time.perf_counter() - t_eval
+            self.history.append(row)
+            key = (row["robust_accuracy"][f"pgd-{self.eval_max_iter}"], row["clean_accuracy"]) \
+                if validation_data is not None else (epoch,)
+            improved = best_key is None or key > best_key
+            if improved:
+                best_key, self.best_epoch = key, epoch
+                self.best_state = copy.deepcopy(clf.body.state_dict())
+            if out is not None:
+                meta = {**extra, "epoch": epoch, "defense": self.name, "metrics": row}
+                save(clf, out / "last", extra=meta)
+                if improved:
+                    save(clf, out / "best", extra=meta)
+                with open(out / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+            if self.verbose:
+                msg = f"epoch {epoch}/{nb_epochs}  loss {row['train_loss']:.4f}  train acc {row['train_accuracy']:.3f}"
+                if validation_data is not None:
+                    ra = row["robust_accuracy"][f"pgd-{self.eval_max_iter}"]
+                    msg += f"  clean {row['clean_accuracy']:.3f}  pgd-{self.eval_max_iter} {ra:.3f}"
+                tqdm.write(msg + f"  ({row['epoch_seconds']:.1f}s)" + ("  *best" if improved else ""))
+        return self.history
+
+    def restore_best(self) -> None:
+        """Load the best epoch's weights into the classifier's model."""
+        if self.best_state is None:
+            raise SSMDefenseError("no best checkpoint yet: call fit() first")
+        self._classifier.body.load_state_dict(self.best_state)

@@ -1,0 +1,121 @@
+"""Write ``report.json``, ``report.md`` and ``plots/*.png`` for a run or an evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def render_markdown(report: dict, title: str) -> str:
+    cfg = report.get("config", {})
+    ckpts = [k for k in ("best", "last", "checkpoint") if k in report]
+    keys = []
+    for k in ckpts:
+        for key in report[k]["robust_accuracy"]:
+            if key not in keys:
+                keys.append(key)
+    lines = [f"# {title}", ""]
+    if cfg:
+        lines += ["| setting | value |", "|---|---|"]
+        lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in cfg.items()]
+        lines.append("")
+    eps = cfg.get("eps", report.get("eps"))
+    lines += [f"## Accuracy at eps = {eps}", "",
+              "| checkpoint | epoch | clean | " + " | ".join(keys) + " |",
+              "|---|---|---|" + "---|" * len(keys)]
+    for k in ckpts:
+        r = report[k]
+        cells = " | ".join(_pct(r["robust_accuracy"].get(key)) for key in keys)
+        lines.append(f"| {k} | {r.get('epoch', '—')} | {_pct(r['clean_accuracy'])} | {cells} |")
+    if "gap" in report:
+        g = report["gap"]
+        lines += ["", "Best minus last (robust overfitting): "
+                  + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in g.items()) + "."]
+    curves = [(k, report[k].get("curve") or []) for k in ckpts]
+    if any(c for _, c in curves):
+        lines += ["", "## Accuracy against eps", "", "| checkpoint | eps | " + " | ".join(keys) + " |",
+                  "|---|---|" + "---|" * len(keys)]
+        for k, curve in curves:
+            for p in curve:
+                lines.append(f"| {k} | {p['eps']:g} | " + " | ".join(_pct(p.get(key)) for key in keys) + " |")
+    timing = report.get("timing")
+    if timing and timing.get("epoch_seconds"):
+        es = timing["epoch_seconds"]
+        lines += ["", "## Timing", "", f"- training seconds per epoch: mean {sum(es) / len(es):.2f} "
+                  f"(min {min(es):.2f}, max {max(es):.2f}) over {len(es)} epochs",
+                  f"- total seconds: {timing.get('total_seconds', 0):.1f}"]
+    plots = report.get("plots") or []
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(report: dict, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ckpts = [k for k in ("best", "last", "checkpoint") if k in report and report[k].get("curve")]
+    if not ckpts:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for k in ckpts:
+        curve = report[k]["curve"]
+        for key in [c for c in curve[0] if c != "eps"]:
+            ax.plot([p["eps"] for p in curve], [p[key] for p in curve], marker="o", label=f"{k} {key}")
+    ax.set_xlabel("eps (L-inf)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Robust accuracy vs eps")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_history(history: list[dict], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in history if "clean_accuracy" in r]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    epochs = [r["epoch"] for r in rows]
+    ax.plot(epochs, [r["clean_accuracy"] for r in rows], marker="o", label="clean (test)")
+    for key in rows[0]["robust_accuracy"]:
+        ax.plot(epochs, [r["robust_accuracy"][key] for r in rows], marker="o", label=f"{key} (test)")
+    ax.plot(epochs, [r["train_accuracy"] for r in rows], linestyle="--", label="train batches")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy per epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_report(directory, report: dict, title: str, history: list[dict] | None = None) -> None:
+    """Write report.json, report.md and plots/ into ``directory`` (which must exist)."""
+    directory = Path(directory)
+    (directory / "plots").mkdir(exist_ok=True)
+    plots = []
+    if plot_curves(report, directory / "plots" / "robust_accuracy_vs_eps.png"):
+        plots.append("plots/robust_accuracy_vs_eps.png")
+    if history and plot_history(history, directory / "plots" / "training_curves.png"):
+        plots.append("plots/training_curves.png")
+    report = {**report, "plots": plots}
+    (directory / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (directory / "report.md").write_text(render_markdown(report, title))

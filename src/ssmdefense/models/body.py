@@ -1,0 +1,91 @@
+"""The classifier body shared by every sequence mixer.
+
+    (B, L, D) -> encoder Linear(D, H) -> n_layers x Block -> mean over L -> Linear(H, n_classes)
+
+    Block(x) = LayerNorm(x + dropout(Linear(dropout(AdS(GELU(mixer(x)))))))
+
+``mixer`` is any module (B, L, H) -> (B, L, H) (S4D, ...); AdS is optional (models/ads.py).
+"""
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .ads import AdaptiveScaling, check_ads
+
+
+class Block(nn.Module):
+    def __init__(self, mixer: nn.Module, d_model: int, dropout: float = 0.0, ads: str | None = None):
+        super().__init__()
+        self.mixer = mixer
+        self.activation = nn.GELU()
+        self.ads = AdaptiveScaling(d_model, ads) if check_ads(ads) else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.output_linear = nn.Linear(d_model, d_model)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B L H)
+        y = self.activation(self.mixer(x))  # (B L H)
+        y = self.dropout(self.ads(y))  # (B L H)
+        y = self.dropout(self.output_linear(y))  # (B L H)
+        return self.norm(x + y)  # (B L H)
+
+
+class SequenceClassifier(nn.Module):
+    """Sequence classifier body: float (B, L, D) -> logits (B, n_classes).
+
+    Args:
+        d_input: D, features per step.
+        n_classes: number of classes.
+        mixer: factory ``mixer(d_model) -> nn.Module`` building one layer's sequence mixer.
+        d_model: H, hidden width.
+        n_layers: number of blocks.
+        dropout: dropout rate inside blocks.
+        ads: None, "relu", "sigmoid" or "tanh": Adaptive Scaling in every block.
+    """
+
+    def __init__(self, d_input: int, n_classes: int, mixer: Callable[[int], nn.Module],
+                 d_model: int = 64, n_layers: int = 2, dropout: float = 0.0, ads: str | None = None):
+        super().__init__()
+        for key, value, low in (("d_input", d_input, 1), ("n_classes", n_classes, 2),
+                                ("d_model", d_model, 1), ("n_layers", n_layers, 1)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{key} must be an integer >= {low}; got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+        self.d_input, self.n_classes, self.d_model = d_input, n_classes, d_model
+        self.encoder = nn.Linear(d_input, d_model)
+        self.blocks = nn.ModuleList(Block(mixer(d_model), d_model, dropout, ads) for _ in range(n_layers))
+        self.head = nn.Linear(d_model, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-step hidden states before pooling: (B, L, D) -> (B, L, H)."""
+        if x.ndim != 3 or x.shape[-1] != self.d_input:
+            raise ValueError(f"expected input (B, L, {self.d_input}); got {tuple(x.shape)}")
+        h = self.encoder(x)  # (B L H)
+        for block in self.blocks:
+            h = block(h)  # (B L H)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B L D)
+        return self.head(self.features(x).mean(dim=1))  # (B n_classes)
+
+    @property
+    def ads(self) -> str | None:
+        first = self.blocks[0].ads
+        return first.act_name if isinstance(first, AdaptiveScaling) else None
+
+    def enable_ads(self, act: str) -> None:
+        """Insert AdS modules (freshly initialised) into every block that has none."""
+        act = check_ads(act)
+        if act is None:
+            raise ValueError("enable_ads needs an activation (relu, sigmoid or tanh)")
+        current = self.ads
+        if current is not None and current != act:
+            raise ValueError(f"the model already has AdS with act={current!r}; cannot switch to {act!r}")
+        device = self.head.weight.device
+        dtype = self.head.weight.dtype
+        for block in self.blocks:
+            if not isinstance(block.ads, AdaptiveScaling):
+                block.ads = AdaptiveScaling(self.d_model, act).to(device=device, dtype=dtype)

@@ -1,0 +1,76 @@
+"""Built-in attacks: accuracy falls, perturbations stay in the eps-ball and the clip range."""
+
+import numpy as np
+import pytest
+from art.attacks import EvasionAttack
+
+import ssmdefense as sd
+
+EPS = 0.1
+
+
+@pytest.fixture(scope="module")
+def batch(digits):
+    return digits.x_test[:200], digits.y_test[:200]
+
+
+def uniform_noise_accuracy(clf, x, y, eps, rng):
+    x_noise = np.clip(x + rng.uniform(-eps, eps, size=x.shape).astype(np.float32), 0, 1)
+    return clf.accuracy(x_noise, y)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("fgsm", {}),
+    ("fgsm", {"random_start": True}),
+    ("pgd", {"max_iter": 10}),
+    ("pgd", {"max_iter": 5, "num_random_init": 2}),
+])
+def test_attack_lowers_accuracy_below_noise_and_stays_in_bounds(trained, batch, rng, name, params):
+    x, y = batch
+    attack = sd.get_attack(name, trained, eps=EPS, **params)
+    assert isinstance(attack, EvasionAttack)
+    x_adv = attack.generate(x, y)
+    assert x_adv.shape == x.shape
+    assert np.abs(x_adv - x).max() <= EPS + 1e-6
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    clean = trained.accuracy(x, y)
+    noise = uniform_noise_accuracy(trained, x, y, EPS, rng)
+    adv = trained.accuracy(x_adv, y)
+    assert clean > 0.85
+    assert adv < noise - 0.2, (clean, noise, adv)
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm(trained, batch):
+    x, y = batch
+    fgsm = trained.accuracy(sd.get_attack("fgsm", trained, eps=EPS).generate(x, y), y)
+    pgd = trained.accuracy(sd.get_attack("pgd", trained, eps=EPS, max_iter=20).generate(x, y), y)
+    assert pgd <= fgsm
+
+
+def test_l2_pgd_stays_in_the_l2_ball(trained, batch):
+    x, y = batch
+    x_adv = sd.get_attack("pgd", trained, eps=0.5, norm="2", max_iter=10).generate(x, y)
+    norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
+    assert norms.max() <= 0.5 + 1e-5
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    assert trained.accuracy(x_adv, y) < trained.accuracy(x, y)
+
+
+def test_attacks_accept_one_hot_labels(trained, batch):
+    x, y = batch
+    one_hot = np.eye(10, dtype=np.float32)[y]
+    x_adv = sd.get_attack("pgd", trained, eps=EPS).generate(x, one_hot)
+    assert trained.accuracy(x_adv, y) < trained.accuracy(x, y)
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("fgsm", {"eps": -0.1}, "eps must be a positive number"),
+    ("pgd", {"eps": 0}, "eps must be a positive number"),
+    ("pgd", {"max_iter": 0}, "max_iter must be a positive number"),
+    ("pgd", {"norm": "l3"}, "norm must be one of"),
+    ("pgd", {"num_random_init": -1}, "num_random_init must be an integer"),
+    ("pgd", {"steps": 10}, "unknown parameter.*accepted: .*max_iter"),
+])
+def test_bad_attack_parameters(trained, name, params, message):
+    with pytest.raises(sd.SSMDefenseError, match=message):
+        sd.get_attack(name, trained, **params)

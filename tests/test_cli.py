@@ -1,0 +1,149 @@
+"""The command line: run directories, reports, attack/evaluate, and bad input -> one line, exit 2."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ssmdefense.cli import cli
+
+TINY = ["--dataset", "digits", "--epochs", "4", "--eps", "0.1", "--eval-samples", "200", "-q", "-p", "lr=0.01",
+        "-m", "d_model=32", "-m", "n_layers=1", "-m", "d_state=16", "-m", "dt_min=0.01", "-m", "dt_max=1.0"]
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name, args in (("none", ["train"]), ("ads", ["defend", "--defense", "ads", "-p", "max_iter=5"])):
+        result = run(*args, *TINY, "--out", root / name)
+        assert result.exit_code == 0, result.output
+        out[name] = root / name
+    return out
+
+
+def test_run_directory_has_every_file(runs):
+    files = {p.relative_to(runs["ads"]).as_posix() for p in runs["ads"].rglob("*")}
+    assert {"config.json", "metrics.jsonl", "best.safetensors", "best.json", "last.safetensors", "last.json",
+            "report.json", "report.md", "plots/robust_accuracy_vs_eps.png", "plots/training_curves.png"} <= files
+    assert not [f for f in runs["ads"].parent.iterdir() if f.name.startswith(".")]  # no partial dirs left
+    assert len((runs["ads"] / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_report_json_keys_and_values(runs):
+    report = json.loads((runs["ads"] / "report.json").read_text())
+    for which in ("best", "last"):
+        r = report[which]
+        assert 1 <= r["epoch"] <= 4
+        assert 0 <= r["clean_accuracy"] <= 1
+        assert set(r["robust_accuracy"]) == {"pgd-10", "fgsm"}
+        assert r["robust_accuracy"]["pgd-10"] <= r["clean_accuracy"]
+        assert [p["eps"] for p in r["curve"]] == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+        pgd_curve = [p["pgd-10"] for p in r["curve"]]
+        assert pgd_curve[0] == r["clean_accuracy"] and pgd_curve[-1] <= pgd_curve[1]
+    assert report["last"]["epoch"] == 4
+    assert report["config"] == {**report["config"], "model": "s4d", "dataset": "digits", "defense": "ads", "eps": 0.1}
+    assert len(report["timing"]["epoch_seconds"]) == 4 and report["timing"]["total_seconds"] > 0
+    md = (runs["ads"] / "report.md").read_text()
+    assert "pgd-10" in md and "plots/robust_accuracy_vs_eps.png" in md
+    config = json.loads((runs["ads"] / "config.json").read_text())
+    assert config["model_params"]["ads"] == "relu"
+
+
+def test_defended_run_beats_standard_training(runs):
+    ads = json.loads((runs["ads"] / "report.json").read_text())
+    none = json.loads((runs["none"] / "report.json").read_text())
+    assert ads["best"]["robust_accuracy"]["pgd-10"] > none["best"]["robust_accuracy"]["pgd-10"] + 0.15
+    assert none["config"]["defense"] == "none"
+
+
+def test_attack_command_and_saved_examples(runs, tmp_path):
+    examples = tmp_path / "adv.npz"
+    result = run("attack", "--checkpoint", runs["none"], "--attack", "pgd", "--samples", "100",
+                 "--save-examples", examples, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["params"]["eps"] == 0.1  # the run's eps by default
+    assert out["adversarial_accuracy"] < out["clean_accuracy"]
+    assert out["max_linf"] <= 0.1 + 1e-6
+    data = np.load(examples)
+    assert data["x_adv"].shape == (100, 1, 8, 8) and np.abs(data["x_adv"] - data["x"]).max() <= 0.1 + 1e-6
+    text = run("attack", "--checkpoint", runs["none"] / "last", "--attack", "fgsm", "-p", "eps=0.05",
+               "--samples", "50")
+    assert text.exit_code == 0 and "fgsm on 50 digits test samples" in text.output
+
+
+def test_evaluate_command_compares_best_and_last(runs, tmp_path):
+    out = tmp_path / "eval"
+    result = run("evaluate", "--checkpoint", runs["ads"], "--eps", "0.1,0.2", "--samples", "100", "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) >= {"best", "last", "gap", "config"}
+    assert [p["eps"] for p in report["best"]["curve"]] == [0.0, 0.1, 0.2]
+    assert (out / "plots" / "robust_accuracy_vs_eps.png").stat().st_size > 1000
+    assert "best" in result.output and "last" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["defend", "--defense", "nope"], "unknown defense 'nope'; known: ads, none, pgd-at"),
+    (["defend", "--defense", "ads", "--model", "s9"], "unknown model 's9'; known: s4d"),
+    (["defend", "--defense", "ads", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["defend", "--defense", "ads", "--eps", "-0.1"], "'--eps'"),
+    (["defend", "--defense", "ads", "--eps", "big"], "'--eps'"),
+    (["defend", "--defense", "ads", "--epochs", "0"], "'--epochs'"),
+    (["defend", "--defense", "ads", "-p", "act"], "expected key=value"),
+    (["defend", "--defense", "ads", "--dataset", "digits", "-p", "acts=relu"], "unknown parameter(s) acts"),
+    (["defend", "--defense", "ads", "--dataset", "digits", "-p", "act=swish"], "ads must be one of"),
+    (["defend", "--defense", "ads", "--dataset", "digits", "-m", "d_state=3"], "d_state must be an even"),
+    (["defend", "--defense", "ads", "--device", "cuda"], "CUDA is not available"),
+    (["defend", "--defense", "ads", "--device", "tpu"], "'--device'"),
+    (["train", "--bogus"], "No such option"),
+    (["frobnicate"], "No such command"),
+    (["attack", "--checkpoint", "missing-dir", "--attack", "pgd"], "no checkpoint at missing-dir"),
+    (["evaluate", "--checkpoint", "missing-dir"], "no checkpoint at missing-dir"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args, "--out", "out") if args[0] in ("defend", "train") else run(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert message in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_input_on_existing_runs(runs, tmp_path):
+    def fails(*args, message):
+        result = run(*args)
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr
+
+    fails("defend", "--defense", "ads", "--dataset", "digits", "--out", runs["ads"], message="already exists")
+    fails("attack", "--checkpoint", runs["none"], "--attack", "cw", message="unknown attack 'cw'")
+    fails("attack", "--checkpoint", runs["none"], "--attack", "pgd", "-p", "eps=-1", message="eps must be a positive")
+    fails("attack", "--checkpoint", runs["none"], "--attack", "pgd", "--dataset", "mnist-5k",
+          message="has inputs of shape (1, 28, 28); the checkpoint expects (1, 8, 8)")
+    fails("attack", "--checkpoint", runs["none"], "--attack", "pgd", "--save-examples", tmp_path / "x.txt",
+          message="must end in .npz")
+    fails("evaluate", "--checkpoint", runs["none"], "--eps", "a,b", "--out", tmp_path / "e", message="comma-separated")
+    fails("evaluate", "--checkpoint", runs["none"], "--attacks", "pgd,zzz", "--out", tmp_path / "e",
+          message="unknown attack 'zzz'")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "best.json").write_text("{broken")
+    fails("evaluate", "--checkpoint", corrupt, "--out", tmp_path / "e", message="corrupt checkpoint metadata")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "x.txt").exists()
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("defend", "train", "attack", "evaluate", "plugins", "models", "attacks", "defenses", "datasets"):
+        assert command in result.output

@@ -1,0 +1,115 @@
+"""The shared training loop and the built-in defenses none, pgd-at and ads."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from art.defences.trainer import Trainer
+
+import ssmdefense as sd
+from conftest import make_classifier
+from ssmdefense.defenses.perturb import pgd_linf
+
+EPS = 0.1
+
+
+@pytest.fixture(scope="module")
+def baseline(digits):
+    """Standard training on the budget every defense below gets."""
+    clf = make_classifier(digits)
+    history = sd.get_defense("none", clf, eps=EPS, lr=1e-2, eval_samples=200, verbose=False).fit(
+        digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=5)
+    return history
+
+
+@pytest.mark.parametrize("defense, params", [("pgd-at", {}), ("ads", {"act": "relu"})])
+def test_defense_raises_robust_accuracy_over_standard_training(digits, baseline, defense, params):
+    clf = make_classifier(digits)
+    trainer = sd.get_defense(defense, clf, eps=EPS, max_iter=5, lr=1e-2, eval_samples=200, verbose=False, **params)
+    assert isinstance(trainer, Trainer)
+    history = trainer.fit(digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test),
+                          nb_epochs=5)
+    best_defended = max(r["robust_accuracy"]["pgd-10"] for r in history)
+    best_standard = max(r["robust_accuracy"]["pgd-10"] for r in baseline)
+    assert best_defended > best_standard + 0.15, (best_defended, best_standard)
+    assert history[-1]["clean_accuracy"] > 0.5
+    if defense == "ads":
+        assert clf.body.ads == "relu"
+
+
+def test_same_seed_same_run_and_one_hot_labels_are_accepted(digits):
+    x, y = digits.x_train[:256], digits.y_train[:256]
+    val = (digits.x_test[:64], digits.y_test[:64])
+    runs = []
+    for labels in (y, np.eye(10, dtype=np.float32)[y]):
+        clf = make_classifier(digits, seed=3)
+        runs.append(sd.get_defense("pgd-at", clf, eps=EPS, max_iter=2, seed=7, verbose=False).fit(
+            x, labels, validation_data=val, nb_epochs=2))
+    for a, b in zip(*runs):
+        assert a["train_loss"] == b["train_loss"]
+        assert a["robust_accuracy"] == b["robust_accuracy"]
+
+
+def test_best_and_last_checkpoints_and_metrics(tmp_path, digits):
+    clf = make_classifier(digits)
+    trainer = sd.get_defense("pgd-at", clf, eps=EPS, max_iter=2, lr=1e-2, eval_samples=100, verbose=False)
+    history = trainer.fit(digits.x_train[:512], digits.y_train[:512],
+                          validation_data=(digits.x_test, digits.y_test), nb_epochs=3, out_dir=tmp_path,
+                          checkpoint_extra={"dataset": "digits"})
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert lines == json.loads(json.dumps(history))
+    best_epoch = max(history, key=lambda r: (r["robust_accuracy"]["pgd-10"], r["clean_accuracy"]))["epoch"]
+    best = sd.load(tmp_path / "best", device_type="cpu")
+    last = sd.load(tmp_path / "last", device_type="cpu")
+    assert best.checkpoint_meta["extra"]["epoch"] == best_epoch == trainer.best_epoch
+    assert last.checkpoint_meta["extra"]["epoch"] == 3
+    assert best.checkpoint_meta["extra"]["dataset"] == "digits"
+    np.testing.assert_allclose(last.predict(digits.x_test[:10]), clf.predict(digits.x_test[:10]), rtol=1e-5, atol=1e-6)
+    trainer.restore_best()
+    np.testing.assert_allclose(best.predict(digits.x_test[:10]), clf.predict(digits.x_test[:10]), rtol=1e-5, atol=1e-6)
+
+
+def test_training_pgd_stays_in_bounds_and_raises_the_loss(trained, digits):
+    model = trained.model
+    x = torch.from_numpy(digits.x_test[:64])
+    y = torch.from_numpy(digits.y_test[:64])
+    model.train()
+    x_adv = pgd_linf(model, x, y, eps=EPS, eps_step=0.025, steps=10, clip=(0.0, 1.0))
+    assert model.training  # mode restored
+    assert (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        model.eval()
+        assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y) + 0.5
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"eps": -1}, "eps must be a positive number"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"lr": "fast"}, "lr must be a positive number"),
+    ({"max_iter": 0}, "max_iter must be an integer >= 1"),
+    ({"act": "softmax"}, "ads must be one of"),
+    ({"epochs": 3}, "unknown parameter"),
+])
+def test_bad_defense_parameters(digits, params, message):
+    clf = make_classifier(digits)
+    name = "ads" if "act" in params else "pgd-at"
+    with pytest.raises(sd.SSMDefenseError, match=message):
+        sd.get_defense(name, clf, **params)
+
+
+def test_bad_fit_arguments(digits):
+    clf = make_classifier(digits)
+    trainer = sd.get_defense("none", clf, verbose=False)
+    with pytest.raises(sd.SSMDefenseError, match="nb_epochs must be"):
+        trainer.fit(digits.x_train, digits.y_train, nb_epochs=0)
+    with pytest.raises(sd.SSMDefenseError, match="expects"):
+        trainer.fit(digits.x_train[:, :, :4], digits.y_train, nb_epochs=1)
+    with pytest.raises(sd.SSMDefenseError, match="labels must lie in"):
+        trainer.fit(digits.x_train, digits.y_train + 5, nb_epochs=1)
+    no_clip = sd.SSMClassifier(make_classifier(digits).body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows",
+                               device_type="cpu")
+    with pytest.raises(sd.SSMDefenseError, match="needs clip_values"):
+        sd.get_defense("pgd-at", no_clip)

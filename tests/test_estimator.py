@@ -1,0 +1,121 @@
+"""SSMClassifier (an ART PyTorchClassifier) and safetensors + JSON checkpoints."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from art.estimators.classification import PyTorchClassifier
+
+import ssmdefense as sd
+from conftest import TINY, make_classifier
+
+
+def test_is_an_art_classifier_on_natural_shapes(digits):
+    clf = make_classifier(digits)
+    assert isinstance(clf, PyTorchClassifier)
+    assert clf.predict(digits.x_test[:5]).shape == (5, 10)
+    grads = clf.loss_gradient(digits.x_test[:3], digits.y_test[:3])
+    assert grads.shape == (3, 1, 8, 8)  # gradients live in image space
+    assert clf.model(torch.from_numpy(digits.x_test[:2])).shape == (2, 10)  # natural shape -> logits
+
+
+def test_pixels_sequence_feeds_one_channel_per_step(digits):
+    body = sd.build_model("s4d", d_input=1, n_classes=10, **TINY)
+    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="pixels", clip_values=(0, 1),
+                           device_type="cpu")
+    assert clf.model.serialiser.L == 64 and clf.predict(digits.x_test[:2]).shape == (2, 10)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(sequence="columns"), "sequence must be one of"),
+    (dict(input_shape=(1, 8, 16)), "expects d_input=8"),
+    (dict(input_shape=(64,)), "needs image input_shape"),
+    (dict(nb_classes=7), r"logits of shape \(10,\)"),
+    (dict(device_type="tpu"), "device_type must be"),
+])
+def test_bad_wrapper_arguments(kwargs, message):
+    body = sd.build_model("s4d", d_input=8, n_classes=10, **TINY)
+    args = dict(input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0, 1), device_type="cpu")
+    with pytest.raises(sd.SSMDefenseError, match=message):
+        sd.SSMClassifier(body, **{**args, **kwargs})
+
+
+def test_save_load_round_trip(tmp_path, trained, digits):
+    sd.save(trained, tmp_path / "ckpt", extra={"dataset": "digits"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.json", "ckpt.safetensors"]
+    meta = json.loads((tmp_path / "ckpt.json").read_text())
+    assert meta["model"]["name"] == "s4d" and meta["classifier"]["sequence"] == "rows"
+    again = sd.load(tmp_path / "ckpt", device_type="cpu")
+    np.testing.assert_allclose(again.predict(digits.x_test), trained.predict(digits.x_test), rtol=1e-5, atol=1e-6)
+    assert again.clip_values.tolist() == [0.0, 1.0]
+    assert again.checkpoint_meta["extra"] == {"dataset": "digits"}
+    # either file name, or the directory of a run (which means its best checkpoint), works too
+    sd.load(tmp_path / "ckpt.safetensors", device_type="cpu")
+    (tmp_path / "run").mkdir()
+    sd.save(trained, tmp_path / "run" / "best")
+    assert sd.load(tmp_path / "run", device_type="cpu").nb_classes == 10
+
+
+def test_ads_added_by_a_defense_survives_save_and_load(tmp_path, digits):
+    clf = make_classifier(digits)
+    sd.get_defense("ads", clf, act="tanh", verbose=False)
+    sd.save(clf, tmp_path / "ads")
+    again = sd.load(tmp_path / "ads", device_type="cpu")
+    assert again.body.ads == "tanh"
+    np.testing.assert_allclose(again.predict(digits.x_test[:20]), clf.predict(digits.x_test[:20]), rtol=1e-5, atol=1e-6)
+
+
+def test_loading_never_unpickles(tmp_path, trained, monkeypatch):
+    import pickle
+
+    sd.save(trained, tmp_path / "ckpt")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle used while loading a checkpoint")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    sd.load(tmp_path / "ckpt", device_type="cpu")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "no checkpoint"),
+    ("bad-json", "corrupt checkpoint metadata"),
+    ("not-ours", "is not an ssmdefense checkpoint"),
+    ("truncated-weights", "does not match its configuration or is corrupt"),
+    ("wrong-shape", "does not match its configuration"),
+    ("unknown-model", "unknown model 'bogus'"),
+])
+def test_corrupt_checkpoints_raise_checkpoint_errors(tmp_path, trained, damage, message):
+    stem = tmp_path / "ckpt"
+    sd.save(trained, stem)
+    meta_path, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    meta = json.loads(meta_path.read_text())
+    if damage == "missing":
+        weights.unlink()
+        meta_path.unlink()
+    elif damage == "bad-json":
+        meta_path.write_text("{not json")
+    elif damage == "not-ours":
+        meta_path.write_text(json.dumps({"hello": 1}))
+    elif damage == "truncated-weights":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "wrong-shape":
+        meta["model"]["params"]["d_model"] = 16
+        meta_path.write_text(json.dumps(meta))
+    elif damage == "unknown-model":
+        meta["model"]["name"] = "bogus"
+        meta_path.write_text(json.dumps(meta))
+    with pytest.raises(sd.SSMDefenseError, match=message):
+        sd.load(stem, device_type="cpu")
+
+
+def test_save_refuses_models_it_cannot_rebuild(tmp_path):
+    body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0, 1),
+                           device_type="cpu")
+    with pytest.raises(sd.SSMDefenseError, match="not built by ssmdefense.build_model"):
+        sd.save(clf, tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []

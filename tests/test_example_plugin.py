@@ -1,0 +1,182 @@
+"""The example third-party plugin ``plugins/ssmdefense-noise``, installed the way a user would.
+
+pip installs it into a temporary ``--target`` directory (the venv is never touched); the CLI then
+runs with that directory on PYTHONPATH and must list the plugin's attack and defense. The same
+directory is imported in-process to check that the attack and the defense do what they say.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ssmdefense as sd
+from ssmdefense import plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_SRC = ROOT / "plugins" / "ssmdefense-noise"
+
+
+def _venv_builds_wheels_offline() -> bool:
+    """setuptools builds wheels by itself from 70.1 on; before that it needs the ``wheel`` package."""
+    from packaging.version import Version
+
+    try:
+        import wheel  # noqa: F401
+        return True
+    except ImportError:
+        return Version(importlib.metadata.version("setuptools")) >= Version("70.1")
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory) -> Path:
+    """``pip install --target`` of the example plugin; returns the target (site) directory."""
+    tmp = tmp_path_factory.mktemp("noise-plugin")
+    # Build from a copy: pip builds in-tree and would leave build/ and *.egg-info in the repository.
+    src = tmp / "src"
+    shutil.copytree(PLUGIN_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    site = tmp / "site"
+    if _venv_builds_wheels_offline():
+        isolation = ["--no-build-isolation"]  # offline: the venv's own setuptools builds the wheel
+    else:
+        # A venv made without `make venv` (setuptools < 70.1 and no `wheel`): let pip fetch a build
+        # backend into an isolated environment from its configured index instead.
+        isolation = []
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *isolation,
+           "--target", str(site), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"pip install of the example plugin failed:\n{proc.stdout}\n{proc.stderr}"
+    assert (site / "ssmdefense_noise" / "__init__.py").is_file()
+    return site
+
+
+def run_cli(site: Path, *args: str, parse_json: bool = True):
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    env.pop("SSMDEFENSE_LOAD_PLUGINS", None)  # load every installed plugin
+    proc = subprocess.run([sys.executable, "-m", "ssmdefense", *args], capture_output=True, text=True,
+                          env=env, cwd=site.parent, timeout=120)
+    assert proc.returncode == 0, f"ssmdefense {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}"
+    return json.loads(proc.stdout) if parse_json else proc
+
+
+def test_cli_lists_the_plugin_attack_defense_and_distribution(plugin_site):
+    attacks = {row["name"]: row for row in run_cli(plugin_site, "attacks", "--json")}
+    assert attacks["noise"]["source"] == "noise"
+    assert "noise" in attacks["noise"]["summary"].lower()
+    assert "pgd" in attacks  # the built-ins are still there
+
+    defenses = {row["name"]: row for row in run_cli(plugin_site, "defenses", "--json")}
+    assert defenses["noise-augment"]["source"] == "noise"
+
+    rows = {row["name"]: row for row in run_cli(plugin_site, "plugins", "--json")}
+    noise = rows["noise"]
+    assert noise["distribution"] == "ssmdefense-noise"
+    assert noise["version"] == "0.1.0"
+    assert noise["builtin"] is False
+    assert noise["error"] is None
+    assert set(noise["hooks"]) == {"register_attacks", "register_defenses"}
+
+
+def test_cli_defend_trains_with_the_plugin_defense(plugin_site, tmp_path):
+    out = tmp_path / "run"
+    run_cli(plugin_site, "defend", "--defense", "noise-augment", "--dataset", "digits", "--epochs", "1",
+            "-m", "d_model=16", "-m", "n_layers=1", "--eval-samples", "32", "-p", "sigma=0.2",
+            "--out", str(out), "-q", parse_json=False)
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["defense"] == "noise-augment"
+    assert 0.0 <= report["last"]["clean_accuracy"] <= 1.0
+    assert (out / "best.safetensors").is_file()
+
+
+@pytest.fixture
+def with_plugin(plugin_site, monkeypatch):
+    """The installed plugin loaded in this process; forgotten again afterwards."""
+    monkeypatch.syspath_prepend(str(plugin_site))
+    monkeypatch.delenv("SSMDEFENSE_LOAD_PLUGINS", raising=False)
+    plugins.reset()
+    yield
+    plugins.reset()
+    for name in [m for m in sys.modules if m == "ssmdefense_noise" or m.startswith("ssmdefense_noise.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models train fastest on one thread; on a busy 2-core machine two threads stall each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_classifier(seed: int = 0) -> sd.SSMClassifier:
+    torch.manual_seed(seed)
+    body = sd.build_model("s4d", d_input=8, n_classes=10, d_model=16, n_layers=1)
+    return sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows",
+                            clip_values=(0.0, 1.0), device_type="cpu")
+
+
+def test_noise_attack_stays_in_eps_ball_and_clip_range(with_plugin, digits):
+    from art.attacks import EvasionAttack
+
+    assert plugins.registry("attacks").get("noise").source == "noise"
+    clf = tiny_classifier()
+    x = digits.x_test[:64]  # (64 1 8 8) in [0, 1], many pixels at exactly 0 or 1
+    attack = sd.get_attack("noise", clf, eps=0.1, seed=0)
+    assert isinstance(attack, EvasionAttack)
+    x_adv = attack.generate(x)
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    assert np.abs(x_adv - x).mean() > 0.02  # noise was added, not just clipping
+    np.testing.assert_array_equal(attack.generate(x), x_adv)  # same seed, same noise
+    assert not np.array_equal(sd.get_attack("noise", clf, eps=0.1, seed=1).generate(x), x_adv)
+
+
+def test_noise_attack_rejects_bad_parameters_clearly(with_plugin):
+    clf = tiny_classifier()
+    with pytest.raises(sd.SSMDefenseError, match="eps must be a positive number"):
+        sd.get_attack("noise", clf, eps=-0.1)
+    with pytest.raises(sd.SSMDefenseError, match="accepted: eps, seed"):
+        sd.get_attack("noise", clf, epsilon=0.1)
+    with pytest.raises(sd.SSMDefenseError, match="sigma must be a number >= 0"):
+        sd.get_defense("noise-augment", clf, sigma="big")
+
+
+def test_noise_augment_trains_on_noisy_inputs_and_updates_weights(with_plugin, digits):
+    from art.defences.trainer import Trainer
+
+    clf = tiny_classifier()
+    assert sd.get_defense("noise-augment", clf, eps=0.05, verbose=False).sigma == 0.05  # sigma defaults to eps
+    trainer = sd.get_defense("noise-augment", clf, sigma=0.2, eps=0.1, verbose=False)
+    assert isinstance(trainer, sd.TrainingLoop) and isinstance(trainer, Trainer)
+
+    # training_step feeds the model x + uniform(-sigma, sigma), clipped to [0, 1].
+    seen = []
+
+    def spy(x):
+        seen.append(x.detach().clone())
+        return clf.model(x)
+
+    xb = torch.from_numpy(digits.x_train[:32])
+    loss, logits = trainer.training_step(spy, xb, torch.from_numpy(digits.y_train[:32]))
+    assert loss.ndim == 0 and logits.shape == (32, 10)
+    delta = seen[0] - xb
+    assert delta.abs().max() <= 0.2 + 1e-6 and delta.abs().mean() > 0.03
+    assert seen[0].min() >= 0.0 and seen[0].max() <= 1.0
+
+    before = [p.detach().clone() for p in clf.model.parameters()]
+    history = trainer.fit(digits.x_train[:256], digits.y_train[:256],
+                          validation_data=(digits.x_test[:64], digits.y_test[:64]), nb_epochs=1)
+    assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
+    assert 0.0 <= history[0]["robust_accuracy"]["pgd-10"] <= 1.0
+    assert any(not torch.equal(b, p) for b, p in zip(before, clf.model.parameters()))

@@ -1,0 +1,207 @@
+"""Plugin loading and the name registries, with fake distributions (nothing installed)."""
+
+import json
+import sys
+import types
+
+import pytest
+from click.testing import CliRunner
+
+import ssmdefense as sd
+from ssmdefense import hookspecs, plugins
+from ssmdefense.cli import cli
+
+
+class FakeDist:
+    def __init__(self, name, version="1.0"):
+        self.name, self.version = name, version
+
+
+class FakeEntryPoint:
+    """What ``importlib.metadata.entry_points(group=...)`` yields, for a module in sys.modules."""
+
+    def __init__(self, name, module_name, dist="ssmdefense-fake"):
+        self.name, self.value, self.group = name, module_name, "ssmdefense"
+        self.dist = FakeDist(dist)
+
+    def load(self):
+        __import__(self.value)
+        return sys.modules[self.value]
+
+
+@pytest.fixture
+def fake_plugins(monkeypatch):
+    """Install fake plugin modules + entry points; restore the real plugin state afterwards."""
+    added = []
+
+    def install(entry_points, modules):
+        for name, module in modules.items():
+            monkeypatch.setitem(sys.modules, name, module)
+            added.append(name)
+        real = plugins.importlib.metadata.entry_points
+
+        def fake_entry_points(**select):
+            if select.get("group") == "ssmdefense":
+                return list(entry_points)
+            return real(**select)
+
+        monkeypatch.setattr(plugins.importlib.metadata, "entry_points", fake_entry_points)
+        plugins.reset()
+
+    yield install
+    plugins.reset()
+
+
+def make_module(name, **hooks):
+    module = types.ModuleType(name)
+    for hook_name, fn in hooks.items():
+        setattr(module, hook_name, sd.hookimpl(fn))
+    return module
+
+
+def test_builtins_are_registered():
+    assert "s4d" in sd.list_models()
+    assert {"fgsm", "pgd"} <= set(sd.list_attacks())
+    assert {"none", "pgd-at", "ads"} <= set(sd.list_defenses())
+    assert {"mnist-5k", "digits"} <= set(sd.list_datasets())
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(sd.UnknownNameError, match=r"unknown attack 'nope'; known: .*fgsm, pgd"):
+        sd.get_attack("nope", None)
+    with pytest.raises(sd.UnknownNameError, match="unknown dataset 'cifar-99'; known: digits"):
+        sd.load_dataset("cifar-99")
+
+
+def test_third_party_plugin_is_found_through_entry_points(fake_plugins):
+    def register_attacks(register):
+        register("fake-attack", lambda estimator, *, eps=0.1: ("attack", estimator, eps), "a fake attack")
+
+    def register_commands(cli):
+        import click
+
+        @cli.command(name="hello-fake")
+        def hello():
+            click.echo("hello from a plugin")
+
+    fake_plugins([FakeEntryPoint("fake", "fake_plugin_mod")],
+                 {"fake_plugin_mod": make_module("fake_plugin_mod", register_attacks=register_attacks,
+                                                 register_commands=register_commands)})
+    assert sd.get_attack("fake-attack", "est", eps=0.5) == ("attack", "est", 0.5)
+    with pytest.raises(sd.SSMDefenseError, match="unknown parameter.*accepted: eps"):
+        sd.get_attack("fake-attack", "est", epsilon=0.5)
+    info = {row["name"]: row for row in plugins.plugin_info()}
+    assert info["fake"]["distribution"] == "ssmdefense-fake"
+    assert info["fake"]["hooks"] == ["register_attacks", "register_commands"]
+    result = CliRunner().invoke(cli, ["attacks", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    assert rows["fake-attack"]["source"] == "fake" and rows["pgd"]["source"] == "ssmdefense.attacks.pgd"
+    # register_commands: the plugin's command is reachable from a fresh root group
+    from ssmdefense.cli import RootGroup
+
+    root = RootGroup(name="ssmdefense")
+    result = CliRunner().invoke(root, ["hello-fake"])
+    assert result.output.strip() == "hello from a plugin"
+
+
+def test_duplicate_name_names_both_sources(fake_plugins):
+    def register_models(register):
+        register("s4d", lambda d_input, n_classes: None, "an impostor")
+
+    fake_plugins([FakeEntryPoint("impostor", "impostor_mod")],
+                 {"impostor_mod": make_module("impostor_mod", register_models=register_models)})
+    with pytest.raises(sd.DuplicateNameError, match="'s4d' is registered twice: by plugin 'ssmdefense.zoo' "
+                                                    "and by plugin 'impostor'"):
+        sd.list_models()
+
+
+def test_broken_plugin_is_reported_and_the_rest_works(fake_plugins):
+    def register_datasets(register):
+        register("fake-data", lambda: "data", "fine")
+
+    broken = FakeEntryPoint("broken", "broken_plugin_mod_that_does_not_exist", dist="ssmdefense-broken")
+    fake_plugins([broken, FakeEntryPoint("fine", "fine_mod")],
+                 {"fine_mod": make_module("fine_mod", register_datasets=register_datasets)})
+    assert "fake-data" in sd.list_datasets()
+    assert "pgd" in sd.list_attacks()
+    errors = plugins.load_errors()
+    assert [e["name"] for e in errors] == ["broken"]
+    assert "ModuleNotFoundError" in errors[0]["error"]
+    result = CliRunner().invoke(cli, ["plugins", "--json"])
+    assert result.exit_code == 0
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    assert rows["broken"]["error"].startswith("ModuleNotFoundError")
+    assert rows["fine"]["error"] is None
+    # other commands still run
+    assert CliRunner().invoke(cli, ["datasets", "--json"]).exit_code == 0
+
+
+def test_env_switch_limits_third_party_plugins(fake_plugins, monkeypatch):
+    def register_datasets(register):
+        register("fake-data", lambda: "data", "fine")
+
+    fake_plugins([FakeEntryPoint("fine", "fine_mod")],
+                 {"fine_mod": make_module("fine_mod", register_datasets=register_datasets)})
+    monkeypatch.setenv("SSMDEFENSE_LOAD_PLUGINS", "")
+    plugins.reset()
+    assert "fake-data" not in sd.list_datasets()
+    assert "digits" in sd.list_datasets()  # built-ins always load
+    monkeypatch.setenv("SSMDEFENSE_LOAD_PLUGINS", "fine")
+    plugins.reset()
+    assert "fake-data" in sd.list_datasets()
+
+
+@pytest.mark.parametrize("kind", ["models", "attacks", "defenses", "datasets", "plugins"])
+def test_listing_commands_print_json(kind):
+    result = CliRunner().invoke(cli, [kind, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert rows and all("name" in r for r in rows)
+    table = CliRunner().invoke(cli, [kind])
+    assert table.exit_code == 0 and rows[0]["name"] in table.output
+
+
+def test_every_hook_is_tested_and_documented():
+    """As datasette does: a new hook needs a test here and a section in docs/plugins.md."""
+    from pathlib import Path
+
+    hooks = [n for n in dir(hookspecs) if n.startswith("register_")]
+    assert sorted(hooks) == ["register_attacks", "register_commands", "register_datasets",
+                             "register_defenses", "register_models"]
+    tests_text = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
+    for hook in hooks:
+        assert f"def {hook}(" in tests_text, f"{hook} has no test"
+        assert f"### {hook}" in docs, f"{hook} is not documented in docs/plugins.md"
+
+
+def test_plugin_models_and_defenses_work_through_the_api(fake_plugins, digits):
+    import torch
+
+    from ssmdefense.defenses.pgd_at import PGDATTrainer
+    from ssmdefense.models import SequenceClassifier
+
+    def register_models(register):
+        def linear_mixer_model(d_input, n_classes, *, d_model=16):
+            return SequenceClassifier(d_input, n_classes, lambda h: torch.nn.Linear(h, h), d_model=d_model, n_layers=1)
+
+        register("linear-mixer", linear_mixer_model, "per-step linear mixer")
+
+    def register_defenses(register):
+        class HalfEpsTrainer(PGDATTrainer):
+            name = "half-eps-at"
+
+        register("half-eps-at", HalfEpsTrainer, "PGD-AT subclass")
+
+    fake_plugins([FakeEntryPoint("extra", "extra_mod")],
+                 {"extra_mod": make_module("extra_mod", register_models=register_models,
+                                           register_defenses=register_defenses)})
+    body = sd.build_model("linear-mixer", d_input=8, n_classes=10, d_model=8)
+    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0, 1),
+                           device_type="cpu")
+    trainer = sd.get_defense("half-eps-at", clf, eps=0.05, max_iter=2, verbose=False)
+    history = trainer.fit(digits.x_train[:64], digits.y_train[:64], nb_epochs=1)
+    assert len(history) == 1 and history[0]["train_loss"] > 0
+    with pytest.raises(sd.SSMDefenseError, match="unknown parameter.*accepted: .*max_iter"):
+        sd.get_defense("half-eps-at", clf, max_iters=3)
