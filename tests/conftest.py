@@ -6,6 +6,9 @@ import torch
 
 import ssmdefense as sd
 
+# One thread: these models are tiny, and extra threads only add synchronisation (see docs/architecture.md).
+torch.set_num_threads(1)
+
 # dt up to 1 suits these short (L = 8) sequences; the paper range (1e-3, 1e-1) is tuned for L ~ 1000.
 TINY = dict(d_model=32, n_layers=1, d_state=16, dt_min=1e-2, dt_max=1.0)
 

@@ -52,6 +52,25 @@ def test_same_seed_same_run_and_one_hot_labels_are_accepted(digits):
         assert a["robust_accuracy"] == b["robust_accuracy"]
 
 
+def test_evaluation_does_not_reseed_the_training_random_stream(digits):
+    """Per-epoch evaluation uses fixed random starts but must not replay the same training noise
+    (random starts, dropout) in every epoch: the global generators are left unseeded."""
+    import random
+
+    clf = make_classifier(digits)
+    trainer = sd.get_defense("pgd-at", clf, eps=EPS, verbose=False, seed=5)
+    draws, results = [], []
+    for outer_seed in (123, 456):
+        torch.manual_seed(outer_seed)
+        np.random.seed(outer_seed)
+        random.seed(outer_seed)
+        results.append(trainer.evaluate(digits.x_test[:50], digits.y_test[:50]))
+        draws.append((torch.rand(4).tolist(), np.random.rand(4).tolist(), random.random()))
+    assert results[0] == results[1]  # the same random starts each time
+    for a, b in zip(*draws):
+        assert a != b
+
+
 def test_best_and_last_checkpoints_and_metrics(tmp_path, digits):
     clf = make_classifier(digits)
     trainer = sd.get_defense("pgd-at", clf, eps=EPS, max_iter=2, lr=1e-2, eval_samples=100, verbose=False)

@@ -150,6 +150,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             except Exception as exc:  # a broken third-party plugin must not break the others
                 _load_errors.append({
                     "name": ep.name, "value": ep.value, "distribution": dist_name,
+                    "version": getattr(dist, "version", None) if dist is not None else None,
                     "error": f"{type(exc).__name__}: {exc}",
                     "traceback": traceback.format_exc(),
                 })
@@ -207,7 +208,7 @@ def plugin_info() -> list[dict]:
         rows.append({"name": name, "hooks": hooks, **_plugin_sources.get(name, {}), "error": None})
     for err in _load_errors:
         rows.append({"name": err["name"], "hooks": [], "distribution": err["distribution"],
-                     "builtin": False, "error": err["error"]})
+                     "version": err["version"], "builtin": False, "error": err["error"]})
     return rows
 
 

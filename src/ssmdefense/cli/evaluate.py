@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import echo_json, parse_float_list, parse_params, resolve_device, staged_directory
+from .common import THREADS_HELP, echo_json, parse_float_list, parse_params, resolve_device, staged_directory
 
 
 def _checkpoints(path: Path) -> dict[str, Path]:
@@ -50,6 +50,7 @@ common_options = [
     click.option("--dataset", default=None, help="Dataset to use (default: the one recorded in the checkpoint)."),
     click.option("--samples", type=click.IntRange(min=1), default=None, help="Use the first N test samples."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help=THREADS_HELP),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
 ]
@@ -69,13 +70,13 @@ def with_common(fn):
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Attack parameter (repeatable).")
 @click.option("--save-examples", type=click.Path(path_type=Path), default=None,
               help="Write x, x_adv, y and predictions to this .npz file.")
-def attack(checkpoint, dataset, samples, device, seed, as_json, attack_name, eps, params, save_examples):
+def attack(checkpoint, dataset, samples, device, threads, seed, as_json, attack_name, eps, params, save_examples):
     """Run one attack on a checkpoint's test data; report clean and adversarial accuracy."""
     import numpy as np
 
     from ..api import get_attack
     from ..checkpoint import load
-    from ..defenses.loop import seed_everything
+    from ..defenses.loop import seeded
     from ..plugins import registry
 
     params = parse_params(params, "-p")
@@ -85,7 +86,7 @@ def attack(checkpoint, dataset, samples, device, seed, as_json, attack_name, eps
     if save_examples is not None and not save_examples.parent.exists():
         raise click.BadParameter(f"directory {save_examples.parent} does not exist", param_hint="--save-examples")
     stem = next(iter(_checkpoints(checkpoint).values()))
-    clf = load(stem, device_type=resolve_device(device))
+    clf = load(stem, device_type=resolve_device(device, threads))
     name, x, y = _test_data(clf, dataset, samples)
     if eps is None and "eps" not in params:
         eps = clf.checkpoint_meta.get("extra", {}).get("eps")
@@ -93,9 +94,9 @@ def attack(checkpoint, dataset, samples, device, seed, as_json, attack_name, eps
         if "eps" in params:
             raise click.BadParameter("give eps once: --eps or -p eps=...", param_hint="--eps")
         params["eps"] = eps
-    seed_everything(seed)
     adv = get_attack(attack_name, clf, **params)
-    x_adv = adv.generate(x, y).astype(np.float32)
+    with seeded(seed):
+        x_adv = adv.generate(x, y).astype(np.float32)
     pred_clean = clf.predict(x).argmax(1)
     pred_adv = clf.predict(x_adv).argmax(1)
     delta = (x_adv - x).reshape(len(x), -1)
@@ -129,7 +130,7 @@ def attack(checkpoint, dataset, samples, device, seed, as_json, attack_name, eps
                    "(default: the run's eps, then 0.5x, 1.5x, 2x of it).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write report.json/report.md/plots (default: <run>/evaluation).")
-def evaluate(checkpoint, dataset, samples, device, seed, as_json, attack_list, eps_text, out):
+def evaluate(checkpoint, dataset, samples, device, threads, seed, as_json, attack_list, eps_text, out):
     """Clean accuracy, FGSM and PGD-10 at eps and along a list of eps; best and last side by side."""
     from ..checkpoint import load
     from ..errors import SSMDefenseError
@@ -144,7 +145,7 @@ def evaluate(checkpoint, dataset, samples, device, seed, as_json, attack_list, e
         registry("attacks").get(a)
     eps_list = parse_float_list(eps_text, "--eps")
     stems = _checkpoints(checkpoint)
-    device_type = resolve_device(device)
+    device_type = resolve_device(device, threads)
     clfs = {k: load(s, device_type=device_type) for k, s in stems.items()}
     first = next(iter(clfs.values()))
     if eps_list is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import echo_json, parse_params, resolve_device, staged_directory
+from .common import THREADS_HELP, echo_json, parse_params, resolve_device, staged_directory
 
 DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of --eps
 
@@ -28,6 +28,7 @@ def run_options(fn):
                      help="L-inf budget for training attacks and the PGD-10/FGSM evaluation."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, same run."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help=THREADS_HELP),
         click.option("--out", type=click.Path(path_type=Path), default=None,
                      help="Run directory (default: runs/<defense>-<model>-<dataset>-<time>)."),
         click.option("--overwrite", is_flag=True, help="Replace --out if it exists."),
@@ -48,7 +49,7 @@ def run_options(fn):
     return fn
 
 
-def run_training(defense, model, dataset, epochs, eps, seed, device, out, overwrite, sequence, batch_size,
+def run_training(defense, model, dataset, epochs, eps, seed, device, threads, out, overwrite, sequence, batch_size,
                  eval_samples, model_params, params, as_json, quiet, command):
     """Validate everything, train, evaluate best and last checkpoints, write the run directory."""
     from ..api import build_model, get_defense, load_dataset
@@ -67,7 +68,7 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, out, overwr
             raise click.BadParameter(f"set {key} with its own option, not -p", param_hint="-p")
     for kind, name in (("datasets", dataset), ("models", model), ("defenses", defense)):
         registry(kind).get(name)  # unknown names fail here, before any work
-    device_type = resolve_device(device)
+    device_type = resolve_device(device, threads)
     if out is None:
         out = Path("runs") / f"{defense}-{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
     if out.exists() and not overwrite:

@@ -21,6 +21,7 @@ import copy
 import json
 import random
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded(seed: int):
+    """Run a block with all global generators seeded, then restore their previous states, so an
+    evaluation inside training gets the same random starts every epoch without replaying the
+    training's own random stream."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        seed_everything(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 class TrainingLoop(Trainer):
@@ -129,9 +145,9 @@ class TrainingLoop(Trainer):
         clf = self._classifier
         if self.eval_samples is not None:
             x, y = x[: self.eval_samples], y[: self.eval_samples]
-        seed_everything(self.seed)  # the same random starts every epoch: comparable numbers
         attack = get_attack("pgd", clf, eps=self.eps, max_iter=self.eval_max_iter, batch_size=256)
-        x_adv = attack.generate(x.astype(np.float32), y)
+        with seeded(self.seed):  # the same random starts every epoch: comparable numbers
+            x_adv = attack.generate(x.astype(np.float32), y)
         return {"clean_accuracy": clf.accuracy(x, y),
                 "robust_accuracy": {f"pgd-{self.eval_max_iter}": clf.accuracy(x_adv, y)}}
 

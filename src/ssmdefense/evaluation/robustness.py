@@ -15,13 +15,13 @@ def attack_key(name: str, params: dict | None = None) -> str:
 
 def _accuracy_under(clf, name, x, y, eps, params, seed):
     from ..api import get_attack
-    from ..defenses.loop import seed_everything
+    from ..defenses.loop import seeded
 
     if eps == 0:
         return clf.accuracy(x, y)
-    seed_everything(seed)
     attack = get_attack(name, clf, eps=eps, **{**DEFAULT_ATTACK_PARAMS.get(name, {}), **params})
-    return clf.accuracy(attack.generate(x, y), y)
+    with seeded(seed):
+        return clf.accuracy(attack.generate(x, y), y)
 
 
 def evaluate_robustness(clf, x: np.ndarray, y: np.ndarray, *, eps: float, attacks=("fgsm", "pgd"),

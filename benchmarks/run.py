@@ -1,0 +1,90 @@
+"""Performance harness: measures side by side in one process and writes JSON (never a test).
+
+    .venv/bin/python benchmarks/run.py [--out benchmarks/results.json] [--repeats 5]
+
+Figures:
+- s4d_conv_vs_recurrence: forward time of the S4D layer's FFT convolution against its
+  step-by-step recurrence reference at several sequence lengths, and their ratio.
+- defense_step_overhead: seconds per training step of the pgd-at defense against standard
+  training (none) on one mnist-5k batch, and the ratio (the cost of the 10-step inner attack).
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def best_of(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def s4d_conv_vs_recurrence(repeats):
+    from ssmdefense.models import S4D
+
+    torch.manual_seed(0)
+    layer = S4D(d_model=64, d_state=32)
+    rows = []
+    with torch.no_grad():
+        for L in (28, 128, 784):
+            u = torch.randn(16, L, 64)  # (B L H)
+            conv = best_of(lambda: layer(u), repeats)
+            rec = best_of(lambda: layer.forward_recurrent(u), max(1, repeats // 2))
+            rows.append({"L": L, "batch": 16, "d_model": 64, "conv_seconds": conv, "recurrence_seconds": rec,
+                         "speedup": rec / conv})
+    return rows
+
+
+def defense_step_overhead(repeats):
+    import ssmdefense as sd
+
+    data = sd.load_dataset("mnist-5k")
+    x = torch.from_numpy(data.x_train[:64])
+    y = torch.from_numpy(data.y_train[:64])
+    out = {}
+    for name in ("none", "pgd-at"):
+        torch.manual_seed(0)
+        body = sd.build_model("s4d", d_input=28, n_classes=10)
+        clf = sd.SSMClassifier(body, input_shape=(1, 28, 28), nb_classes=10, sequence="rows",
+                               clip_values=(0.0, 1.0), device_type="cpu")
+        trainer = sd.get_defense(name, clf, eps=0.1, verbose=False)
+        opt = torch.optim.AdamW(clf.model.parameters(), lr=1e-3)
+
+        def step():
+            loss, _ = trainer.training_step(clf.model, x, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        step()  # warm-up
+        out[name] = best_of(step, repeats)
+    return {"batch": 64, "step_seconds": out, "pgd_at_over_none": out["pgd-at"] / out["none"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    result = {
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},
+        "s4d_conv_vs_recurrence": s4d_conv_vs_recurrence(args.repeats),
+        "defense_step_overhead": defense_step_overhead(args.repeats),
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    np.random.seed(0)
+    main()
