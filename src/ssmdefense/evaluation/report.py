@@ -63,11 +63,15 @@ def plot_curves(report: dict, path: Path) -> bool:
     ckpts = [k for k in ("best", "last", "checkpoint") if k in report and report[k].get("curve")]
     if not ckpts:
         return False
+    if ckpts == ["best", "last"] and report["best"].get("epoch") == report["last"].get("epoch"):
+        ckpts, labels = ["best"], {"best": f"best = last (epoch {report['best'].get('epoch')})"}
+    else:
+        labels = {k: k if report[k].get("epoch") is None else f"{k} (epoch {report[k]['epoch']})" for k in ckpts}
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for k in ckpts:
         curve = report[k]["curve"]
         for key in [c for c in curve[0] if c != "eps"]:
-            ax.plot([p["eps"] for p in curve], [p[key] for p in curve], marker="o", label=f"{k} {key}")
+            ax.plot([p["eps"] for p in curve], [p[key] for p in curve], marker="o", label=f"{labels[k]} {key}")
     ax.set_xlabel("eps (L-inf)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
