@@ -147,3 +147,17 @@ def test_help_lists_every_command():
     assert result.exit_code == 0
     for command in ("defend", "train", "attack", "evaluate", "plugins", "models", "attacks", "defenses", "datasets"):
         assert command in result.output
+
+
+def test_same_seed_gives_the_same_run(tmp_path):
+    def metrics(name, seed):
+        result = run("defend", "--defense", "pgd-at", "-p", "max_iter=2", *TINY[:2], "--epochs", "2",
+                     "--eval-samples", "50", "-q", "-m", "d_model=8", "-m", "n_layers=1", "--seed", seed,
+                     "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return [(r["train_loss"], r["clean_accuracy"], r["robust_accuracy"]) for r in rows]
+
+    first = metrics("a", 1)
+    assert metrics("b", 1) == first
+    assert metrics("c", 2) != first

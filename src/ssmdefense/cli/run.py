@@ -54,6 +54,7 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
     """Validate everything, train, evaluate best and last checkpoints, write the run directory."""
     from ..api import build_model, get_defense, load_dataset
     from ..checkpoint import load as load_checkpoint
+    from ..defenses.loop import seed_everything
     from ..errors import SSMDefenseError
     from ..estimators import SSMClassifier
     from ..evaluation.report import write_report
@@ -80,6 +81,7 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
         _, d_input = sequence_dims(data.input_shape, sequence)
     except ValueError as exc:
         raise SSMDefenseError(str(exc)) from None
+    seed_everything(seed)  # the initial weights too: same seed, same run
     body = build_model(model, d_input, data.nb_classes, **model_params)
     clf = SSMClassifier(body, input_shape=data.input_shape, nb_classes=data.nb_classes, sequence=sequence,
                         clip_values=data.clip_values, device_type=device_type)
