@@ -1,6 +1,6 @@
 """Performance harness: measures side by side in one process and writes JSON (never a test).
 
-    .venv/bin/python benchmarks/run.py [--out benchmarks/results.json] [--repeats 5]
+    .venv/bin/python benchmarks/run.py [--out benchmarks/results.json] [--repeats 5] [--threads 1]
 
 Figures:
 - s4d_conv_vs_recurrence: forward time of the S4D layer's FFT convolution against its
@@ -74,7 +74,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the CLI's default is 1)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     result = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},

@@ -135,7 +135,7 @@ def evaluate(checkpoint, dataset, samples, device, threads, seed, as_json, attac
     from ..checkpoint import load
     from ..errors import SSMDefenseError
     from ..evaluation.report import write_report
-    from ..evaluation.robustness import evaluate_robustness
+    from ..evaluation.robustness import best_last_gap, evaluate_robustness
     from ..plugins import registry
 
     attacks = [a.strip() for a in attack_list.split(",") if a.strip()]
@@ -152,7 +152,7 @@ def evaluate(checkpoint, dataset, samples, device, threads, seed, as_json, attac
         run_eps = first.checkpoint_meta.get("extra", {}).get("eps")
         if run_eps is None:
             raise SSMDefenseError("this checkpoint does not record its eps; pass --eps")
-        eps_list = [run_eps, 0.5 * run_eps, 1.5 * run_eps, 2 * run_eps]
+        eps_list = [round(f * run_eps, 10) for f in (1.0, 0.5, 1.5, 2.0)]
     if any(e <= 0 for e in eps_list[:1]):
         raise click.BadParameter("the first eps must be positive", param_hint="--eps")
     name, x, y = _test_data(first, dataset, samples)
@@ -167,9 +167,7 @@ def evaluate(checkpoint, dataset, samples, device, threads, seed, as_json, attac
                                          eps_list=sorted(set([0.0, *eps_list])), seed=seed)
             report[which] = {"epoch": clf.checkpoint_meta.get("extra", {}).get("epoch"), **result}
         if "best" in report and "last" in report:
-            report["gap"] = {"clean_accuracy": report["best"]["clean_accuracy"] - report["last"]["clean_accuracy"],
-                             **{k: report["best"]["robust_accuracy"][k] - report["last"]["robust_accuracy"][k]
-                                for k in report["best"]["robust_accuracy"]}}
+            report["gap"] = best_last_gap(report["best"], report["last"])
         write_report(tmp, report, f"ssmdefense evaluate: {checkpoint}")
     if as_json:
         echo_json(report)

@@ -58,7 +58,7 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
     from ..errors import SSMDefenseError
     from ..estimators import SSMClassifier
     from ..evaluation.report import write_report
-    from ..evaluation.robustness import evaluate_robustness
+    from ..evaluation.robustness import best_last_gap, evaluate_robustness
     from ..models import sequence_dims
     from ..plugins import registry
 
@@ -111,11 +111,9 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
                     click.echo(f"evaluating the {which} checkpoint (clean, FGSM, PGD-10 at eps={eps} and a curve)...",
                                err=True)
                 by_epoch[epoch] = evaluate_robustness(ckpt, x_eval, y_eval, eps=eps, attacks=("fgsm", "pgd"),
-                                                      eps_list=[f * eps for f in DEFAULT_EPS_FACTORS], seed=seed)
+                                                      eps_list=[round(f * eps, 10) for f in DEFAULT_EPS_FACTORS], seed=seed)
             report[which] = {"epoch": epoch, **by_epoch[epoch]}
-        report["gap"] = {"clean_accuracy": report["best"]["clean_accuracy"] - report["last"]["clean_accuracy"],
-                         **{k: report["best"]["robust_accuracy"][k] - report["last"]["robust_accuracy"][k]
-                            for k in report["best"]["robust_accuracy"]}}
+        report["gap"] = best_last_gap(report["best"], report["last"])
         report["config"] = {"model": model, "dataset": dataset, "defense": defense, "eps": eps, "seed": seed,
                             "epochs": epochs, "sequence": sequence, "model_params": config["model_params"],
                             "defense_params": params}

@@ -54,12 +54,31 @@ def render_markdown(report: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(report: dict, path: Path) -> bool:
+def _accuracy_axes():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    return plt, fig, ax
+
+
+def _save(plt, fig, ax, path: Path, xlabel: str, title: str) -> bool:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_curves(report: dict, path: Path) -> bool:
+    """Accuracy against eps for each checkpoint and attack (one set of lines if best == last)."""
     ckpts = [k for k in ("best", "last", "checkpoint") if k in report and report[k].get("curve")]
     if not ckpts:
         return False
@@ -67,48 +86,26 @@ def plot_curves(report: dict, path: Path) -> bool:
         ckpts, labels = ["best"], {"best": f"best = last (epoch {report['best'].get('epoch')})"}
     else:
         labels = {k: k if report[k].get("epoch") is None else f"{k} (epoch {report[k]['epoch']})" for k in ckpts}
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    plt, fig, ax = _accuracy_axes()
     for k in ckpts:
         curve = report[k]["curve"]
         for key in [c for c in curve[0] if c != "eps"]:
             ax.plot([p["eps"] for p in curve], [p[key] for p in curve], marker="o", label=f"{labels[k]} {key}")
-    ax.set_xlabel("eps (L-inf)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Robust accuracy vs eps")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, ax, path, "eps (L-inf)", "Robust accuracy vs eps")
 
 
 def plot_history(history: list[dict], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Test clean and robust accuracy, and training-batch accuracy, per epoch."""
     rows = [r for r in history if "clean_accuracy" in r]
     if not rows:
         return False
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    plt, fig, ax = _accuracy_axes()
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["clean_accuracy"] for r in rows], marker="o", label="clean (test)")
     for key in rows[0]["robust_accuracy"]:
         ax.plot(epochs, [r["robust_accuracy"][key] for r in rows], marker="o", label=f"{key} (test)")
     ax.plot(epochs, [r["train_accuracy"] for r in rows], linestyle="--", label="train batches")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Accuracy per epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, ax, path, "epoch", "Accuracy per epoch")
 
 
 def write_report(directory, report: dict, title: str, history: list[dict] | None = None) -> None:

@@ -47,3 +47,9 @@ def evaluate_robustness(clf, x: np.ndarray, y: np.ndarray, *, eps: float, attack
                 clf, name, x, y, float(e), attack_params.get(name, {}), seed)
         curve.append(point)
     return {"clean_accuracy": clean, "robust_accuracy": robust, "curve": curve}
+
+
+def best_last_gap(best: dict, last: dict) -> dict:
+    """Best minus last checkpoint, clean and per attack: how robust overfitting shows."""
+    return {"clean_accuracy": best["clean_accuracy"] - last["clean_accuracy"],
+            **{k: best["robust_accuracy"][k] - last["robust_accuracy"][k] for k in best["robust_accuracy"]}}
