@@ -71,7 +71,7 @@ def test_ads_formula(act):
 
 def test_build_model_places_ads_in_every_block_and_outputs_logits():
     model = sd.build_model("s4d", d_input=28, n_classes=10, d_model=16, n_layers=3, ads="relu")
-    assert [type(b.ads).__name__ for b in model.blocks] == ["AdaptiveScaling"] * 3
+    assert [type(b.ads_module).__name__ for b in model.blocks] == ["AdaptiveScaling"] * 3
     assert model(torch.randn(4, 28, 28)).shape == (4, 10)
     plain = sd.build_model("s4d", d_input=28, n_classes=10, d_model=16, n_layers=3)
     assert plain.ads is None

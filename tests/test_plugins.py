@@ -111,7 +111,7 @@ def test_duplicate_name_names_both_sources(fake_plugins):
 
     fake_plugins([FakeEntryPoint("impostor", "impostor_mod")],
                  {"impostor_mod": make_module("impostor_mod", register_models=register_models)})
-    with pytest.raises(sd.DuplicateNameError, match="'s4d' is registered twice: by plugin 'ssmdefense.zoo' "
+    with pytest.raises(sd.DuplicateNameError, match="'s4d' is registered twice: by plugin 'ssmdefense.zoo.s4d' "
                                                     "and by plugin 'impostor'"):
         sd.list_models()
 

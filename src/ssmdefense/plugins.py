@@ -23,7 +23,7 @@ from . import __version__, hookspecs
 from .errors import DuplicateNameError, SSMDefenseError, UnknownNameError
 
 DEFAULT_PLUGINS = (
-    "ssmdefense.zoo",
+    "ssmdefense.zoo.s4d",
     "ssmdefense.data.embedded",
     "ssmdefense.attacks.fgsm",
     "ssmdefense.attacks.pgd",

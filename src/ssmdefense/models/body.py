@@ -2,7 +2,8 @@
 
     (B, L, D) -> encoder Linear(D, H) -> n_layers x Block -> mean over L -> Linear(H, n_classes)
 
-    Block(x) = LayerNorm(x + dropout(Linear(dropout(AdS(GELU(mixer(x)))))))
+    Block(x) = LayerNorm(x + dropout(Linear(dropout(AdS(GELU(mixer(x)))))))   (plain SSM mixers)
+    Block(x) = LayerNorm(x + dropout(mixer(x)))        (gated mixers: AdS inside, before their out-projection)
 
 ``mixer`` is any module (B, L, H) -> (B, L, H) (S4D, ...); AdS is optional (models/ads.py).
 """
@@ -15,20 +16,54 @@ from torch import nn
 from .ads import AdaptiveScaling, check_ads
 
 
+def make_ads(d_model: int, act: str | None) -> nn.Module:
+    """An AdS module for ``act``, or Identity when ``act`` is None/'none'."""
+    return AdaptiveScaling(d_model, act) if check_ads(act) else nn.Identity()
+
+
 class Block(nn.Module):
+    """One residual block around a sequence mixer.
+
+    Plain SSM mixers (S4, S4D, DSS, S5): ``LayerNorm(x + dropout(Linear(dropout(AdS(GELU(mixer(x)))))))``.
+
+    Mixers with their own gating and output projection (Mega, Mamba) set the class attribute
+    ``has_output_projection = True`` and own an ``ads`` slot (``nn.Identity`` by default) that they
+    apply right after the SSM output and before their output projection; the block then is
+    ``LayerNorm(x + dropout(mixer(x)))`` and puts the AdS module into ``mixer.ads``.
+    """
+
     def __init__(self, mixer: nn.Module, d_model: int, dropout: float = 0.0, ads: str | None = None):
         super().__init__()
         self.mixer = mixer
-        self.activation = nn.GELU()
-        self.ads = AdaptiveScaling(d_model, ads) if check_ads(ads) else nn.Identity()
+        self.gated = bool(getattr(mixer, "has_output_projection", False))
+        if self.gated:
+            if not hasattr(mixer, "ads"):
+                raise TypeError(f"{type(mixer).__name__} has an output projection but no 'ads' slot")
+            mixer.ads = make_ads(d_model, ads)
+        else:
+            self.activation = nn.GELU()
+            self.ads = make_ads(d_model, ads)
+            self.output_linear = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
-        self.output_linear = nn.Linear(d_model, d_model)
         self.norm = nn.LayerNorm(d_model)
 
+    @property
+    def ads_module(self) -> nn.Module:
+        return self.mixer.ads if self.gated else self.ads
+
+    def set_ads(self, module: nn.Module) -> None:
+        if self.gated:
+            self.mixer.ads = module
+        else:
+            self.ads = module
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B L H)
-        y = self.activation(self.mixer(x))  # (B L H)
-        y = self.dropout(self.ads(y))  # (B L H)
-        y = self.dropout(self.output_linear(y))  # (B L H)
+        if self.gated:
+            y = self.dropout(self.mixer(x))  # (B L H)
+        else:
+            y = self.activation(self.mixer(x))  # (B L H)
+            y = self.dropout(self.ads(y))  # (B L H)
+            y = self.dropout(self.output_linear(y))  # (B L H)
         return self.norm(x + y)  # (B L H)
 
 
@@ -73,7 +108,7 @@ class SequenceClassifier(nn.Module):
 
     @property
     def ads(self) -> str | None:
-        first = self.blocks[0].ads
+        first = self.blocks[0].ads_module
         return first.act_name if isinstance(first, AdaptiveScaling) else None
 
     def enable_ads(self, act: str) -> None:
@@ -87,5 +122,5 @@ class SequenceClassifier(nn.Module):
         device = self.head.weight.device
         dtype = self.head.weight.dtype
         for block in self.blocks:
-            if not isinstance(block.ads, AdaptiveScaling):
-                block.ads = AdaptiveScaling(self.d_model, act).to(device=device, dtype=dtype)
+            if not isinstance(block.ads_module, AdaptiveScaling):
+                block.set_ads(AdaptiveScaling(self.d_model, act).to(device=device, dtype=dtype))

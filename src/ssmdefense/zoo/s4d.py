@@ -1,6 +1,6 @@
 """Built-in model plugin: registers the sequence models of ``ssmdefense.models``."""
 
-from .hookspecs import hookimpl
+from ..hookspecs import hookimpl
 
 
 def s4d(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_state: int = 32,
@@ -10,7 +10,7 @@ def s4d(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d
 
     Paper scale (AdS paper, MNIST): ``d_model=128, d_state=32``; the CLI default is smaller.
     """
-    from .models import S4D, SequenceClassifier
+    from ..models import S4D, SequenceClassifier
 
     S4D(1, d_state, dt_min, dt_max, init)  # validate the mixer arguments once, before building
     return SequenceClassifier(d_input, n_classes, lambda H: S4D(H, d_state, dt_min, dt_max, init),

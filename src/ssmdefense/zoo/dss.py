@@ -1,0 +1,23 @@
+"""Built-in model plugin: ``dss``, Diagonal State Spaces (Gupta et al., NeurIPS 2022)."""
+
+from ..hookspecs import hookimpl
+
+
+def dss(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_state: int = 32,
+        kernel: str = "exp", dropout: float = 0.0, ads: str | None = None, dt_min: float = 1e-3,
+        dt_max: float = 1e-1):
+    """DSS classifier; ``kernel`` is "exp" (DSS-exp) or "softmax" (DSS-softmax).
+
+    Paper scale (AdS paper): ``d_model=128``, ``d_state=32`` (MNIST) or 64 (CIFAR-10).
+    """
+    from ..models import SequenceClassifier
+    from ..models.dss import DSS
+
+    DSS(1, d_state, kernel, dt_min, dt_max)  # validate the mixer arguments once
+    return SequenceClassifier(d_input, n_classes, lambda H: DSS(H, d_state, kernel, dt_min, dt_max),
+                              d_model=d_model, n_layers=n_layers, dropout=dropout, ads=ads)
+
+
+@hookimpl
+def register_models(register):
+    register("dss", dss, "DSS: diagonal state spaces, DSS-exp or DSS-softmax kernel (Gupta et al. 2022)")

@@ -1,0 +1,24 @@
+"""Built-in model plugin: ``lstm`` and ``gru`` baselines (last hidden state -> linear head)."""
+
+from ..hookspecs import hookimpl
+
+
+def lstm(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 1, dropout: float = 0.0):
+    """LSTM classifier: ``n_layers`` LSTM layers of width ``d_model``; the last step's hidden state
+    feeds a linear head."""
+    from ..models.rnn import RNNClassifier
+
+    return RNNClassifier(d_input, n_classes, cell="lstm", d_model=d_model, n_layers=n_layers, dropout=dropout)
+
+
+def gru(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 1, dropout: float = 0.0):
+    """GRU classifier: as ``lstm`` with GRU cells."""
+    from ..models.rnn import RNNClassifier
+
+    return RNNClassifier(d_input, n_classes, cell="gru", d_model=d_model, n_layers=n_layers, dropout=dropout)
+
+
+@hookimpl
+def register_models(register):
+    register("lstm", lstm, "LSTM baseline: last hidden state -> linear head")
+    register("gru", gru, "GRU baseline: last hidden state -> linear head")
