@@ -92,7 +92,7 @@ def test_evaluate_command_compares_best_and_last(runs, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["defend", "--defense", "nope"], "unknown defense 'nope'; known: ads, none, pgd-at"),
-    (["defend", "--defense", "ads", "--model", "s9"], "unknown model 's9'; known: s4d"),
+    (["defend", "--defense", "ads", "--model", "s9"], "unknown model 's9'; known: "),
     (["defend", "--defense", "ads", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["defend", "--defense", "ads", "--eps", "-0.1"], "'--eps'"),
     (["defend", "--defense", "ads", "--eps", "big"], "'--eps'"),
@@ -161,3 +161,16 @@ def test_same_seed_gives_the_same_run(tmp_path):
     first = metrics("a", 1)
     assert metrics("b", 1) == first
     assert metrics("c", 2) != first
+
+
+def test_models_listing_counts_parameters():
+    small = {r["name"]: r for r in json.loads(run("models", "--json", "-m", "d_model=16").output)}
+    big = {r["name"]: r for r in json.loads(run("models", "--json", "-m", "d_model=32").output)}
+    expected = {"s4", "s4d", "dss", "s5", "mega", "mamba", "lstm", "gru", "mlp"}
+    assert expected <= set(small)
+    for name in expected:
+        assert small[name]["error"] is None, small[name]["error"]
+        assert small[name]["parameters"] > 0
+    for name in expected - {"mlp"}:  # mlp has no d_model
+        assert small[name]["params"] == {"d_model": 16}
+        assert big[name]["parameters"] > small[name]["parameters"]

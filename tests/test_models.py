@@ -104,3 +104,32 @@ def test_serialisers_pixels_and_rows():
     assert torch.equal(rows[0, 2], x[0, :, 2, :].T.reshape(-1))  # row 2, channels interleaved per pixel
     with pytest.raises(ValueError, match="expected input"):
         ImageToSequence((3, 4, 5), "rows")(torch.zeros(2, 1, 4, 5))
+
+
+class ToyGatedMixer(torch.nn.Module):
+    """A mixer with its own output projection and an AdS slot (the protocol Mega and Mamba follow)."""
+
+    has_output_projection = True
+
+    def __init__(self, d_model):
+        super().__init__()
+        self.inner = torch.nn.Linear(d_model, d_model)
+        self.ads = torch.nn.Identity()
+        self.out_proj = torch.nn.Linear(d_model, d_model)
+
+    def forward(self, x):  # (B L H)
+        return self.out_proj(self.ads(self.inner(x)))
+
+
+def test_gated_mixers_receive_ads_in_their_slot():
+    from ssmdefense.models import SequenceClassifier
+
+    body = SequenceClassifier(3, 4, ToyGatedMixer, d_model=6, n_layers=2, ads="sigmoid")
+    for block in body.blocks:
+        assert isinstance(block.mixer.ads, AdaptiveScaling) and block.ads_module is block.mixer.ads
+        assert not hasattr(block, "output_linear")  # the mixer's own projection is the output
+    plain = SequenceClassifier(3, 4, ToyGatedMixer, d_model=6, n_layers=1)
+    assert plain.ads is None
+    plain.enable_ads("relu")
+    assert isinstance(plain.blocks[0].mixer.ads, AdaptiveScaling) and plain.ads == "relu"
+    assert plain(torch.randn(2, 5, 3)).shape == (2, 4)

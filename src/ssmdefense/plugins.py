@@ -23,7 +23,14 @@ from . import __version__, hookspecs
 from .errors import DuplicateNameError, SSMDefenseError, UnknownNameError
 
 DEFAULT_PLUGINS = (
+    "ssmdefense.zoo.s4",
     "ssmdefense.zoo.s4d",
+    "ssmdefense.zoo.dss",
+    "ssmdefense.zoo.s5",
+    "ssmdefense.zoo.mega",
+    "ssmdefense.zoo.mamba",
+    "ssmdefense.zoo.rnn",
+    "ssmdefense.zoo.mlp",
     "ssmdefense.data.embedded",
     "ssmdefense.attacks.fgsm",
     "ssmdefense.attacks.pgd",
