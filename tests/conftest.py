@@ -36,3 +36,13 @@ def trained(digits):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def train_on_digits(name, data, epochs=8, seed=0, **model_params):
+    """Model ``name`` (8 features per step: digits rows) trained ``epochs`` by standard training."""
+    torch.manual_seed(seed)
+    body = sd.build_model(name, d_input=8, n_classes=10, **model_params)
+    clf = sd.SSMClassifier(body, input_shape=data.input_shape, nb_classes=10, sequence="rows",
+                           clip_values=(0.0, 1.0), device_type="cpu")
+    sd.get_defense("none", clf, lr=1e-2, verbose=False).fit(data.x_train, data.y_train, nb_epochs=epochs)
+    return clf

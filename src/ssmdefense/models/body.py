@@ -29,23 +29,28 @@ class Block(nn.Module):
     Mixers with their own gating and output projection (Mega, Mamba) set the class attribute
     ``has_output_projection = True`` and own an ``ads`` slot (``nn.Identity`` by default) that they
     apply right after the SSM output and before their output projection; the block then is
-    ``LayerNorm(x + dropout(mixer(x)))`` and puts the AdS module into ``mixer.ads``.
+    ``LayerNorm(x + dropout(mixer(x)))`` and puts the AdS module into ``mixer.ads``. A mixer whose
+    SSM runs wider than d_model (Mamba: expand * d_model) says so with ``ads_width``.
     """
 
     def __init__(self, mixer: nn.Module, d_model: int, dropout: float = 0.0, ads: str | None = None):
         super().__init__()
         self.mixer = mixer
+        self.norm = nn.LayerNorm(d_model)
         self.gated = bool(getattr(mixer, "has_output_projection", False))
         if self.gated:
             if not hasattr(mixer, "ads"):
                 raise TypeError(f"{type(mixer).__name__} has an output projection but no 'ads' slot")
-            mixer.ads = make_ads(d_model, ads)
+            mixer.ads = make_ads(self.ads_width, ads)
         else:
             self.activation = nn.GELU()
             self.ads = make_ads(d_model, ads)
             self.output_linear = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(d_model)
+
+    @property
+    def ads_width(self) -> int:
+        return int(getattr(self.mixer, "ads_width", self.norm.normalized_shape[0]))
 
     @property
     def ads_module(self) -> nn.Module:
@@ -85,7 +90,7 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         for key, value, low in (("d_input", d_input, 1), ("n_classes", n_classes, 2),
                                 ("d_model", d_model, 1), ("n_layers", n_layers, 1)):
-            if not isinstance(value, int) or value < low:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{key} must be an integer >= {low}; got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
@@ -123,4 +128,4 @@ class SequenceClassifier(nn.Module):
         dtype = self.head.weight.dtype
         for block in self.blocks:
             if not isinstance(block.ads_module, AdaptiveScaling):
-                block.set_ads(AdaptiveScaling(self.d_model, act).to(device=device, dtype=dtype))
+                block.set_ads(AdaptiveScaling(block.ads_width, act).to(device=device, dtype=dtype))

@@ -12,12 +12,13 @@ import math
 import torch
 from torch import nn
 
-from ..kernels import diag_ssm_recurrence, fft_conv
+from ..kernels import diag_ssm_recurrence
+from .conv_ssm import ConvolutionalSSM
 
 S4D_INITS = ("lin", "inv")
 
 
-class S4D(nn.Module):
+class S4D(ConvolutionalSSM):
     """S4D mixer: (B, L, H) -> (B, L, H).
 
     Args:
@@ -72,12 +73,6 @@ class S4D(nn.Module):
         pos = torch.arange(L, device=dtA.device, dtype=dtA.real.dtype)  # (L)
         powers = torch.exp(dtA[..., None] * pos)  # (H N/2 L) = dA^l
         return 2 * torch.einsum("hn,hnl->hl", C * dB, powers).real  # (H L)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B L H)
-        u = u.transpose(1, 2)  # (B H L)
-        y = fft_conv(u, self.kernel(u.shape[-1]))  # (B H L)
-        y = y + self.D[:, None] * u  # (B H L)
-        return y.transpose(1, 2)  # (B L H)
 
     def forward_recurrent(self, u: torch.Tensor) -> torch.Tensor:
         """Reference: the same layer as a step-by-step recurrence. (B, L, H) -> (B, L, H)."""
