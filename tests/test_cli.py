@@ -174,3 +174,30 @@ def test_models_listing_counts_parameters():
     for name in expected - {"mlp"}:  # mlp has no d_model
         assert small[name]["params"] == {"d_model": 16}
         assert big[name]["parameters"] > small[name]["parameters"]
+
+
+SSMS = ["s4", "s4d", "dss", "s5", "mega", "mamba"]
+
+
+@pytest.mark.parametrize("model, defense", [(m, "ads") for m in SSMS]
+                         + [(m, "pgd-at") for m in SSMS + ["lstm", "gru", "mlp"]])
+def test_every_model_defends_from_the_cli(tmp_path, model, defense):
+    result = run("defend", "--defense", defense, "--model", model, "--dataset", "digits", "--epochs", "1",
+                 "--eval-samples", "20", "-q", "-p", "max_iter=1", "--out", tmp_path / "run", "--json",
+                 *(["-m", "d_model=8"] if model != "mlp" else ["-m", "d_hidden=16"]))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    for which in ("best", "last"):
+        assert 0.0 <= report[which]["robust_accuracy"]["pgd-10"] <= 1.0
+        assert 0.0 <= report[which]["clean_accuracy"] <= 1.0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"] == model
+    if defense == "ads":
+        assert config["model_params"]["ads"] == "relu"
+
+
+def test_ads_on_a_baseline_is_a_clear_error(tmp_path):
+    result = run("defend", "--defense", "ads", "--model", "lstm", "--dataset", "digits", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "needs a model built on ssmdefense's SequenceClassifier" in result.stderr
+    assert not (tmp_path / "r").exists()
