@@ -126,7 +126,7 @@ def test_bad_input_on_existing_runs(runs, tmp_path):
         assert len(lines) == 1 and message in lines[0], result.stderr
 
     fails("defend", "--defense", "ads", "--dataset", "digits", "--out", runs["ads"], message="already exists")
-    fails("attack", "--checkpoint", runs["none"], "--attack", "cw", message="unknown attack 'cw'")
+    fails("attack", "--checkpoint", runs["none"], "--attack", "boom", message="unknown attack 'boom'")
     fails("attack", "--checkpoint", runs["none"], "--attack", "pgd", "-p", "eps=-1", message="eps must be a positive")
     fails("attack", "--checkpoint", runs["none"], "--attack", "pgd", "--dataset", "mnist-5k",
           message="has inputs of shape (1, 28, 28); the checkpoint expects (1, 8, 8)")

@@ -19,3 +19,29 @@ def check_positive(**values):
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{key} must be a positive number; got {value!r}")
+
+
+def within_budget(attack, eps: float, norm):
+    """Wrap a minimum-norm attack (Carlini-Wagner) so that it reports accuracy *at* ``eps``: an
+    adversarial example farther than ``eps`` from its input (in ``norm``) is replaced by the input.
+    ART's C&W attacks have no budget of their own, so this is the standard way to score them."""
+    from art.attacks.attack import EvasionAttack
+
+    class WithinBudget(EvasionAttack):
+        attack_params = EvasionAttack.attack_params + ["eps", "norm"]
+        _estimator_requirements = ()
+
+        def __init__(self):
+            super().__init__(estimator=attack.estimator)
+            self.attack, self.eps, self.norm = attack, eps, norm
+
+        def generate(self, x, y=None, **kwargs):
+            x_adv = self.attack.generate(x, y, **kwargs).astype(x.dtype)
+            delta = (x_adv - x).reshape(len(x), -1)  # (N features)
+            dist = np.abs(delta).max(axis=1) if self.norm == np.inf else np.linalg.norm(delta, axis=1)  # (N)
+            too_far = dist > self.eps * (1 + 1e-6)
+            x_adv[too_far] = x[too_far]
+            return x_adv
+
+    WithinBudget.__name__ = WithinBudget.__qualname__ = f"WithinBudget[{type(attack).__name__}]"
+    return WithinBudget()
