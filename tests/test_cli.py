@@ -49,7 +49,8 @@ def test_report_json_keys_and_values(runs):
         assert pgd_curve[0] == r["clean_accuracy"] and pgd_curve[-1] <= pgd_curve[1]
     assert report["last"]["epoch"] == 4
     assert report["config"] == {**report["config"], "model": "s4d", "dataset": "digits", "defense": "ads", "eps": 0.1}
-    assert len(report["timing"]["epoch_seconds"]) == 4 and report["timing"]["total_seconds"] > 0
+    per_epoch, total = report["timing"]["epoch_seconds"], report["timing"]["total_seconds"]
+    assert len(per_epoch) == 4 and total > 0  # recorded, one per epoch (values are not checked)
     md = (runs["ads"] / "report.md").read_text()
     assert "pgd-10" in md and "plots/robust_accuracy_vs_eps.png" in md
     config = json.loads((runs["ads"] / "config.json").read_text())
