@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import ssmdefense as sd
-from conftest import train_on_digits
 from ssmdefense.models import AdaptiveScaling
 from ssmdefense.models.s4 import S4, hippo_legs, hippo_legs_nplr
 
@@ -127,22 +126,3 @@ def test_s4_with_ads_in_every_block_gives_logits():
 def test_s4_bad_parameters_raise_clear_errors(params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.build_model("s4", d_input=4, n_classes=3, **params)
-
-
-@pytest.fixture(scope="module")
-def trained_s4(digits):
-    clf = train_on_digits("s4", digits, **SMALL)
-    return clf
-
-
-def test_s4_trains_on_digits(trained_s4, digits):
-    # measured 0.87-0.91 over seeds 0-2 (chance 0.1)
-    assert trained_s4.accuracy(digits.x_test, digits.y_test) > 0.7
-
-
-def test_s4_checkpoint_round_trip(trained_s4, digits, tmp_path):
-    sd.save(trained_s4, tmp_path / "s4")
-    clf2 = sd.load(tmp_path / "s4", device_type="cpu")
-    assert int(clf2.body.blocks[0].mixer.l_kernel) == 8  # the length C̃ refers to travels with it
-    x = digits.x_test[:50]
-    assert (clf2.predict(x) == trained_s4.predict(x)).all()
