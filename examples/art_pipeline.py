@@ -6,9 +6,10 @@ image-only ones included, and Foolbox take it unchanged. This script:
 
 1. trains a small S4D model (``sd.get_defense("none", ...)``, standard training);
 2. attacks it with ART's ``ProjectedGradientDescent``, ``AutoAttack`` (its default attack list:
-   APGD-CE, APGD-DLR, DeepFool, SquareAttack) and ``SpatialTransformation``, and with Foolbox's
-   ``SpatialAttack`` (rotations up to 30 degrees, translations up to 3 px on 28 x 28 images) on
-   ``fb.PyTorchModel(clf.model, bounds)``;
+   APGD-CE, APGD-DLR, DeepFool, SquareAttack) and ``SpatialTransformation`` (ssmdefense's
+   ``art-spatial``: ART's attack with its translation grid fixed for channels-first images), and
+   with Foolbox's ``SpatialAttack`` (ssmdefense's ``spatial``, on ``fb.PyTorchModel(clf.model,
+   bounds)``), both with rotations up to 30 degrees and translations up to 3 px on 28 x 28 images;
 3. fine-tunes a copy with ART's ``AdversarialTrainerMadryPGD`` (which calls ``clf.fit``) and
    measures it again under PGD;
 4. prints the accuracy per attack.
@@ -29,7 +30,6 @@ import copy
 import random
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,33 +138,16 @@ def art_autoattack(clf, x, y, cfg):
 
 
 def art_spatial(clf, x, y, cfg):
-    from art.attacks.evasion import SpatialTransformation
-
-    # Workaround for ART 1.20.1: SpatialTransformation.generate sizes its translation grid from
-    # x.shape[1] and x.shape[2] whatever the channel layout; for channels-first input (N, C, H, W)
-    # those are C and H, so with one channel every translation along H rounds to 0 px. We run the
-    # same grid search here, in pixels, with ART's criterion (the one rotation + translation that
-    # changes the most predictions), and let ART apply each candidate through its fixed-parameter
-    # path (attack_trans_x / attack_trans_y / attack_rot set before generate).
-    px = max_translation_px(cfg, x)
-    shifts = sorted({int(round(v)) for v in np.linspace(-px, px, cfg.spatial_grid)})
-    angles = sorted(set(np.linspace(-cfg.max_rotation, cfg.max_rotation, cfg.spatial_grid).tolist()))
-    attack = SpatialTransformation(clf, max_translation=0.0, max_rotation=cfg.max_rotation,
-                                   num_rotations=cfg.spatial_grid, verbose=False)
-    pred = clf.predict(x).argmax(1)
-    best, x_best = (-1.0, None), x.copy()
-    for dx in shifts:
-        for dy in shifts:
-            for rot in angles:
-                attack.attack_trans_x, attack.attack_trans_y, attack.attack_rot = dx, dy, rot
-                x_adv = attack.generate(x)
-                fooling = float((clf.predict(x_adv).argmax(1) != pred).mean())
-                if fooling > best[0]:
-                    best, x_best = (fooling, (dx, dy, rot)), x_adv
-    dx, dy, rot = best[1]
-    print(f"  art-spatial-transformation: worst case rotation {rot:.0f} deg, shift ({dx}, {dy}) px, "
-          f"changes {best[0]:.0%} of predictions", flush=True)
-    return x_best
+    # ssmdefense's "art-spatial" is ART's SpatialTransformation with its grid in pixels of the real
+    # H and W axes (ART 1.20.1 takes x.shape[1], x.shape[2], i.e. C and H for (N, C, H, W) input).
+    attack = sd.get_attack("art-spatial", clf, max_translation=max_translation_px(cfg, x),
+                           num_translations=cfg.spatial_grid, max_rotation=cfg.max_rotation,
+                           num_rotations=cfg.spatial_grid)
+    x_adv = attack.generate(x)
+    print(f"  art-spatial-transformation: worst case rotation {attack.attack_rot:.0f} deg, shift "
+          f"({attack.attack_trans_x}, {attack.attack_trans_y}) px, changes {attack.fooling_rate:.0%} of "
+          f"predictions", flush=True)
+    return x_adv
 
 
 def max_translation_px(cfg, x) -> float:
@@ -173,20 +156,12 @@ def max_translation_px(cfg, x) -> float:
 
 
 def foolbox_spatial(clf, x, y, cfg):
-    import foolbox as fb
-
-    # Foolbox 3.3.4 calls torch.meshgrid without indexing=; torch 2.9 warns (harmless: it means "ij").
-    warnings.filterwarnings("ignore", message="torch.meshgrid: in an upcoming release", category=UserWarning)
-    # Foolbox gets the natural-shape torch module: images in, logits out.
-    fmodel = fb.PyTorchModel(clf.model.eval(), bounds=tuple(clf.clip_values), device=clf.device)
-    px = max_translation_px(cfg, x)
-    attack = fb.attacks.SpatialAttack(max_translation=px, max_rotation=cfg.max_rotation,
-                                      num_translations=cfg.spatial_grid, num_rotations=cfg.spatial_grid,
-                                      grid_search=True)
-    images = torch.from_numpy(x).to(clf.device)
-    labels = torch.from_numpy(y).to(clf.device)
-    x_adv, _, _ = attack(fmodel, images, labels)
-    return x_adv.cpu().numpy()
+    # ssmdefense's "spatial" runs Foolbox's SpatialAttack on fb.PyTorchModel(clf.model, bounds):
+    # the natural-shape torch module, images in, logits out.
+    attack = sd.get_attack("spatial", clf, max_translation=max_translation_px(cfg, x),
+                           max_rotation=cfg.max_rotation, num_translations=cfg.spatial_grid,
+                           num_rotations=cfg.spatial_grid, grid_search=True)
+    return attack.generate(x, y)
 
 
 def madry_pgd_at(clf, data, cfg):

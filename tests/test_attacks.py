@@ -14,9 +14,9 @@ def batch(digits):
     return digits.x_test[:200], digits.y_test[:200]
 
 
-def uniform_noise_accuracy(clf, x, y, eps, rng):
-    x_noise = np.clip(x + rng.uniform(-eps, eps, size=x.shape).astype(np.float32), 0, 1)
-    return clf.accuracy(x_noise, y)
+def noise_accuracy(clf, x, y, eps):
+    """Accuracy under the ``noise`` baseline: uniform random noise in the L-inf eps-ball."""
+    return clf.accuracy(sd.get_attack("noise", clf, eps=eps, seed=0).generate(x), y)
 
 
 @pytest.mark.parametrize("name, params", [
@@ -25,7 +25,7 @@ def uniform_noise_accuracy(clf, x, y, eps, rng):
     ("pgd", {"max_iter": 10}),
     ("pgd", {"max_iter": 5, "num_random_init": 2}),
 ])
-def test_attack_lowers_accuracy_below_noise_and_stays_in_bounds(trained, batch, rng, name, params):
+def test_attack_lowers_accuracy_below_noise_and_stays_in_bounds(trained, batch, name, params):
     x, y = batch
     attack = sd.get_attack(name, trained, eps=EPS, **params)
     assert isinstance(attack, EvasionAttack)
@@ -34,7 +34,7 @@ def test_attack_lowers_accuracy_below_noise_and_stays_in_bounds(trained, batch, 
     assert np.abs(x_adv - x).max() <= EPS + 1e-6
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     clean = trained.accuracy(x, y)
-    noise = uniform_noise_accuracy(trained, x, y, EPS, rng)
+    noise = noise_accuracy(trained, x, y, EPS)
     adv = trained.accuracy(x_adv, y)
     assert clean > 0.85
     assert adv < noise - 0.2, (clean, noise, adv)
@@ -54,6 +54,35 @@ def test_l2_pgd_stays_in_the_l2_ball(trained, batch):
     assert norms.max() <= 0.5 + 1e-5
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     assert trained.accuracy(x_adv, y) < trained.accuracy(x, y)
+
+
+def test_l2_pgd_restarts_stay_in_the_ball_and_keep_every_success_of_the_first(trained, batch):
+    """ART keeps a restart's example only where it succeeds, so with the same first random start
+    (same seed, and one batch: ART runs the restarts inside its batch loop) every sample broken
+    by one restart stays broken with three."""
+    x, y = batch
+    fooled = {}
+    for restarts in (1, 3):
+        np.random.seed(0)  # ART draws the random starts from NumPy's global generator
+        attack = sd.get_attack("pgd", trained, eps=0.5, norm="2", max_iter=5, num_random_init=restarts,
+                               batch_size=len(x))
+        x_adv = attack.generate(x, y)
+        norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
+        assert norms.max() <= 0.5 * (1 + 1e-5)
+        assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+        fooled[restarts] = trained.predict(x_adv).argmax(1) != y
+    assert fooled[1].any()
+    assert not (fooled[1] & ~fooled[3]).any()  # hence accuracy(3 restarts) <= accuracy(1 restart)
+
+
+def test_targeted_pgd_reaches_the_target_labels(trained, batch):
+    x, y = batch
+    target = (y + 1) % 10  # never the true class
+    x_adv = sd.get_attack("pgd", trained, eps=0.3, max_iter=10, targeted=True).generate(x, target)
+    assert np.abs(x_adv - x).max() <= 0.3 + 1e-6
+    pred = trained.predict(x_adv).argmax(1)
+    assert (pred == target).mean() > 0.5
+    assert trained.accuracy(x_adv, y) < 0.5
 
 
 def test_attacks_accept_one_hot_labels(trained, batch):

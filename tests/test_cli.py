@@ -82,13 +82,40 @@ def test_attack_command_and_saved_examples(runs, tmp_path):
 
 def test_evaluate_command_compares_best_and_last(runs, tmp_path):
     out = tmp_path / "eval"
-    result = run("evaluate", "--checkpoint", runs["ads"], "--eps", "0.1,0.2", "--samples", "100", "--out", out)
+    result = run("evaluate", "--checkpoint", runs["none"], "--eps", "0.1,0.2", "--samples", "100", "--out", out,
+                 "--attacks", "fgsm,pgd,noise", "-p", "pgd.max_iter=5", "--analysis", "components",
+                 "--analysis-samples", "40")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert set(report) >= {"best", "last", "gap", "config"}
-    assert [p["eps"] for p in report["best"]["curve"]] == [0.0, 0.1, 0.2]
-    assert (out / "plots" / "robust_accuracy_vs_eps.png").stat().st_size > 1000
-    assert "best" in result.output and "last" in result.output
+    assert set(report) >= {"best", "last", "gap", "config", "gradient_masking_suspected"}
+    assert report["gradient_masking_suspected"] is False  # standard training: nothing to mask
+    for which in ("best", "last"):
+        r = report[which]
+        assert [p["eps"] for p in r["curve"]] == [0.0, 0.1, 0.2]
+        assert set(r["robust_accuracy"]) == {"fgsm", "pgd-5", "noise"}
+        assert len(r["per_class"]["pgd-5"]) == 10
+        assert r["sanity"]["settings"]["reference"] == "pgd-5"
+        assert set(r["components"]) == {"train", "test"}
+        assert {row["component"] for row in r["components"]["test"]} == {"mixer", "output_linear"}
+    plots = {p.name for p in (out / "plots").iterdir()}
+    assert {"robust_accuracy_vs_eps.png", "components_best.png"} <= plots
+    md = (out / "report.md").read_text()
+    assert "No sign of gradient masking" in md and "## Component analysis (best)" in md
+    assert "best" in result.output and "last" in result.output and "all passed" in result.output
+
+
+def test_evaluate_reuses_best_when_last_is_the_same_epoch(runs, tmp_path):
+    report = json.loads((runs["ads"] / "report.json").read_text())
+    out = tmp_path / "eval"
+    result = run("evaluate", "--checkpoint", runs["ads"], "--eps", "0.1", "--samples", "50", "--out", out,
+                 "--no-checks")
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((out / "report.json").read_text())
+    assert "sanity" not in evaluated["best"] and "gradient_masking_suspected" not in evaluated
+    if report["best"]["epoch"] == report["last"]["epoch"]:
+        assert evaluated["last"] == evaluated["best"]
+    else:
+        assert evaluated["last"]["epoch"] == 4
 
 
 @pytest.mark.parametrize("args, message", [
@@ -134,6 +161,12 @@ def test_bad_input_on_existing_runs(runs, tmp_path):
     fails("attack", "--checkpoint", runs["none"], "--attack", "pgd", "--save-examples", tmp_path / "x.txt",
           message="must end in .npz")
     fails("evaluate", "--checkpoint", runs["none"], "--eps", "a,b", "--out", tmp_path / "e", message="comma-separated")
+    fails("evaluate", "--checkpoint", runs["none"], "-p", "max_iter=3", "--out", tmp_path / "e",
+          message="expected ATTACK.KEY=VALUE")
+    fails("evaluate", "--checkpoint", runs["none"], "-p", "pgd.steps=3", "--out", tmp_path / "e",
+          message="unknown parameter(s) steps")
+    fails("evaluate", "--checkpoint", runs["none"], "--analysis", "layers", "--out", tmp_path / "e",
+          message="'--analysis'")
     fails("evaluate", "--checkpoint", runs["none"], "--attacks", "pgd,zzz", "--out", tmp_path / "e",
           message="unknown attack 'zzz'")
     corrupt = tmp_path / "corrupt"

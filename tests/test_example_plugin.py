@@ -70,20 +70,23 @@ def run_cli(site: Path, *args: str, parse_json: bool = True):
 
 def test_cli_lists_the_plugin_attack_defense_and_distribution(plugin_site):
     attacks = {row["name"]: row for row in run_cli(plugin_site, "attacks", "--json")}
-    assert attacks["noise"]["source"] == "noise"
-    assert "noise" in attacks["noise"]["summary"].lower()
-    assert "pgd" in attacks  # the built-ins are still there
+    assert attacks["gaussian-noise"]["source"] == "ssmdefense-noise"
+    assert "gaussian noise" in attacks["gaussian-noise"]["summary"].lower()
+    # The built-ins are still there, the core uniform `noise` among them: no name clash.
+    assert attacks["noise"]["source"] == "ssmdefense.attacks.noise"
+    assert "pgd" in attacks
 
     defenses = {row["name"]: row for row in run_cli(plugin_site, "defenses", "--json")}
-    assert defenses["noise-augment"]["source"] == "noise"
+    assert defenses["noise-augment"]["source"] == "ssmdefense-noise"
 
     rows = {row["name"]: row for row in run_cli(plugin_site, "plugins", "--json")}
-    noise = rows["noise"]
+    assert all(row["error"] is None for row in rows.values())
+    noise = rows["ssmdefense-noise"]
     assert noise["distribution"] == "ssmdefense-noise"
     assert noise["version"] == "0.1.0"
     assert noise["builtin"] is False
-    assert noise["error"] is None
     assert set(noise["hooks"]) == {"register_attacks", "register_defenses"}
+    assert rows["ssmdefense.attacks.noise"]["builtin"] is True
 
 
 def test_cli_defend_trains_with_the_plugin_defense(plugin_site, tmp_path):
@@ -125,29 +128,43 @@ def tiny_classifier(seed: int = 0) -> sd.SSMClassifier:
                             clip_values=(0.0, 1.0), device_type="cpu")
 
 
-def test_noise_attack_stays_in_eps_ball_and_clip_range(with_plugin, digits):
+def test_gaussian_noise_attack_stays_in_eps_ball_and_clip_range(with_plugin, digits):
     from art.attacks import EvasionAttack
 
-    assert plugins.registry("attacks").get("noise").source == "noise"
+    assert plugins.registry("attacks").get("gaussian-noise").source == "ssmdefense-noise"
+    assert plugins.registry("attacks").get("noise").source == "ssmdefense.attacks.noise"
     clf = tiny_classifier()
     x = digits.x_test[:64]  # (64 1 8 8) in [0, 1], many pixels at exactly 0 or 1
-    attack = sd.get_attack("noise", clf, eps=0.1, seed=0)
+    attack = sd.get_attack("gaussian-noise", clf, eps=0.1, seed=0)
     assert isinstance(attack, EvasionAttack)
     x_adv = attack.generate(x)
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
     assert np.abs(x_adv - x).max() <= 0.1 + 1e-6
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
-    assert np.abs(x_adv - x).mean() > 0.02  # noise was added, not just clipping
+    assert np.abs(x_adv - x).mean() > 0.01  # noise was added, not just clipping
     np.testing.assert_array_equal(attack.generate(x), x_adv)  # same seed, same noise
-    assert not np.array_equal(sd.get_attack("noise", clf, eps=0.1, seed=1).generate(x), x_adv)
+    assert not np.array_equal(sd.get_attack("gaussian-noise", clf, eps=0.1, seed=1).generate(x), x_adv)
+
+    # Gaussian, not the core uniform noise: N(0, sigma), sigma = eps / 2 by default, clipped to
+    # [-eps, eps]. ~38 % of the values move by less than eps / 4 (uniform: 25 %) and ~4.6 % sit at
+    # exactly +-eps (uniform: none). Measured on pixels the clip range leaves alone (~900 values).
+    interior = (x > 0.2) & (x < 0.8)
+    delta = np.abs(x_adv - x)[interior]
+    uniform = np.abs(sd.get_attack("noise", clf, eps=0.1, seed=0).generate(x) - x)[interior]
+    assert (delta < 0.025).mean() > 0.32 > (uniform < 0.025).mean()
+    assert (delta > 0.0999).mean() > 0.02 > (uniform > 0.0999).mean()
+    small = sd.get_attack("gaussian-noise", clf, eps=0.1, sigma=0.01, seed=0).generate(x)
+    assert 0.008 < (small - x)[interior].std() < 0.012  # sigma sets the spread
 
 
-def test_noise_attack_rejects_bad_parameters_clearly(with_plugin):
+def test_gaussian_noise_attack_rejects_bad_parameters_clearly(with_plugin):
     clf = tiny_classifier()
     with pytest.raises(sd.SSMDefenseError, match="eps must be a positive number"):
-        sd.get_attack("noise", clf, eps=-0.1)
-    with pytest.raises(sd.SSMDefenseError, match="accepted: eps, seed"):
-        sd.get_attack("noise", clf, epsilon=0.1)
+        sd.get_attack("gaussian-noise", clf, eps=-0.1)
+    with pytest.raises(sd.SSMDefenseError, match="sigma must be a positive number"):
+        sd.get_attack("gaussian-noise", clf, sigma=0)
+    with pytest.raises(sd.SSMDefenseError, match="accepted: eps, seed, sigma"):
+        sd.get_attack("gaussian-noise", clf, epsilon=0.1)
     with pytest.raises(sd.SSMDefenseError, match="sigma must be a number >= 0"):
         sd.get_defense("noise-augment", clf, sigma="big")
 

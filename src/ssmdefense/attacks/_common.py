@@ -21,6 +21,33 @@ def check_positive(**values):
             raise ValueError(f"{key} must be a positive number; got {value!r}")
 
 
+def check_number(name: str, value, low: float, high: float | None = None) -> None:
+    """``value`` a real number in [low, high] (high None: no upper bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not low <= value <= (np.inf if high is None else high):
+        bound = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise ValueError(f"{name} must be a number {bound}; got {value!r}")
+
+
+def check_count(name: str, value) -> None:
+    """``value`` an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+def check_ignored_eps(attack: str, eps) -> None:
+    """Spatial attacks take ``eps`` only for a uniform call signature; still reject nonsense."""
+    if eps is not None:
+        check_number(f"eps (ignored by {attack}: it is not an eps-ball attack)", eps, 0.0)
+
+
+def check_image_estimator(attack: str, estimator) -> None:
+    """Image attacks (rotations, shifts, squares) need an estimator whose input is (C, H, W)."""
+    shape = tuple(getattr(estimator, "input_shape", ()) or ())
+    if len(shape) != 3:
+        raise ValueError(f"{attack} needs image-shaped input (C, H, W); the estimator takes {shape}")
+
+
 def within_budget(attack, eps: float, norm):
     """Wrap a minimum-norm attack (Carlini-Wagner) so that it reports accuracy *at* ``eps``: an
     adversarial example farther than ``eps`` from its input (in ``norm``) is replaced by the input.

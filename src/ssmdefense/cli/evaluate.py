@@ -41,7 +41,7 @@ def _test_data(clf, dataset, samples):
     x, y = data.x_test, data.y_test
     if samples is not None:
         x, y = x[:samples], y[:samples]
-    return name, x, y
+    return name, x, y, data
 
 
 common_options = [
@@ -87,7 +87,7 @@ def attack(checkpoint, dataset, samples, device, threads, seed, as_json, attack_
         raise click.BadParameter(f"directory {save_examples.parent} does not exist", param_hint="--save-examples")
     stem = next(iter(_checkpoints(checkpoint).values()))
     clf = load(stem, device_type=resolve_device(device, threads))
-    name, x, y = _test_data(clf, dataset, samples)
+    name, x, y, _ = _test_data(clf, dataset, samples)
     if eps is None and "eps" not in params:
         eps = clf.checkpoint_meta.get("extra", {}).get("eps")
     if eps is not None:
@@ -130,12 +130,24 @@ def attack(checkpoint, dataset, samples, device, threads, seed, as_json, attack_
                    "(default: the run's eps, then 0.5x, 1.5x, 2x of it).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write report.json/report.md/plots (default: <run>/evaluation).")
-def evaluate(checkpoint, dataset, samples, device, threads, seed, as_json, attack_list, eps_text, out):
-    """Clean accuracy, FGSM and PGD-10 at eps and along a list of eps; best and last side by side."""
+@click.option("-p", "--param", "params", multiple=True, metavar="ATTACK.KEY=VALUE",
+              help="Attack parameter, e.g. -p autoattack.max_iter=20 -p pgd.max_iter=20 (repeatable).")
+@click.option("--checks/--no-checks", default=True, show_default=True,
+              help="Run the gradient-masking sanity checks (docs/evaluation.md); they cost about 25 PGD-10 runs.")
+@click.option("--analysis", multiple=True, type=click.Choice(["components"]),
+              help="Extra analyses: 'components' measures how each block component changes the gap between "
+                   "clean and PGD hidden states (AdS paper), on train and test data.")
+@click.option("--analysis-samples", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Train and test samples used by --analysis.")
+def evaluate(checkpoint, dataset, samples, device, threads, seed, as_json, attack_list, eps_text, out, params,
+             checks, analysis, analysis_samples):
+    """Clean, per-attack, per-class and per-eps accuracy with gradient-masking checks; best and last side by side."""
+    from ..api import get_attack
     from ..checkpoint import load
     from ..errors import SSMDefenseError
     from ..evaluation.report import write_report
-    from ..evaluation.robustness import best_last_gap, evaluate_robustness
+    from ..evaluation.robustness import DEFAULT_ATTACK_PARAMS, best_last_gap, evaluate_robustness
+    from ..evaluation.sanity import gradient_masking_checks
     from ..plugins import registry
 
     attacks = [a.strip() for a in attack_list.split(",") if a.strip()]
@@ -143,6 +155,7 @@ def evaluate(checkpoint, dataset, samples, device, threads, seed, as_json, attac
         raise click.BadParameter("give at least one attack", param_hint="--attacks")
     for a in attacks:
         registry("attacks").get(a)
+    attack_params = _attack_params(params, attacks)
     eps_list = parse_float_list(eps_text, "--eps")
     stems = _checkpoints(checkpoint)
     device_type = resolve_device(device, threads)
@@ -155,19 +168,35 @@ def evaluate(checkpoint, dataset, samples, device, threads, seed, as_json, attac
         eps_list = [round(f * run_eps, 10) for f in (1.0, 0.5, 1.5, 2.0)]
     if any(e <= 0 for e in eps_list[:1]):
         raise click.BadParameter("the first eps must be positive", param_hint="--eps")
-    name, x, y = _test_data(first, dataset, samples)
+    name, x, y, data = _test_data(first, dataset, samples)
+    for a in attacks:  # bad attack parameters fail here, before any work
+        get_attack(a, first, eps=eps_list[0], **{**DEFAULT_ATTACK_PARAMS.get(a, {}), **attack_params.get(a, {})})
     if out is None:
         out = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "evaluation"
     report = {"config": {"checkpoint": str(checkpoint), "dataset": name, "attacks": attacks,
                          "eps": eps_list[0], "eps_list": sorted(set(eps_list)), "samples": int(len(y)),
-                         "seed": seed}}
+                         "attack_params": attack_params, "seed": seed, "checks": checks, "analysis": list(analysis)}}
     with staged_directory(out, overwrite=True) as tmp:
         for which, clf in clfs.items():
+            epoch = clf.checkpoint_meta.get("extra", {}).get("epoch")
+            if which == "last" and epoch is not None and report.get("best", {}).get("epoch") == epoch:
+                report["last"] = report["best"]  # the same epoch's weights: nothing new to measure
+                continue
             result = evaluate_robustness(clf, x, y, eps=eps_list[0], attacks=attacks,
-                                         eps_list=sorted(set([0.0, *eps_list])), seed=seed)
-            report[which] = {"epoch": clf.checkpoint_meta.get("extra", {}).get("epoch"), **result}
+                                         eps_list=sorted({0.0, *eps_list}), attack_params=attack_params,
+                                         seed=seed)
+            report[which] = {"epoch": epoch, **result}
+            if checks:
+                curve = result["curve"] if "pgd" in attacks else None
+                report[which]["sanity"] = gradient_masking_checks(clf, x, y, eps=eps_list[0], curve=curve,
+                                                                  pgd=attack_params.get("pgd"), seed=seed)
+            if "components" in analysis:
+                report[which]["components"] = _components(clf, data, x, y, eps_list[0], analysis_samples, seed)
         if "best" in report and "last" in report:
             report["gap"] = best_last_gap(report["best"], report["last"])
+        if checks:
+            report["gradient_masking_suspected"] = any(report[k]["sanity"]["gradient_masking_suspected"]
+                                                       for k in clfs)
         write_report(tmp, report, f"ssmdefense evaluate: {checkpoint}")
     if as_json:
         echo_json(report)
@@ -179,4 +208,33 @@ def evaluate(checkpoint, dataset, samples, device, threads, seed, as_json, attac
         r = report[which]
         click.echo(f"{which:<10}  {str(r['epoch']):>5}  {r['clean_accuracy']:.3f}  "
                    + "  ".join(f"{r['robust_accuracy'][k]:.3f}" for k in keys))
+    if checks:
+        failed = {k: [c["name"] for c in report[k]["sanity"]["checks"] if c["passed"] is False] for k in clfs}
+        click.echo("GRADIENT MASKING SUSPECTED: " + "; ".join(f"{k} fails {', '.join(v)}" for k, v in failed.items()
+                                                              if v)
+                   if report["gradient_masking_suspected"] else "gradient-masking checks: all passed")
     click.echo(f"report: {out / 'report.md'}")
+
+
+def _attack_params(items, attacks) -> dict:
+    """-p ATTACK.KEY=VALUE items -> {attack: {key: value}}; ATTACK must be one of ``attacks``."""
+    out = {}
+    for item in items:
+        name, dot, rest = item.partition(".")
+        if not dot or name not in attacks:
+            raise click.BadParameter(f"expected ATTACK.KEY=VALUE with ATTACK one of {', '.join(attacks)}; "
+                                     f"got {item!r}", param_hint="-p")
+        out.setdefault(name, {}).update(parse_params([rest], "-p"))
+    return out
+
+
+def _components(clf, data, x_test, y_test, eps, n, seed):
+    """Component analysis under PGD-10 at ``eps`` on the first ``n`` train and test samples."""
+    from ..api import get_attack
+    from ..defenses.loop import seeded
+    from ..evaluation.components import analyse_components
+
+    attack = get_attack("pgd", clf, eps=eps, max_iter=10)
+    with seeded(seed):
+        return analyse_components(clf, {"train": (data.x_train[:n], data.y_train[:n]),
+                                        "test": (x_test[:n], y_test[:n])}, attack)

@@ -19,6 +19,7 @@ def render_markdown(report: dict, title: str) -> str:
             if key not in keys:
                 keys.append(key)
     lines = [f"# {title}", ""]
+    lines += _masking_headline(report, ckpts)
     if cfg:
         lines += ["| setting | value |", "|---|---|"]
         lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in cfg.items()]
@@ -35,13 +36,23 @@ def render_markdown(report: dict, title: str) -> str:
         g = report["gap"]
         lines += ["", "Best minus last (robust overfitting): "
                   + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in g.items()) + "."]
-    curves = [(k, report[k].get("curve") or []) for k in ckpts]
+    curves = [(k, report[k].get("curve") or []) for k in _distinct(report, ckpts)]
     if any(c for _, c in curves):
         lines += ["", "## Accuracy against eps", "", "| checkpoint | eps | " + " | ".join(keys) + " |",
                   "|---|---|" + "---|" * len(keys)]
         for k, curve in curves:
             for p in curve:
                 lines.append(f"| {k} | {p['eps']:g} | " + " | ".join(_pct(p.get(key)) for key in keys) + " |")
+    detail = _distinct(report, ckpts)
+    lines += _attack_notes(report, detail)
+    lines += _per_class(report, detail, keys)
+    lines += _sanity(report, detail)
+    for k in detail:
+        if report[k].get("components"):
+            from .components import render_components_markdown
+
+            lines += ["", render_components_markdown(report[k]["components"]).rstrip()
+                      .replace("## Component analysis", f"## Component analysis ({k})", 1)]
     timing = report.get("timing")
     if timing and timing.get("epoch_seconds"):
         es = timing["epoch_seconds"]
@@ -52,6 +63,61 @@ def render_markdown(report: dict, title: str) -> str:
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _distinct(report: dict, ckpts: list[str]) -> list[str]:
+    """The checkpoints worth a detailed section: "last" is left out when it is the best one."""
+    return [k for k in ckpts if not (k == "last" and report.get("best") == report["last"])]
+
+
+def _masking_headline(report: dict, ckpts: list[str]) -> list[str]:
+    checked = [k for k in _distinct(report, ckpts) if report[k].get("sanity")]
+    if not checked:
+        return []
+    failed = {k: [c["name"] for c in report[k]["sanity"]["checks"] if c["passed"] is False] for k in checked}
+    if any(failed.values()):
+        return ["**Gradient masking suspected**: "
+                + "; ".join(f"{k} fails {', '.join(v)}" for k, v in failed.items() if v)
+                + ". The robust accuracies below are upper bounds that a stronger or adaptive attack may lower.", ""]
+    n = len(report[checked[0]]["sanity"]["checks"])
+    return [f"No sign of gradient masking: the sanity checks passed on {', '.join(checked)} ({n} checks each).", ""]
+
+
+def _attack_notes(report: dict, ckpts: list[str]) -> list[str]:
+    notes = {}
+    for k in ckpts:
+        for key, info in (report[k].get("attacks") or {}).items():
+            if info.get("components"):
+                notes[key] = f"`{key}` ran {', '.join(info['components'])}."
+    return ["", *notes.values()] if notes else []
+
+
+def _per_class(report: dict, ckpts: list[str], keys: list[str]) -> list[str]:
+    rows = [(k, report[k]["per_class"]) for k in ckpts if report[k].get("per_class")]
+    if not rows:
+        return []
+    n = len(rows[0][1]["clean"])
+    lines = ["", "## Per-class accuracy at eps", "", "| checkpoint | attack | " + " | ".join(str(c) for c in range(n))
+             + " |", "|---|---|" + "---|" * n]
+    for k, per_class in rows:
+        for key in ["clean", *[key for key in keys if key in per_class]]:
+            lines.append(f"| {k} | {key} | " + " | ".join(_pct(v) for v in per_class[key]) + " |")
+    return lines
+
+
+def _sanity(report: dict, ckpts: list[str]) -> list[str]:
+    lines = []
+    for k in ckpts:
+        sanity = report[k].get("sanity")
+        if not sanity:
+            continue
+        verdict = "gradient masking suspected" if sanity["gradient_masking_suspected"] else "no sign of masking"
+        lines += ["", f"## Gradient-masking checks ({k}: {verdict})", "", "| check | result | numbers |",
+                  "|---|---|---|"]
+        for c in sanity["checks"]:
+            result = {True: "pass", False: "**FAIL**", None: "skipped"}[c["passed"]]
+            lines.append(f"| {c['name']} | {result} | {c['detail']} |")
+    return lines
 
 
 def _accuracy_axes():
@@ -90,7 +156,7 @@ def plot_curves(report: dict, path: Path) -> bool:
     for k in ckpts:
         curve = report[k]["curve"]
         for key in [c for c in curve[0] if c != "eps"]:
-            ax.plot([p["eps"] for p in curve], [p[key] for p in curve], marker="o", label=f"{labels[k]} {key}")
+            ax.plot([p["eps"] for p in curve if key in p], [p[key] for p in curve if key in p], marker="o", label=f"{labels[k]} {key}")
     return _save(plt, fig, ax, path, "eps (L-inf)", "Robust accuracy vs eps")
 
 
@@ -117,6 +183,12 @@ def write_report(directory, report: dict, title: str, history: list[dict] | None
         plots.append("plots/robust_accuracy_vs_eps.png")
     if history and plot_history(history, directory / "plots" / "training_curves.png"):
         plots.append("plots/training_curves.png")
+    for k in _distinct(report, [k for k in ("best", "last", "checkpoint") if k in report]):
+        if report[k].get("components"):
+            from .components import plot_components
+
+            if plot_components(report[k]["components"], directory / "plots" / f"components_{k}.png"):
+                plots.append(f"plots/components_{k}.png")
     report = {**report, "plots": plots}
     (directory / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (directory / "report.md").write_text(render_markdown(report, title))

@@ -13,15 +13,36 @@ def attack_key(name: str, params: dict | None = None) -> str:
     return f"pgd-{params['max_iter']}" if name == "pgd" else name
 
 
-def _accuracy_under(clf, name, x, y, eps, params, seed):
+def _predictions_under(clf, name, x, y, eps, params, seed):
+    """(predicted classes under attack ``name`` at ``eps``, the attack object or None at eps 0)."""
     from ..api import get_attack
     from ..defenses.loop import seeded
 
     if eps == 0:
-        return clf.accuracy(x, y)
+        return clf.predict(x).argmax(1), None
     attack = get_attack(name, clf, eps=eps, **{**DEFAULT_ATTACK_PARAMS.get(name, {}), **params})
     with seeded(seed):
-        return clf.accuracy(attack.generate(x, y), y)
+        x_adv = attack.generate(x, y).astype(np.float32)
+    return clf.predict(x_adv).argmax(1), attack
+
+
+def _accuracy_under(clf, name, x, y, eps, params, seed):
+    return float((_predictions_under(clf, name, x, y, eps, params, seed)[0] == y).mean())
+
+
+def per_class_accuracy(pred: np.ndarray, y: np.ndarray, nb_classes: int) -> list[float | None]:
+    """Accuracy on the samples of each class (None for a class with no sample)."""
+    return [float((pred[y == c] == c).mean()) if (y == c).any() else None for c in range(nb_classes)]
+
+
+def describe_attack(attack) -> dict:
+    """What ran: the ART class, and for AutoAttack the attacks of its list (on non-image input
+    ssmdefense's ``autoattack`` runs the gradient components only; the report must say so), and
+    whether it has an eps budget at all (spatial attacks do not: they are left out of eps curves)."""
+    info = {"class": type(attack).__name__, "uses_eps": "eps" in getattr(attack, "attack_params", [])}
+    if hasattr(attack, "attacks"):  # ART AutoAttack
+        info["components"] = [type(a).__name__ for a in attack.attacks]
+    return info
 
 
 def evaluate_robustness(clf, x: np.ndarray, y: np.ndarray, *, eps: float, attacks=("fgsm", "pgd"),
@@ -29,24 +50,38 @@ def evaluate_robustness(clf, x: np.ndarray, y: np.ndarray, *, eps: float, attack
     """Accuracy of ``clf`` on (x, y): clean, under each attack at ``eps``, and along ``eps_list``.
 
     Returns ``{"clean_accuracy": a, "robust_accuracy": {"fgsm": a, "pgd-10": a},
-    "curve": [{"eps": e, "fgsm": a, "pgd-10": a}, ...]}`` with accuracies in [0, 1].
+    "curve": [{"eps": e, "fgsm": a, "pgd-10": a}, ...], "per_class": {"clean": [a_0, ...],
+    "pgd-10": [...], ...}, "attacks": {"pgd-10": {"class": "ProjectedGradientDescent"}, ...}}``
+    with accuracies in [0, 1]; ``per_class`` is at ``eps``. Attacks without an eps budget (``spatial``,
+    ``art-spatial``) are measured once, at ``eps``, and are not in the curve.
     """
     attack_params = attack_params or {}
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
-    clean = clf.accuracy(x, y)
-    robust, curve = {}, []
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    pred = clf.predict(x).argmax(1)
+    clean = float((pred == y).mean())
+    per_class = {"clean": per_class_accuracy(pred, y, clf.nb_classes)}
+    robust, curve, info = {}, [], {}
     for name in attacks:
-        robust[attack_key(name, attack_params.get(name))] = _accuracy_under(
-            clf, name, x, y, eps, attack_params.get(name, {}), seed)
+        key = attack_key(name, attack_params.get(name))
+        pred, attack = _predictions_under(clf, name, x, y, eps, attack_params.get(name, {}), seed)
+        robust[key] = float((pred == y).mean())
+        per_class[key] = per_class_accuracy(pred, y, clf.nb_classes)
+        if attack is not None:
+            info[key] = describe_attack(attack)
     for e in eps_list:
         point = {"eps": float(e)}
         for name in attacks:
             key = attack_key(name, attack_params.get(name))
+            if not info.get(key, {}).get("uses_eps", True):
+                continue  # no budget: the same at every eps
             point[key] = robust[key] if np.isclose(e, eps) else _accuracy_under(
                 clf, name, x, y, float(e), attack_params.get(name, {}), seed)
         curve.append(point)
-    return {"clean_accuracy": clean, "robust_accuracy": robust, "curve": curve}
+    return {"clean_accuracy": clean, "robust_accuracy": robust, "curve": curve, "per_class": per_class,
+            "attacks": info}
 
 
 def best_last_gap(best: dict, last: dict) -> dict:

@@ -1,8 +1,10 @@
 """ssmdefense-noise: an example third-party ssmdefense plugin.
 
-Registers, through ssmdefense's pluggy hooks (entry point ``ssmdefense = noise = ssmdefense_noise``):
+Registers, through ssmdefense's pluggy hooks (entry point
+``ssmdefense = ssmdefense-noise = ssmdefense_noise``):
 
-- attack ``noise``: uniform random noise in the L-inf eps-ball (``attack.NoiseAttack``);
+- attack ``gaussian-noise``: Gaussian noise clipped into the L-inf eps-ball
+  (``attack.GaussianNoiseAttack``; ssmdefense's built-in ``noise`` is the uniform one);
 - defense ``noise-augment``: training on uniformly noised inputs (``defense.NoiseAugmentTrainer``).
 
 The hook bodies import the implementations, so loading the plugin (``ssmdefense plugins``,
@@ -16,9 +18,10 @@ __version__ = "0.1.0"
 
 @ssmdefense.hookimpl
 def register_attacks(register):
-    from .attack import noise
+    from .attack import gaussian_noise
 
-    register("noise", noise, "Uniform random noise in the L-inf eps-ball, clipped to the valid range")
+    register("gaussian-noise", gaussian_noise,
+             "Gaussian noise (std sigma) clipped into the L-inf eps-ball and the valid range")
 
 
 @ssmdefense.hookimpl

@@ -1,0 +1,183 @@
+"""Sanity checks against gradient masking (Carlini et al. 2019, "On Evaluating Adversarial
+Robustness", https://arxiv.org/abs/1902.06705, section 5; Athalye et al. 2018, "Obfuscated
+Gradients Give a False Sense of Security", https://arxiv.org/abs/1802.00420).
+
+A model whose gradients are zero, noisy or misleading (a saturated softmax, a hard rounding, a
+defensively distilled model deployed at T = 1) looks robust to PGD without being robust. Each check
+below compares attacks whose results must be ordered a certain way on an honest model; a check
+that fails marks the evaluation "gradient masking suspected". ``tol`` absorbs the noise of a finite
+test set (one sample of 200 is 0.005).
+
+==========================  ===========================================================  ==========
+check                       passes when                                                  catches
+==========================  ===========================================================  ==========
+``accuracy_falls_with_eps`` PGD accuracy along the eps curve never rises by more than tol  noisy grads
+``large_eps_breaks``        PGD at an eps spanning the clip range leaves <= 0.1 accuracy  zero grads
+``more_steps``              PGD with 5x the steps is not weaker than PGD (<= + tol)       noisy grads
+``more_restarts``           PGD with 5 random restarts is not weaker (<= + tol)           noisy grads
+``black_box_not_stronger``  Square (no gradients) is not stronger than PGD (>= - tol)     any masking
+``noise_weaker``            PGD beats uniform noise in the eps-ball, overall and per sample  any masking
+``loss_rises``              PGD raises the loss of most correctly classified samples     zero grads
+==========================  ===========================================================  ==========
+
+``black_box_not_stronger`` needs image-shaped input (Square perturbs squares of pixels); on other
+input it is reported as skipped (``passed: None``), not passed.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+
+from .robustness import DEFAULT_ATTACK_PARAMS
+
+CHECKS = ("accuracy_falls_with_eps", "large_eps_breaks", "more_steps", "more_restarts",
+          "black_box_not_stronger", "noise_weaker", "loss_rises")
+
+
+def _predict(clf, name, x, y, eps, seed, **params):
+    from ..api import get_attack
+    from ..defenses.loop import seeded
+
+    with seeded(seed):
+        x_adv = get_attack(name, clf, eps=eps, **params).generate(x, y)
+    return clf.predict(x_adv.astype(np.float32)).argmax(1)
+
+
+def pgd_loss_trace(clf, x, y, *, eps, steps, eps_step=None, batch_size=128) -> np.ndarray:
+    """Per-sample loss at each step of an L-inf PGD started at ``x`` (no random start).
+
+    Written here rather than with ART's PGD because ART does not expose the loss per iteration; it
+    uses only the estimator's ART interface (``loss_gradient`` and ``compute_loss``), so it sees the
+    same loss as every ART attack. Returns an array (steps + 1, N); row 0 is the clean loss.
+    """
+    eps_step = 2.5 * eps / steps if eps_step is None else eps_step
+    lo, hi = clf.clip_values if clf.clip_values is not None else (-np.inf, np.inf)
+    trace = []
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]  # (B ...), (B)
+        x_adv, rows = xb.copy(), []
+        for step in range(steps + 1):
+            rows.append(clf.compute_loss(x_adv, yb, reduction="none"))  # (B)
+            if step == steps:
+                break
+            grad = clf.loss_gradient(x_adv, yb)  # (B ...)
+            x_adv = np.clip(np.clip(x_adv + eps_step * np.sign(grad), xb - eps, xb + eps), lo, hi)
+            x_adv = x_adv.astype(xb.dtype)
+        trace.append(np.stack(rows))  # (steps+1 B)
+    return np.concatenate(trace, axis=1)  # (steps+1 N)
+
+
+def _check(name, passed, detail, **values):
+    return {"name": name, "passed": passed, "detail": detail,
+            "values": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}}
+
+
+def gradient_masking_checks(clf, x: np.ndarray, y: np.ndarray, *, eps: float, pgd: dict | None = None,
+                            curve: list[dict] | None = None, tol: float = 0.02, steps_factor: int = 5,
+                            restarts: int = 5, large_eps: float | None = None, large_eps_max_accuracy: float = 0.1,
+                            square_max_iter: int = 300, seed: int = 0) -> dict:
+    """Run the gradient-masking checks of this module on ``clf`` at L-inf budget ``eps``.
+
+    Args:
+        clf: an ART classifier with ``clip_values`` (an ``SSMClassifier``).
+        x, y: test inputs (natural shape) and class indices.
+        eps: the budget of the headline robust accuracy.
+        pgd: parameters of the reference PGD (default: the report's PGD-10).
+        curve: an ``evaluate_robustness`` curve to check for monotonicity (its PGD key); computed at
+            0, eps/2, eps, 2 eps when None.
+        tol: accuracy slack for the comparisons (absolute fraction).
+        steps_factor, restarts: the "more steps" and "more restarts" PGD variants.
+        large_eps: budget that must break the model (default: the whole clip range, where any
+            input is reachable); ``large_eps_max_accuracy`` is the accuracy allowed there.
+        square_max_iter: queries of the Square attack (black-box reference).
+        seed: seeds every attack.
+
+    Returns ``{"gradient_masking_suspected": bool, "checks": [{"name", "passed", "detail",
+    "values"}, ...], "settings": {...}}``; ``passed`` is None for a check that could not run.
+    """
+    from .robustness import attack_key
+
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y).astype(np.int64)
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"need as many labels as inputs, and at least one; got {len(x)} inputs, {len(y)} labels")
+    if clf.clip_values is None:
+        raise ValueError("the gradient-masking checks need an estimator with clip_values")
+    pgd = {**DEFAULT_ATTACK_PARAMS["pgd"], **(pgd or {})}
+    key = attack_key("pgd", pgd)
+    steps = int(pgd["max_iter"])
+    lo, hi = (float(v) for v in clf.clip_values)
+    large_eps = float(hi - lo) if large_eps is None else float(large_eps)
+    checks = []
+
+    pred_pgd = _predict(clf, "pgd", x, y, eps, seed, **pgd)
+    correct_pgd = pred_pgd == y
+    acc_pgd = float(correct_pgd.mean())
+
+    if curve is None:
+        curve = [{"eps": e, key: float((_predict(clf, "pgd", x, y, e, seed, **pgd) == y).mean()) if e else
+                  float((clf.predict(x).argmax(1) == y).mean())} for e in (0.0, eps / 2, eps, 2 * eps)]
+    points = [(p["eps"], p[key]) for p in sorted(curve, key=lambda p: p["eps"]) if key in p]
+    rises = [(a, b, acc_b - acc_a) for (a, acc_a), (b, acc_b) in pairwise(points) if acc_b - acc_a > tol]
+    checks.append(_check(
+        "accuracy_falls_with_eps", not rises,
+        f"{key} accuracy along eps " + " -> ".join(f"{a:.3f}" for _, a in points)
+        + ("" if not rises else f"; rises by {max(r[2] for r in rises):.3f} between eps {rises[0][0]:g} and "
+           f"{rises[0][1]:g}"),
+        eps=[e for e, _ in points], accuracy=[a for _, a in points]))
+
+    big = {**pgd, "max_iter": steps * steps_factor, "eps_step": None}
+    acc_large = float((_predict(clf, "pgd", x, y, large_eps, seed, **big) == y).mean())
+    checks.append(_check(
+        "large_eps_breaks", acc_large <= large_eps_max_accuracy,
+        f"PGD-{steps * steps_factor} at eps {large_eps:g} (the whole clip range) leaves accuracy {acc_large:.3f} "
+        f"(must be <= {large_eps_max_accuracy:g})", eps=large_eps, accuracy=acc_large))
+
+    acc_steps = float((_predict(clf, "pgd", x, y, eps, seed, **{**pgd, "max_iter": steps * steps_factor,
+                                                                "eps_step": None}) == y).mean())
+    checks.append(_check(
+        "more_steps", acc_steps <= acc_pgd + tol,
+        f"PGD-{steps * steps_factor} {acc_steps:.3f} vs {key} {acc_pgd:.3f}",
+        accuracy=acc_steps, reference=acc_pgd, steps=steps * steps_factor))
+
+    acc_restarts = float((_predict(clf, "pgd", x, y, eps, seed, **{**pgd, "num_random_init": restarts}) == y).mean())
+    checks.append(_check(
+        "more_restarts", acc_restarts <= acc_pgd + tol,
+        f"{key} with {restarts} restarts {acc_restarts:.3f} vs one start {acc_pgd:.3f}",
+        accuracy=acc_restarts, reference=acc_pgd, restarts=restarts))
+
+    if len(clf.input_shape) == 3:
+        pred_square = _predict(clf, "square", x, y, eps, seed, max_iter=square_max_iter)
+        acc_square = float((pred_square == y).mean())
+        checks.append(_check(
+            "black_box_not_stronger", acc_square >= acc_pgd - tol,
+            f"Square ({square_max_iter} queries, no gradients) {acc_square:.3f} vs {key} {acc_pgd:.3f}",
+            accuracy=acc_square, reference=acc_pgd))
+    else:
+        checks.append(_check("black_box_not_stronger", None,
+                             f"skipped: Square needs image-shaped input, this estimator takes {clf.input_shape}"))
+
+    correct_noise = _predict(clf, "noise", x, y, eps, seed) == y
+    acc_noise = float(correct_noise.mean())
+    noise_only = float((~correct_noise & correct_pgd).mean())  # broken by noise, not by PGD
+    checks.append(_check(
+        "noise_weaker", acc_pgd <= acc_noise + tol and noise_only <= tol,
+        f"uniform noise {acc_noise:.3f} vs {key} {acc_pgd:.3f}; noise breaks {noise_only:.3f} of the samples "
+        f"PGD does not", accuracy=acc_noise, reference=acc_pgd, noise_only=noise_only))
+
+    clean_correct = clf.predict(x).argmax(1) == y
+    trace = pgd_loss_trace(clf, x, y, eps=eps, steps=steps)  # (steps+1 N)
+    rise = trace[-1, clean_correct] - trace[0, clean_correct]  # (n correct)
+    rose = float((rise > 0).mean()) if rise.size else 0.0
+    checks.append(_check(
+        "loss_rises", rose > 0.5,
+        f"over {steps} PGD steps the loss rose for {rose:.3f} of the {int(clean_correct.sum())} correctly "
+        f"classified samples (mean loss {trace[0].mean():.4f} -> {trace[-1].mean():.4f})",
+        fraction_rising=rose, mean_loss=[float(v) for v in trace.mean(axis=1)]))
+
+    return {"gradient_masking_suspected": any(c["passed"] is False for c in checks), "checks": checks,
+            "settings": {"eps": eps, "reference": key, "tol": tol, "steps_factor": steps_factor, "restarts": restarts,
+                         "large_eps": large_eps, "large_eps_max_accuracy": large_eps_max_accuracy,
+                         "square_max_iter": square_max_iter, "samples": int(len(y)), "seed": seed}}

@@ -1,0 +1,130 @@
+"""The evaluation library: per-class accuracy, attack notes, and the gradient-masking checks that
+must flag a model whose gradients are masked and pass an honest one."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ssmdefense as sd
+from ssmdefense.evaluation.report import render_markdown
+from ssmdefense.evaluation.robustness import evaluate_robustness
+from ssmdefense.evaluation.sanity import CHECKS, gradient_masking_checks, pgd_loss_trace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from gradient_masking import RoundedInput, SaturatedSoftmax, masked  # the example's masked models
+
+EPS = 0.1
+
+
+@pytest.fixture(scope="module")
+def batch(digits):
+    return digits.x_test[:100], digits.y_test[:100]
+
+
+def wrap(trained, cls):
+    return masked(trained, {SaturatedSoftmax: "saturated-softmax", RoundedInput: "rounded-input"}[cls])
+
+
+def failed(result):
+    return {c["name"] for c in result["checks"] if c["passed"] is False}
+
+
+def test_honest_model_is_not_flagged(trained, batch):
+    x, y = batch
+    result = gradient_masking_checks(trained, x, y, eps=EPS)
+    assert [c["name"] for c in result["checks"]] == list(CHECKS)
+    assert not failed(result), [c["detail"] for c in result["checks"]]
+    assert result["gradient_masking_suspected"] is False
+    assert all(c["passed"] is True for c in result["checks"])
+
+
+@pytest.mark.parametrize("cls, must_fail", [
+    (SaturatedSoftmax, {"loss_rises", "black_box_not_stronger"}),
+    (RoundedInput, {"loss_rises", "black_box_not_stronger"}),
+])
+def test_masked_model_is_flagged(trained, batch, cls, must_fail):
+    x, y = batch
+    masked = wrap(trained, cls)
+    assert masked.accuracy(x, y) > 0.8  # still a good classifier: only its gradients are masked
+    result = gradient_masking_checks(masked, x, y, eps=EPS)
+    assert result["gradient_masking_suspected"] is True
+    assert must_fail <= failed(result), [c["detail"] for c in result["checks"]]
+    # ... and the masked model looks far more robust to PGD than the honest one it wraps:
+    pgd = sd.get_attack("pgd", masked, eps=EPS)
+    honest = sd.get_attack("pgd", trained, eps=EPS)
+    assert masked.accuracy(pgd.generate(x, y), y) > trained.accuracy(honest.generate(x, y), y) + 0.3
+
+
+def test_loss_trace_starts_at_the_clean_loss_and_rises(trained, batch):
+    x, y = batch
+    trace = pgd_loss_trace(trained, x, y, eps=EPS, steps=5, batch_size=32)
+    assert trace.shape == (6, len(x))
+    clean = trained.compute_loss(x, y, reduction="none")
+    np.testing.assert_allclose(trace[0], clean, rtol=1e-5, atol=1e-6)
+    assert trace[-1].mean() > 2 * trace[0].mean()
+
+
+def test_checks_reject_bad_input(trained, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="as many labels as inputs"):
+        gradient_masking_checks(trained, x, y[:5], eps=EPS)
+
+
+def test_per_class_accuracy_and_attack_notes(trained, batch):
+    x, y = batch
+    result = evaluate_robustness(trained, x, y, eps=EPS, attacks=("fgsm", "pgd"))
+    assert set(result["per_class"]) == {"clean", "fgsm", "pgd-10"}
+    pred = trained.predict(x).argmax(1)
+    for c in range(10):
+        assert result["per_class"]["clean"][c] == pytest.approx((pred[y == c] == c).mean())
+    # the per-class numbers average back to the overall accuracy, weighted by class counts
+    counts = np.bincount(y, minlength=10)
+    for key in ("clean", "pgd-10"):
+        overall = result["clean_accuracy"] if key == "clean" else result["robust_accuracy"][key]
+        assert np.dot(counts, result["per_class"][key]) / counts.sum() == pytest.approx(overall)
+    assert result["attacks"]["pgd-10"] == {"class": "ProjectedGradientDescent", "uses_eps": True}
+
+
+def test_autoattack_components_reach_the_report(trained, batch):
+    x, y = batch[0][:20], batch[1][:20]
+    result = evaluate_robustness(trained, x, y, eps=EPS, attacks=("autoattack",),
+                                 attack_params={"autoattack": {"max_iter": 5, "nb_restarts": 1}})
+    components = result["attacks"]["autoattack"]["components"]
+    assert components[0] == "AutoProjectedGradientDescent"
+    md = render_markdown({"checkpoint": result, "config": {"eps": EPS}}, "t")
+    assert "`autoattack` ran AutoProjectedGradientDescent" in md
+
+
+def test_report_marks_suspected_masking(trained, batch):
+    x, y = batch
+    masked = wrap(trained, SaturatedSoftmax)
+    result = evaluate_robustness(masked, x, y, eps=EPS, attacks=("pgd",))
+    result["sanity"] = gradient_masking_checks(masked, x, y, eps=EPS)
+    md = render_markdown({"checkpoint": result, "config": {"eps": EPS}}, "t")
+    assert md.splitlines()[2].startswith("**Gradient masking suspected**")
+    assert "| loss_rises | **FAIL** |" in md
+    assert "## Per-class accuracy" in md
+
+
+def test_attacks_without_a_budget_stay_out_of_the_eps_curve(trained, batch):
+    x, y = batch[0][:20], batch[1][:20]
+    result = evaluate_robustness(trained, x, y, eps=EPS, attacks=("pgd", "art-spatial"), eps_list=(0.0, EPS, 0.2),
+                                 attack_params={"art-spatial": {"max_translation": 1, "num_translations": 3,
+                                                                "num_rotations": 3}})
+    assert result["attacks"]["art-spatial"]["uses_eps"] is False
+    assert "art-spatial" in result["robust_accuracy"]
+    assert all("art-spatial" not in p and "pgd-10" in p for p in result["curve"])
+
+
+def test_gradient_masking_example_flags_only_the_masked_models():
+    script = Path(__file__).resolve().parents[1] / "examples" / "gradient_masking.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--samples", "100"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
+    assert "no sign of masking" in rows["honest"]
+    assert "GRADIENT MASKING SUSPECTED" in rows["saturated-softmax"]
+    assert "GRADIENT MASKING SUSPECTED" in rows["rounded-input"]
