@@ -8,6 +8,8 @@ Arguments:
     random_start (bool): start from a uniform random point in the eps-ball. Default: False.
     batch_size (int): Default: 128.
 
+One gradient step per batch, so there is no progress bar (ART's FastGradientMethod has none).
+
 Shape: x in the estimator's natural shape, e.g. (N, 1, 28, 28); x_adv has the same shape.
 
 Examples::
