@@ -119,7 +119,8 @@ def test_evaluate_reuses_best_when_last_is_the_same_epoch(runs, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["defend", "--defense", "nope"], "unknown defense 'nope'; known: ads, none, pgd-at"),
+    (["defend", "--defense", "nope"], "unknown defense 'nope'; known: ads, "),
+    (["defend"], "give a defense, e.g. --defense ads"),
     (["defend", "--defense", "ads", "--model", "s9"], "unknown model 's9'; known: "),
     (["defend", "--defense", "ads", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["defend", "--defense", "ads", "--eps", "-0.1"], "'--eps'"),
@@ -235,3 +236,43 @@ def test_ads_on_a_baseline_is_a_clear_error(tmp_path):
     assert result.exit_code == 2
     assert "needs a model built on ssmdefense's SequenceClassifier" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    from ssmdefense.defenses.loop import TrainingLoop
+
+    args = ["defend", "--defense", "pgd-at", *TINY, "-p", "max_iter=2"]
+    assert run(*args, "--out", tmp_path / "whole").exit_code == 0
+    evaluate, calls = TrainingLoop.evaluate, {"n": 0}
+
+    def interrupted(self, *a):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # Ctrl-C during epoch 3
+        return evaluate(self, *a)
+
+    monkeypatch.setattr(TrainingLoop, "evaluate", interrupted)
+    cut = run(*args, "--out", tmp_path / "cut")
+    monkeypatch.setattr(TrainingLoop, "evaluate", evaluate)
+    assert cut.exit_code == 130
+    assert f"interrupted after epoch 2; continue with: ssmdefense defend --resume {tmp_path / 'cut'}" in cut.output
+    assert not (tmp_path / "cut").exists()  # no half-finished run under the real name
+
+    fails = run("defend", "--resume", tmp_path / "cut", "--epochs", "9")
+    assert fails.exit_code == 2 and "drop --epochs" in fails.output
+    resumed = run("defend", "--resume", tmp_path / "cut", "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert not list(tmp_path.glob(".cut.partial-*"))
+
+    def rows(name):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in lines]
+
+    assert rows("cut") == rows("whole")
+    whole, again = (json.loads((tmp_path / n / "report.json").read_text()) for n in ("whole", "cut"))
+    for which in ("best", "last"):
+        assert again[which]["robust_accuracy"] == whole[which]["robust_accuracy"]
+        assert again[which]["clean_accuracy"] == whole[which]["clean_accuracy"]
+    assert again["timing"]["resumed"] is True and again["timing"]["overhead_ratio"] > 1
+    finished = run("defend", "--resume", tmp_path / "cut")
+    assert finished.exit_code == 2 and "nothing to resume" in finished.output

@@ -132,3 +132,73 @@ def test_bad_fit_arguments(digits):
                                device_type="cpu")
     with pytest.raises(sd.SSMDefenseError, match="needs clip_values"):
         sd.get_defense("pgd-at", no_clip)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_run(tmp_path, digits, monkeypatch):
+    from ssmdefense.defenses.loop import TrainingLoop
+
+    x, y = digits.x_train[:384], digits.y_train[:384]
+    val = (digits.x_test[:64], digits.y_test[:64])
+
+    def trainer():
+        return sd.get_defense("pgd-at", make_classifier(digits, seed=1, dropout=0.1), eps=EPS, max_iter=2,
+                              lr=1e-2, seed=4, verbose=False)
+
+    for name in ("whole", "cut", "empty"):
+        (tmp_path / name).mkdir()
+    whole = trainer().fit(x, y, validation_data=val, nb_epochs=4, out_dir=tmp_path / "whole")
+
+    calls = {"n": 0}
+    evaluate = TrainingLoop.evaluate
+
+    def interrupted(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Interrupt  # Ctrl-C in the third epoch's evaluation: epochs 1-2 are saved
+        return evaluate(self, *args)
+
+    monkeypatch.setattr(TrainingLoop, "evaluate", interrupted)
+    with pytest.raises(Interrupt):
+        trainer().fit(x, y, validation_data=val, nb_epochs=4, out_dir=tmp_path / "cut")
+    monkeypatch.setattr(TrainingLoop, "evaluate", evaluate)
+    assert json.loads((tmp_path / "cut" / "state.json").read_text())["epoch"] == 2
+
+    resumed_trainer = trainer()
+    resumed = resumed_trainer.fit(x, y, validation_data=val, nb_epochs=4, out_dir=tmp_path / "cut", resume=True)
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(resumed) == strip(whole)
+    lines = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    final = {k: v for k, v in sd.load(tmp_path / "cut" / "last").body.state_dict().items()}
+    for k, v in sd.load(tmp_path / "whole" / "last").body.state_dict().items():
+        torch.testing.assert_close(final[k], v, rtol=0, atol=0)
+    with pytest.raises(sd.SSMDefenseError, match="nothing to resume"):
+        trainer().fit(x, y, validation_data=val, nb_epochs=4, out_dir=tmp_path / "cut", resume=True)
+    with pytest.raises(sd.SSMDefenseError, match="no state.json"):
+        trainer().fit(x, y, nb_epochs=4, out_dir=tmp_path / "empty", resume=True)
+
+
+def test_overhead_is_timed_side_by_side_after_training(digits):
+    clf = make_classifier(digits)
+    trainer = sd.get_defense("pgd-at", clf, eps=EPS, max_iter=3, verbose=False)
+    trainer.fit(digits.x_train[:256], digits.y_train[:256], nb_epochs=1)
+    t = trainer.timing
+    assert t["defense_batch_seconds"] > 0 and t["standard_batch_seconds"] > 0
+    assert t["overhead_ratio"] == pytest.approx(t["defense_batch_seconds"] / t["standard_batch_seconds"])
+
+
+def test_ads_takes_a_base_defense_and_forwards_its_parameters(digits):
+    clf = make_classifier(digits)
+    trainer = sd.get_defense("ads", clf, act="tanh", base="pgd-at", max_iter=3, verbose=False)
+    assert trainer.base.name == "pgd-at" and trainer.base.max_iter == 3
+    assert trainer.describe()["base_params"]["max_iter"] == 3 and clf.body.ads == "tanh"
+    with pytest.raises(sd.SSMDefenseError, match="unknown parameter"):
+        sd.get_defense("ads", make_classifier(digits), base="pgd-at", beta=3)
+    with pytest.raises(sd.SSMDefenseError, match="unknown defense 'zzz'"):
+        sd.get_defense("ads", make_classifier(digits), base="zzz")
+    with pytest.raises(sd.SSMDefenseError, match="base must be a defense that trains batch by batch"):
+        sd.get_defense("ads", make_classifier(digits), base="ads")

@@ -100,6 +100,8 @@ class Registry:
         A class factory is followed up its ``__init__`` chain while each passes ``**kwargs`` on.
         """
         factory = self.get(name).factory
+        if getattr(factory, "accepts_unlisted_params", False):
+            return None  # it forwards what it does not know (a defense with a base defense)
         inits = [k.__dict__["__init__"] for k in factory.__mro__ if "__init__" in k.__dict__] \
             if inspect.isclass(factory) else [factory]
         names: list[str] = []

@@ -41,9 +41,11 @@ class RootGroup(click.Group):
         try:
             rv = super().main(args=args, prog_name=prog_name or "ssmdefense", complete_var=complete_var,
                               standalone_mode=False, **extra)
-        except click.exceptions.Abort:
-            click.echo("Aborted.", err=True)
-            rv = 1
+        except click.exceptions.Abort as exc:
+            # click turns Ctrl-C into Abort; keep the shell's convention for an interrupt (128 + SIGINT)
+            ctrl_c = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
+            click.echo("Interrupted." if ctrl_c else "Aborted.", err=True)
+            rv = 130 if ctrl_c else 1
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             rv = 2 if isinstance(exc, click.UsageError) else (exc.exit_code or 1)

@@ -61,22 +61,31 @@ def resolve_device(device: str, threads: int = 1) -> str:
 
 
 @contextmanager
-def staged_directory(target: Path, overwrite: bool):
+def staged_directory(target: Path, overwrite: bool, keep_interrupted: bool = False, reuse: Path | None = None):
     """Build a directory under a temporary name; move it to ``target`` only on success.
 
-    On any error (or Ctrl-C) the temporary directory is removed: nothing half-written remains.
+    On any error the temporary directory is removed: nothing half-written remains. With
+    ``keep_interrupted``, a run stopped by Ctrl-C or SIGTERM after saving a resume state
+    (``state.json``) is kept under its temporary name for ``--resume``; ``reuse`` continues in
+    such a directory.
     """
     target = Path(target)
     if target.exists() and not overwrite:
         raise click.BadParameter(f"{target} already exists (use --overwrite to replace it)", param_hint="--out")
     created_parent = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    if reuse is not None:
+        tmp = reuse
+    else:
+        tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        if keep_interrupted and interrupted and (tmp / "state.json").is_file():
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
         if created_parent and not any(target.parent.iterdir()):
             target.parent.rmdir()
@@ -84,6 +93,13 @@ def staged_directory(target: Path, overwrite: bool):
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
+
+
+def interrupted_run(target: Path) -> Path | None:
+    """The kept temporary directory of an interrupted run meant for ``target`` (newest), if any."""
+    target = Path(target)
+    found = [p for p in target.parent.glob(f".{target.name}.partial-*") if (p / "state.json").is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def echo_json(obj) -> None:

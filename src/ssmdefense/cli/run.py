@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import THREADS_HELP, echo_json, parse_params, resolve_device, staged_directory
+from .common import THREADS_HELP, echo_json, interrupted_run, parse_params, resolve_device, staged_directory
 
 DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of --eps
 
@@ -43,14 +43,46 @@ def run_options(fn):
                      help="Defense parameter, e.g. -p act=tanh (repeatable)."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+        click.option("--resume", type=click.Path(path_type=Path), default=None,
+                     help="Continue an interrupted run: give its --out directory. Its settings come from the "
+                          "run's config.json; the result equals an uninterrupted run."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
+# options a resumed run takes from its config.json (anything else may be given again)
+RESUMED = ("model", "dataset", "epochs", "eps", "seed", "sequence", "batch_size", "eval_samples", "model_params",
+           "params", "defense")
+
+
+def resume_options(options: dict, command: str) -> tuple[dict, Path]:
+    """The options of the interrupted run ``options["resume"]`` and the directory to continue in."""
+    ctx = click.get_current_context()
+    given = [k for k in RESUMED if k in ctx.params and ctx.get_parameter_source(k).name != "DEFAULT"]
+    if given or options.get("out") is not None:
+        raise click.BadParameter(f"--resume takes the run's settings from its config.json; drop "
+                                 f"{', '.join('--' + k.replace('_', '-') for k in given) or '--out'}",
+                                 param_hint="--resume")
+    out = options["resume"]
+    partial = interrupted_run(out)
+    if partial is None:
+        what = "it finished" if out.exists() else "no interrupted run was found"
+        raise click.BadParameter(f"nothing to resume for {out}: {what}", param_hint="--resume")
+    config = json.loads((partial / "config.json").read_text())
+    if config["command"] != command:
+        raise click.BadParameter(f"{out} was started by `ssmdefense {config['command']}`", param_hint="--resume")
+    options = {**options, "out": out, "overwrite": False, "model": config["model"], "dataset": config["dataset"],
+               "epochs": config["epochs"], "eps": config["eps"], "seed": config["seed"],
+               "sequence": config["sequence"], "batch_size": config["batch_size"],
+               "eval_samples": config.get("eval_samples"), "model_params": config["model_params"],
+               "params": config["defense_params"], "defense": config["defense"]}
+    return options, partial
+
+
 def run_training(defense, model, dataset, epochs, eps, seed, device, threads, out, overwrite, sequence, batch_size,
-                 eval_samples, model_params, params, as_json, quiet, command):
+                 eval_samples, model_params, params, as_json, quiet, command, resume=None):
     """Validate everything, train, evaluate best and last checkpoints, write the run directory."""
     from ..api import build_model, get_defense, load_dataset
     from ..checkpoint import load as load_checkpoint
@@ -62,8 +94,17 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
     from ..models import sequence_dims
     from ..plugins import registry
 
-    model_params = parse_params(model_params, "-m")
-    params = parse_params(params, "-p")
+    partial = None
+    if resume is not None:
+        options, partial = resume_options(dict(locals()), command)
+        defense, model, dataset, epochs, eps, seed = (options[k] for k in ("defense", "model", "dataset", "epochs",
+                                                                           "eps", "seed"))
+        out, overwrite, sequence, batch_size, eval_samples = (options[k] for k in ("out", "overwrite", "sequence",
+                                                                                   "batch_size", "eval_samples"))
+        model_params, params = dict(options["model_params"]), dict(options["params"])
+    else:
+        model_params = parse_params(model_params, "-m")
+        params = parse_params(params, "-p")
     for key in ("eps", "seed", "batch_size", "eval_samples", "verbose"):
         if key in params:
             raise click.BadParameter(f"set {key} with its own option, not -p", param_hint="-p")
@@ -72,7 +113,7 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
     device_type = resolve_device(device, threads)
     if out is None:
         out = Path("runs") / f"{defense}-{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-    if out.exists() and not overwrite:
+    if partial is None and out.exists() and not overwrite:
         raise click.BadParameter(f"{out} already exists (use --overwrite to replace it)", param_hint="--out")
 
     data = load_dataset(dataset)
@@ -90,14 +131,22 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
     config = {"command": command, "model": model, "model_params": body.ssmdefense_config["params"],
               "dataset": dataset, "sequence": sequence, "defense": defense, "defense_params": params,
               "eps": eps, "epochs": epochs, "seed": seed, "device": device_type, "batch_size": batch_size,
-              "trainer": trainer.describe()}
+              "eval_samples": eval_samples, "trainer": trainer.describe()}
 
-    with staged_directory(out, overwrite) as tmp:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    with staged_directory(out, overwrite, keep_interrupted=True, reuse=partial) as tmp:
+        if partial is None:
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         start = time.perf_counter()
-        history = trainer.fit(data.x_train, data.y_train, validation_data=(data.x_test, data.y_test),
-                              nb_epochs=epochs, out_dir=tmp,
-                              checkpoint_extra={"dataset": dataset, "eps": eps, "seed": seed})
+        try:
+            history = trainer.fit(data.x_train, data.y_train, validation_data=(data.x_test, data.y_test),
+                                  nb_epochs=epochs, out_dir=tmp, resume=partial is not None,
+                                  checkpoint_extra={"dataset": dataset, "eps": eps, "seed": seed})
+        except (KeyboardInterrupt, SystemExit):
+            if (tmp / "state.json").is_file():
+                done = json.loads((tmp / "state.json").read_text())["epoch"]
+                click.echo(f"interrupted after epoch {done}; continue with: ssmdefense {command} --resume {out}",
+                           err=True)
+            raise
         train_seconds = time.perf_counter() - start
         x_eval, y_eval = data.x_test, data.y_test
         if eval_samples is not None:
@@ -120,6 +169,8 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
         report["timing"] = {"epoch_seconds": [r["epoch_seconds"] for r in history],
                             "eval_seconds": [r.get("eval_seconds") for r in history],
                             "train_seconds": train_seconds,
+                            "resumed": partial is not None,
+                            **trainer.timing,
                             "total_seconds": time.perf_counter() - start}
         title = f"ssmdefense {command}: {defense} on {model} / {dataset}"
         write_report(tmp, report, title, history=history)
@@ -147,7 +198,8 @@ def _print_summary(report, out):
 
 
 @cli.command()
-@click.option("--defense", required=True, help="Registered defense name (see `ssmdefense defenses`).")
+@click.option("--defense", default=None, help="Registered defense name (see `ssmdefense defenses`); required "
+              "unless --resume.")
 @run_options
 def defend(defense, **options):
     """Train with a defense and write a run directory with best/last checkpoints and a report.
@@ -155,6 +207,9 @@ def defend(defense, **options):
     With no other option: S4D on mnist-5k (rows), eps 0.1, 10 epochs.
     `ssmdefense defend --defense ads` is AdS + PGD adversarial training.
     """
+    if defense is None and options["resume"] is None:
+        raise click.BadParameter("give a defense, e.g. --defense ads (see `ssmdefense defenses`)",
+                                 param_hint="--defense")
     run_training(defense=defense, command="defend", **options)
 
 

@@ -1,29 +1,35 @@
-"""``ads``: Adaptive Scaling + PGD adversarial training (Qi et al., NeurIPS 2024, "Exploring
+"""``ads``: Adaptive Scaling + adversarial training (Qi et al., NeurIPS 2024, "Exploring
 Adversarial Robustness of Deep State Space Models").
 
 Inserts an AdS module ``act(W y) * y`` (W: bias-free Linear(H, H)) after the mixer of every block
-of the classifier's model, in place (the checkpoint records ``ads=act``), then trains with PGD-AT.
-A model built with ``ads=act`` already is used as it is.
+of the classifier's model, in place (the checkpoint records ``ads=act``), then trains with the
+base defense (PGD-AT by default). A model built with ``ads=act`` already is used as it is.
 
 Arguments:
     act (str): "relu", "sigmoid" or "tanh". Default: "relu".
-    everything of ``pgd-at`` (eps, eps_step, max_iter, random_start) and of the loop.
+    base (str): the adversarial training: "pgd-at", "trades", "free-at", "yopo", "minmax" (any
+        defense on the shared loop). Default: "pgd-at".
+    every parameter of the base (e.g. max_iter, eps_step for pgd-at; beta for trades) and of the loop.
+
+Examples::
+
+    trainer = sd.get_defense("ads", clf, act="relu", base="trades", beta=1.0)
 """
 
 from ..errors import SSMDefenseError
 from ..hookspecs import hookimpl
-from .pgd_at import PGDATTrainer
+from .loop import WithBase
 
 
-class AdSTrainer(PGDATTrainer):
+class AdSTrainer(WithBase):
     name = "ads"
 
-    def __init__(self, classifier, *, act: str = "relu", **pgd_at_params):
+    def __init__(self, classifier, *, act: str = "relu", base: str = "pgd-at", **params):
         body = classifier.body if hasattr(classifier, "body") else None
         if body is None or not hasattr(body, "enable_ads"):
             raise SSMDefenseError("the ads defense needs a model built on ssmdefense's SequenceClassifier "
                                   "(one with enable_ads)")
-        super().__init__(classifier, **pgd_at_params)  # validate the PGD-AT parameters first
+        super().__init__(classifier, base=base, **params)  # validate the base's parameters first
         body.enable_ads(act)
         config = getattr(body, "ssmdefense_config", None)
         if config is not None:
@@ -36,4 +42,4 @@ class AdSTrainer(PGDATTrainer):
 
 @hookimpl
 def register_defenses(register):
-    register("ads", AdSTrainer, "Adaptive Scaling modules + PGD adversarial training (Qi et al. 2024)")
+    register("ads", AdSTrainer, "Adaptive Scaling modules + an adversarial training base (Qi et al. 2024)")

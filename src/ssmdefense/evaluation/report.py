@@ -59,6 +59,10 @@ def render_markdown(report: dict, title: str) -> str:
         lines += ["", "## Timing", "", f"- training seconds per epoch: mean {sum(es) / len(es):.2f} "
                   f"(min {min(es):.2f}, max {max(es):.2f}) over {len(es)} epochs",
                   f"- total seconds: {timing.get('total_seconds', 0):.1f}"]
+        if timing.get("overhead_ratio") is not None:
+            lines.append(f"- overhead against standard training: {timing['overhead_ratio']:.2f}x for the whole run "
+                         f"({timing['defense_batch_seconds']:.4f} s per defense batch, "
+                         f"{timing['standard_batch_seconds']:.4f} s per standard batch, timed side by side)")
     plots = report.get("plots") or []
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
