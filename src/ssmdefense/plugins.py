@@ -43,6 +43,13 @@ DEFAULT_PLUGINS = (
     "ssmdefense.defenses.none",
     "ssmdefense.defenses.pgd_at",
     "ssmdefense.defenses.ads",
+    "ssmdefense.defenses.trades",
+    "ssmdefense.defenses.free_at",
+    "ssmdefense.defenses.yopo",
+    "ssmdefense.defenses.fbf",
+    "ssmdefense.defenses.minmax",
+    "ssmdefense.defenses.distillation",
+    "ssmdefense.defenses.augment",
 )
 ENTRY_POINT_GROUP = "ssmdefense"
 KINDS = ("models", "attacks", "defenses", "datasets")

@@ -152,6 +152,9 @@ class TrainingLoop(Trainer):
         scheduler.step()
         return loss.detach(), logits.detach()
 
+    def on_fit_start(self) -> None:
+        """Reset what a defense carries from batch to batch, so each ``fit`` starts afresh."""
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Tensors a defense carries from batch to batch (FreeAT's perturbation), saved for resume."""
         return {}
@@ -226,6 +229,7 @@ class TrainingLoop(Trainer):
         epochs = -(-nb_epochs // self.epoch_divisor)
 
         seed_everything(self.seed)
+        self.on_fit_start()
         model, device = clf.model, clf.device
         batch_size = batch_size or self.batch_size
         generator = torch.Generator().manual_seed(self.seed)
@@ -428,6 +432,9 @@ class WithBase(TrainingLoop):
 
     def train_batch(self, model, optimizer, scheduler, x, y):
         return self.base.train_batch(model, optimizer, scheduler, self.transform(x), y)
+
+    def on_fit_start(self):
+        self.base.on_fit_start()
 
     def extra_state(self):
         return self.base.extra_state()

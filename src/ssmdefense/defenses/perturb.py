@@ -14,18 +14,23 @@ import torch.nn.functional as F
 
 def pgd_linf(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, eps_step: float,
              steps: int, clip: tuple[float, float], random_start: bool = True,
-             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """L-inf PGD maximising ``loss_fn(model(x_adv), y)`` (default cross-entropy).
+             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+             x_init: torch.Tensor | None = None) -> torch.Tensor:
+    """L-inf PGD maximising ``loss_fn(model(x_adv), y)`` (default cross-entropy); ``y`` is passed
+    to ``loss_fn`` as it is (labels, or clean probabilities for TRADES' KL).
 
-    Runs with the model in eval mode and restores its previous mode. Returns a detached
-    ``x_adv`` with ``|x_adv - x|_inf <= eps`` and ``clip[0] <= x_adv <= clip[1]``.
+    Starts at ``x_init`` when given (TRADES: x + 0.001 N(0, 1)), else at a uniform random point of
+    the ball (``random_start``) or at x. Runs with the model in eval mode and restores its previous
+    mode. Returns a detached ``x_adv`` with ``|x_adv - x|_inf <= eps`` and ``clip[0] <= x_adv <= clip[1]``.
     """
     loss_fn = loss_fn or F.cross_entropy
     was_training = model.training
     model.eval()
     x = x.detach()
     lo, hi = clip
-    if random_start:
+    if x_init is not None:
+        x_adv = x_init.detach().clamp(lo, hi)  # (B ...)
+    elif random_start:
         x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(lo, hi)  # (B ...)
     else:
         x_adv = x.clone()

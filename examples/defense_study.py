@@ -1,0 +1,131 @@
+"""The measured study of docs/results.md: every defense on one model and budget, and the AdS study
+(models under PGD-AT with and without AdS).
+
+Each row is two commands, printed as they run, so any row can be re-run on its own:
+
+    ssmdefense defend --defense NAME --model s4d --dataset mnist-5k --epochs E --seed 0 ... --out DIR
+    ssmdefense evaluate --checkpoint DIR --attacks pgd,autoattack --samples N ...
+
+and the table is built from their report.json files: CA and PGD-10 RA at the best and last
+checkpoints (from the run, on --eval-samples test samples), AutoAttack accuracy (from evaluate, on
+--aa-samples), the best-last gap, seconds per epoch, the overhead against standard training (timed
+side by side inside each run), and whether the gradient-masking checks flag the model.
+
+    python examples/defense_study.py --part defenses      # docs/results.md, "Every defense"
+    python examples/defense_study.py --part ads           # docs/results.md, "The AdS study"
+    python examples/defense_study.py --part defenses --only trades,minmax   # some rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# (row name, defense, defense parameters); the AdS paper's MNIST settings scaled to eps 0.1
+DEFENSES = [
+    ("none", "none", []),
+    ("pgd-at", "pgd-at", []),
+    ("trades", "trades", ["beta=1.0"]),
+    ("free-at", "free-at", ["replays=4"]),
+    ("yopo", "yopo", ["m=5", "n=3"]),
+    ("fbf", "fbf", []),
+    ("minmax topk:2", "minmax", ["classes=topk:2"]),
+    ("minmax all", "minmax", ["classes=all"]),
+    ("distillation", "distillation", []),
+    ("augment + pgd-at", "augment", ["base=pgd-at"]),
+    ("ads (pgd-at)", "ads", []),
+    ("ads + trades", "ads", ["base=trades", "beta=1.0"]),
+]
+ADS_MODELS = ["s4d", "dss", "s5", "mega", "mamba"]
+
+
+def run(cmd: list[str], log) -> None:
+    line = " ".join(shlex.quote(c) for c in cmd)
+    print(f"$ {line}", flush=True)
+    log.write(line + "\n")
+    log.flush()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def row(name: str, defense: str, params: list[str], model: str, args, root: Path, log) -> dict:
+    out = root / name.replace(" ", "_").replace(":", "").replace("(", "").replace(")", "").replace("+", "plus")
+    exe = str(Path(sys.executable).with_name("ssmdefense"))
+    start = time.perf_counter()
+    if not (out / "report.json").is_file():
+        cmd = [exe, "defend", "--defense", defense, "--model", model, "--dataset", args.dataset,
+               "--epochs", str(args.epochs), "--seed", str(args.seed), "--eval-samples", str(args.eval_samples),
+               "--overwrite", "-q", "--out", str(out), "-p", f"lr={args.lr}"]
+        for p in params:
+            cmd += ["-p", p]
+        run(cmd, log)
+    if not (out / "evaluation" / "report.json").is_file():
+        run([exe, "evaluate", "--checkpoint", str(out), "--attacks", "pgd,autoattack", "--samples",
+             str(args.aa_samples), "-p", "autoattack.max_iter=20", "-p", "autoattack.nb_restarts=1",
+             "--seed", str(args.seed)], log)
+    report = json.loads((out / "report.json").read_text())
+    evaluation = json.loads((out / "evaluation" / "report.json").read_text())
+    timing = report["timing"]
+    result = {"row": name, "model": model, "defense": defense, "params": params, "dir": str(out),
+              "seconds": time.perf_counter() - start,
+              "epoch_seconds": sum(timing["epoch_seconds"]) / len(timing["epoch_seconds"]),
+              "epochs_run": len(timing["epoch_seconds"]), "overhead_ratio": timing.get("overhead_ratio"),
+              "masking_suspected": evaluation.get("gradient_masking_suspected")}
+    for which in ("best", "last"):
+        result[which] = {"epoch": report[which]["epoch"], "ca": report[which]["clean_accuracy"],
+                         "ra": report[which]["robust_accuracy"]["pgd-10"],
+                         "aa": evaluation[which]["robust_accuracy"]["autoattack"]}
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| row | model | CA best | RA best | AA best | CA last | RA last | AA last | RA gap | epochs | "
+             "s/epoch | overhead | masking? |", "|---" * 13 + "|"]
+    for r in results:
+        b, last = r["best"], r["last"]
+        overhead = "—" if r["overhead_ratio"] is None else f"{r['overhead_ratio']:.1f}x"
+        lines.append(f"| {r['row']} | {r['model']} | {b['ca']:.3f} | {b['ra']:.3f} | {b['aa']:.3f} | {last['ca']:.3f} | "
+                     f"{last['ra']:.3f} | {last['aa']:.3f} | {b['ra'] - last['ra']:+.3f} | {b['epoch']}/{r['epochs_run']} | "
+                     f"{r['epoch_seconds']:.1f} | {overhead} | {'yes' if r['masking_suspected'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("defenses", "ads"), required=True)
+    parser.add_argument("--only", help="comma-separated row names (defenses) or models (ads)")
+    parser.add_argument("--dataset", default="mnist-5k")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (3e-3: a short budget)")
+    parser.add_argument("--eval-samples", type=int, default=500, help="test samples of the per-epoch PGD-10")
+    parser.add_argument("--aa-samples", type=int, default=200, help="test samples of AutoAttack and the checks")
+    parser.add_argument("--root", type=Path, default=Path("runs/study"))
+    args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+    root = args.root / args.part
+    root.mkdir(parents=True, exist_ok=True)
+    results = []
+    with open(root / "commands.txt", "a") as log:
+        if args.part == "defenses":
+            for name, defense, params in DEFENSES:
+                if only is None or name in only:
+                    results.append(row(name, defense, params, "s4d", args, root, log))
+                    print(table(results[-1:]).splitlines()[-1], flush=True)
+        else:
+            for model in ADS_MODELS:
+                if only is None or model in only:
+                    for name, defense in ((f"{model} pgd-at", "pgd-at"), (f"{model} ads", "ads")):
+                        results.append(row(name, defense, [], model, args, root, log))
+                        print(table(results[-1:]).splitlines()[-1], flush=True)
+    (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
