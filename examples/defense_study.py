@@ -37,6 +37,8 @@ DEFENSES = [
     ("minmax topk:2", "minmax", ["classes=topk:2"]),
     ("minmax all", "minmax", ["classes=all"]),
     ("distillation", "distillation", []),
+    ("distillation T=20", "distillation", ["temperature=20"]),
+    ("distillation lr 3e-2", "distillation", ["lr=0.03"]),  # T = 100 needs logits 100x larger: a faster lr
     ("augment + pgd-at", "augment", ["base=pgd-at"]),
     ("ads (pgd-at)", "ads", []),
     ("ads + trades", "ads", ["base=trades", "beta=1.0"]),
@@ -59,7 +61,7 @@ def row(name: str, defense: str, params: list[str], model: str, args, root: Path
     if not (out / "report.json").is_file():
         cmd = [exe, "defend", "--defense", defense, "--model", model, "--dataset", args.dataset,
                "--epochs", str(args.epochs), "--seed", str(args.seed), "--eval-samples", str(args.eval_samples),
-               "--overwrite", "-q", "--out", str(out), "-p", f"lr={args.lr}"]
+               "--overwrite", "-q", "--out", str(out), "-p", f"lr={args.lr}"]  # a row's own -p lr= wins
         for p in params:
             cmd += ["-p", p]
         run(cmd, log)
