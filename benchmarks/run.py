@@ -1,12 +1,14 @@
 """Performance harness: measures side by side in one process and writes JSON (never a test).
 
     .venv/bin/python benchmarks/run.py [--out benchmarks/results.json] [--repeats 5] [--threads 1]
+    python benchmarks/run.py --device cuda --out benchmarks/results-cuda.json   # on a GPU machine
 
 Figures:
 - s4d_conv_vs_recurrence: forward time of the S4D layer's FFT convolution against its
   step-by-step recurrence reference at several sequence lengths, and their ratio.
-- defense_step_overhead: seconds per training step of the pgd-at defense against standard
-  training (none) on one mnist-5k batch, and the ratio (the cost of the 10-step inner attack).
+- defense_step_overhead: seconds per training batch (``train_batch``: attack, backward, optimizer
+  step) of every batch-by-batch defense against standard training (none) on one mnist-5k batch, and
+  the ratios. Distillation is left out: its batch needs a trained teacher.
 """
 
 import argparse
@@ -19,11 +21,18 @@ import numpy as np
 import torch
 
 
+DEVICE = torch.device("cpu")
+
+
 def best_of(fn, repeats):
     times = []
     for _ in range(repeats):
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()  # kernels run asynchronously: time until they finish
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -32,11 +41,11 @@ def s4d_conv_vs_recurrence(repeats):
     from ssmdefense.models import S4D
 
     torch.manual_seed(0)
-    layer = S4D(d_model=64, d_state=32)
+    layer = S4D(d_model=64, d_state=32).to(DEVICE)
     rows = []
     with torch.no_grad():
         for L in (28, 128, 784):
-            u = torch.randn(16, L, 64)  # (B L H)
+            u = torch.randn(16, L, 64, device=DEVICE)  # (B L H)
             conv = best_of(lambda: layer(u), repeats)
             rec = best_of(lambda: layer.forward_recurrent(u), max(1, repeats // 2))
             rows.append({"L": L, "batch": 16, "d_model": 64, "conv_seconds": conv, "recurrence_seconds": rec,
@@ -44,30 +53,33 @@ def s4d_conv_vs_recurrence(repeats):
     return rows
 
 
+DEFENSES = [("none", {}), ("pgd-at", {}), ("trades", {}), ("free-at", {}), ("yopo", {}), ("fbf", {}),
+            ("minmax", {"classes": "topk:2"}), ("minmax", {"classes": "all"}), ("augment", {"base": "pgd-at"}),
+            ("ads", {})]
+
+
 def defense_step_overhead(repeats):
     import ssmdefense as sd
 
     data = sd.load_dataset("mnist-5k")
-    x = torch.from_numpy(data.x_train[:64])
-    y = torch.from_numpy(data.y_train[:64])
+    x = torch.from_numpy(data.x_train[:64]).to(DEVICE)
+    y = torch.from_numpy(data.y_train[:64]).to(DEVICE)
     out = {}
-    for name in ("none", "pgd-at"):
+    for name, params in DEFENSES:
         torch.manual_seed(0)
         body = sd.build_model("s4d", d_input=28, n_classes=10)
         clf = sd.SSMClassifier(body, input_shape=(1, 28, 28), nb_classes=10, sequence="rows",
-                               clip_values=(0.0, 1.0), device_type="cpu")
-        trainer = sd.get_defense(name, clf, eps=0.1, verbose=False)
+                               clip_values=(0.0, 1.0), device_type="gpu" if DEVICE.type == "cuda" else "cpu")
+        trainer = sd.get_defense(name, clf, eps=0.1, verbose=False, **params)
         opt = torch.optim.AdamW(clf.model.parameters(), lr=1e-3)
-
-        def step():
-            loss, _ = trainer.training_step(clf.model, x, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        step()  # warm-up
-        out[name] = best_of(step, repeats)
-    return {"batch": 64, "step_seconds": out, "pgd_at_over_none": out["pgd-at"] / out["none"]}
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        clf.model.train()
+        trainer.train_batch(clf.model, opt, sched, x, y)  # warm-up
+        key = name + "".join(f" {k}={v}" for k, v in params.items())
+        out[key] = best_of(lambda: trainer.train_batch(clf.model, opt, sched, x, y), repeats)
+    return {"batch": 64, "batch_seconds": out,
+            "over_none": {k: v / out["none"] for k, v in out.items() if k != "none"},
+            "note": "per batch; free-at's batch is 4 replays and it runs 1/4 of the epochs"}
 
 
 def main():
@@ -75,11 +87,15 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the CLI's default is 1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     result = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},
+                    "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
+                    "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"},
         "s4d_conv_vs_recurrence": s4d_conv_vs_recurrence(args.repeats),
         "defense_step_overhead": defense_step_overhead(args.repeats),
     }
