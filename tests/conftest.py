@@ -46,3 +46,38 @@ def train_on_digits(name, data, epochs=8, seed=0, **model_params):
                            clip_values=(0.0, 1.0), device_type="cpu")
     sd.get_defense("none", clf, lr=1e-2, verbose=False).fit(data.x_train, data.y_train, nb_epochs=epochs)
     return clf
+
+
+@pytest.fixture(scope="session")
+def standard_history(digits):
+    """``standard_history(epochs)``: per-epoch metrics of standard training of the tiny S4D on digits
+    (lr 1e-2, PGD-10 on 200 test samples), the baseline each defense test must beat; cached per budget."""
+    cache = {}
+
+    def history(epochs):
+        if epochs not in cache:
+            clf = make_classifier(digits)
+            cache[epochs] = sd.get_defense("none", clf, eps=0.1, lr=1e-2, eval_samples=200, verbose=False).fit(
+                digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=epochs)
+        return cache[epochs]
+
+    return history
+
+
+class Interrupt(Exception):
+    """Stands in for Ctrl-C in resume tests (a plain exception, so pytest.raises can catch it)."""
+
+
+def interrupt_on_call(monkeypatch, owner, method: str, call: int, exc=Interrupt):
+    """Make ``owner.method`` raise ``exc`` on its ``call``-th call (a simulated interruption).
+    Returns a function that puts the original method back."""
+    original, calls = getattr(owner, method), {"n": 0}
+
+    def patched(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise exc
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, method, patched)
+    return lambda: monkeypatch.setattr(owner, method, original)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import interrupt_on_call
 from ssmdefense.cli import cli
 
 TINY = ["--dataset", "digits", "--epochs", "4", "--eps", "0.1", "--eval-samples", "200", "-q", "-p", "lr=0.01",
@@ -243,17 +244,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
     args = ["defend", "--defense", "pgd-at", *TINY, "-p", "max_iter=2"]
     assert run(*args, "--out", tmp_path / "whole").exit_code == 0
-    evaluate, calls = TrainingLoop.evaluate, {"n": 0}
-
-    def interrupted(self, *a):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # Ctrl-C during epoch 3
-        return evaluate(self, *a)
-
-    monkeypatch.setattr(TrainingLoop, "evaluate", interrupted)
+    restore = interrupt_on_call(monkeypatch, TrainingLoop, "evaluate", 3, KeyboardInterrupt)  # Ctrl-C in epoch 3
     cut = run(*args, "--out", tmp_path / "cut")
-    monkeypatch.setattr(TrainingLoop, "evaluate", evaluate)
+    restore()
     assert cut.exit_code == 130
     assert f"interrupted after epoch 2; continue with: ssmdefense defend --resume {tmp_path / 'cut'}" in cut.output
     assert not (tmp_path / "cut").exists()  # no half-finished run under the real name

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from art.defences.trainer import Trainer
 from art.estimators.classification import PyTorchClassifier
-from conftest import make_classifier
+from conftest import Interrupt, interrupt_on_call, make_classifier
 
 import ssmdefense as sd
 from ssmdefense.defenses.augment import affine_resample, augment_batch
@@ -26,10 +26,6 @@ def fit(clf, data, name, epochs, **params):
     """History of ``epochs`` of defense ``name`` on ``data``, PGD-10 evaluated on 200 test samples."""
     trainer = sd.get_defense(name, clf, eps=EPS, eval_samples=200, verbose=False, **params)
     return trainer.fit(data.x_train, data.y_train, validation_data=(data.x_test, data.y_test), nb_epochs=epochs)
-
-
-class Interrupt(Exception):
-    pass
 
 
 # ---- distillation ---------------------------------------------------------------------------------
@@ -86,8 +82,9 @@ def test_distillation_trains_a_teacher_that_is_not_the_saved_model(digits, disti
     for saved in (best, last):
         assert not np.allclose(saved.predict(x[:20]), teacher.predict(x[:20]), atol=1e-2)
     assert last.checkpoint_meta["extra"]["epoch"] == 10
-    t = trainer.timing
-    assert t["teacher_seconds"] > 0 and t["teacher_epochs"] == 10
+    t = trainer.timing  # a schema check: seconds are machine-dependent and not compared
+    assert isinstance(t["teacher_seconds"], float) and math.isfinite(t["teacher_seconds"])
+    assert t["teacher_epochs"] == 10
     assert t["overhead_ratio"] == pytest.approx(t["student_overhead_ratio"] + 1)
     assert trainer.describe()["temperature"] == 100
 
@@ -106,19 +103,11 @@ def test_distillation_resumes_without_retraining_the_teacher(tmp_path, digits, m
     for name in ("whole", "cut"):
         (tmp_path / name).mkdir()
     whole = trainer().fit(x, y, validation_data=val, nb_epochs=3, out_dir=tmp_path / "whole")
-    calls = {"n": 0}
-    evaluate = TrainingLoop.evaluate
-
-    def interrupted(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Interrupt  # in the student's second evaluation: its epoch 1 is saved
-        return evaluate(self, *args)
-
-    monkeypatch.setattr(TrainingLoop, "evaluate", interrupted)
+    # in the student's second evaluation: its epoch 1 is saved
+    restore = interrupt_on_call(monkeypatch, TrainingLoop, "evaluate", 2)
     with pytest.raises(Interrupt):
         trainer().fit(x, y, validation_data=val, nb_epochs=3, out_dir=tmp_path / "cut")
-    monkeypatch.setattr(TrainingLoop, "evaluate", evaluate)
+    restore()
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["epoch"] == 1
 
     def no_teacher_training(*args, **kwargs):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from art.defences.trainer import AdversarialTrainerFBFPyTorch, Trainer
-from conftest import make_classifier
+from conftest import Interrupt, interrupt_on_call, make_classifier
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import ssmdefense as sd
@@ -21,11 +21,9 @@ BUDGET = 12
 
 
 @pytest.fixture(scope="module")
-def baseline(digits):
+def baseline(standard_history):
     """Standard training on the budget every defense below gets."""
-    clf = make_classifier(digits)
-    return sd.get_defense("none", clf, eps=EPS, lr=1e-2, eval_samples=200, verbose=False).fit(
-        digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=BUDGET)
+    return standard_history(BUDGET)
 
 
 class StepCounter:
@@ -110,10 +108,6 @@ def test_free_at_perturbation_persists_across_batches_and_stays_in_the_ball(digi
     torch.testing.assert_close(other.delta, delta, rtol=0, atol=0)
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_free_at_resume_restores_the_perturbation(tmp_path, digits, monkeypatch):
     from ssmdefense.defenses.free_at import FreeATTrainer
 
@@ -127,19 +121,11 @@ def test_free_at_resume_restores_the_perturbation(tmp_path, digits, monkeypatch)
     (tmp_path / "cut").mkdir()
     trainer().fit(x, y, nb_epochs=6, out_dir=tmp_path / "whole")
 
-    calls = {"n": 0}
-    train_batch = FreeATTrainer.train_batch
-
-    def interrupted(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 4 * 2 + 1:  # Ctrl-C in the third epoch's first batch: epochs 1-2 are saved
-            raise Interrupt
-        return train_batch(self, *args)
-
-    monkeypatch.setattr(FreeATTrainer, "train_batch", interrupted)
+    # Ctrl-C in the third epoch's first batch: epochs 1-2 are saved
+    restore = interrupt_on_call(monkeypatch, FreeATTrainer, "train_batch", 4 * 2 + 1)
     with pytest.raises(Interrupt):
         trainer().fit(x, y, nb_epochs=6, out_dir=tmp_path / "cut")
-    monkeypatch.setattr(FreeATTrainer, "train_batch", train_batch)
+    restore()
     from safetensors.torch import load_file
     saved = load_file(str(tmp_path / "cut" / "state.safetensors"))
     assert saved["extra.delta"].shape == (64, 1, 8, 8) and saved["extra.delta"].abs().max() > 0

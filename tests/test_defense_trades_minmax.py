@@ -15,11 +15,9 @@ EPS = 0.1
 
 
 @pytest.fixture(scope="module")
-def baseline(digits):
+def baseline(standard_history):
     """Standard training on the budget every defense below gets (as in test_defenses.py)."""
-    clf = make_classifier(digits)
-    return sd.get_defense("none", clf, eps=EPS, lr=1e-2, eval_samples=200, verbose=False).fit(
-        digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=5)
+    return standard_history(5)
 
 
 @pytest.mark.parametrize("defense, params", [

@@ -9,19 +9,16 @@ import torch.nn.functional as F
 from art.defences.trainer import Trainer
 
 import ssmdefense as sd
-from conftest import make_classifier
+from conftest import Interrupt, interrupt_on_call, make_classifier
 from ssmdefense.defenses.perturb import pgd_linf
 
 EPS = 0.1
 
 
 @pytest.fixture(scope="module")
-def baseline(digits):
+def baseline(standard_history):
     """Standard training on the budget every defense below gets."""
-    clf = make_classifier(digits)
-    history = sd.get_defense("none", clf, eps=EPS, lr=1e-2, eval_samples=200, verbose=False).fit(
-        digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=5)
-    return history
+    return standard_history(5)
 
 
 @pytest.mark.parametrize("defense, params", [("pgd-at", {}), ("ads", {"act": "relu"})])
@@ -134,10 +131,6 @@ def test_bad_fit_arguments(digits):
         sd.get_defense("pgd-at", no_clip)
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resume_after_an_interruption_gives_the_uninterrupted_run(tmp_path, digits, monkeypatch):
     from ssmdefense.defenses.loop import TrainingLoop
 
@@ -152,19 +145,11 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_run(tmp_path, digi
         (tmp_path / name).mkdir()
     whole = trainer().fit(x, y, validation_data=val, nb_epochs=4, out_dir=tmp_path / "whole")
 
-    calls = {"n": 0}
-    evaluate = TrainingLoop.evaluate
-
-    def interrupted(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Interrupt  # Ctrl-C in the third epoch's evaluation: epochs 1-2 are saved
-        return evaluate(self, *args)
-
-    monkeypatch.setattr(TrainingLoop, "evaluate", interrupted)
+    # Ctrl-C in the third epoch's evaluation: epochs 1-2 are saved
+    restore = interrupt_on_call(monkeypatch, TrainingLoop, "evaluate", 3)
     with pytest.raises(Interrupt):
         trainer().fit(x, y, validation_data=val, nb_epochs=4, out_dir=tmp_path / "cut")
-    monkeypatch.setattr(TrainingLoop, "evaluate", evaluate)
+    restore()
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["epoch"] == 2
 
     resumed_trainer = trainer()
@@ -186,8 +171,9 @@ def test_overhead_is_timed_side_by_side_after_training(digits):
     clf = make_classifier(digits)
     trainer = sd.get_defense("pgd-at", clf, eps=EPS, max_iter=3, verbose=False)
     trainer.fit(digits.x_train[:256], digits.y_train[:256], nb_epochs=1)
-    t = trainer.timing
-    assert t["defense_batch_seconds"] > 0 and t["standard_batch_seconds"] > 0
+    t = trainer.timing  # a schema check: the values themselves are machine-dependent and not compared
+    assert set(t) == {"defense_batch_seconds", "standard_batch_seconds", "overhead_ratio"}
+    assert all(isinstance(v, float) and np.isfinite(v) for v in t.values())
     assert t["overhead_ratio"] == pytest.approx(t["defense_batch_seconds"] / t["standard_batch_seconds"])
 
 
