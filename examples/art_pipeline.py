@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 import ssmdefense as sd
-from ssmdefense.models import sequence_dims
 
 
 @dataclass
@@ -185,7 +184,7 @@ def main(argv=None) -> int:
     seed_everything(args.seed)
 
     data = sd.load_dataset(cfg.dataset)
-    _, d_input = sequence_dims(data.input_shape, data.sequence)  # "rows": (H, W*C)
+    _, d_input = sd.sequence_dims(data.input_shape, data.sequence)  # "rows": (H, W*C)
     body = sd.build_model("s4d", d_input=d_input, n_classes=data.nb_classes, d_model=cfg.d_model,
                           n_layers=cfg.n_layers)
     clf = make_classifier(body, data, args.device)

@@ -29,7 +29,7 @@ def run_one(job: dict) -> dict:
 
     torch.set_num_threads(1)
     import ssmdefense as sd
-    from ssmdefense.defenses.loop import seed_everything
+    from ssmdefense.seeding import seed_everything
 
     data = sd.load_dataset("mnist-5k")
     seed_everything(0)

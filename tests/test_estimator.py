@@ -28,7 +28,7 @@ def test_pixels_sequence_feeds_one_channel_per_step(digits):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(sequence="columns"), "sequence must be one of"),
+    (dict(sequence="columns"), "unknown sequence mode .columns.; known: frames, mel, pixels, rows, samples"),
     (dict(input_shape=(1, 8, 16)), "expects d_input=8"),
     (dict(input_shape=(64,)), "needs image input_shape"),
     (dict(nb_classes=7), r"logits of shape \(10,\)"),

@@ -152,7 +152,58 @@ def test_env_switch_limits_third_party_plugins(fake_plugins, monkeypatch):
     assert "fake-data" in sd.list_datasets()
 
 
-@pytest.mark.parametrize("kind", ["models", "attacks", "defenses", "datasets", "plugins"])
+def test_plugin_dataset_brings_its_own_input_kind(fake_plugins, tmp_path):
+    """A dataset of (F, T) feature matrices with its own sequence mode trains, saves and loads."""
+    import numpy as np
+    import torch
+
+    from ssmdefense.data.base import Dataset
+
+    class Columns(torch.nn.Module):
+        def __init__(self, input_shape, *, scale: float = 1.0):
+            super().__init__()
+            if len(input_shape) != 2:
+                raise ValueError(f"columns needs (F, T) input; got {tuple(input_shape)}")
+            self.L, self.D = input_shape[1], input_shape[0]
+            self.scale, self.params = scale, {"scale": scale}
+
+        def forward(self, x):  # (N F T)
+            return x.transpose(1, 2) * self.scale  # (N T F)
+
+    def register_sequences(register):
+        register("columns", Columns, "feature matrices (F, T): T steps of F features")
+
+    def register_datasets(register):
+        def load():
+            rng = np.random.default_rng(0)
+            y = np.arange(200) % 2
+            x = np.clip(rng.normal(size=(200, 3, 12)) * 0.2 + 0.4 * (2 * y[:, None, None] - 1), -1, 1)
+            return Dataset("fake-spectra", x[:160], y[:160], x[160:], y[160:], nb_classes=2, clip_values=(-1.0, 1.0),
+                           sequence="columns", eps=0.05)
+
+        register("fake-spectra", load, "two classes of 3 x 12 feature matrices")
+
+    fake_plugins([FakeEntryPoint("spectra", "spectra_mod")],
+                 {"spectra_mod": make_module("spectra_mod", register_sequences=register_sequences,
+                                             register_datasets=register_datasets)})
+    assert sd.sequence_dims((3, 12), "columns") == (12, 3)
+    with pytest.raises(sd.SSMDefenseError, match="columns needs"):
+        sd.sequence_dims((1, 3, 12), "columns")
+    rows = {r["name"]: r for r in json.loads(CliRunner().invoke(cli, ["sequences", "--json"]).output)}
+    assert rows["columns"]["source"] == "spectra" and rows["mel"]["source"] == "ssmdefense.data.sequences"
+    result = CliRunner().invoke(cli, ["train", "--dataset", "fake-spectra", "--epochs", "2", "-q", "-m", "d_model=8",
+                                      "-m", "n_layers=1", "-m", "scale=2.0", "-p", "lr=0.01", "--out", tmp_path / "run"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["sequence"], config["sequence_params"], config["eps"]) == ("columns", {"scale": 2.0}, 0.05)
+    assert "scale" not in config["model_params"]
+    clf = sd.load(tmp_path / "run" / "best", device_type="cpu")
+    assert clf.serialiser.scale == 2.0 and clf.input_shape == (3, 12)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["best"]["clean_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("kind", ["models", "attacks", "defenses", "datasets", "sequences", "plugins"])
 def test_listing_commands_print_json(kind):
     result = CliRunner().invoke(cli, [kind, "--json"])
     assert result.exit_code == 0, result.output
@@ -168,7 +219,7 @@ def test_every_hook_is_tested_and_documented():
 
     hooks = [n for n in dir(hookspecs) if n.startswith("register_")]
     assert sorted(hooks) == ["register_attacks", "register_commands", "register_datasets",
-                             "register_defenses", "register_models"]
+                             "register_defenses", "register_models", "register_sequences"]
     tests_text = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
     docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
     for hook in hooks:

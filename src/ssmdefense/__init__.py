@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_model": "api", "get_attack": "api", "get_defense": "api", "load_dataset": "api",
     "list_models": "api", "list_attacks": "api", "list_defenses": "api", "list_datasets": "api",
+    "list_sequences": "api", "sequence_dims": "api", "build_serialiser": "api",
     "SSMClassifier": "estimators", "save": "checkpoint", "load": "checkpoint",
     "TrainingLoop": "defenses.loop", "Dataset": "data.base",
 }

@@ -39,6 +39,26 @@ def load_dataset(name: str, **params):
     return registry("datasets").create(name, **params)
 
 
+def build_serialiser(sequence: str, input_shape, **params):
+    """The registered sequence mode ``sequence`` for inputs of natural shape ``input_shape``: a
+    ``torch.nn.Module`` (N, *input_shape) -> (N, L, D) with ``L``, ``D`` and ``params`` (see
+    ``ssmdefense.models.serialise``). Bad shapes or settings raise ``SSMDefenseError``."""
+    reg = registry("sequences")
+    serialiser = reg.create(sequence, tuple(int(s) for s in input_shape), **params)
+    missing = [a for a in ("L", "D", "params", "forward") if not hasattr(serialiser, a)]
+    if missing:
+        raise SSMDefenseError(f"sequence mode {sequence!r} (plugin {reg.get(sequence).source!r}) built a "
+                              f"{type(serialiser).__name__} without {', '.join(missing)}")
+    return serialiser
+
+
+def sequence_dims(input_shape, sequence: str, **params) -> tuple[int, int]:
+    """(L, D) of the sequences that mode ``sequence`` makes from inputs of ``input_shape``:
+    D is the ``d_input`` a model needs, e.g. ``sd.sequence_dims((1, 16000), "mel")`` -> (101, 40)."""
+    serialiser = build_serialiser(sequence, input_shape, **params)
+    return int(serialiser.L), int(serialiser.D)
+
+
 def list_models() -> list[str]:
     return registry("models").names()
 
@@ -53,3 +73,7 @@ def list_defenses() -> list[str]:
 
 def list_datasets() -> list[str]:
     return registry("datasets").names()
+
+
+def list_sequences() -> list[str]:
+    return registry("sequences").names()

@@ -44,6 +44,7 @@ def save(clf, path, extra: dict | None = None) -> Path:
     if config is None:
         raise SSMDefenseError("this model was not built by ssmdefense.build_model, so its checkpoint "
                               "could not be rebuilt; build models by name to save them")
+    clip = getattr(clf, "natural_clip_values", clf.clip_values)
     stem = _stem(path)
     if not stem.parent.exists():
         raise SSMDefenseError(f"directory {stem.parent} does not exist")
@@ -51,11 +52,13 @@ def save(clf, path, extra: dict | None = None) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": config,
-        "classifier": {
-            "input_shape": list(clf.input_shape),
+        "classifier": {  # natural input shape and range: the sequence mode rebuilds the rest
+            "input_shape": list(getattr(clf, "natural_shape", clf.input_shape)),
             "nb_classes": int(clf.nb_classes),
             "sequence": clf.sequence,
-            "clip_values": None if clf.clip_values is None else [float(v) for v in clf.clip_values],
+            "sequence_params": dict(getattr(clf, "sequence_params", {})),
+            "sample_rate": getattr(clf, "sample_rate", None),
+            "clip_values": None if clip is None else [float(v) for v in clip],
         },
         "extra": extra or {},
     }
@@ -112,7 +115,8 @@ def load(path, device_type: str = "gpu"):
         state = load_file(str(weights))
         body.load_state_dict(state, strict=True)
         clf = SSMClassifier(body, input_shape=tuple(c["input_shape"]), nb_classes=c["nb_classes"],
-                            sequence=c["sequence"],
+                            sequence=c["sequence"], sequence_params=c.get("sequence_params") or {},
+                            sample_rate=c.get("sample_rate"),
                             clip_values=None if c.get("clip_values") is None else tuple(c["clip_values"]),
                             device_type=device_type)
     except (KeyError, TypeError) as exc:

@@ -36,5 +36,16 @@ def register_datasets(register):
 
 
 @hookspec
+def register_sequences(register):
+    """Add sequence modes: how one natural-shape input becomes a sequence. ``factory(input_shape,
+    **params)`` returns a ``torch.nn.Module`` mapping ``(N, *input_shape)`` to ``(N, L, D)`` with
+    attributes ``L``, ``D`` and ``params`` (JSON settings that rebuild it), and raises ``ValueError``
+    for an input shape it does not read. See ``ssmdefense.models.serialise`` for the whole contract
+    (a front end that moves the attack to derived features adds ``input_shape``, ``clip_values``
+    and ``prepare``). A dataset plugin that brings a new kind of input registers its mode here and
+    names it as its default ``sequence``."""
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands to the root ``ssmdefense`` group ``cli`` (``cli.add_command(...)``)."""

@@ -32,6 +32,10 @@ DEFAULT_PLUGINS = (
     "ssmdefense.zoo.rnn",
     "ssmdefense.zoo.mlp",
     "ssmdefense.data.embedded",
+    "ssmdefense.data.sequences",
+    "ssmdefense.data.spoken_digits",
+    "ssmdefense.data.speech_commands",
+    "ssmdefense.data.urbansound8k",
     "ssmdefense.attacks.fgsm",
     "ssmdefense.attacks.pgd",
     "ssmdefense.attacks.square",
@@ -40,6 +44,10 @@ DEFAULT_PLUGINS = (
     "ssmdefense.attacks.noise",
     "ssmdefense.attacks.spatial",
     "ssmdefense.attacks.art_spatial",
+    "ssmdefense.attacks.snr_pgd",
+    "ssmdefense.attacks.time_shift",
+    "ssmdefense.attacks.speed",
+    "ssmdefense.attacks.pitch_shift",
     "ssmdefense.defenses.none",
     "ssmdefense.defenses.pgd_at",
     "ssmdefense.defenses.ads",
@@ -52,8 +60,9 @@ DEFAULT_PLUGINS = (
     "ssmdefense.defenses.augment",
 )
 ENTRY_POINT_GROUP = "ssmdefense"
-KINDS = ("models", "attacks", "defenses", "datasets")
-_SINGULAR = {"models": "model", "attacks": "attack", "defenses": "defense", "datasets": "dataset"}
+KINDS = ("models", "attacks", "defenses", "datasets", "sequences")
+_SINGULAR = {"models": "model", "attacks": "attack", "defenses": "defense", "datasets": "dataset",
+             "sequences": "sequence mode"}
 
 _pm: pluggy.PluginManager | None = None
 _load_errors: list[dict] = []

@@ -1,4 +1,4 @@
-"""``ssmdefense plugins | models | attacks | defenses | datasets [--json]``."""
+"""``ssmdefense plugins | models | attacks | defenses | datasets | sequences [--json]``."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _registry_command(kind: str):
     return cli.command(name=kind, help=f"List the registered {kind}.")(command)
 
 
-for _kind in ("attacks", "defenses", "datasets"):
+for _kind in ("attacks", "defenses", "datasets", "sequences"):
     _registry_command(_kind)
 
 

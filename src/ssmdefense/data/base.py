@@ -9,7 +9,16 @@ import numpy as np
 
 @dataclass
 class Dataset:
-    """Train/test arrays in natural shape: x float32 (N, C, H, W) in ``clip_values``, y int64."""
+    """Train/test arrays in natural shape, x float32 in ``clip_values``, y int64 class indices.
+
+    Images are (N, C, H, W) in [0, 1]; audio is mono waveforms (N, 1, T) in [-1, 1] with
+    ``sample_rate`` set. ``sequence`` is the default way a sequence model reads one input (a
+    registered sequence mode: "rows", "pixels", "mel", "frames", "samples", ...) and ``eps`` the
+    default L-inf budget of ``ssmdefense defend`` on this dataset (None: 0.1). ``defaults`` may name
+    other settings the command line uses when they are not given (``epochs``, ``eval_samples``), so
+    that the default command fits the dataset's cost.
+    """
+    DEFAULT_KEYS = ("epochs", "eval_samples")
 
     name: str
     x_train: np.ndarray
@@ -20,17 +29,31 @@ class Dataset:
     clip_values: tuple[float, float] = (0.0, 1.0)
     sequence: str = "rows"  # default serialisation for sequence models
     info: dict = field(default_factory=dict)
+    sample_rate: int | None = None  # audio only: samples per second
+    eps: float | None = None  # default L-inf budget (None: the CLI's 0.1)
+    classes: list[str] | None = None  # class names, index = label
+    defaults: dict = field(default_factory=dict)  # run settings `defend`/`train` use unless given: epochs, eval_samples
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def is_audio(self) -> bool:
+        return self.sample_rate is not None
 
     def __post_init__(self):
         self.x_train = np.ascontiguousarray(self.x_train, dtype=np.float32)
         self.x_test = np.ascontiguousarray(self.x_test, dtype=np.float32)
         self.y_train = np.asarray(self.y_train, dtype=np.int64)
         self.y_test = np.asarray(self.y_test, dtype=np.int64)
+        unknown = set(self.defaults) - set(self.DEFAULT_KEYS)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown defaults {sorted(unknown)}; known: {', '.join(self.DEFAULT_KEYS)}")
+        if self.classes is not None and len(self.classes) != self.nb_classes:
+            raise ValueError(f"{self.name}: {len(self.classes)} class names for {self.nb_classes} classes")
 
     def __repr__(self) -> str:
+        audio = f", sample_rate={self.sample_rate}" if self.is_audio else ""
         return (f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
-                f"input_shape={self.input_shape}, nb_classes={self.nb_classes})")
+                f"input_shape={self.input_shape}, nb_classes={self.nb_classes}{audio})")

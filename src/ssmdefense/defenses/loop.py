@@ -28,7 +28,6 @@ import copy
 import json
 import random
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ import torch
 from art.defences.trainer import Trainer
 
 from ..errors import CheckpointError, SSMDefenseError
+from ..seeding import seed_everything, seeded
 
 LOOP_PARAMS = ("eps", "batch_size", "lr", "weight_decay", "eval_max_iter", "eval_samples", "seed", "verbose")
 
@@ -53,27 +53,6 @@ def to_indices(y: np.ndarray, nb_classes: int) -> np.ndarray:
     if len(y) and (y.min() < 0 or y.max() >= nb_classes):
         raise SSMDefenseError(f"labels must lie in 0..{nb_classes - 1}; got {y.min()}..{y.max()}")
     return y
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@contextmanager
-def seeded(seed: int):
-    """Run a block with all global generators seeded, then restore their previous states, so an
-    evaluation inside training gets the same random starts every epoch without replaying the
-    training's own random stream."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        seed_everything(seed)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
 
 
 class TrainingLoop(Trainer):

@@ -1,9 +1,10 @@
 """``SSMClassifier``: an ART ``PyTorchClassifier`` for sequence models that takes natural-shape data.
 
-The wrapped module is ``NaturalShapeModel(serialiser, body)``: images (N, C, H, W) are serialised
-to (N, L, D) inside ``forward``, so every ART attack (including image-only ones such as
-SquareAttack and SpatialTransformation) and Foolbox (``fb.PyTorchModel(clf.model, bounds)``) work
-unchanged, and perturbations live in input space.
+The wrapped module is ``NaturalShapeModel(serialiser, body)``: images (N, C, H, W) and waveforms
+(N, 1, T) are serialised to (N, L, D) inside ``forward`` by a registered sequence mode (``rows``,
+``pixels``, ``frames``, ``samples``, ``mel``, or one a plugin adds), so every ART attack
+(including image-only ones such as SquareAttack and SpatialTransformation) and Foolbox
+(``fb.PyTorchModel(clf.model, bounds)``) work unchanged, and perturbations live in input space.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import numpy as np
 import torch
 from art.estimators.classification import PyTorchClassifier
 
+from ..api import build_serialiser
 from ..errors import SSMDefenseError
-from ..models import ImageToSequence, NaturalShapeModel, SEQUENCE_MODES
+from ..models import NaturalShapeModel
+from ..plugins import registry
 
 
 class SSMClassifier(PyTorchClassifier):
@@ -21,14 +24,27 @@ class SSMClassifier(PyTorchClassifier):
 
     Args:
         model: the sequence body, e.g. ``sd.build_model("s4d", d_input=28, n_classes=10)``.
-        input_shape: natural shape of one input, e.g. ``(1, 28, 28)``.
+        input_shape: natural shape of one input, e.g. ``(1, 28, 28)`` or ``(1, 16000)``.
         nb_classes: number of classes.
-        sequence: "pixels" (L = H*W, D = C, raster order) or "rows" (L = H, D = W*C).
-        clip_values: (min, max) of valid inputs, e.g. ``(0.0, 1.0)``; attacks stay inside it.
+        sequence: a registered sequence mode (``sd.list_sequences()``): for images "pixels"
+            (L = H*W, D = C, raster order) or "rows" (L = H, D = W*C); for mono audio (1, T)
+            "frames" (L = T / frame, D = frame), "samples" (L = T, D = 1) or "mel" (a log-mel front
+            end inside the model, L = frames, D = n_mels).
+        clip_values: (min, max) of valid natural inputs, e.g. ``(0.0, 1.0)`` or ``(-1.0, 1.0)``;
+            attacks stay inside it.
+        sequence_params: settings of the sequence mode, e.g. ``{"frame": 400}`` or
+            ``{"n_mels": 64, "attack_space": "features"}``; recorded in checkpoints.
+        sample_rate: audio only: samples per second (the mel front end's default rate; audio
+            attacks read it). Recorded in checkpoints.
         loss: defaults to ``torch.nn.CrossEntropyLoss()``.
         optimizer: defaults to AdamW(lr=1e-3, weight_decay=2e-4) so ART's own trainers work.
         device_type: "cpu" or "gpu" (ART's names; "gpu" falls back to CPU when CUDA is absent).
         **kwargs: passed to ``PyTorchClassifier`` (preprocessing, defences, ...).
+
+    A sequence mode that moves the attack to derived features (``mel`` with
+    ``attack_space="features"``) changes what the classifier takes: ``clf.input_shape`` and
+    ``clf.clip_values`` are then those of the features, and ``clf.prepare_inputs(x)`` turns
+    natural data into them (for every other mode it returns ``x``).
 
     Examples::
 
@@ -36,27 +52,41 @@ class SSMClassifier(PyTorchClassifier):
         clf = sd.SSMClassifier(model, input_shape=(1, 28, 28), nb_classes=10,
                                sequence="rows", clip_values=(0.0, 1.0))
         preds = clf.predict(x_test)  # x_test: (N, 1, 28, 28) float32
+
+        L, D = sd.sequence_dims((1, 16000), "mel", n_mels=40)       # (101, 40)
+        audio = sd.SSMClassifier(sd.build_model("s4d", d_input=D, n_classes=10), input_shape=(1, 16000),
+                                 nb_classes=10, sequence="mel", sequence_params={"n_mels": 40},
+                                 sample_rate=16000, clip_values=(-1.0, 1.0))
     """
 
     def __init__(self, model: torch.nn.Module, input_shape, nb_classes: int, sequence: str = "pixels",
-                 clip_values=None, loss=None, optimizer=None, device_type: str = "gpu", **kwargs):
+                 clip_values=None, loss=None, optimizer=None, device_type: str = "gpu",
+                 sequence_params: dict | None = None, sample_rate: int | None = None, **kwargs):
         if not isinstance(model, torch.nn.Module):
             raise SSMDefenseError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-        if sequence not in SEQUENCE_MODES:
-            raise SSMDefenseError(f"sequence must be one of {', '.join(SEQUENCE_MODES)}; got {sequence!r}")
-        input_shape = tuple(int(s) for s in input_shape)
-        try:
-            serialiser = ImageToSequence(input_shape, sequence)
-        except ValueError as exc:
-            raise SSMDefenseError(str(exc)) from None
         if device_type not in ("cpu", "gpu"):
             raise SSMDefenseError(f"device_type must be 'cpu' or 'gpu'; got {device_type!r}")
+        if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, int)
+                                        or sample_rate < 1):
+            raise SSMDefenseError(f"sample_rate must be a positive integer; got {sample_rate!r}")
+        natural_shape = tuple(int(s) for s in input_shape)
+        params = dict(sequence_params or {})
+        accepted = registry("sequences").accepted_params(sequence) if sequence in registry("sequences").names() else []
+        if sample_rate is not None and "sample_rate" in (accepted or ()):
+            if params.setdefault("sample_rate", sample_rate) != sample_rate:
+                raise SSMDefenseError(f"sequence_params sample_rate={params['sample_rate']} contradicts "
+                                      f"sample_rate={sample_rate}")
+        serialiser = build_serialiser(sequence, natural_shape, **params)
         d_input = getattr(model, "d_input", None)
         if d_input is not None and d_input != serialiser.D:
             raise SSMDefenseError(
                 f"sequence={sequence!r} makes {serialiser.L} steps of {serialiser.D} features from input "
-                f"{input_shape}, but the model expects d_input={d_input}"
+                f"{natural_shape}, but the model expects d_input={d_input}"
             )
+        natural_clip = None if clip_values is None else tuple(float(v) for v in clip_values)
+        input_shape = tuple(getattr(serialiser, "input_shape", natural_shape))
+        if hasattr(serialiser, "clip_values"):  # the classifier takes derived features
+            clip_values = tuple(float(v) for v in serialiser.clip_values)
         natural = NaturalShapeModel(serialiser, model)
         with torch.no_grad():
             was_training = natural.training
@@ -75,6 +105,36 @@ class SSMClassifier(PyTorchClassifier):
         super().__init__(model=natural, loss=loss, input_shape=input_shape, nb_classes=nb_classes,
                          optimizer=optimizer, clip_values=clip_values, device_type=device_type, **kwargs)
         self.sequence = sequence
+        self.sequence_params = dict(serialiser.params)
+        self.sample_rate = sample_rate if sample_rate is not None else serialiser.params.get("sample_rate")
+        self.natural_shape = natural_shape
+        self.natural_clip_values = natural_clip
+
+    @property
+    def serialiser(self) -> torch.nn.Module:
+        """The sequence mode in front of the body (natural input -> (B, L, D))."""
+        return self.model.serialiser
+
+    @property
+    def is_audio(self) -> bool:
+        """Whether the natural inputs are waveforms (a sample rate is known)."""
+        return self.sample_rate is not None
+
+    def prepare_inputs(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Natural-shape data -> what this classifier takes: ``x`` itself, or the derived features of
+        a sequence mode with its own ``prepare`` (log-mel for ``mel`` with attack_space=features)."""
+        x = np.asarray(x, dtype=np.float32)
+        prepare = getattr(self.serialiser, "prepare", None)
+        if prepare is None or tuple(x.shape[1:]) == tuple(self.input_shape):
+            return x
+        if tuple(x.shape[1:]) != self.natural_shape:
+            raise SSMDefenseError(f"x has shape {x.shape[1:]} per sample; expected {self.natural_shape}")
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                xb = torch.from_numpy(x[start:start + batch_size]).to(self.device)  # (B ...natural)
+                out.append(prepare(xb).cpu().numpy())  # (B ...input_shape)
+        return np.concatenate(out) if out else np.zeros((0, *self.input_shape), np.float32)
 
     def reduce_labels(self, y):
         """Index labels (N,) pass through; ART's own version assumes one-hot rows for C > 2 and

@@ -44,6 +44,7 @@ def render_markdown(report: dict, title: str) -> str:
             for p in curve:
                 lines.append(f"| {k} | {p['eps']:g} | " + " | ".join(_pct(p.get(key)) for key in keys) + " |")
     detail = _distinct(report, ckpts)
+    lines += _audio(report, detail)
     lines += _attack_notes(report, detail)
     lines += _per_class(report, detail, keys)
     lines += _sanity(report, detail)
@@ -87,6 +88,41 @@ def _masking_headline(report: dict, ckpts: list[str]) -> list[str]:
     return [f"No sign of gradient masking: the sanity checks passed on {', '.join(checked)} ({n} checks each).", ""]
 
 
+def _audio(report: dict, ckpts: list[str]) -> list[str]:
+    """Audio runs: the budget as SNR, accuracy vs SNR and search attacks, and the example files."""
+    lines = []
+    budget = report.get("budget") or report.get("config", {}).get("budget")
+    if budget:
+        if budget.get("attack_space") == "features":
+            lines += ["", "## Threat model", "", f"Features attack space: L-inf eps = {budget['eps']:g} dB on the "
+                      "log-mel spectrogram (the attack perturbs the front end's output, not the waveform)."]
+        else:
+            lines += ["", "## Threat model", "",
+                      f"Waveform attack space: L-inf eps = {budget['eps']:g} ({budget['eps_dbfs']:.1f} dBFS). The "
+                      f"loudest perturbation it allows has an SNR of {budget['worst_case_snr_db_min']:.1f} dB on the "
+                      f"quietest test clip, {budget['worst_case_snr_db_median']:.1f} dB on the median clip "
+                      f"(mean {budget['worst_case_snr_db_mean']:.1f} dB)."]
+    rows = [(k, report[k]["audio"]) for k in ckpts if report[k].get("audio")]
+    if rows:
+        snrs = [p["snr_db"] for p in rows[0][1]["snr_curve"]]
+        search = list(rows[0][1]["search"])
+        lines += ["", "## Audio attacks", "", "| checkpoint | " + " | ".join(f"snr-pgd {s:g} dB" for s in snrs)
+                  + "".join(f" | {n}" for n in search) + " |", "|---|" + "---|" * (len(snrs) + len(search))]
+        for k, audio in rows:
+            cells = [_pct(p["accuracy"]) for p in audio["snr_curve"]]
+            cells += [_pct(audio["search"][n]["accuracy"]) for n in search]
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    examples = report.get("examples") or []
+    if examples:
+        lines += ["", "## Examples (PGD-10 at eps on the best checkpoint)", "",
+                  "| label | clean prediction | adversarial prediction | SNR (dB) | files |", "|---|---|---|---|---|"]
+        for e in examples:
+            files = ", ".join(f"[{Path(e[f]).name}]({e[f]})" for f in ("clean_wav", "adversarial_wav", "png") if f in e)
+            snr = f"{e['snr_db']:.1f}" if e.get("snr_db") is not None else "—"
+            lines.append(f"| {e['label']} | {e['clean_prediction']} | {e['adversarial_prediction']} | {snr} | {files} |")
+    return lines
+
+
 def _attack_notes(report: dict, ckpts: list[str]) -> list[str]:
     notes = {}
     for k in ckpts:
@@ -101,7 +137,8 @@ def _per_class(report: dict, ckpts: list[str], keys: list[str]) -> list[str]:
     if not rows:
         return []
     n = len(rows[0][1]["clean"])
-    lines = ["", "## Per-class accuracy at eps", "", "| checkpoint | attack | " + " | ".join(str(c) for c in range(n))
+    names = report.get("classes") or [str(c) for c in range(n)]
+    lines = ["", "## Per-class accuracy at eps", "", "| checkpoint | attack | " + " | ".join(names)
              + " |", "|---|---|" + "---|" * n]
     for k, per_class in rows:
         for key in ["clean", *[key for key in keys if key in per_class]]:
@@ -187,6 +224,11 @@ def write_report(directory, report: dict, title: str, history: list[dict] | None
         plots.append("plots/robust_accuracy_vs_eps.png")
     if history and plot_history(history, directory / "plots" / "training_curves.png"):
         plots.append("plots/training_curves.png")
+    if any(report.get(k, {}).get("audio") for k in ("best", "last", "checkpoint")):
+        from .audio import plot_snr_curve
+
+        if plot_snr_curve(report, directory / "plots" / "accuracy_vs_snr.png"):
+            plots.append("plots/accuracy_vs_snr.png")
     for k in _distinct(report, [k for k in ("best", "last", "checkpoint") if k in report]):
         if report[k].get("components"):
             from .components import plot_components

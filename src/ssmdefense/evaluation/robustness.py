@@ -16,7 +16,7 @@ def attack_key(name: str, params: dict | None = None) -> str:
 def _predictions_under(clf, name, x, y, eps, params, seed):
     """(predicted classes under attack ``name`` at ``eps``, the attack object or None at eps 0)."""
     from ..api import get_attack
-    from ..defenses.loop import seeded
+    from ..seeding import seeded
 
     if eps == 0:
         return clf.predict(x).argmax(1), None

@@ -40,7 +40,7 @@ CHECKS = ("accuracy_falls_with_eps", "large_eps_breaks", "more_steps", "more_res
 
 def _predict(clf, name, x, y, eps, seed, **params):
     from ..api import get_attack
-    from ..defenses.loop import seeded
+    from ..seeding import seeded
 
     with seeded(seed):
         x_adv = get_attack(name, clf, eps=eps, **params).generate(x, y)

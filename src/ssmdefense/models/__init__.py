@@ -11,8 +11,9 @@ from .rnn import RNNClassifier
 from .s4 import S4
 from .s4d import S4D
 from .s5 import S5
-from .serialise import SEQUENCE_MODES, ImageToSequence, NaturalShapeModel, sequence_dims
+from .audio import LogMel, MelSequence, WaveformFrames, WaveformSamples
+from .serialise import BUILTIN_SEQUENCES, ImageToSequence, NaturalShapeModel
 
-__all__ = ["ADS_ACTIVATIONS", "AdaptiveScaling", "Block", "DSS", "ImageToSequence", "MLPClassifier",
-           "MambaMixer", "MegaLayer", "NaturalShapeModel", "RNNClassifier", "S4", "S4D", "S5",
-           "SEQUENCE_MODES", "SequenceClassifier", "check_ads", "sequence_dims"]
+__all__ = ["ADS_ACTIVATIONS", "AdaptiveScaling", "BUILTIN_SEQUENCES", "Block", "DSS", "ImageToSequence", "LogMel",
+           "MLPClassifier", "MambaMixer", "MegaLayer", "MelSequence", "NaturalShapeModel", "RNNClassifier", "S4",
+           "S4D", "S5", "SequenceClassifier", "WaveformFrames", "WaveformSamples", "check_ads"]

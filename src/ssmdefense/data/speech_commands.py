@@ -1,0 +1,325 @@
+"""Dataset plugin ``speech-commands``: Speech Commands v0.02 (Warden 2018) from its official layout.
+
+Layout read (what ``torchaudio.datasets.SPEECHCOMMANDS`` downloads and extracts)::
+
+    <root>/SpeechCommands/speech_commands_v0.02/
+        <word>/<speaker>_nohash_<n>.wav      16 kHz mono, at most 1 s
+        validation_list.txt                   one "<word>/<file>.wav" per line
+        testing_list.txt
+        _background_noise_/*.wav              long noise recordings: not a class, ignored
+
+``root`` may be the folder holding ``SpeechCommands/`` (torchaudio's convention), ``SpeechCommands/``
+itself, or ``speech_commands_v0.02/`` itself. On the command line ``--data-dir`` is ``root``.
+
+Split (the official one): test = the files in ``testing_list.txt``, train = every other file that
+is in neither list; the validation files are left out of both (their count is in ``info``).
+``test_list="validation"`` swaps the roles of the two lists.
+
+Classes: ``subset="digits"`` (default) the ten words zero ... nine, labels in that order;
+``subset="all"`` the 35 words of v0.02 sorted alphabetically (backward=0 ... zero=34).
+
+Clips: float32 (N, 1, 16000) in [-1, 1] at 16 kHz (``sample_rate`` may ask for another rate; the
+clips stay 1 s long); shorter clips are padded with zeros at the end, longer ones keep their first
+second (see :mod:`ssmdefense.data.audio_io`). Rows are ordered by (label, relative path). Memory:
+64 kB per clip, so about 2 GB for ``subset="digits"`` and 6 GB for ``"all"``; ``max_per_class``
+loads less (a quick run: ``-D max_per_class=200``).
+
+Bad input, and what the loader does:
+
+============================================================  =====================================
+case                                                          result
+============================================================  =====================================
+``root`` not given                                            error: pass ``--data-dir``/``root=``
+``root`` missing, or no ``speech_commands_v0.02`` under it    error naming the layout and
+                                                              ``-D download=true``
+``download=True`` and the download fails (no network)         error naming the URL and the cause
+``testing_list.txt`` or ``validation_list.txt`` missing       error (the split would be wrong)
+a class folder of the chosen subset missing                   error listing the missing words
+unreadable, empty (0 samples) or NaN/Inf WAV                  skipped, counted in ``info``, one
+                                                              WARNING line naming the first files
+stereo or non-16 kHz WAV (the dataset is 16 kHz mono)         downmixed/resampled, counted in
+                                                              ``info``, part of the WARNING line
+list entry whose file does not exist, whose word is unknown,  skipped, counted in ``info`` and in
+or that is not "<word>/<file>"                                the WARNING line
+nothing left to load in the train or the test split           error
+bad parameter (``subset="foo"``, ``max_per_class=0``, ...)    error listing the valid values
+============================================================  =====================================
+
+All errors are :class:`ssmdefense.errors.SSMDefenseError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SSMDefenseError
+from ..hookspecs import hookimpl
+from . import audio_io
+from .base import Dataset
+
+log = logging.getLogger("ssmdefense")
+
+NAME = "speech-commands"
+EPS = 0.002  # default L-inf budget of `ssmdefense defend` on this dataset (to be tuned)
+SAMPLE_RATE = 16000  # the dataset's own rate
+FOLDER = "SpeechCommands"
+VERSION_FOLDER = "speech_commands_v0.02"
+URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
+LIST_FILES = {"testing": "testing_list.txt", "validation": "validation_list.txt"}
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+ALL_WORDS = sorted([
+    "backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four",
+    "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right",
+    "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero",
+])
+SUBSETS = {"digits": DIGITS, "all": ALL_WORDS}
+
+LAYOUT = (f"<root>/{FOLDER}/{VERSION_FOLDER}/<word>/*.wav with testing_list.txt and "
+          f"validation_list.txt (root may also be {VERSION_FOLDER}/ itself)")
+
+
+def _is_dataset_dir(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    if any((path / name).is_file() for name in LIST_FILES.values()):
+        return True
+    return sum((path / word).is_dir() for word in ALL_WORDS) >= 3
+
+
+def find_dataset_dir(root) -> Path | None:
+    """The ``speech_commands_v0.02`` folder for ``root`` (see the module docstring), or None."""
+    root = Path(root)
+    for candidate in (root / FOLDER / VERSION_FOLDER, root / VERSION_FOLDER, root):
+        if _is_dataset_dir(candidate):
+            return candidate
+    return None
+
+
+def _missing_error(root: Path) -> SSMDefenseError:
+    if not root.exists():
+        where = f"{root} does not exist"
+    elif not root.is_dir():
+        where = f"{root} is not a folder"
+    else:
+        v1 = [p for p in (root / FOLDER / "speech_commands_v0.01", root / "speech_commands_v0.01") if p.is_dir()]
+        v2 = [p for p in (root / FOLDER / VERSION_FOLDER, root / VERSION_FOLDER) if p.is_dir()]
+        if v2:
+            where = f"{v2[0]} has neither the list files nor the word folders (an incomplete extraction?)"
+        elif v1:
+            where = f"{root} holds {v1[0].name}, not {VERSION_FOLDER}"
+        else:
+            where = f"no Speech Commands v0.02 found in {root}"
+    return SSMDefenseError(f"{NAME}: {where}; expected {LAYOUT}; download it with -D download=true "
+                           f"(download=True in Python) or from {URL}")
+
+
+def _download(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        import torchaudio.datasets
+
+        torchaudio.datasets.SPEECHCOMMANDS(str(root), url=VERSION_FOLDER, download=True)
+    except Exception as exc:  # URLError, checksum mismatch, broken archive, torchaudio missing
+        cause = audio_io._one_line(f"{type(exc).__name__}: {exc}")
+        raise SSMDefenseError(f"{NAME}: downloading {URL} into {root / FOLDER / VERSION_FOLDER} failed "
+                              f"({cause}); check the network, or download and extract it by hand "
+                              f"so that {LAYOUT}") from None
+
+
+def _read_list(base: Path, which: str) -> list[str]:
+    path = base / LIST_FILES[which]
+    if not path.is_file():
+        raise SSMDefenseError(f"{NAME}: {path} is missing; the official split needs both "
+                              f"{LIST_FILES['testing']} and {LIST_FILES['validation']} in {base} "
+                              f"(expected {LAYOUT})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SSMDefenseError(f"{NAME}: cannot read {path}: {audio_io._one_line(exc)}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _normalise_entry(entry: str) -> tuple[str, str] | None:
+    """'yes/0a7c2a8d_nohash_0.wav' -> ('yes', '0a7c2a8d_nohash_0.wav'); None if malformed."""
+    entry = entry.replace("\\", "/")
+    if entry.startswith("/"):
+        return None
+    entry = posixpath.normpath(entry)
+    parts = entry.split("/")
+    if len(parts) != 2 or not all(parts) or ".." in parts:
+        return None
+    return parts[0], parts[1]
+
+
+def _scan_word(folder: Path) -> list[str]:
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if e.name.lower().endswith(".wav") and e.is_file())
+
+
+def speech_commands(*, root=None, subset: str = "digits", test_list: str = "testing",
+                    max_per_class: int | None = None, sample_rate: int = SAMPLE_RATE,
+                    download: bool = False, num_workers: int | None = None) -> Dataset:
+    """Speech Commands v0.02 from ``root`` (official layout and split; see the module docstring).
+
+    ``subset``: "digits" (zero..nine) or "all" (35 words, alphabetical). ``test_list``: "testing"
+    (official) or "validation": which list file is the test split; the other list is left out.
+    ``max_per_class``: keep at most this many clips per class and split, a fixed choice (smallest
+    SHA-1 of the relative path: same on every machine, spread over speakers). ``sample_rate``:
+    output rate (clips stay 1 s). ``download``: fetch the archive through torchaudio when missing.
+    ``num_workers``: decoding threads (None: up to 8).
+    """
+    if root is None:
+        raise SSMDefenseError(f"{NAME}: this dataset is read from disk; give its folder with "
+                              f"--data-dir DIR (root=DIR in Python), where {LAYOUT}")
+    if subset not in SUBSETS:
+        raise SSMDefenseError(f"{NAME}: unknown subset {subset!r}; valid: {', '.join(SUBSETS)}")
+    if test_list not in LIST_FILES:
+        raise SSMDefenseError(f"{NAME}: unknown test_list {test_list!r}; valid: {', '.join(LIST_FILES)}")
+    if not isinstance(download, bool):
+        raise SSMDefenseError(f"{NAME}: download must be true or false; got {download!r}")
+    max_per_class = audio_io.check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
+    sample_rate = audio_io.check_positive_int("sample_rate", sample_rate, NAME)
+    num_workers = audio_io.check_positive_int("num_workers", num_workers, NAME, allow_none=True)
+
+    root = Path(os.path.expanduser(os.fspath(root)))
+    base = find_dataset_dir(root)
+    if base is None and download:
+        _download(root)
+        base = find_dataset_dir(root)
+    if base is None:
+        raise _missing_error(root)
+
+    words = SUBSETS[subset]
+    label_of = {w: i for i, w in enumerate(words)}
+    missing = [w for w in words if not (base / w).is_dir()]
+    if missing:
+        raise SSMDefenseError(f"{NAME}: {base} has no folder for {len(missing)} word(s) of subset "
+                              f"{subset!r}: {', '.join(missing)}; expected {LAYOUT}")
+    files = {w: _scan_word(base / w) for w in words}
+    present = {f"{w}/{name}" for w, names in files.items() for name in names}
+
+    held_out_name = "validation" if test_list == "testing" else "testing"
+    list_problems = {"missing_list_entries": [], "unknown_word_list_entries": [], "malformed_list_entries": []}
+
+    def read_entries(which: str) -> set[str]:
+        kept = set()
+        for raw in _read_list(base, which):
+            parsed = _normalise_entry(raw)
+            if parsed is None:
+                list_problems["malformed_list_entries"].append(f"{LIST_FILES[which]}: {raw}")
+                continue
+            word, name = parsed
+            if word not in label_of:
+                if word not in ALL_WORDS:
+                    list_problems["unknown_word_list_entries"].append(f"{LIST_FILES[which]}: {raw}")
+                continue  # a word of the other subset: not ours
+            rel = f"{word}/{name}"
+            if rel not in present:
+                list_problems["missing_list_entries"].append(f"{LIST_FILES[which]}: {raw}")
+                continue
+            kept.add(rel)
+        return kept
+
+    test_set = read_entries(test_list)
+    held_out = read_entries(held_out_name) - test_set
+    splits = {
+        "train": sorted((label_of[r.split("/")[0]], r) for r in present - test_set - held_out),
+        "test": sorted((label_of[r.split("/")[0]], r) for r in test_set),
+    }
+    if max_per_class is not None:
+        for split, items in splits.items():
+            by_class: dict[int, list] = {}
+            for item in items:
+                by_class.setdefault(item[0], []).append(item)
+            splits[split] = sorted(it for group in by_class.values() for it in
+                                   sorted(group, key=lambda it: audio_io.stable_order_key(it[1]))[:max_per_class])
+
+    arrays, skipped, converted, total = {}, [], [], 0
+    for split, items in splits.items():
+        if not items:
+            raise SSMDefenseError(f"{NAME}: no clips for the {split} split in {base} (subset {subset!r}, "
+                                  f"test_list {test_list!r}); expected {LAYOUT}")
+        clips = audio_io.load_clips([base / rel for _, rel in items], sample_rate=sample_rate,
+                                    length=sample_rate, num_workers=num_workers)
+        if clips.x.shape[0] == 0:
+            raise SSMDefenseError(f"{NAME}: none of the {len(items)} {split} files in {base} could be "
+                                  f"decoded ({audio_io.describe_skips(clips.skipped, len(items), base)})")
+        y = np.asarray([items[i][0] for i in clips.kept], dtype=np.int64)
+        arrays[split] = (clips.x, y)
+        skipped += clips.skipped
+        converted.append(clips)
+        total += len(items)
+
+    conv = _merge_conversions(converted)
+    odd_rate = sum(n for r, n in conv["source_rates"].items() if r != SAMPLE_RATE)
+    multi = sum(n for c, n in conv["source_channels"].items() if c != 1)
+    _warn(base, skipped, total, list_problems, odd_rate, multi)
+
+    (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
+    info = {
+        "source": "Speech Commands v0.02 (Warden 2018), official split",
+        "root": str(base),
+        "counts": {"train": int(len(y_tr)), "test": int(len(y_te))},
+        "per_class": {"train": np.bincount(y_tr, minlength=len(words)).tolist(),
+                      "test": np.bincount(y_te, minlength=len(words)).tolist()},
+        "left_out": {"list": LIST_FILES[held_out_name], "files": len(held_out)},
+        "skipped": {**Counter(r for _, r, _ in skipped),
+                    **{k: len(v) for k, v in list_problems.items() if v}},
+        "skipped_files": audio_io.skipped_examples(skipped, base),
+        "skipped_list_entries": [e for v in list_problems.values() for e in v][:100],
+        "converted": {**conv, "not_16k": odd_rate, "not_mono": multi},
+        "settings": {"subset": subset, "test_list": test_list, "max_per_class": max_per_class,
+                     "sample_rate": sample_rate, "length": sample_rate, "pad": "zeros at end",
+                     "crop": "keep start", "resampler": f"librosa {audio_io.RES_TYPE}",
+                     "downmix": "mean of channels"},
+    }
+    return Dataset(NAME, x_tr, y_tr, x_te, y_te, nb_classes=len(words), clip_values=(-1.0, 1.0),
+                   sequence="mel", info=info, sample_rate=sample_rate, eps=EPS, classes=list(words))
+
+
+def _merge_conversions(clipsets) -> dict:
+    merged: dict = {}
+    for c in clipsets:
+        for key, value in c.conversions().items():
+            if isinstance(value, dict):
+                slot = merged.setdefault(key, {})
+                for k, n in value.items():
+                    slot[k] = slot.get(k, 0) + n
+            else:
+                merged[key] = merged.get(key, 0) + value
+    for key, value in merged.items():
+        if isinstance(value, dict):
+            merged[key] = dict(sorted(value.items()))
+    return merged
+
+
+def _warn(base, skipped, total, list_problems, odd_rate, multi) -> None:
+    parts = []
+    if skipped:
+        parts.append(audio_io.describe_skips(skipped, total, base))
+    labels = {"missing_list_entries": "naming no existing file",
+              "unknown_word_list_entries": "naming an unknown word",
+              "malformed_list_entries": "not of the form <word>/<file>.wav"}
+    for key, entries in list_problems.items():
+        if entries:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            parts.append(f"skipped {len(entries)} list entries {labels[key]} ({shown})")
+    if odd_rate or multi:
+        parts.append(f"converted files that are not 16 kHz mono: {odd_rate} resampled from another "
+                     f"rate, {multi} downmixed from several channels")
+    if parts:
+        log.warning("%s: %s (in %s)", NAME, "; ".join(parts), base)
+
+
+@hookimpl
+def register_datasets(register):
+    register(NAME, speech_commands,
+             "Speech Commands v0.02 keyword spotting from disk (root=/--data-dir), official split, "
+             "16 kHz 1 s clips; subset=digits (10 words) or all (35)")

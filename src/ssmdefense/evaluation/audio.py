@@ -1,0 +1,206 @@
+"""What an audio report adds: budgets as signal-to-noise ratios, listenable examples, accuracy vs SNR.
+
+- ``snr_db(x, x_adv)``: the SNR of each perturbation, ``20 log10(||x||_2 / ||x_adv - x||_2)`` dB
+  (infinite for an unchanged example), and ``snr_summary`` of those values.
+- ``audio_budget(clf, x, eps)``: an L-inf waveform budget restated as SNR: the loudest perturbation
+  it allows (every sample moved by eps, ``||delta||_2 = eps sqrt(T)``) gives each clip the SNR
+  ``20 log10(||x||_2 / (eps sqrt(T)))``; min, median and mean over the clips. In the ``features``
+  attack space the budget is in dB on the log-mel spectrogram and has no waveform SNR.
+- ``write_audio_examples``: a few clean and adversarial WAV files (float32, to listen to) and one
+  PNG per example with waveform and log-mel, clean against adversarial.
+- ``audio_robustness``: accuracy under ``snr-pgd`` at several SNRs and under the ``time-shift`` and
+  ``speed`` search attacks, with ``plot_snr_curve`` drawing accuracy against SNR.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..attacks._common import perturbation_snr_db as snr_db
+
+DEFAULT_SNRS = (40.0, 30.0, 20.0)
+
+
+def snr_summary(values: np.ndarray) -> dict:
+    """min/mean/median SNR (dB) over the perturbed clips with sound (None when there is none), the
+    number perturbed, and how many silent clips were perturbed (their SNR is -inf)."""
+    finite = values[np.isfinite(values)]
+    summary = {"min_snr_db": None, "mean_snr_db": None, "median_snr_db": None, "perturbed": int(finite.size),
+               "silent_perturbed": int((values == -np.inf).sum())}
+    if finite.size:
+        summary.update({"min_snr_db": float(finite.min()), "mean_snr_db": float(finite.mean()),
+                        "median_snr_db": float(np.median(finite))})
+    return summary
+
+
+def audio_budget(clf, x: np.ndarray, eps: float) -> dict:
+    """The run's budget in both units: L-inf eps and, in the waveform space, the SNR it allows."""
+    space = clf.sequence_params.get("attack_space", "waveform")
+    budget = {"eps": float(eps), "norm": "inf", "attack_space": space}
+    if space == "features":
+        budget["units"] = "dB on the log-mel spectrogram"
+        return budget
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)  # (N T)
+    rms = np.sqrt((x ** 2).mean(axis=1))  # (N)
+    snr = 20 * np.log10(np.maximum(rms, 1e-30) / eps)  # ||x|| / (eps sqrt(T)) = rms / eps
+    budget.update({"units": "waveform amplitude (full scale 1)", "worst_case_snr_db_min": float(snr.min()),
+                   "worst_case_snr_db_median": float(np.median(snr)), "worst_case_snr_db_mean": float(snr.mean()),
+                   "eps_dbfs": 20 * math.log10(eps)})
+    return budget
+
+
+def _log_mel(clf, wave: np.ndarray) -> np.ndarray | None:
+    """The classifier's own log-mel (n_mels, frames) of one waveform (1, T), or None without one."""
+    import torch
+
+    front_end = getattr(clf.serialiser, "front_end", None)
+    if front_end is None:
+        return None
+    with torch.no_grad():
+        return front_end(torch.from_numpy(wave[None]).to(clf.device))[0, 0].cpu().numpy()
+
+
+def write_audio_examples(directory, clf, x: np.ndarray, y: np.ndarray, *, eps: float, seed: int = 0,
+                         n: int = 3, candidates: int = 32, classes: list[str] | None = None) -> list[dict]:
+    """PGD-10 at ``eps`` on up to ``candidates`` correctly classified clips of ``x`` (natural
+    waveforms); the first ``n`` it fools (then, if fewer, the first it does not) become
+    ``clean_<i>.wav``, ``adversarial_<i>.wav`` and ``example_<i>.png`` in ``directory``.
+
+    In the ``features`` attack space the adversarial example is a spectrogram: only the PNG (clean
+    vs adversarial log-mel) is written. Returns one dict per example (files relative to the run
+    directory, label, predictions, SNR).
+    """
+    import soundfile as sf
+
+    from ..api import get_attack
+    from ..seeding import seeded
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    features = clf.sequence_params.get("attack_space", "waveform") == "features"
+    inputs = clf.prepare_inputs(x)
+    pred = clf.predict(inputs).argmax(1)
+    correct = np.flatnonzero(pred == y)[:candidates]
+    if not len(correct):
+        return []
+    with seeded(seed):
+        x_adv = get_attack("pgd", clf, eps=eps, max_iter=10).generate(inputs[correct], y[correct]).astype(np.float32)
+    pred_adv = clf.predict(x_adv).argmax(1)
+    fooled = pred_adv != y[correct]
+    order = [*np.flatnonzero(fooled), *np.flatnonzero(~fooled)][:n]  # positions in ``correct``
+    name = (lambda k: classes[k]) if classes else str
+    rate = int(clf.sample_rate or 16000)
+    rows = []
+    for i, j in enumerate(order):
+        k, adv = correct[j], x_adv[j]
+        row = {"index": int(k), "label": name(int(y[k])), "clean_prediction": name(int(pred[k])),
+               "adversarial_prediction": name(int(pred_adv[j]))}
+        if features:
+            clean_mel, adv_mel, wave, wave_adv = inputs[k][0], adv[0], x[k][0], None
+        else:
+            wave, wave_adv = x[k][0], adv[0]
+            sf.write(directory / f"clean_{i}.wav", wave, rate, subtype="FLOAT")
+            sf.write(directory / f"adversarial_{i}.wav", wave_adv, rate, subtype="FLOAT")
+            row.update({"clean_wav": f"examples/clean_{i}.wav", "adversarial_wav": f"examples/adversarial_{i}.wav",
+                        "snr_db": float(snr_db(x[k:k + 1], adv[None])[0])})
+            clean_mel, adv_mel = _log_mel(clf, x[k]), _log_mel(clf, adv)
+        _plot_example(directory / f"example_{i}.png", wave, wave_adv, clean_mel, adv_mel, rate, row)
+        row["png"] = f"examples/example_{i}.png"
+        rows.append(row)
+    return rows
+
+
+def _plot_example(path: Path, wave, wave_adv, mel, mel_adv, rate: int, row: dict) -> None:
+    """Clean waveform and the perturbation (on its own scale) above clean and adversarial log-mel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 5.5))
+    t = np.arange(len(wave)) / rate
+    axes[0, 0].plot(t, wave, lw=0.5)
+    axes[0, 0].set_title(f"clean waveform: {row['label']}, predicted {row['clean_prediction']}", fontsize=9)
+    if wave_adv is not None:
+        axes[0, 1].plot(t, wave_adv - wave, lw=0.5, color="tab:red")
+        snr = row.get("snr_db")
+        axes[0, 1].set_title("perturbation (own scale)" + (f", SNR {snr:.1f} dB" if snr is not None else "")
+                             + f": predicted {row['adversarial_prediction']}", fontsize=9)
+    else:
+        axes[0, 1].axis("off")
+        axes[0, 1].text(0.5, 0.5, "features attack space:\nthe spectrogram was perturbed\n"
+                        f"predicted {row['adversarial_prediction']}", ha="center", va="center")
+    for ax in axes[0]:
+        ax.set_xlabel("seconds", fontsize=8)
+    for ax, m, title in ((axes[1, 0], mel, "clean log-mel (dB)"), (axes[1, 1], mel_adv, "adversarial log-mel (dB)")):
+        if m is None:
+            ax.axis("off")
+            continue
+        image = ax.imshow(m, origin="lower", aspect="auto", cmap="magma", vmin=float(mel.min()), vmax=float(mel.max()))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("frame", fontsize=8)
+        ax.set_ylabel("mel band", fontsize=8)
+        fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def audio_robustness(clf, x: np.ndarray, y: np.ndarray, *, snrs=DEFAULT_SNRS, seed: int = 0,
+                     search_attacks=("time-shift", "speed"), attack_params: dict | None = None) -> dict:
+    """Accuracy under ``snr-pgd`` at each SNR in ``snrs`` (dB) and under the search attacks.
+
+    ``x`` is the classifier's input (waveforms). Returns ``{"snr_curve": [{"snr_db", "accuracy",
+    "min_snr_db"}...], "search": {name: {"accuracy", "params"}}}``.
+    """
+    from ..api import get_attack
+    from ..seeding import seeded
+
+    attack_params = attack_params or {}
+    y = np.asarray(y)
+    curve = []
+    for snr in sorted(snrs, reverse=True):
+        params = {**attack_params.get("snr-pgd", {}), "snr_db": float(snr)}
+        with seeded(seed):
+            x_adv = get_attack("snr-pgd", clf, **params).generate(x, y).astype(np.float32)
+        curve.append({"snr_db": float(snr), "accuracy": float((clf.predict(x_adv).argmax(1) == y).mean()),
+                      **{k: v for k, v in snr_summary(snr_db(x, x_adv)).items() if k == "min_snr_db"}})
+    search = {}
+    for name in search_attacks:
+        params = dict(attack_params.get(name, {}))
+        with seeded(seed):
+            x_adv = get_attack(name, clf, **params).generate(x, y).astype(np.float32)
+        search[name] = {"accuracy": float((clf.predict(x_adv).argmax(1) == y).mean()), "params": params}
+    return {"snr_curve": curve, "search": search}
+
+
+def plot_snr_curve(report: dict, path: Path) -> bool:
+    """Accuracy against SNR (dB) for each checkpoint with an ``audio`` section."""
+    ckpts = [k for k in ("best", "last", "checkpoint") if k in report and report[k].get("audio")]
+    if not ckpts:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for k in ckpts:
+        if k == "last" and report[k] is report.get("best"):
+            continue
+        curve = report[k]["audio"]["snr_curve"]
+        ax.plot([p["snr_db"] for p in curve], [p["accuracy"] for p in curve], marker="o", label=f"{k} snr-pgd")
+    ax.invert_xaxis()  # louder perturbations (lower SNR) to the right
+    ax.set_xlabel("SNR of the perturbation (dB)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy vs SNR (snr-pgd)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

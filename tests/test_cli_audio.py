@@ -1,0 +1,139 @@
+"""Audio through the command line: real-dataset trees trained end to end with --data-dir, audio run
+directories (examples, SNR budgets), audio attacks and evaluate's SNR curve, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from ssmdefense.cli import cli
+from test_data_audio_files import write_speech_commands_tree, write_urbansound8k_tree
+
+SMALL = ["--epochs", "1", "-q", "-m", "d_model=16", "-m", "n_layers=1", "-m", "d_state=8", "-p", "lr=0.01"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def speech_run(tmp_path_factory):
+    """PGD-AT for one epoch on a small Speech Commands tree (digits, 4 clips per word in train)."""
+    root = tmp_path_factory.mktemp("sc")
+    write_speech_commands_tree(root, per_word=6, n_test=2, n_valid=1)
+    out = root / "run"
+    result = run("defend", "--defense", "pgd-at", "--dataset", "speech-commands", "--data-dir", root, *SMALL,
+                 "-p", "max_iter=2", "--out", out)
+    assert result.exit_code == 0, result.output
+    return root, out
+
+
+def test_speech_commands_trains_from_its_official_layout(speech_run):
+    root, out = speech_run
+    config = json.loads((out / "config.json").read_text())
+    assert config["dataset"] == "speech-commands" and config["data_dir"] == str(root)
+    assert config["sequence"] == "mel" and config["sequence_params"]["n_mels"] == 40
+    assert config["sample_rate"] == 16000 and config["eps"] == 0.002  # the dataset's default budget
+    report = json.loads((out / "report.json").read_text())
+    budget = report["budget"]
+    assert budget["attack_space"] == "waveform" and budget["eps"] == 0.002
+    assert budget["worst_case_snr_db_min"] <= budget["worst_case_snr_db_median"]
+    assert 0 <= report["best"]["robust_accuracy"]["pgd-10"] <= report["best"]["clean_accuracy"] <= 1
+
+
+def test_audio_run_keeps_listenable_examples(speech_run):
+    _, out = speech_run
+    report = json.loads((out / "report.json").read_text())
+    examples = report["examples"]
+    if not examples:  # one epoch may classify nothing correctly; then there is nothing to attack
+        pytest.skip("no correctly classified test clip after one epoch")
+    for e in examples:
+        clean, rate = sf.read(out / e["clean_wav"], dtype="float32")
+        adv, _ = sf.read(out / e["adversarial_wav"], dtype="float32")
+        assert rate == 16000 and clean.shape == adv.shape == (16000,)
+        assert np.abs(adv - clean).max() <= 0.002 + 1e-6 and np.abs(adv).max() <= 1
+        assert (out / e["png"]).stat().st_size > 1000
+    md = (out / "report.md").read_text()
+    assert "## Threat model" in md and "dBFS" in md and "examples/example_0.png" in md
+
+
+def test_audio_attacks_run_on_an_audio_run(speech_run):
+    _, out = speech_run
+    result = run("attack", "--checkpoint", out, "--attack", "snr-pgd", "-p", "snr_db=30", "--json")
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.output)
+    assert "eps" not in res["params"]  # snr-pgd's budget is the SNR, not the run's eps
+    assert res["min_snr_db"] is None or res["min_snr_db"] >= 30 - 1e-3
+    assert res["adversarial_accuracy"] <= res["clean_accuracy"]
+    for name in ("time-shift", "speed", "pitch-shift", "noise"):
+        params = ["-p", "snr_db=20"] if name == "noise" else []
+        result = run("attack", "--checkpoint", out, "--attack", name, *params, "--samples", "10", "--json")
+        assert result.exit_code == 0, (name, result.output)
+        res = json.loads(result.output)
+        assert res["samples"] == 10 and 0 <= res["adversarial_accuracy"] <= 1
+
+
+def test_evaluate_adds_accuracy_against_snr(speech_run, tmp_path):
+    _, out = speech_run
+    result = run("evaluate", "--checkpoint", out, "--no-checks", "--attacks", "pgd", "--snr", "40,20",
+                 "-p", "snr-pgd.max_iter=3", "--out", tmp_path / "eval")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    audio = report["best"]["audio"]
+    assert [p["snr_db"] for p in audio["snr_curve"]] == [40.0, 20.0]
+    assert audio["snr_curve"][1]["accuracy"] <= audio["snr_curve"][0]["accuracy"] + 1e-9
+    assert set(audio["search"]) == {"time-shift", "speed"}
+    assert (tmp_path / "eval" / "plots" / "accuracy_vs_snr.png").is_file()
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert "## Audio attacks" in md and "snr-pgd 20 dB" in md
+
+
+def test_urbansound8k_trains_from_mixed_rates_and_channels(tmp_path):
+    write_urbansound8k_tree(tmp_path)
+    out = tmp_path / "run"
+    result = run("train", "--dataset", "urbansound8k", "--data-dir", tmp_path, "-D", "test_fold=10", "-D",
+                 "duration=2.0", *SMALL, "--out", out)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["dataset_params"] == {"test_fold": 10, "duration": 2.0}
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["dataset"] == "urbansound8k" and "budget" in report
+    # attack re-reads the dataset with the run's folder and parameters
+    result = run("attack", "--checkpoint", out, "--attack", "fgsm", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["max_linf"] <= 0.002 + 1e-6
+
+
+def test_features_attack_space_from_the_cli(tmp_path):
+    write_speech_commands_tree(tmp_path, per_word=3)
+    out = tmp_path / "run"
+    result = run("defend", "--defense", "pgd-at", "--dataset", "speech-commands", "--data-dir", tmp_path,
+                 "--eps", "2.0", "-m", "attack_space=features", *SMALL, "-p", "max_iter=2", "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["budget"] == {**report["budget"], "attack_space": "features", "eps": 2.0}
+    assert report["config"]["sequence_params"]["attack_space"] == "features"
+    assert "Features attack space" in (out / "report.md").read_text()
+    result = run("attack", "--checkpoint", out, "--attack", "pgd", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["max_linf"] <= 2.0 + 1e-4  # dB on the log-mel spectrogram
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "speech-commands"], "give its folder with --data-dir DIR"),
+    (["train", "--dataset", "digits", "--data-dir", "."], "dataset 'digits' is embedded and reads no folder"),
+    (["train", "--dataset", "speech-commands", "--data-dir", "nowhere"], "nowhere"),
+    (["train", "--dataset", "urbansound8k", "--data-dir", ".", "-D", "test_fold=11"], "test_fold"),
+    (["train", "--dataset", "digits", "--sequence", "mel"], "needs mono audio input_shape (1, T)"),
+    (["train", "--dataset", "digits", "--sequence", "columns"], "unknown sequence mode 'columns'"),
+    (["train", "--dataset", "digits", "-D", "bogus=1"], "unknown parameter(s) bogus"),
+])
+def test_bad_audio_input_exits_2_with_one_line(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args, "--out", "out")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
