@@ -54,8 +54,9 @@ MASKS = {"saturated-softmax": SaturatedSoftmax, "rounded-input": RoundedInput}
 
 def masked(clf, mask: str):
     """A copy of ``clf`` (sharing its weights) whose gradients ``mask`` hides."""
-    return sd.SSMClassifier(MASKS[mask](clf.body), input_shape=clf.input_shape, nb_classes=clf.nb_classes,
-                            sequence=clf.sequence, clip_values=clf.clip_values,
+    return sd.SSMClassifier(MASKS[mask](clf.body), input_shape=clf.natural_shape, nb_classes=clf.nb_classes,
+                            sequence=clf.sequence, sequence_params=clf.sequence_params, sample_rate=clf.sample_rate,
+                            clip_values=clf.natural_clip_values,
                             device_type="gpu" if clf.device.type == "cuda" else "cpu")
 
 

@@ -13,6 +13,13 @@ torch.set_num_threads(1)
 TINY = dict(d_model=32, n_layers=1, d_state=16, dt_min=1e-2, dt_max=1.0)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Back to one thread after each test: the CLI picks more for audio runs (``--threads`` default)."""
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def digits():
     return sd.load_dataset("digits")

@@ -145,7 +145,8 @@ def peak_frequency(wave: np.ndarray, sample_rate: int) -> float:
 
 def assert_labels_match_tones(x, y, sample_rate, freq_of, tol=15.0):
     for clip, label in zip(x[:, 0], y):
-        assert abs(peak_frequency(clip, sample_rate) - freq_of(int(label))) < tol, (label, peak_frequency(clip, sample_rate))
+        peak = peak_frequency(clip, sample_rate)
+        assert abs(peak - freq_of(int(label))) < tol, (label, peak)
 
 
 def assert_audio_dataset(data, n_train, n_test, length, nb_classes):
@@ -154,7 +155,7 @@ def assert_audio_dataset(data, n_train, n_test, length, nb_classes):
     for x in (data.x_train, data.x_test):
         assert np.isfinite(x).all() and x.min() >= -1.0 and x.max() <= 1.0 and np.abs(x).max() > 0.2
     assert data.nb_classes == nb_classes and len(data.classes) == nb_classes
-    assert data.clip_values == (-1.0, 1.0) and data.sequence == "mel" and data.eps == 0.002
+    assert data.clip_values == (-1.0, 1.0) and data.sequence == "mel" and data.eps == 0.001
     assert data.is_audio and data.input_shape == (1, length)
 
 

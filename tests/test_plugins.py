@@ -179,7 +179,7 @@ def test_plugin_dataset_brings_its_own_input_kind(fake_plugins, tmp_path):
             y = np.arange(200) % 2
             x = np.clip(rng.normal(size=(200, 3, 12)) * 0.2 + 0.4 * (2 * y[:, None, None] - 1), -1, 1)
             return Dataset("fake-spectra", x[:160], y[:160], x[160:], y[160:], nb_classes=2, clip_values=(-1.0, 1.0),
-                           sequence="columns", eps=0.05)
+                           sequence="columns", eps=0.05, defaults={"epochs": 2, "eval_samples": 30})
 
         register("fake-spectra", load, "two classes of 3 x 12 feature matrices")
 
@@ -191,11 +191,12 @@ def test_plugin_dataset_brings_its_own_input_kind(fake_plugins, tmp_path):
         sd.sequence_dims((1, 3, 12), "columns")
     rows = {r["name"]: r for r in json.loads(CliRunner().invoke(cli, ["sequences", "--json"]).output)}
     assert rows["columns"]["source"] == "spectra" and rows["mel"]["source"] == "ssmdefense.data.sequences"
-    result = CliRunner().invoke(cli, ["train", "--dataset", "fake-spectra", "--epochs", "2", "-q", "-m", "d_model=8",
-                                      "-m", "n_layers=1", "-m", "scale=2.0", "-p", "lr=0.01", "--out", tmp_path / "run"])
+    result = CliRunner().invoke(cli, ["train", "--dataset", "fake-spectra", "-q", "-m", "d_model=8", "-m", "n_layers=1",
+                                      "-m", "scale=2.0", "-p", "lr=0.01", "--out", tmp_path / "run"])
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["sequence"], config["sequence_params"], config["eps"]) == ("columns", {"scale": 2.0}, 0.05)
+    assert (config["epochs"], config["eval_samples"]) == (2, 30)  # the dataset's defaults
     assert "scale" not in config["model_params"]
     clf = sd.load(tmp_path / "run" / "best", device_type="cpu")
     assert clf.serialiser.scale == 2.0 and clf.input_shape == (3, 12)

@@ -51,19 +51,7 @@ from art.estimators.classification import PyTorchClassifier
 from tqdm.auto import tqdm
 
 from ..hookspecs import hookimpl
-from ._common import check_count, check_ignored_eps, check_image_estimator, check_number
-
-
-def class_indices(estimator, x: np.ndarray, y: np.ndarray | None, batch_size: int) -> np.ndarray:
-    """Labels as class indices (N,): y given as indices or one-hot, or the estimator's predictions."""
-    if y is None:
-        return estimator.predict(x, batch_size=batch_size).argmax(axis=1)
-    y = np.asarray(y)
-    if y.ndim == 2:
-        y = y.argmax(axis=1)
-    if y.shape != (len(x),):
-        raise ValueError(f"y must hold one label per input ({len(x)}); got shape {y.shape}")
-    return y.astype(np.int64)
+from ._common import check_count, check_ignored_eps, check_image_estimator, check_number, class_indices
 
 
 class FoolboxSpatialAttack(EvasionAttack):

@@ -106,7 +106,7 @@ def attack(checkpoint, dataset, samples, data_dir, dataset_params, device, threa
     use_threads(threads, clf.is_audio)
     name, x, y, _ = _test_data(clf, dataset, samples, data_dir, dataset_params)
     x = clf.prepare_inputs(x)
-    if eps is None and "eps" not in params and _takes_eps(attack_name):
+    if eps is None and "eps" not in params and "snr_db" not in params and _takes_eps(attack_name):
         eps = clf.checkpoint_meta.get("extra", {}).get("eps")
     if eps is not None:
         if "eps" in params:
@@ -272,7 +272,8 @@ def evaluate(checkpoint, dataset, samples, data_dir, dataset_params, device, thr
     for which in clfs:
         if report[which].get("audio"):
             a = report[which]["audio"]
-            click.echo(f"{which:<10}  " + "  ".join(f"snr-pgd {p['snr_db']:g} dB {p['accuracy']:.3f}" for p in a["snr_curve"])
+            click.echo(f"{which:<10}  "
+                       + "  ".join(f"snr-pgd {p['snr_db']:g} dB {p['accuracy']:.3f}" for p in a["snr_curve"])
                        + "".join(f"  {k} {v['accuracy']:.3f}" for k, v in a["search"].items()))
     if checks:
         failed = {k: [c["name"] for c in report[k]["sanity"]["checks"] if c["passed"] is False] for k in clfs}

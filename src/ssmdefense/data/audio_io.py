@@ -197,6 +197,15 @@ class ClipSet:
         }
 
 
+def unusable_root(root: Path) -> str | None:
+    """Why ``root`` cannot hold a dataset at all ("... does not exist", "... is not a folder"), or None."""
+    if not root.exists():
+        return f"{root} does not exist"
+    if not root.is_dir():
+        return f"{root} is not a folder"
+    return None
+
+
 def default_workers() -> int:
     """Decoding threads by default: the CPUs this process may use, at most 8."""
     try:

@@ -66,7 +66,7 @@ from .base import Dataset
 log = logging.getLogger("ssmdefense")
 
 NAME = "speech-commands"
-EPS = 0.002  # default L-inf budget of `ssmdefense defend` on this dataset (to be tuned)
+EPS = 0.001  # default L-inf budget of `ssmdefense defend`: -60 dBFS, as for spoken-digits (docs/audio.md)
 SAMPLE_RATE = 16000  # the dataset's own rate
 FOLDER = "SpeechCommands"
 VERSION_FOLDER = "speech_commands_v0.02"
@@ -103,11 +103,8 @@ def find_dataset_dir(root) -> Path | None:
 
 
 def _missing_error(root: Path) -> SSMDefenseError:
-    if not root.exists():
-        where = f"{root} does not exist"
-    elif not root.is_dir():
-        where = f"{root} is not a folder"
-    else:
+    where = audio_io.unusable_root(root)
+    if where is None:
         v1 = [p for p in (root / FOLDER / "speech_commands_v0.01", root / "speech_commands_v0.01") if p.is_dir()]
         v2 = [p for p in (root / FOLDER / VERSION_FOLDER, root / VERSION_FOLDER) if p.is_dir()]
         if v2:

@@ -65,7 +65,7 @@ from .base import Dataset
 log = logging.getLogger("ssmdefense")
 
 NAME = "urbansound8k"
-EPS = 0.002  # default L-inf budget of `ssmdefense defend` on this dataset (to be tuned)
+EPS = 0.001  # default L-inf budget of `ssmdefense defend`: -60 dBFS, as for spoken-digits (docs/audio.md)
 FOLDER = "UrbanSound8K"
 CSV_PATH = ("metadata", "UrbanSound8K.csv")
 FOLDS = range(1, 11)
@@ -87,15 +87,13 @@ def find_dataset_dir(root) -> Path | None:
 
 
 def _missing_error(root: Path) -> SSMDefenseError:
-    if not root.exists():
-        where = f"{root} does not exist"
-    elif not root.is_dir():
-        where = f"{root} is not a folder"
-    elif (root / FOLDER).is_dir() or (root / "metadata").is_dir() or (root / "audio").is_dir():
-        inner = root / FOLDER if (root / FOLDER).is_dir() else root
-        where = f"{inner.joinpath(*CSV_PATH)} not found"
-    else:
-        where = f"no UrbanSound8K found in {root}"
+    where = audio_io.unusable_root(root)
+    if where is None:
+        if (root / FOLDER).is_dir() or (root / "metadata").is_dir() or (root / "audio").is_dir():
+            inner = root / FOLDER if (root / FOLDER).is_dir() else root
+            where = f"{inner.joinpath(*CSV_PATH)} not found"
+        else:
+            where = f"no UrbanSound8K found in {root}"
     return SSMDefenseError(f"{NAME}: {where}; expected {LAYOUT}; get the dataset from {URL}")
 
 

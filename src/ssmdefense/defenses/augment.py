@@ -389,7 +389,7 @@ class AugmentTrainer(WithBase):
             front_end = next((m for m in model.modules() if type(m) is type(reference)), None)
         if front_end is None:
             raise SSMDefenseError(f"the model has no {type(reference).__name__} front end to mask")
-        freq_mask, time_mask, p, clip = self.freq_mask, self.time_mask, self.p, self.clip
+        freq_mask, time_mask, p = self.freq_mask, self.time_mask, self.p
 
         def mask(module, inputs, output):  # a plain function: deepcopies of the model stay independent
             if module.training:

@@ -119,7 +119,8 @@ def _audio(report: dict, ckpts: list[str]) -> list[str]:
         for e in examples:
             files = ", ".join(f"[{Path(e[f]).name}]({e[f]})" for f in ("clean_wav", "adversarial_wav", "png") if f in e)
             snr = f"{e['snr_db']:.1f}" if e.get("snr_db") is not None else "—"
-            lines.append(f"| {e['label']} | {e['clean_prediction']} | {e['adversarial_prediction']} | {snr} | {files} |")
+            lines.append(f"| {e['label']} | {e['clean_prediction']} | {e['adversarial_prediction']} | {snr} "
+                         f"| {files} |")
     return lines
 
 
