@@ -36,6 +36,17 @@ def test_rnn_is_torchs_stacked_rnn_read_at_the_last_step(cell):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_rnn_mean_pooling_reads_every_step(cell):
+    """pool="mean" feeds the head the mean hidden state, so the last step no longer decides alone."""
+    torch.manual_seed(0)
+    model = sd.build_model(cell, d_input=5, n_classes=4, d_model=7, pool="mean").double()
+    x = torch.randn(3, 11, 5, dtype=torch.float64)
+    torch.testing.assert_close(model(x), model.head(model.features(x).mean(dim=1)))
+    with pytest.raises(sd.SSMDefenseError, match="pool must be one of last, mean; got 'max'"):
+        sd.build_model(cell, d_input=5, n_classes=4, pool="max")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_rnn_is_causal(cell):
     torch.manual_seed(0)
     model = sd.build_model(cell, d_input=3, n_classes=5, d_model=8, n_layers=2).double().eval()

@@ -4,6 +4,7 @@ classifiers, as in the min-max robust training thesis (S4 vs LSTM vs GRU vs dens
     h^0_t = x_t                                   (B, L, D)
     h^l   = dropout(RNN_l(h^(l-1)))   l = 1..n_layers, width H = d_model (batch_first, zero initial state)
     logits = Linear(H, n_classes)(dropout(h^n_layers_{L-1}))     the top layer's LAST hidden state
+             (pool="mean": the mean of the top layer's hidden states over the L steps)
 
 LSTM: i, f, g, o = sigma, sigma, tanh, sigma(W x_t + U h_{t-1} + b); c_t = f c_{t-1} + i g;
 h_t = o tanh(c_t). GRU: r, z = sigma(...); n = tanh(W_n x_t + r (U_n h_{t-1} + b_n));
@@ -13,7 +14,13 @@ The layers are a stack of one-layer ``nn.LSTM``/``nn.GRU`` modules with ``nn.Dro
 them (the same model as ``nn.LSTM(num_layers=n, dropout=p)``), so ART, which runs RNN models in
 training mode for gradients and freezes only ``nn.Dropout``/BatchNorm modules, gets deterministic
 gradients. cuDNN's RNN backward works only in training mode, so a forward in eval mode with
-gradients enabled on CUDA (an attack) runs without cuDNN. Defaults: d_model 64, one layer, no dropout.
+gradients enabled on CUDA (an attack) runs without cuDNN. Defaults: d_model 64, one layer, no dropout,
+the last hidden state.
+
+``pool="mean"`` is for inputs whose content does not end at the last step, such as audio clips
+padded after the word: on spoken-digits (log-mel, words followed by up to 0.75 s of background),
+an LSTM reading the last state reached 12 % test accuracy after 10 epochs (chance: 10 %), 75 % on
+the time-reversed clips and 94 % with the mean (AdamW lr 3e-3, measured in docs/results.md).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from torch import nn
 from .checks import check_int
 
 RNN_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+RNN_POOLS = ("last", "mean")
 
 
 @contextlib.contextmanager
@@ -50,13 +58,15 @@ class RNNClassifier(nn.Module):
         d_model: H, hidden width of every layer. Default: 64.
         n_layers: stacked recurrent layers. Default: 1.
         dropout: dropout between layers and on the last hidden state before the head. Default: 0.
+        pool: "last" (the top layer's last hidden state, the thesis' model) or "mean" (its mean over
+            the steps). Default: "last".
 
     Shape:
         x: (B, L, D) -> (B, n_classes); ``features(x)``: the top layer's hidden states (B, L, H).
     """
 
     def __init__(self, d_input: int, n_classes: int, cell: str = "lstm", d_model: int = 64, n_layers: int = 1,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, pool: str = "last"):
         super().__init__()
         check_int("d_input", d_input, 1)
         check_int("n_classes", n_classes, 2)
@@ -66,6 +76,9 @@ class RNNClassifier(nn.Module):
             raise ValueError(f"cell must be one of {', '.join(RNN_CELLS)}; got {cell!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+        if pool not in RNN_POOLS:
+            raise ValueError(f"pool must be one of {', '.join(RNN_POOLS)}; got {pool!r}")
+        self.pool = pool
         self.d_input, self.n_classes, self.d_model, self.cell = d_input, n_classes, d_model, cell
         rnn = RNN_CELLS[cell]
         self.layers = nn.ModuleList(rnn(d_input if i == 0 else d_model, d_model, batch_first=True)
@@ -91,8 +104,9 @@ class RNNClassifier(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B L D)
-        last = self.features(x)[:, -1]  # (B H): the top layer's last hidden state
-        return self.head(self.dropout(last))  # (B n_classes)
+        h = self.features(x)  # (B L H)
+        pooled = h[:, -1] if self.pool == "last" else h.mean(dim=1)  # (B H)
+        return self.head(self.dropout(pooled))  # (B n_classes)
 
     def extra_repr(self) -> str:
-        return f"cell={self.cell}, n_layers={len(self.layers)}"
+        return f"cell={self.cell}, n_layers={len(self.layers)}, pool={self.pool}"
