@@ -65,6 +65,7 @@ def row(name: str, defense: str, args, root: Path, log) -> dict:
     timing = report["timing"]
     return {"model": name, "defense": defense, "dir": str(out), "seconds": time.perf_counter() - start,
             "epoch_seconds": sum(timing["epoch_seconds"]) / len(timing["epoch_seconds"]),
+            "overhead_ratio": timing.get("overhead_ratio"),
             "epoch": report["best"]["epoch"], "ca": report["best"]["clean_accuracy"],
             "ra": report["best"]["robust_accuracy"]["pgd-10"], "eval_ca": best["clean_accuracy"],
             "eval_ra": best["robust_accuracy"]["pgd-10"],
@@ -77,12 +78,13 @@ def row(name: str, defense: str, args, root: Path, log) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = ["| model | defense | CA | PGD-10 RA | snr-pgd 40 dB | 30 dB | 20 dB | time-shift | speed | s/epoch | "
-             "masking? |", "|---" * 11 + "|"]
+             "overhead | masking? |", "|---" * 12 + "|"]
     for r in results:
         masking = {None: "not run", True: "yes", False: "no"}[r["masking_suspected"]]
+        overhead = "—" if r.get("overhead_ratio") is None else f"{r['overhead_ratio']:.1f}x"
         lines.append(f"| {r['model']} | {r['defense']} | {r['ca']:.3f} | {r['ra']:.3f} | {r['snr']['40']:.3f} | "
                      f"{r['snr']['30']:.3f} | {r['snr']['20']:.3f} | {r['time_shift']:.3f} | {r['speed']:.3f} | "
-                     f"{r['epoch_seconds']:.1f} | {masking} |")
+                     f"{r['epoch_seconds']:.1f} | {overhead} | {masking} |")
     return "\n".join(lines)
 
 

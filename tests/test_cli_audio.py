@@ -2,7 +2,6 @@
 directories (examples, SNR budgets), audio attacks and evaluate's SNR curve, and bad input."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from ssmdefense.cli import cli
+from ssmdefense.cli.common import available_cores
 from test_data_audio_files import write_speech_commands_tree, write_urbansound8k_tree
 
 SMALL = ["--epochs", "1", "-q", "--threads", "1", "-m", "d_model=16", "-m", "n_layers=1", "-m", "d_state=8",
@@ -156,7 +156,7 @@ def test_spoken_digits_defaults_flow_into_the_run(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert (config["sequence"], config["eps"], config["sample_rate"]) == ("mel", 0.001, 16000)
-    assert config["threads"] == min(4, os.cpu_count() or 1)  # audio: every core up to 4 by default
+    assert config["threads"] == min(4, available_cores())  # audio: every core up to 4 by default
     report = json.loads((out / "report.json").read_text())
     assert report["classes"][:3] == ["zero", "one", "two"]
     assert report["best"]["clean_accuracy"] > 0.15  # two epochs of a tiny model on 480 clips: above chance

@@ -90,12 +90,20 @@ def resolve_device(device: str, threads: int | None = None) -> str:
     return "cpu"
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` counts the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def use_threads(threads: int | None, audio: bool) -> int:
     """Set torch's CPU threads: ``threads`` if given, else 1 for images and min(4, cores) for audio."""
     import torch
 
     if threads is None:
-        threads = min(4, os.cpu_count() or 1) if audio else 1
+        threads = min(4, available_cores()) if audio else 1
     torch.set_num_threads(threads)
     return threads
 

@@ -16,9 +16,9 @@ log-mel spectrogram itself, as a one-channel image (1, n_mels, frames) in dB, an
 it directly (the thesis's second threat model): ``prepare`` turns waveforms into that input.
 
 The body sees ``(dB + 40) / 20`` (one unit is 20 dB, a factor of ten in amplitude; -40 dB is a
-typical level of speech at a comfortable loudness, so the inputs are centred near zero and of order
-one; this makes training markedly faster than raw dB). The attack budget in the features space is
-in dB.
+typical level of the speech in these datasets, so the inputs are centred near zero and of order
+one, where raw dB values made the first layer's outputs large and training slow). The attack
+budget in the features space is in dB.
 """
 
 from __future__ import annotations
