@@ -88,3 +88,13 @@ def interrupt_on_call(monkeypatch, owner, method: str, call: int, exc=Interrupt)
 
     monkeypatch.setattr(owner, method, patched)
     return lambda: monkeypatch.setattr(owner, method, original)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The ``gpu`` tier runs only where torch sees a CUDA GPU (``pytest -m gpu`` on a GPU machine)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)

@@ -18,10 +18,10 @@ KERNELS = ["exp", "softmax"]
 def _layer(kernel, seed=0, H=4, N=16, dt_min=1e-2, dt_max=0.5) -> DSS:
     """The DSS mixer of a model built by name, in float64."""
     torch.manual_seed(seed)
-    model = sd.build_model("dss", d_input=3, n_classes=2, d_model=H, n_layers=1, d_state=N, kernel=kernel,
+    model = sd.build_model("dss", d_input=3, n_classes=2, d_model=H, n_layers=1, d_state=N, variant=kernel,
                            dt_min=dt_min, dt_max=dt_max)
     layer = model.blocks[0].mixer
-    assert isinstance(layer, DSS) and layer.kernel_name == kernel
+    assert isinstance(layer, DSS) and layer.variant == kernel
     return layer.double()
 
 
@@ -130,7 +130,7 @@ def test_dss_body_before_pooling_is_causal(kernel):
     """Causal for a fixed L. (DSS-softmax normalises over the whole length, so changing L
     changes every output; changing inputs after t at the same L does not touch steps <= t.)"""
     torch.manual_seed(0)
-    model = sd.build_model("dss", d_input=3, n_classes=5, d_model=8, n_layers=2, d_state=8, kernel=kernel,
+    model = sd.build_model("dss", d_input=3, n_classes=5, d_model=8, n_layers=2, d_state=8, variant=kernel,
                            ads="tanh").double()
     x = torch.randn(2, 16, 3, dtype=torch.float64)
     x2 = x.clone()
@@ -149,7 +149,8 @@ def test_dss_with_ads_in_every_block_gives_logits(kernel):
 
 
 @pytest.mark.parametrize("params, message", [
-    (dict(kernel="cauchy"), "kernel must be one of exp, softmax"),
+    (dict(variant="cauchy"), "variant must be one of exp, softmax"),
+    (dict(kernel="cauchy"), "kernel must be one of auto, torch, numba"),
     (dict(d_state=5), "d_state must be an even integer"),
     (dict(d_state=0), "d_state must be an even integer"),
     (dict(dt_min=-1e-3), "need 0 < dt_min <= dt_max"),
@@ -183,6 +184,6 @@ def test_dss_checkpoint_round_trip(trained_dss, digits, tmp_path, kernel):
     clf = trained_dss[kernel]
     sd.save(clf, tmp_path / "dss")
     clf2 = sd.load(tmp_path / "dss", device_type="cpu")
-    assert clf2.body.blocks[0].mixer.kernel_name == kernel
+    assert clf2.body.blocks[0].mixer.variant == kernel
     x = digits.x_test[:50]
     assert (clf2.predict(x) == clf.predict(x)).all()

@@ -60,6 +60,9 @@ def save(clf, path, extra: dict | None = None) -> Path:
             "sample_rate": getattr(clf, "sample_rate", None),
             "clip_values": None if clip is None else [float(v) for v in clip],
         },
+        # what kernel=auto resolved to on the device this was saved from (informative: loading
+        # resolves again on the loading device)
+        "kernels": {"device": clf.device.type, **clf.kernels},
         "extra": extra or {},
     }
     try:

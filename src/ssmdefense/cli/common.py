@@ -59,14 +59,17 @@ def load_data(name: str, data_dir: Path | None = None, params: dict | None = Non
     return load_dataset(name, **params)
 
 
-def split_sequence_params(sequence: str, model_params: dict) -> tuple[dict, dict]:
+def split_sequence_params(sequence: str, model_params: dict, model: str | None = None) -> tuple[dict, dict]:
     """Split ``-m`` parameters into the sequence mode's settings (the keys its factory accepts, e.g.
-    n_mels, attack_space, frame) and the model's (the rest)."""
+    n_mels, attack_space, frame) and the model's (the rest). A key both accept goes to both:
+    ``-m kernel=numba`` picks the Numba kernels of the mel front end and of the SSM together."""
     from ..plugins import registry
 
     accepted = set(registry("sequences").accepted_params(sequence) or ())
+    model_accepts = registry("models").accepted_params(model) if model is not None else []
+    shared = accepted & set(model_accepts or ())  # a model taking **kwargs shares nothing
     own = {k: v for k, v in model_params.items() if k in accepted}
-    return own, {k: v for k, v in model_params.items() if k not in accepted}
+    return own, {k: v for k, v in model_params.items() if k not in accepted or k in shared}
 
 
 THREADS_HELP = ("Torch CPU threads. Default: 1 for images (these small models spend longer synchronising "

@@ -140,7 +140,7 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
     recommended = getattr(data, "defaults", {}) or {}
     epochs = epochs or recommended.get("epochs", 10)
     eval_samples = eval_samples or recommended.get("eval_samples")
-    sequence_params, model_params = split_sequence_params(sequence, model_params)
+    sequence_params, model_params = split_sequence_params(sequence, model_params, model)
     serialiser = build_serialiser(sequence, data.input_shape, **sequence_params)
     seed_everything(seed)  # the initial weights too: same seed, same run
     body = build_model(model, serialiser.D, data.nb_classes, **model_params)
@@ -154,7 +154,8 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
               "data_dir": None if data_dir is None else str(data_dir), "sequence": sequence,
               "sequence_params": clf.sequence_params, "sample_rate": clf.sample_rate, "defense": defense,
               "defense_params": params, "eps": eps, "epochs": epochs, "seed": seed, "device": device_type,
-              "threads": threads, "batch_size": batch_size, "eval_samples": eval_samples, "trainer": trainer.describe()}
+              "threads": threads, "kernels": clf.kernels, "batch_size": batch_size, "eval_samples": eval_samples,
+              "trainer": trainer.describe()}
     x_train, x_test = clf.prepare_inputs(data.x_train), clf.prepare_inputs(data.x_test)
 
     with staged_directory(out, overwrite, keep_interrupted=True, reuse=partial) as tmp:
@@ -191,7 +192,7 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
         report["config"] = {"model": model, "dataset": dataset, "defense": defense, "eps": eps, "seed": seed,
                             "epochs": epochs, "sequence": sequence, "model_params": config["model_params"],
                             "sequence_params": clf.sequence_params, "dataset_params": dataset_params,
-                            "defense_params": params}
+                            "defense_params": params, "kernels": clf.kernels}
         if getattr(data, "classes", None):
             report["classes"] = list(data.classes)
         if clf.is_audio:

@@ -144,6 +144,14 @@ class SSMClassifier(PyTorchClassifier):
         return super().reduce_labels(y)
 
     @property
+    def kernels(self) -> dict[str, str]:
+        """Which implementation each kernel-backed layer runs on this classifier's device, e.g.
+        ``{"mamba": "numba", "log-mel": "torch"}`` (``kernel=auto`` resolved; empty when none has a choice)."""
+        from ..kernels.backend import chosen_kernels
+
+        return chosen_kernels(self.model, self.device.type)
+
+    @property
     def body(self) -> torch.nn.Module:
         """The sequence model (B, L, D) -> logits, without the serialiser."""
         return self.model.body

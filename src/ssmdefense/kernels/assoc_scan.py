@@ -11,9 +11,18 @@ prefixes in O(log L) parallel steps with O(L) total work (the recursive odd/even
 sequence recursively (giving every odd prefix), then fix up the even positions with one more
 combine. ``sequential_scan`` is the reference: L steps, one after the other. Both are plain
 PyTorch, so autograd differentiates through them.
+
+``diagonal_scan`` is the time-invariant diagonal case S5 needs (``a`` (P,), ``b`` (B, L, P),
+complex) as a Numba kernel (``diag_scan_numba``; CPU ``njit(parallel=True)``, CUDA ``cuda.jit``)
+wrapped in a ``torch.autograd.Function`` with the adjoint recurrence as its backward: L sequential
+steps per state, but each is one fused multiply-add instead of the O(log L) levels of full-size
+tensor operations (and their autograd graph) of ``associative_scan``.
 """
 
 import torch
+from torch.autograd.function import once_differentiable
+
+from . import backend
 
 
 def _combine(a_i, b_i, a_j, b_j):
@@ -77,3 +86,75 @@ def sequential_scan(a: torch.Tensor, b: torch.Tensor, dim: int = 1) -> torch.Ten
         x = a_t[k] * x + b_t[k]  # (...)
         xs.append(x)
     return torch.stack(xs, dim=0).movedim(0, dim)
+
+
+class _DiagonalScan(torch.autograd.Function):
+    """The Numba complex diagonal scan; saves ``a`` and the output ``x`` (the backward needs x_{k-1})."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        from . import diag_scan_numba as nbk
+
+        cplx = torch.complex128 if torch.complex128 in (a.dtype, b.dtype) else torch.complex64
+        a_c = a.detach().to(cplx).contiguous()  # (P)
+        b_c = b.detach().to(cplx).contiguous()  # (B L P)
+        x = torch.empty_like(b_c)  # (B L P)
+        if b_c.is_cuda:
+            with torch.cuda.device(b_c.device):
+                arrays, stream = backend.cuda_arrays(a_c, b_c, x)
+                nbk.diagonal_scan_forward_cuda(*arrays, stream=stream)
+        else:
+            backend.sync_threads()
+            nbk.diagonal_scan_forward_cpu(a_c.numpy(), b_c.numpy(), x.numpy())
+        ctx.save_for_backward(a_c, x)
+        ctx.in_dtypes = (a.dtype, b.dtype)
+        return x
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_x):
+        from . import diag_scan_numba as nbk
+
+        a_c, x = ctx.saved_tensors
+        g_x = g_x.to(x.dtype).contiguous()  # (B L P)
+        g_b = torch.empty_like(x)  # (B L P)
+        g_a = x.new_zeros(x.shape[0], x.shape[2])  # (B P) per-batch partials (zeros: L = 0 launches nothing)
+        if x.is_cuda:
+            with torch.cuda.device(x.device):
+                arrays, stream = backend.cuda_arrays(a_c, x, g_x, g_b, g_a)
+                nbk.diagonal_scan_backward_cuda(*arrays, stream=stream)
+        else:
+            backend.sync_threads()
+            nbk.diagonal_scan_backward_cpu(a_c.numpy(), x.numpy(), g_x.numpy(), g_b.numpy(), g_a.numpy())
+        g_a = g_a.sum(dim=0)  # (P)
+        grads = (g_a, g_b)
+        return tuple(g.to(dtype) if need else None
+                     for g, dtype, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad))
+
+
+def diagonal_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All states of ``x_k = a * x_{k-1} + b_k`` (``x_{-1} = 0``) along dim 1 for a time-invariant
+    diagonal ``a``, by the Numba kernels on the tensors' device (CPU: ``njit(parallel=True)`` with
+    torch's thread count; CUDA: ``cuda.jit`` on torch's current stream); differentiable in a and b.
+    Same result as ``associative_scan(a, b, dim=1)``.
+
+    Args:
+        a: (P,), complex: the per-state multiplier (S5's Λ̄).
+        b: (B, L, P), complex: the per-step inputs (S5's B̄ u_k).
+    Returns:
+        x: (B, L, P), complex128 when either input is, else complex64.
+    Raises:
+        ValueError: shapes or dtypes that do not fit.
+        KernelUnavailableError: Numba cannot run on the tensors' device.
+    """
+    if b.ndim != 3 or not b.is_complex():
+        raise ValueError(f"b must be complex (B, L, P); got shape {tuple(b.shape)}, dtype {b.dtype}")
+    if a.ndim != 1 or a.shape[0] != b.shape[2] or not a.is_complex():
+        raise ValueError(f"a must be complex (P,) with P = b.shape[2] = {b.shape[2]}; "
+                         f"got shape {tuple(a.shape)}, dtype {a.dtype}")
+    if a.device != b.device:
+        raise ValueError(f"a is on {a.device} but b is on {b.device}")
+    problem = backend.device_problem(b.device.type)
+    if problem:
+        raise backend.KernelUnavailableError(f"diagonal_scan: the Numba kernel cannot run on {b.device}: {problem}")
+    return _DiagonalScan.apply(a, b)

@@ -26,9 +26,21 @@ one step already covers ``batch * D * N >= CPU_ONE_CHUNK_ELEMENTS`` elements the
 memory traffic rather than Python steps, and the default is a single chunk (a vectorised loop over
 L, no fix-up passes), which measured faster there (see ``default_chunk_size``).
 
+``selective_scan_fn`` is the Numba kernel (``selective_scan_numba.py``), with the arguments of
+``mamba_ssm``'s ``selective_scan_fn``, on the tensors' device: ``@njit(parallel=True)`` on CPU,
+``cuda.jit`` on CUDA (on torch's current stream, outputs allocated by torch). ``SelectiveScanFn``
+(an ``autograd.Function``) sits between it and the kernels, which take the tensors as they are
+(contiguous, in this layout; bias and softplus are applied inside) and have a hand-derived
+backward pass for every input. For the backward it keeps the inputs and the state every
+``BLOCK_T`` steps, not every state (the backward kernel recomputes states block by block), so its
+memory is O(batch D L), not O(batch D L N) like the two torch paths. It needs Numba (and
+numba-cuda with a GPU for CUDA tensors); otherwise ``KernelUnavailableError``. Numba is imported
+on the first call only.
+
 ``selective_scan_ref`` is the sequential reference (L steps), like Mamba's ``selective_scan_ref``.
-Both compute in float32 for float16/bfloat16/float32 inputs (as Mamba does) and in float64 for
-float64 inputs, and return the dtype of ``u``. Both are plain differentiable PyTorch.
+All three compute in float32 for float16/bfloat16/float32 inputs (as Mamba does) and in float64
+for float64 inputs, and return the dtype of ``u``. ``selective_scan`` and ``selective_scan_ref``
+are plain differentiable PyTorch; ``selective_scan_fn`` has hand-written gradients for all inputs.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 # Measured on one CPU thread (L = 784): sqrt(L) chunks win below batch * D * N ~ 4096-8192, one chunk above.
@@ -47,8 +60,8 @@ def _compute_dtype(u: torch.Tensor) -> torch.dtype:
     return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
-def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    """Check shapes, cast to the compute dtype, apply delta_bias/softplus."""
+def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
+    """ValueError unless the shapes are those of the module docstring."""
     if u.ndim != 3:
         raise ValueError(f"u must be (batch, D, L); got shape {tuple(u.shape)}")
     batch, dim, L = u.shape
@@ -66,6 +79,11 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         raise ValueError(f"z must have u's shape {(batch, dim, L)}; got {tuple(z.shape)}")
     if delta_bias is not None and tuple(delta_bias.shape) != (dim,):
         raise ValueError(f"delta_bias must be (D,) = ({dim},); got {tuple(delta_bias.shape)}")
+
+
+def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """Check shapes, cast to the compute dtype, apply delta_bias/softplus."""
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     dtype = _compute_dtype(u)
     u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
     if delta_bias is not None:
@@ -207,4 +225,115 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         dB_u = torch.einsum("bdl,bnl->lbdn", delta * u, B)  # (L B D N)
         y, last = chunked_selective_scan(log_dA, dB_u, C.permute(2, 0, 1), chunk_size)  # (B D L), (B D N)
     out = _finish(y, u, D, z, dtype_in)
+    return (out, last) if return_last_state else out
+
+
+class SelectiveScanFn(torch.autograd.Function):
+    """The Numba selective scan with its hand-derived backward pass (``selective_scan_numba.py``).
+
+    Tensors in the compute dtype: u, delta (before bias and softplus), z (B D L); A (D N);
+    B, C (B N L); D, delta_bias (D) or None. Returns out (B D L) and the last state (B D N).
+    Saved for backward: the inputs and the state every ``BLOCK_T`` steps, (B, L / BLOCK_T, N, D).
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        from . import selective_scan_numba as K
+
+        ctx.set_materialize_grads(False)
+        ctx.delta_softplus = delta_softplus = bool(delta_softplus)
+        save = any(ctx.needs_input_grad)
+        batch, dim, L = u.shape
+        N = A.shape[1]
+        inputs = tuple(None if t is None else t.detach().contiguous() for t in (u, delta, A, B, C, D, z, delta_bias))
+        if u.is_cuda:
+            from .backend import cuda_arrays
+
+            out, last = u.new_empty(batch, dim, L), u.new_empty(batch, dim, N)  # (B D L), (B D N)
+            ckpt = u.new_empty(K.checkpoint_shape(batch, dim, L, N)) if save else None  # (B K N D)
+            state = u.new_empty(K.cuda_scratch_shapes(batch, dim, L, N)["state"])  # (B N D)
+            arrays, stream = cuda_arrays(*inputs, out, last, state, ckpt)
+            K.forward_cuda(*arrays[:8], delta_softplus, *arrays[8:], stream=stream)
+        else:
+            from .backend import sync_threads
+
+            threads = sync_threads()
+            u_, delta_, A_, B_, C_, D_, z_, bias_ = (None if t is None else t.numpy() for t in inputs)
+            out, last, ckpt = K.forward_cpu(u_, delta_, A_, B_, C_, D_, z_, bias_, delta_softplus,
+                                            save_states=save, threads=threads)
+            out, last = torch.from_numpy(out), torch.from_numpy(last)  # (B D L), (B D N)
+            ckpt = None if ckpt is None else torch.from_numpy(ckpt)  # (B K N D)
+        if save:
+            ctx.save_for_backward(*inputs, ckpt)
+        return out, last
+
+    @staticmethod
+    @once_differentiable  # the backward runs in Numba: no graph for a double backward
+    def backward(ctx, dout, dlast):
+        from . import selective_scan_numba as K
+
+        *inputs, ckpt = ctx.saved_tensors
+        u, D, z, delta_bias = inputs[0], inputs[5], inputs[6], inputs[7]
+        batch, dim, L = u.shape
+        N = inputs[2].shape[1]
+        dout = u.new_zeros(batch, dim, L) if dout is None else dout.to(u.dtype).contiguous()  # (B D L)
+        dlast = None if dlast is None else dlast.to(u.dtype).contiguous()  # (B D N)
+        if u.is_cuda:
+            from .backend import cuda_arrays
+
+            names = ("lam", "xs", "As", "ys")
+            shapes = K.cuda_scratch_shapes(batch, dim, L, N)
+            scratch = [u.new_empty(shapes[k]) for k in names]
+            du, ddelta = torch.empty_like(u), torch.empty_like(u)  # (B D L)
+            dz = None if z is None else torch.empty_like(u)  # (B D L)
+            dA = u.new_empty(batch, dim, N)  # (B D N), per batch row
+            dB, dC = u.new_zeros(batch, N, L), u.new_zeros(batch, N, L)  # (B N L), added into
+            dD = None if D is None else u.new_empty(batch, dim)  # (B D), per batch row
+            dbias = None if delta_bias is None else u.new_empty(batch, dim)  # (B D), per batch row
+            arrays, stream = cuda_arrays(*inputs, ckpt, dout, dlast, *scratch, du, ddelta, dz, dA, dB, dC, dD, dbias)
+            K.backward_cuda(*arrays[:8], ctx.delta_softplus, *arrays[8:11], dict(zip(names, arrays[11:15])),
+                            *arrays[15:], stream=stream)
+            dA = dA.sum(0)  # (D N)
+            dD = None if dD is None else dD.sum(0)  # (D)
+            dbias = None if dbias is None else dbias.sum(0)  # (D)
+        else:
+            from .backend import sync_threads
+
+            threads = sync_threads()
+            arrays = (None if t is None else t.numpy() for t in (*inputs, ckpt, dout, dlast))
+            u_, delta_, A_, B_, C_, D_, z_, bias_, ckpt_, dout_, dlast_ = arrays
+            grads = K.backward_cpu(u_, delta_, A_, B_, C_, D_, z_, bias_, ctx.delta_softplus, ckpt_, dout_, dlast_,
+                                   threads=threads)
+            du, ddelta, dA, dB, dC, dD, dz, dbias = (None if g is None else torch.from_numpy(g) for g in grads)
+        grads = (du, ddelta, dA, dB, dC, dD, dz, dbias)  # (B D L) x2, (D N), (B N L) x2, (D), (B D L), (D)
+        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
+
+
+def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                      D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                      delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
+                      return_last_state: bool = False):
+    """The selective scan as a Numba kernel on the tensors' device (CPU or CUDA); same arguments and
+    result as ``selective_scan_ref`` (and ``mamba_ssm``'s ``selective_scan_fn``), gradients for
+    every tensor argument.
+
+    Raises:
+        ValueError: bad shapes, or tensors on different devices.
+        KernelUnavailableError: Numba cannot run on that device (not installed; no numba-cuda or
+            GPU for CUDA tensors).
+    """
+    from .backend import KernelUnavailableError, device_problem
+
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    devices = {t.device for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None}
+    if len(devices) > 1:
+        raise ValueError(f"selective_scan_fn: all tensors must be on one device; got {sorted(map(str, devices))}")
+    problem = device_problem(u.device.type)
+    if problem:
+        raise KernelUnavailableError(f"selective_scan_fn: the Numba kernel cannot run on {u.device.type} "
+                                     f"tensors: {problem}")
+    dtype_in, dtype = u.dtype, _compute_dtype(u)
+    args = (None if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, z, delta_bias))
+    out, last = SelectiveScanFn.apply(*args, delta_softplus)  # (B D L), (B D N)
+    out = out.to(dtype_in)
     return (out, last) if return_last_state else out

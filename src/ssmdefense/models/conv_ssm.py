@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from ..kernels.diag_ssm import fft_conv
+from ..kernels.long_conv import fft_conv
 
 
 class ConvolutionalSSM(nn.Module):
@@ -14,4 +14,6 @@ class ConvolutionalSSM(nn.Module):
         u = u.transpose(1, 2)  # (B H L)
         y = fft_conv(u, self.kernel(u.shape[-1]))  # (B H L)
         y = y + self.D[:, None] * u  # (B H L)
-        return y.transpose(1, 2)  # (B L H)
+        # contiguous: the block's GELU backward takes a slow, unvectorised path when its input is a
+        # transposed view and its incoming gradient is contiguous (24.8 vs 7.4 ms at B 32, L 784, H 64)
+        return y.transpose(1, 2).contiguous()  # (B L H)

@@ -26,18 +26,23 @@ Initialisation (as in the paper): Λ = the eigenvalues of the normal part of HiP
 ``-1/2 + i θ`` with ``iθ`` the eigenvalues of its skew-symmetric part, keeping the N/2 with θ > 0;
 ``W ~ N(0, 1)`` per real and imaginary part; log Δ uniform in [log dt_min, log dt_max]; D ~ N(0, 1).
 
-The layer returns ``y = K * u + D u`` (FFT convolution, ``kernels.diag_ssm.fft_conv``). In the
+The layer returns ``y = K * u + D u`` (FFT convolution, ``kernels.long_conv.fft_conv``). In the
 shared classifier body (``models/body.py``) each block is
 ``LayerNorm(x + Linear(AdS(GELU(DSS(x)))))``: Adaptive Scaling sits right after the SSM output
 (after ``+ D u``, past the GELU) and before the block's output projection.
 
-Defaults: ``d_state=64`` (N/2 = 32 complex modes), ``kernel="exp"``, dt in [1e-3, 1e-1]. The DSS
+Defaults: ``d_state=64`` (N/2 = 32 complex modes), ``variant="exp"``, dt in [1e-3, 1e-1]. The DSS
 paper's N counts complex modes, so its N = 64 is ``d_state=128`` here. Paper scale in the AdS study
 (Qi et al. 2024): ``d_model=128``, ``d_state=32`` (MNIST) or 64 (CIFAR-10).
 Deviations from the reference code (not from the paper): one Δ per channel as in the paper (the
 code's default learns separate Δ for the real and imaginary parts), plain division where the code
 adds a 1e-7 guard (Proposition 1 assumes λ ≠ 0 and e^{LλΔ} ≠ 1), and the row-max shift of the
 softmax keeps its gradient (the code detaches it, which changes the gradient of a shifted mode).
+
+``kernel`` (``auto|torch|numba``) picks the implementation, as for S4D: ``torch`` is the FFT
+convolution, ``numba`` the recurrent view on the Numba diagonal-scan kernel, ``auto`` the FFT
+(faster at every length measured, docs/performance.md). The DSS variant is ``variant``; checkpoints
+written before it existed say ``kernel="exp"`` or ``"softmax"``, which is still read as the variant.
 """
 
 import math
@@ -45,20 +50,22 @@ import math
 import torch
 from torch import nn
 
+from ..kernels.backend import KernelChoice, check_kernel
 from ..kernels.diag_ssm import diag_ssm_recurrence
+from ..kernels.vandermonde import vandermonde
 from .conv_ssm import ConvolutionalSSM
 from .s4 import _check_mixer_args, hippo_legs_nplr
 
-DSS_KERNELS = ("exp", "softmax")
+DSS_VARIANTS = ("exp", "softmax")
 
 
-class DSS(ConvolutionalSSM):
+class DSS(KernelChoice, ConvolutionalSSM):
     """DSS mixer: (B, L, H) -> (B, L, H).
 
     Args:
         d_model: H, number of channels.
         d_state: N, real state size (even; N/2 complex modes are stored). Default: 64.
-        kernel: "exp" (DSS-exp, Re(Λ) < 0) or "softmax" (DSS-softmax, Re(Λ) free). Default: "exp".
+        variant: "exp" (DSS-exp, Re(Λ) < 0) or "softmax" (DSS-softmax, Re(Λ) free). Default: "exp".
         dt_min, dt_max: range of the log-uniform initial step size. Default: 1e-3, 1e-1.
 
     Shape:
@@ -66,24 +73,30 @@ class DSS(ConvolutionalSSM):
 
     Examples::
 
-        >>> layer = DSS(d_model=16, d_state=32, kernel="softmax")
+        >>> layer = DSS(d_model=16, d_state=32, variant="softmax")
         >>> layer(torch.randn(4, 100, 16)).shape
         torch.Size([4, 100, 16])
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, kernel: str = "exp", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1):
+    KERNEL_AUTO = {"cpu": "torch", "cuda": "torch"}
+    KERNEL_WHAT = "dss"
+
+    def __init__(self, d_model: int, d_state: int = 64, variant: str = "exp", dt_min: float = 1e-3,
+                 dt_max: float = 1e-1, kernel: str = "auto"):
         super().__init__()
-        if kernel not in DSS_KERNELS:
-            raise ValueError(f"kernel must be one of {', '.join(DSS_KERNELS)}; got {kernel!r}")
+        if kernel in DSS_VARIANTS:  # checkpoints from before ``variant``: kernel named the variant
+            variant, kernel = kernel, "auto"
+        if variant not in DSS_VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(DSS_VARIANTS)}; got {variant!r}")
+        self.kernel_choice = check_kernel(kernel)
         _check_mixer_args(d_model, d_state, dt_min, dt_max)
         H, N = d_model, d_state
         dtype = torch.get_default_dtype()
         Lambda = hippo_legs_nplr(N)[0]  # (N/2) -1/2 + iθ, θ > 0
         log_dt = torch.rand(H, dtype=torch.float64) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H)
-        self.H, self.N, self.kernel_name = H, N, kernel
+        self.H, self.N, self.variant = H, N, variant
         self.log_dt = nn.Parameter(log_dt.to(dtype))  # (H)
-        if kernel == "exp":
+        if variant == "exp":
             self.log_Lambda_re = nn.Parameter(torch.log(-Lambda.real).to(dtype))  # (N/2)
         else:
             self.Lambda_re = nn.Parameter(Lambda.real.to(dtype))  # (N/2)
@@ -93,7 +106,7 @@ class DSS(ConvolutionalSSM):
 
     def _ssm(self):
         """Λ (N/2), dtΛ (H, N/2) and W (H, N/2), complex."""
-        Lambda_re = -torch.exp(self.log_Lambda_re) if self.kernel_name == "exp" else self.Lambda_re  # (N/2)
+        Lambda_re = -torch.exp(self.log_Lambda_re) if self.variant == "exp" else self.Lambda_re  # (N/2)
         Lambda = torch.complex(Lambda_re, self.Lambda_im)  # (N/2)
         dtLambda = torch.exp(self.log_dt)[:, None] * Lambda  # (H N/2)
         return Lambda, dtLambda, torch.view_as_complex(self.W)  # (N/2), (H N/2), (H N/2)
@@ -101,31 +114,39 @@ class DSS(ConvolutionalSSM):
     def kernel(self, L: int) -> torch.Tensor:
         """Convolution kernel K (H, L), real."""
         Lambda, dtLambda, W = self._ssm()
-        pos = torch.arange(L, device=W.device, dtype=Lambda.real.dtype)  # (L)
-        P = dtLambda[..., None] * pos  # (H N/2 L) P_{i,k} = λ_i k Δ
-        if self.kernel_name == "exp":
+        if self.variant == "exp":
             W = W * (torch.exp(dtLambda) - 1) / Lambda  # (H N/2) W Λ^{-1} (e^{ΛΔ} - 1)
-            return torch.einsum("hn,hnl->hl", W, torch.exp(P)).real  # (H L)
-        # row-softmax(P) = exp(P - P_max) / Σ_r exp(P_r - P_max), rows with Re λ > 0 shifted by P_{L-1}
+            return vandermonde(W, dtLambda, L).real  # (H L) Σ_n W_n e^{λ_n k Δ}
+        # row-softmax(P), P_{n,k} = λ_n k Δ: exp(P - P_max) / Σ_r exp(P_r - P_max), where P_max is
+        # P_{L-1} for rows with Re λ > 0 (shift by L - 1) and P_0 = 0 otherwise
         grows = (Lambda.real > 0)[None, :]  # (1 N/2)
-        if bool(grows.any()):
-            P = P - torch.where(grows, dtLambda * (L - 1), torch.zeros_like(dtLambda))[..., None]  # (H N/2 L)
+        shift = torch.where(grows, L - 1.0, 0.0).to(dtLambda.real.dtype).expand_as(dtLambda)  # (H N/2)
         dtLambda_s = torch.where(grows, -dtLambda, dtLambda)  # (H N/2) the series' ratio after the shift
         row_sum = (torch.exp(L * dtLambda_s) - 1) / (torch.exp(dtLambda_s) - 1)  # (H N/2) Σ_r exp(P_r - P_max)
         W = W / (Lambda * row_sum)  # (H N/2) W Λ^{-1} / row sum
-        return torch.einsum("hn,hnl->hl", W, torch.exp(P)).real  # (H L)
+        return vandermonde(W, dtLambda, L, shift).real  # (H L)
 
     def discretize(self, L: int):
         """Recurrence ``(dA, dB, C)``, complex (H, N/2): ``x_k = dA x_{k-1} + dB u_k``,
         ``y_k = Re(Σ C x_k)``. For DSS-softmax, C depends on the sequence length L."""
         Lambda, dtLambda, W = self._ssm()
         dA = torch.exp(dtLambda)  # (H N/2) e^{ΛΔ}
-        if self.kernel_name == "exp":
+        if self.variant == "exp":
             C = W * (dA - 1) / Lambda  # (H N/2)
         else:  # per-mode normalisation by the plain geometric sum Σ_{r<L} e^{rλΔ}
             powers = dA[..., None] ** torch.arange(L, device=dA.device, dtype=Lambda.real.dtype)  # (H N/2 L)
             C = W / (Lambda * powers.sum(-1))  # (H N/2)
         return dA, torch.ones_like(dA), C
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B L H)
+        if self.resolved_kernel(u.device.type) == "torch":
+            return super().forward(u)  # the FFT convolution
+        from ..kernels.diag_ssm import diag_ssm_scan
+
+        u_t = u.transpose(1, 2).contiguous()  # (B H L)
+        dA, dB, C = self.discretize(u_t.shape[-1])  # (H N/2) each
+        y = diag_ssm_scan(u_t, dA, dB, C / 2) + self.D[:, None] * u_t  # (B H L); 2 Re(Σ C/2 x) = Re(Σ C x)
+        return y.transpose(1, 2).contiguous()  # (B L H)
 
     def forward_recurrent(self, u: torch.Tensor) -> torch.Tensor:
         """Reference: the same layer as a step-by-step diagonal recurrence. (B, L, H) -> (B, L, H)."""
@@ -136,4 +157,4 @@ class DSS(ConvolutionalSSM):
         return y.transpose(1, 2)  # (B L H)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.H}, d_state={self.N}, kernel={self.kernel_name}"
+        return f"d_model={self.H}, d_state={self.N}, variant={self.variant}, kernel={self.kernel_choice}"

@@ -1,7 +1,8 @@
 """Mamba: the selective state space block (Gu & Dao, 2023, "Mamba: Linear-Time Sequence Modeling
 with Selective State Spaces", https://arxiv.org/abs/2312.00752), after state-spaces/mamba
-``mamba_ssm/modules/mamba_simple.py`` and alxndrTL/mamba.py ``mambapy/mamba.py``; CPU PyTorch
-only (no ``mamba_ssm`` CUDA kernels).
+``mamba_ssm/modules/mamba_simple.py`` and alxndrTL/mamba.py ``mambapy/mamba.py``. The selective
+scan runs in PyTorch (``kernel="torch"``) or as this package's Numba kernel (``kernel="numba"``, CPU
+or CUDA, with ``mamba_ssm``'s ``selective_scan_fn`` arguments); ``mamba_ssm`` itself is not used.
 
 With H = d_model, E = expand * H inner channels, N = d_state, R = dt_rank, the block maps
 u (B, L, H) to (B, L, H):
@@ -42,12 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels.backend import KernelChoice, check_kernel
 from ..kernels.selective_scan import selective_scan, selective_scan_ref
 from .checks import check_int
 
 
 
-class MambaMixer(nn.Module):
+class MambaMixer(KernelChoice, nn.Module):
     """Mamba block (selective SSM with gate and projections): (B, L, H) -> (B, L, H).
 
     A gated mixer (``has_output_projection = True``): the classifier body puts the AdS module into
@@ -61,7 +63,10 @@ class MambaMixer(nn.Module):
         dt_rank: R, rank of the step-size projection; None means ceil(H / 16). Default: None.
         dt_min, dt_max: range of the log-uniform initial step size. Default: 1e-3, 1e-1.
         dt_init_floor: lower clamp of the initial step size. Default: 1e-4.
-        chunk_size: steps per chunk of the fast scan (None: ceil(sqrt(L))). Default: None.
+        chunk_size: steps per chunk of the torch scan (None: its default). Default: None.
+        kernel: the selective scan's implementation: "torch" (``kernels.selective_scan.selective_scan``,
+            chunked), "numba" (``selective_scan_fn``, the Numba kernel, CPU or CUDA) or "auto" (per
+            device, what ``benchmarks/kernels.py`` measured faster: ``KERNEL_AUTO``). Default: "auto".
 
     Shape:
         u: (B, L, H) -> (B, L, H). ``step`` runs one time step from a (conv, ssm) state;
@@ -69,11 +74,14 @@ class MambaMixer(nn.Module):
     """
 
     has_output_projection = True
+    KERNEL_AUTO = {"cpu": "numba", "cuda": "torch"}
+    KERNEL_WHAT = "mamba"
 
     def __init__(self, d_model: int, d_state: int = 16, expand: int = 2, d_conv: int = 4,
                  dt_rank: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 dt_init_floor: float = 1e-4, chunk_size: int | None = None):
+                 dt_init_floor: float = 1e-4, chunk_size: int | None = None, kernel: str = "auto"):
         super().__init__()
+        self.kernel_choice = check_kernel(kernel)
         check_int("d_model", d_model, 1)
         check_int("d_state", d_state, 1)
         check_int("expand", expand, 1)
@@ -129,6 +137,10 @@ class MambaMixer(nn.Module):
         scan_args = (x, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2))
         if reference:
             y = selective_scan_ref(*scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True)
+        elif self.resolved_kernel(u.device.type) == "numba":
+            from ..kernels.selective_scan import selective_scan_fn
+
+            y = selective_scan_fn(*scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True)  # (B E L)
         else:
             y = selective_scan(*scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True,
                                chunk_size=self.chunk_size)  # (B E L)

@@ -9,7 +9,7 @@ expanded to N = ``d_ema`` dimensions by β (H, N), smoothed by a damped EMA and 
     y_t = η · h_t / sqrt(N)                              (η summed over the N dims of each channel)
 
 This is a causal convolution ``y = K * u`` with ``K_{h,l} = sum_n η_{hn} α_{hn} β_{hn} q_{hn}^l / sqrt(N)``,
-``q = 1 - α ⊙ δ``; ``ema`` computes K and applies it by FFT (``kernels.diag_ssm.fft_conv``),
+``q = 1 - α ⊙ δ``; ``ema`` computes K and applies it by FFT (``kernels.long_conv.fft_conv``),
 ``ema_recurrent`` steps the recurrence (the reference the tests compare against). The ``1/sqrt(N)``
 is the reference's ``scale`` folded into η. Bidirectional (reference ``bidirectional=True``,
 ``shift=True``): a second set of (α, δ, β, η) runs the same EMA over the reversed sequence, shifted
@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.diag_ssm import fft_conv
+from ..kernels.long_conv import fft_conv
 from .checks import check_int
 
 

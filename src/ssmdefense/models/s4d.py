@@ -5,6 +5,12 @@ Per channel h, a diagonal continuous SSM with N/2 complex modes (conjugate pairs
 A = -exp(log_A_real) + i A_imag, B = 1, C learned, step dt = exp(log_dt). Zero-order hold gives
 dA = exp(dt A), dB = (exp(dt A) - 1) / A, and the convolution kernel
 K_l = 2 Re(sum_n C_n dB_n dA_n^l). The layer returns y = K * u + D u.
+
+``kernel`` picks how: ``"torch"`` is the convolutional view (kernel K by ``kernels.vandermonde``, then
+``kernels.fft_conv``); ``"numba"`` the recurrent view run by the Numba diagonal-scan kernel
+(``kernels.diag_ssm.diag_ssm_scan``, CPU or CUDA); ``"auto"`` takes what ``benchmarks/kernels.py``
+measured faster per device (``KERNEL_AUTO``): the FFT convolution, whose O(L log L) per channel beats
+the recurrence's O(L N) at every length measured (docs/performance.md).
 """
 
 import math
@@ -13,12 +19,14 @@ import torch
 from torch import nn
 
 from ..kernels import diag_ssm_recurrence
+from ..kernels.backend import KernelChoice, check_kernel
+from ..kernels.vandermonde import vandermonde
 from .conv_ssm import ConvolutionalSSM
 
 S4D_INITS = ("lin", "inv")
 
 
-class S4D(ConvolutionalSSM):
+class S4D(KernelChoice, ConvolutionalSSM):
     """S4D mixer: (B, L, H) -> (B, L, H).
 
     Args:
@@ -26,11 +34,16 @@ class S4D(ConvolutionalSSM):
         d_state: N, state size per channel (N/2 complex modes are stored).
         dt_min, dt_max: range of the log-uniform initial step size.
         init: "lin" (S4D-Lin, A_imag = pi n) or "inv" (S4D-Inv, A_imag = N/pi (N/(2n+1) - 1)).
+        kernel: "auto", "torch" (FFT convolution) or "numba" (recurrence kernel); see the module docstring.
     """
 
+    KERNEL_AUTO = {"cpu": "torch", "cuda": "torch"}
+    KERNEL_WHAT = "s4d"
+
     def __init__(self, d_model: int, d_state: int = 32, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 init: str = "lin"):
+                 init: str = "lin", kernel: str = "auto"):
         super().__init__()
+        self.kernel_choice = check_kernel(kernel)
         if d_state < 2 or d_state % 2:
             raise ValueError(f"d_state must be an even integer >= 2; got {d_state}")
         if init not in S4D_INITS:
@@ -70,9 +83,17 @@ class S4D(ConvolutionalSSM):
         """Convolution kernel K (H, L)."""
         dtA, A, C = self._continuous()
         dB = (torch.exp(dtA) - 1.0) / A  # (H N/2)
-        pos = torch.arange(L, device=dtA.device, dtype=dtA.real.dtype)  # (L)
-        powers = torch.exp(dtA[..., None] * pos)  # (H N/2 L) = dA^l
-        return 2 * torch.einsum("hn,hnl->hl", C * dB, powers).real  # (H L)
+        return 2 * vandermonde(C * dB, dtA, L).real  # (H L) = 2 Re(Σ_n C_n dB_n dA_n^l)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B L H)
+        if self.resolved_kernel(u.device.type) == "torch":
+            return super().forward(u)  # the FFT convolution
+        from ..kernels.diag_ssm import diag_ssm_scan
+
+        u_t = u.transpose(1, 2).contiguous()  # (B H L)
+        dA, dB, C = self.discretize()  # (H N/2) each
+        y = diag_ssm_scan(u_t, dA, dB, C) + self.D[:, None] * u_t  # (B H L)
+        return y.transpose(1, 2).contiguous()  # (B L H)
 
     def forward_recurrent(self, u: torch.Tensor) -> torch.Tensor:
         """Reference: the same layer as a step-by-step recurrence. (B, L, H) -> (B, L, H)."""

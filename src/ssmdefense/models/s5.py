@@ -29,8 +29,11 @@ Discretisation with a learned timescale per state, ``Δ = exp(log_dt)`` (P/2), l
     bilinear:  Λ̄ = (1 + ΔΛ/2) / (1 - ΔΛ/2),       B̄ = Δ / (1 - ΔΛ/2) ⊙ B̃
 
 and the recurrence ``x_k = Λ̄ ⊙ x_{k-1} + B̄ u_k`` is evaluated for all k at once with the parallel
-associative scan of ``kernels/assoc_scan.py`` (``forward``); ``forward_recurrent`` is the same
-layer stepped sequentially (the reference the tests compare against).
+associative scan of ``kernels/assoc_scan.py`` (``kernel="torch"``) or by the Numba diagonal-scan
+kernel ``kernels.assoc_scan.diagonal_scan`` (``kernel="numba"``, CPU or CUDA; ``"auto"`` picks per
+device what ``benchmarks/kernels.py`` measured faster, ``KERNEL_AUTO``); the input projection
+``B̄ u`` and the output ``2 Re(C̃ x)`` stay matrix products in torch. ``forward_recurrent`` is the
+same layer stepped sequentially (the reference the tests compare against).
 
 ``Re Λ`` is clipped to at most -1e-4 in the forward pass (the reference's ``clip_eigs`` option,
 off by default there; on here so that no training or adversarial input can make the system
@@ -51,6 +54,7 @@ import torch
 from torch import nn
 
 from ..kernels.assoc_scan import associative_scan, sequential_scan
+from ..kernels.backend import KernelChoice, check_kernel
 
 S5_DISCRETIZATIONS = ("zoh", "bilinear")
 
@@ -74,7 +78,7 @@ def hippo_n_eigendecomposition(N: int) -> tuple[torch.Tensor, torch.Tensor]:
     return Lambda, V
 
 
-class S5(nn.Module):
+class S5(KernelChoice, nn.Module):
     """S5 mixer: (B, L, H) -> (B, L, H), one MIMO diagonal SSM with state size P shared by the H channels.
 
     Args:
@@ -84,14 +88,19 @@ class S5(nn.Module):
         dt_min, dt_max: range of the log-uniform initial timescales Δ (one per state).
         blocks: J, number of HiPPO-N blocks on the diagonal of the initial state matrix (P divisible by 2J).
         clip_eigs: clip Re Λ to <= -1e-4 in the forward pass (stable for any input).
+        kernel: "auto", "torch" (parallel associative scan) or "numba" (the Numba scan kernel).
 
     Shape:
         input (B, L, H) real; output (B, L, H) real.
     """
 
+    KERNEL_AUTO = {"cpu": "numba", "cuda": "torch"}
+    KERNEL_WHAT = "s5"
+
     def __init__(self, d_model: int, d_state: int = 32, discretization: str = "zoh", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, *, blocks: int = 1, clip_eigs: bool = True):
+                 dt_max: float = 1e-1, *, blocks: int = 1, clip_eigs: bool = True, kernel: str = "auto"):
         super().__init__()
+        self.kernel_choice = check_kernel(kernel)
         if not isinstance(d_model, int) or d_model < 1:
             raise ValueError(f"d_model must be an integer >= 1; got {d_model!r}")
         if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
@@ -163,7 +172,12 @@ class S5(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B L H)
         Lambda_bar, Bu, C_tilde = self._inputs(u)
-        x = associative_scan(Lambda_bar, Bu, dim=1)  # (B L P/2)
+        if self.resolved_kernel(u.device.type) == "numba":
+            from ..kernels.assoc_scan import diagonal_scan
+
+            x = diagonal_scan(Lambda_bar, Bu)  # (B L P/2)
+        else:
+            x = associative_scan(Lambda_bar, Bu, dim=1)  # (B L P/2)
         return self._outputs(x, C_tilde, u)  # (B L H)
 
     def forward_recurrent(self, u: torch.Tensor) -> torch.Tensor:
@@ -173,4 +187,5 @@ class S5(nn.Module):
         return self._outputs(x, C_tilde, u)  # (B L H)
 
     def extra_repr(self) -> str:
-        return f"H={self.H}, P={self.P}, discretization={self.discretization}, clip_eigs={self.clip_eigs}"
+        return (f"H={self.H}, P={self.P}, discretization={self.discretization}, clip_eigs={self.clip_eigs}, "
+                f"kernel={self.kernel_choice}")

@@ -4,20 +4,22 @@ from ..hookspecs import hookimpl
 
 
 def dss(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_state: int = 32,
-        kernel: str = "exp", dropout: float = 0.0, ads: str | None = None, dt_min: float = 1e-3,
-        dt_max: float = 1e-1):
-    """DSS classifier; ``kernel`` is "exp" (DSS-exp) or "softmax" (DSS-softmax).
+        variant: str = "exp", dropout: float = 0.0, ads: str | None = None, dt_min: float = 1e-3,
+        dt_max: float = 1e-1, kernel: str = "auto"):
+    """DSS classifier; ``variant`` is "exp" (DSS-exp) or "softmax" (DSS-softmax); ``kernel`` is "auto",
+    "torch" (FFT convolution) or "numba" (the recurrence as a Numba kernel). ``kernel="exp"`` or
+    ``"softmax"`` (checkpoints from before ``variant``) still name the variant.
 
     Paper scale (AdS paper): ``d_model=128``, ``d_state=32`` (MNIST) or 64 (CIFAR-10).
     """
     from ..models import SequenceClassifier
     from ..models.dss import DSS
 
-    DSS(1, d_state, kernel, dt_min, dt_max)  # validate the mixer arguments once
-    return SequenceClassifier(d_input, n_classes, lambda H: DSS(H, d_state, kernel, dt_min, dt_max),
+    DSS(1, d_state, variant, dt_min, dt_max, kernel)  # validate the mixer arguments once
+    return SequenceClassifier(d_input, n_classes, lambda H: DSS(H, d_state, variant, dt_min, dt_max, kernel),
                               d_model=d_model, n_layers=n_layers, dropout=dropout, ads=ads)
 
 
 @hookimpl
 def register_models(register):
-    register("dss", dss, "DSS: diagonal state spaces, DSS-exp or DSS-softmax kernel (Gupta et al. 2022)")
+    register("dss", dss, "DSS: diagonal state spaces, DSS-exp or DSS-softmax (Gupta et al. 2022)")
