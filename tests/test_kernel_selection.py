@@ -152,3 +152,20 @@ print(torch.get_num_threads(), numba.get_num_threads())
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.stdout.split() == ["1", "1"], proc.stderr[-2000:]
+
+
+def test_cli_refuses_kernel_numba_where_numba_cannot_run_before_writing_anything(tmp_path):
+    out = tmp_path / "run"
+    code = f"""
+import sys
+sys.modules["numba"] = None
+from ssmdefense.cli import main
+sys.argv = ["ssmdefense", "train", "--model", "s5", "-m", "kernel=numba", "--dataset", "digits", "--epochs", "1",
+            "--out", {str(out)!r}]
+main()
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: s5: kernel='numba' cannot run on cpu: numba cannot be imported"), lines
+    assert not out.exists() and not any(tmp_path.iterdir())

@@ -25,5 +25,5 @@ def gru(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 1, d
 
 @hookimpl
 def register_models(register):
-    register("lstm", lstm, "LSTM baseline: last hidden state -> linear head")
-    register("gru", gru, "GRU baseline: last hidden state -> linear head")
+    register("lstm", lstm, "LSTM baseline: last (or mean, pool=mean) hidden state -> linear head")
+    register("gru", gru, "GRU baseline: last (or mean, pool=mean) hidden state -> linear head")
