@@ -2,8 +2,8 @@
 PGD-AT and AdS, attacked on the waveform with PGD-10 (L-inf), snr-pgd at 40/30/20 dB, time shifts
 and speed changes.
 
-Each row is two commands, printed as they run (so any row can be re-run on its own), called
-in-process through the command line's entry point:
+Each row is a run (``ssmdefense.experiment.run``) and an evaluation (the ``evaluate`` command), both
+in this process, printed as the two equivalent commands so any row can be re-run on its own:
 
     ssmdefense defend --defense NAME --model M --dataset spoken-digits --seed S -q --out DIR
     ssmdefense evaluate --checkpoint DIR --attacks pgd --snr 40,30,20 --samples N --seed S [--no-checks]
@@ -36,13 +36,17 @@ DEFAULT_MODELS = ["s4d", "mamba", "lstm"]
 DEFENSES = ["none", "pgd-at", "ads"]  # ads needs SequenceClassifier blocks: not the LSTM
 
 
-def run(args: list[str], log) -> None:
+def run(args: list[str], log, call=None) -> None:
+    """Log the command line; run it in this process (``call``, an API call doing the same, or the CLI)."""
     from ssmdefense.cli import cli
 
     line = "ssmdefense " + " ".join(shlex.quote(a) for a in args)
     print(f"$ {line}", flush=True)
     log.write(line + "\n")
     log.flush()
+    if call is not None:
+        call()
+        return
     code = cli.main(args, standalone_mode=False)
     if code not in (None, 0):
         raise SystemExit(f"failed ({code}): {line}")
@@ -53,9 +57,15 @@ def row(name: str, defense: str, args, root: Path, log) -> dict:
     out = root / f"{name}-{defense}"
     start = time.perf_counter()
     if not (out / "report.json").is_file():
+        from ssmdefense.cli.common import parse_params
+        from ssmdefense.experiment import RunConfig
+        from ssmdefense.experiment import run as run_experiment
+
         run(["defend", "--defense", defense, "--model", model, "--dataset", "spoken-digits", "--seed",
              str(args.seed), *[a for p in model_params for a in ("-m", p)], "--overwrite", "-q", "--out", str(out)],
-            log)
+            log, call=lambda: run_experiment(RunConfig(defense=defense, model=model, dataset="spoken-digits",
+                                                       seed=args.seed, model_params=parse_params(model_params, "-m"),
+                                                       overwrite=True, verbose=False, out=out)))
     if not (out / "evaluation" / "report.json").is_file():
         run(["evaluate", "--checkpoint", str(out), "--attacks", "pgd", "--snr", "40,30,20", "--samples",
              str(args.samples), "--seed", str(args.seed), *([] if args.checks else ["--no-checks"])], log)

@@ -1,7 +1,8 @@
 """The measured study of docs/results.md: every defense on one model and budget, and the AdS study
 (models under PGD-AT with and without AdS).
 
-Each row is two commands, printed as they run, so any row can be re-run on its own:
+Each row is a run and an evaluation, both in this process (``ssmdefense.experiment.run`` and the
+``evaluate`` command), printed as the two equivalent commands so any row can be re-run on its own:
 
     ssmdefense defend --defense NAME --model s4d --dataset mnist-5k --epochs E --seed 0 ... --out DIR
     ssmdefense evaluate --checkpoint DIR --attacks pgd,autoattack --samples N ...
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,29 +46,35 @@ DEFENSES = [
 ADS_MODELS = ["s4d", "dss", "s5", "mega", "mamba"]
 
 
-def run(cmd: list[str], log) -> None:
-    line = " ".join(shlex.quote(c) for c in cmd)
+def log_command(args: list[str], log) -> None:
+    line = "ssmdefense " + " ".join(shlex.quote(a) for a in args)
     print(f"$ {line}", flush=True)
     log.write(line + "\n")
     log.flush()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
 def row(name: str, defense: str, params: list[str], model: str, args, root: Path, log) -> dict:
+    from ssmdefense.cli import cli
+    from ssmdefense.cli.common import parse_params
+    from ssmdefense.experiment import RunConfig, run
+
     out = root / name.replace(" ", "_").replace(":", "").replace("(", "").replace(")", "").replace("+", "plus")
-    exe = str(Path(sys.executable).with_name("ssmdefense"))
     start = time.perf_counter()
     if not (out / "report.json").is_file():
-        cmd = [exe, "defend", "--defense", defense, "--model", model, "--dataset", args.dataset,
-               "--epochs", str(args.epochs), "--seed", str(args.seed), "--eval-samples", str(args.eval_samples),
-               "--overwrite", "-q", "--out", str(out), "-p", f"lr={args.lr}"]  # a row's own -p lr= wins
-        for p in params:
-            cmd += ["-p", p]
-        run(cmd, log)
+        defense_params = {"lr": args.lr, **parse_params(params)}  # a row's own -p lr= wins
+        log_command(["defend", "--defense", defense, "--model", model, "--dataset", args.dataset, "--epochs",
+                     str(args.epochs), "--seed", str(args.seed), "--eval-samples", str(args.eval_samples),
+                     "--overwrite", "-q", "--out", str(out), "-p", f"lr={args.lr}",
+                     *[a for p in params for a in ("-p", p)]], log)
+        run(RunConfig(defense=defense, model=model, dataset=args.dataset, epochs=args.epochs, seed=args.seed,
+                      eval_samples=args.eval_samples, overwrite=True, verbose=False, out=out,
+                      defense_params=defense_params))
     if not (out / "evaluation" / "report.json").is_file():
-        run([exe, "evaluate", "--checkpoint", str(out), "--attacks", "pgd,autoattack", "--samples",
-             str(args.aa_samples), "-p", "autoattack.max_iter=20", "-p", "autoattack.nb_restarts=1",
-             "--seed", str(args.seed)], log)
+        evaluate = ["evaluate", "--checkpoint", str(out), "--attacks", "pgd,autoattack", "--samples",
+                    str(args.aa_samples), "-p", "autoattack.max_iter=20", "-p", "autoattack.nb_restarts=1",
+                    "--seed", str(args.seed)]
+        log_command(evaluate, log)
+        cli.main(evaluate, standalone_mode=False)
     report = json.loads((out / "report.json").read_text())
     evaluation = json.loads((out / "evaluation" / "report.json").read_text())
     timing = report["timing"]

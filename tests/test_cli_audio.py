@@ -9,7 +9,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from ssmdefense.cli import cli
-from ssmdefense.cli.common import available_cores
+from ssmdefense.runs import available_cores
 from test_data_audio_files import write_speech_commands_tree, write_urbansound8k_tree
 
 SMALL = ["--epochs", "1", "-q", "--threads", "1", "-m", "d_model=16", "-m", "n_layers=1", "-m", "d_state=8",

@@ -1,12 +1,8 @@
-"""Option parsing shared by the commands."""
+"""Option parsing shared by the commands (the click-free run helpers are in ``ssmdefense.runs``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from contextlib import contextmanager
-from pathlib import Path
 
 import click
 
@@ -42,115 +38,9 @@ def parse_float_list(text: str | None, option: str) -> list[float] | None:
     return values
 
 
-def load_data(name: str, data_dir: Path | None = None, params: dict | None = None):
-    """Load dataset ``name`` with ``--data-dir`` (as ``root=``) and ``-D`` parameters."""
-    from ..api import load_dataset
-    from ..plugins import registry
-
-    params = dict(params or {})
-    if data_dir is not None:
-        if "root" in params:
-            raise click.BadParameter("give the folder once: --data-dir or -D root=...", param_hint="--data-dir")
-        accepted = registry("datasets").accepted_params(name)
-        if accepted is not None and "root" not in accepted:
-            raise click.BadParameter(f"dataset {name!r} is embedded and reads no folder; drop --data-dir",
-                                     param_hint="--data-dir")
-        params["root"] = str(data_dir)
-    return load_dataset(name, **params)
-
-
-def split_sequence_params(sequence: str, model_params: dict, model: str | None = None) -> tuple[dict, dict]:
-    """Split ``-m`` parameters into the sequence mode's settings (the keys its factory accepts, e.g.
-    n_mels, attack_space, frame) and the model's (the rest). A key both accept goes to both:
-    ``-m kernel=numba`` picks the Numba kernels of the mel front end and of the SSM together."""
-    from ..plugins import registry
-
-    accepted = set(registry("sequences").accepted_params(sequence) or ())
-    model_accepts = registry("models").accepted_params(model) if model is not None else []
-    shared = accepted & set(model_accepts or ())  # a model taking **kwargs shares nothing
-    own = {k: v for k, v in model_params.items() if k in accepted}
-    return own, {k: v for k, v in model_params.items() if k not in accepted or k in shared}
-
-
 THREADS_HELP = ("Torch CPU threads. Default: 1 for images (these small models spend longer synchronising "
                 "threads than computing) and every core up to 4 for audio (the mel front end's FFTs over "
                 "thousands of samples parallelise: 1.65x faster on 2 cores).")
-
-
-def resolve_device(device: str, threads: int | None = None) -> str:
-    """auto|cpu|cuda -> ART's device_type ("cpu" or "gpu"); sets torch's CPU thread count when given
-    (``use_threads`` sets the default once the data is known)."""
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
-        return "gpu"
-    if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return "cpu"
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` counts the machine's)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def use_threads(threads: int | None, audio: bool) -> int:
-    """Set torch's CPU threads: ``threads`` if given, else 1 for images and min(4, cores) for audio."""
-    import torch
-
-    if threads is None:
-        threads = min(4, available_cores()) if audio else 1
-    torch.set_num_threads(threads)
-    return threads
-
-
-@contextmanager
-def staged_directory(target: Path, overwrite: bool, keep_interrupted: bool = False, reuse: Path | None = None):
-    """Build a directory under a temporary name; move it to ``target`` only on success.
-
-    On any error the temporary directory is removed: nothing half-written remains. With
-    ``keep_interrupted``, a run stopped by Ctrl-C or SIGTERM after saving a resume state
-    (``state.json``) is kept under its temporary name for ``--resume``; ``reuse`` continues in
-    such a directory.
-    """
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise click.BadParameter(f"{target} already exists (use --overwrite to replace it)", param_hint="--out")
-    created_parent = not target.parent.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if reuse is not None:
-        tmp = reuse
-    else:
-        tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException as exc:
-        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-        if keep_interrupted and interrupted and (tmp / "state.json").is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created_parent and not any(target.parent.iterdir()):
-            target.parent.rmdir()
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-
-
-def interrupted_run(target: Path) -> Path | None:
-    """The kept temporary directory of an interrupted run meant for ``target`` (newest), if any."""
-    target = Path(target)
-    found = [p for p in target.parent.glob(f".{target.name}.partial-*") if (p / "state.json").is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def echo_json(obj) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import (THREADS_HELP, echo_json, load_data, parse_float_list, parse_params, resolve_device,
-                     staged_directory, use_threads)
+from ..runs import load_data, resolve_device, staged_directory, use_threads
+from .common import THREADS_HELP, echo_json, parse_float_list, parse_params
 
 
 def _checkpoints(path: Path) -> dict[str, Path]:

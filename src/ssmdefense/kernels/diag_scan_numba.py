@@ -270,11 +270,10 @@ def _store_tile_sums(tile, wb, lane, out, b, h, k, ok, n_warps):
             cuda.atomic.add(out, (b, h, k), s)
 
 
-@cuda.jit(cache=True)
-def _diag_ssm_fwd_cuda(u, dA, dB, C, y, n_warps):
-    """Block (32, WARPS_PER_BLOCK): warp -> (row r = b H + h, states n = 32 j + lane)."""
-    Bt, H, L = u.shape
-    N = dA.shape[1]
+@cuda.jit(device=True)
+def _warp_layout(Bt, H, N, n_warps):
+    """This thread's place: lane and warp in the block, the (b, h) row its warp works on (n_warps
+    warps per row), its state index n, whether the row exists and whether n does too."""
     lane = cuda.threadIdx.x
     wb = cuda.threadIdx.y
     gw = cuda.blockIdx.x * cuda.blockDim.y + wb
@@ -283,7 +282,15 @@ def _diag_ssm_fwd_cuda(u, dA, dB, C, y, n_warps):
     row_ok = r < Bt * H
     b = r // H
     h = r - b * H
-    active = row_ok and n < N
+    return lane, wb, b, h, n, row_ok, row_ok and n < N
+
+
+@cuda.jit(cache=True)
+def _diag_ssm_fwd_cuda(u, dA, dB, C, y, n_warps):
+    """Block (32, WARPS_PER_BLOCK): warp -> (row r = b H + h, states n = 32 j + lane)."""
+    Bt, H, L = u.shape
+    N = dA.shape[1]
+    lane, wb, b, h, n, row_ok, active = _warp_layout(Bt, H, N, n_warps)
     tile = cuda.shared.array((WARPS_PER_BLOCK, CHUNK, 33), y.dtype)  # (warps CHUNK 32+1) per-step partials
     v = cuda.local.array(3, dA.dtype)  # dA, E = 2 C dB, x~: typed like dA
     v[0] = 0
@@ -314,15 +321,7 @@ def _diag_ssm_bwd_cuda(u, dA, dB, C, g_y, g_u, g_dA, g_dB, g_C, n_warps):
     """Same thread layout as the forward; x~, z, S, T and mu of a thread's state live in registers."""
     Bt, H, L = u.shape
     N = dA.shape[1]
-    lane = cuda.threadIdx.x
-    wb = cuda.threadIdx.y
-    gw = cuda.blockIdx.x * cuda.blockDim.y + wb
-    r = gw // n_warps
-    n = (gw - r * n_warps) * 32 + lane
-    row_ok = r < Bt * H
-    b = r // H
-    h = r - b * H
-    active = row_ok and n < N
+    lane, wb, b, h, n, row_ok, active = _warp_layout(Bt, H, N, n_warps)
     tile = cuda.shared.array((WARPS_PER_BLOCK, CHUNK, 33), g_u.dtype)  # (warps CHUNK 32+1)
     v = cuda.local.array(3, dA.dtype)  # dA, K = 2 conj(C dB), zero: typed like dA
     v[0] = 0

@@ -1,0 +1,252 @@
+"""A whole experiment as data: ``RunConfig`` -> ``run`` -> ``RunReport``, what ``ssmdefense defend`` and
+``ssmdefense train`` do, callable from Python::
+
+    from ssmdefense.experiment import RunConfig, run
+    report = run(RunConfig(defense="ads", out=Path("runs/ads")))
+    report.best["robust_accuracy"]["pgd-10"]
+
+``run`` validates every name first, trains with the defense (resumably), evaluates the best and the
+last checkpoint (clean, FGSM, PGD-10 at eps, and the accuracy-vs-eps curve), and writes the run
+directory (config.json, metrics.jsonl, best.* / last.*, report.json, report.md, plots/; audio runs
+also examples/) under a temporary name that appears only when complete. The CLI commands parse
+their options into a ``RunConfig`` and print the ``RunReport``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .errors import SSMDefenseError
+
+DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of eps
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a run, as the user gives it (None: the dataset's or the toolkit's default).
+
+    ``model_params`` are the ``-m`` settings: keys the sequence mode accepts go to it (``n_mels``,
+    ``attack_space``, ...), a key both accept (``kernel``) to both, the rest to the model.
+    ``defense_params`` are the ``-p`` settings. ``command`` ("defend" or "train") is recorded in
+    ``config.json`` and names the command that ``--resume`` must match.
+    """
+
+    defense: str = "none"
+    model: str = "s4d"
+    dataset: str = "mnist-5k"
+    epochs: int | None = None
+    eps: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    out: Path | None = None
+    overwrite: bool = False
+    sequence: str | None = None
+    batch_size: int = 64
+    eval_samples: int | None = None
+    model_params: dict = field(default_factory=dict)
+    defense_params: dict = field(default_factory=dict)
+    data_dir: Path | None = None
+    dataset_params: dict = field(default_factory=dict)
+    command: str = "defend"
+    verbose: bool = True
+
+    def to_dict(self) -> dict:
+        """JSON values (paths as strings)."""
+        d = dataclasses.asdict(self)
+        for key in ("out", "data_dir"):
+            d[key] = None if d[key] is None else str(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        d = dict(d)
+        for key in ("out", "data_dir"):
+            if d.get(key) is not None:
+                d[key] = Path(d[key])
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SSMDefenseError(f"RunConfig has no field(s) {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass
+class RunReport:
+    """What ``report.json`` holds (the one place its schema is written down).
+
+    best, last: ``{"epoch", "clean_accuracy", "robust_accuracy": {"fgsm", "pgd-10"}, "eps_curve", ...}``
+        of ``evaluation.robustness.evaluate_robustness`` for the best and the last checkpoint.
+    gap: best minus last (robust overfitting), ``evaluation.robustness.best_last_gap``.
+    config: model, dataset, defense, eps, seed, epochs, sequence and the parameters of each, and the
+        ``kernels`` that ran.
+    timing: seconds per epoch, per-epoch evaluation, training, total, resumed, and the defense's
+        cost measurement (``overhead_ratio``).
+    classes: class names, when the dataset has them. budget, examples: audio runs only (the eps as
+        SNR in dB, and the written WAV/PNG examples). plots: the PNG files written beside the report.
+    out: the run directory (not in the JSON).
+    """
+
+    best: dict
+    last: dict
+    gap: dict
+    config: dict
+    timing: dict
+    classes: list | None = None
+    budget: dict | None = None
+    examples: list | None = None
+    plots: list | None = None
+    out: Path | None = None
+
+    def to_dict(self) -> dict:
+        """The JSON of ``report.json`` (optional sections only when present)."""
+        d = {"best": self.best, "last": self.last, "gap": self.gap, "config": self.config}
+        for key in ("classes", "budget", "examples"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        d["timing"] = self.timing
+        if self.plots is not None:
+            d["plots"] = self.plots
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, out: Path | None = None) -> RunReport:
+        return cls(best=d["best"], last=d["last"], gap=d["gap"], config=d["config"], timing=d["timing"],
+                   classes=d.get("classes"), budget=d.get("budget"), examples=d.get("examples"), plots=d.get("plots"),
+                   out=out)
+
+    @classmethod
+    def load(cls, run_dir) -> RunReport:
+        """The report of a finished run directory."""
+        path = Path(run_dir) / "report.json"
+        if not path.is_file():
+            raise SSMDefenseError(f"no report at {path}: not a finished run directory")
+        return cls.from_dict(json.loads(path.read_text()), out=Path(run_dir))
+
+
+def resume_config(out: Path, command: str) -> tuple[RunConfig, Path]:
+    """The ``RunConfig`` of the interrupted run meant for ``out``, and the directory to continue in."""
+    from .runs import interrupted_run
+
+    out = Path(out)
+    partial = interrupted_run(out)
+    if partial is None:
+        what = "it finished" if out.exists() else "no interrupted run was found"
+        raise SSMDefenseError(f"--resume: nothing to resume for {out}: {what}")
+    c = json.loads((partial / "config.json").read_text())
+    if c["command"] != command:
+        raise SSMDefenseError(f"--resume: {out} was started by `ssmdefense {c['command']}`")
+    config = RunConfig(defense=c["defense"], model=c["model"], dataset=c["dataset"], epochs=c["epochs"], eps=c["eps"],
+                       seed=c["seed"], out=out, sequence=c["sequence"], batch_size=c["batch_size"],
+                       eval_samples=c.get("eval_samples"),
+                       model_params={**c["model_params"], **c.get("sequence_params", {})},
+                       defense_params=c["defense_params"],
+                       data_dir=None if c.get("data_dir") is None else Path(c["data_dir"]),
+                       dataset_params=c.get("dataset_params", {}), command=command)
+    return config, partial
+
+
+def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
+    """Train with ``config.defense``, evaluate best and last, write the run directory; the report.
+
+    ``resume_dir``: continue the interrupted run kept there (``resume_config`` finds it); the result
+    equals an uninterrupted run. Bad names, parameters or paths raise ``SSMDefenseError`` before any
+    work; on any error nothing half-written remains (an interrupted run is kept for resuming).
+    """
+    from .api import build_model, build_serialiser, get_defense
+    from .checkpoint import load as load_checkpoint
+    from .estimators import SSMClassifier
+    from .evaluation.audio import audio_budget, write_audio_examples
+    from .evaluation.report import write_report
+    from .evaluation.robustness import best_last_gap, evaluate_robustness
+    from .plugins import registry
+    from .runs import load_data, resolve_device, split_sequence_params, staged_directory, use_threads
+    from .seeding import seed_everything
+
+    c = config
+    for key in ("eps", "seed", "batch_size", "eval_samples", "verbose"):
+        if key in c.defense_params:
+            raise SSMDefenseError(f"-p: set {key} with its own option, not -p")
+    for kind, name in (("datasets", c.dataset), ("models", c.model), ("defenses", c.defense)):
+        registry(kind).get(name)  # unknown names fail here, before any work
+    if c.sequence is not None:
+        registry("sequences").get(c.sequence)
+    device_type = resolve_device(c.device, c.threads)
+    out = c.out or Path("runs") / f"{c.defense}-{c.model}-{c.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    if resume_dir is None and out.exists() and not c.overwrite:
+        raise SSMDefenseError(f"--out: {out} already exists (use --overwrite to replace it)")
+
+    data = load_data(c.dataset, c.data_dir, c.dataset_params)
+    threads = use_threads(c.threads, getattr(data, "sample_rate", None) is not None)
+    sequence = c.sequence or data.sequence
+    eps = c.eps if c.eps is not None else (data.eps if getattr(data, "eps", None) is not None else 0.1)
+    recommended = getattr(data, "defaults", {}) or {}
+    epochs = c.epochs or recommended.get("epochs", 10)
+    eval_samples = c.eval_samples or recommended.get("eval_samples")
+    sequence_params, model_params = split_sequence_params(sequence, dict(c.model_params), c.model)
+    serialiser = build_serialiser(sequence, data.input_shape, **sequence_params)
+    seed_everything(c.seed)  # the initial weights too: same seed, same run
+    body = build_model(c.model, serialiser.D, data.nb_classes, **model_params)
+    clf = SSMClassifier(body, input_shape=data.input_shape, nb_classes=data.nb_classes, sequence=sequence,
+                        sequence_params=serialiser.params, sample_rate=getattr(data, "sample_rate", None),
+                        clip_values=data.clip_values, device_type=device_type)
+    trainer = get_defense(c.defense, clf, eps=eps, seed=c.seed, batch_size=c.batch_size, eval_samples=eval_samples,
+                          verbose=c.verbose, **c.defense_params)
+    data_dir = None if c.data_dir is None else str(c.data_dir)
+    run_config = {"command": c.command, "model": c.model, "model_params": body.ssmdefense_config["params"],
+                  "dataset": c.dataset, "dataset_params": c.dataset_params, "data_dir": data_dir, "sequence": sequence,
+                  "sequence_params": clf.sequence_params, "sample_rate": clf.sample_rate, "defense": c.defense,
+                  "defense_params": c.defense_params, "eps": eps, "epochs": epochs, "seed": c.seed,
+                  "device": device_type, "threads": threads, "kernels": clf.kernels, "batch_size": c.batch_size,
+                  "eval_samples": eval_samples, "trainer": trainer.describe()}
+    x_train, x_test = clf.prepare_inputs(data.x_train), clf.prepare_inputs(data.x_test)
+
+    with staged_directory(out, c.overwrite, keep_interrupted=True, reuse=resume_dir) as tmp:
+        if resume_dir is None:
+            (tmp / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+        start = time.perf_counter()
+        history = trainer.fit(x_train, data.y_train, validation_data=(x_test, data.y_test), nb_epochs=epochs,
+                              out_dir=tmp, resume=resume_dir is not None,
+                              checkpoint_extra={"dataset": c.dataset, "dataset_params": c.dataset_params,
+                                                "data_dir": data_dir, "eps": eps, "seed": c.seed})
+        train_seconds = time.perf_counter() - start
+        x_eval, y_eval = x_test, data.y_test
+        if eval_samples is not None:
+            x_eval, y_eval = x_eval[:eval_samples], y_eval[:eval_samples]
+        results, by_epoch = {}, {}
+        for which in ("best", "last"):
+            ckpt = load_checkpoint(tmp / which, device_type=device_type)  # also checks the files load
+            epoch = ckpt.checkpoint_meta["extra"]["epoch"]
+            if epoch not in by_epoch:  # best and last are often the same epoch
+                if c.verbose:
+                    print(f"evaluating the {which} checkpoint (clean, FGSM, PGD-10 at eps={eps} and a curve)...",
+                          file=sys.stderr, flush=True)
+                by_epoch[epoch] = evaluate_robustness(ckpt, x_eval, y_eval, eps=eps, attacks=("fgsm", "pgd"),
+                                                      eps_list=[round(f * eps, 10) for f in DEFAULT_EPS_FACTORS],
+                                                      seed=c.seed)
+            results[which] = {"epoch": epoch, **by_epoch[epoch]}
+        report = RunReport(
+            best=results["best"], last=results["last"], gap=best_last_gap(results["best"], results["last"]),
+            config={"model": c.model, "dataset": c.dataset, "defense": c.defense, "eps": eps, "seed": c.seed,
+                    "epochs": epochs, "sequence": sequence, "model_params": run_config["model_params"],
+                    "sequence_params": clf.sequence_params, "dataset_params": c.dataset_params,
+                    "defense_params": c.defense_params, "kernels": clf.kernels},
+            timing={}, classes=list(data.classes) if getattr(data, "classes", None) else None, out=out)
+        if clf.is_audio:
+            report.budget = audio_budget(clf, data.x_test[:len(y_eval)], eps)
+            best = load_checkpoint(tmp / "best", device_type=device_type)
+            report.examples = write_audio_examples(tmp / "examples", best, data.x_test[:len(y_eval)], y_eval,
+                                                   eps=eps, seed=c.seed, classes=getattr(data, "classes", None))
+        report.timing = {"epoch_seconds": [r["epoch_seconds"] for r in history],
+                         "eval_seconds": [r.get("eval_seconds") for r in history],
+                         "train_seconds": train_seconds, "resumed": resume_dir is not None, **trainer.timing,
+                         "total_seconds": time.perf_counter() - start}
+        written = report.to_dict()
+        write_report(tmp, written, f"ssmdefense {c.command}: {c.defense} on {c.model} / {c.dataset}", history=history)
+        report.plots = written.get("plots")  # write_report adds the plots it drew
+    return report
