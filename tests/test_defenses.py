@@ -188,3 +188,23 @@ def test_ads_takes_a_base_defense_and_forwards_its_parameters(digits):
         sd.get_defense("ads", make_classifier(digits), base="zzz")
     with pytest.raises(sd.SSMDefenseError, match="base must be a defense that trains batch by batch"):
         sd.get_defense("ads", make_classifier(digits), base="ads")
+
+
+def test_a_defense_chooses_its_optimizer_through_configure_optimizers(digits, tmp_path):
+    from ssmdefense.defenses.loop import TrainingLoop
+
+    used = []
+
+    class PlainSGD(TrainingLoop):
+        def configure_optimizers(self, model, total_steps):
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            used.append((type(optimizer).__name__, total_steps))
+            return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+    clf = make_classifier(digits)
+    history = PlainSGD(clf, verbose=False, eval_samples=50).fit(
+        digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=2,
+        out_dir=tmp_path)
+    steps = 2 * -(-len(digits.x_train) // 64)
+    assert used == [("SGD", steps)] and history[-1]["clean_accuracy"] > 0.5  # SGD trains it
+    assert all(row["lr"] == 0.05 for row in history)  # its constant schedule, not the cosine default

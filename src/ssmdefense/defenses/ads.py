@@ -18,7 +18,7 @@ Examples::
 
 from ..errors import SSMDefenseError
 from ..hookspecs import hookimpl
-from .loop import WithBase
+from .with_base import WithBase
 
 
 class AdSTrainer(WithBase):

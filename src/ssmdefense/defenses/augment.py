@@ -115,7 +115,7 @@ import torch.nn.functional as F
 from ..errors import SSMDefenseError
 from ..hookspecs import hookimpl
 from ..models.audio import DB_REFERENCE
-from .loop import WithBase
+from .with_base import WithBase
 
 #: speed factors lie on a grid of 1 / SPEED_STEPS (1%): resample(x, k, SPEED_STEPS) plays x at k %
 SPEED_STEPS = 100
