@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from ..validation import positive
+
 NORMS = {"inf": np.inf, "linf": np.inf, "2": 2, "l2": 2}
 
 
@@ -14,11 +16,10 @@ def parse_norm(norm):
 
 
 def check_positive(**values):
+    """Each value a positive number, or None (not given)."""
     for key, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{key} must be a positive number; got {value!r}")
+        if value is not None:
+            positive(key, value)
 
 
 def check_number(name: str, value, low: float, high: float | None = None) -> None:

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hookspecs import hookimpl
+from ..validation import positive
 from .loop import TrainingLoop
 
 
@@ -52,8 +53,7 @@ class FreeATTrainer(TrainingLoop):
         super().__init__(classifier, eps=eps, **loop_params)
         self.replays = replays
         self.eps_step = self.eps if eps_step is None else eps_step
-        if isinstance(self.eps_step, bool) or not isinstance(self.eps_step, (int, float)) or self.eps_step <= 0:
-            raise ValueError(f"eps_step must be a positive number; got {eps_step!r}")
+        positive("eps_step", self.eps_step)
         # m optimizer steps per batch, and nb_epochs / m epochs: the budget of nb_epochs standard epochs
         self.steps_per_batch = replays
         self.epoch_divisor = replays

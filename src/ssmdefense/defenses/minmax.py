@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hookspecs import hookimpl
+from ..validation import positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
 
@@ -126,8 +127,7 @@ class MinMaxTrainer(TrainingLoop):
         self.max_iter = max_iter
         self.include_clean = include_clean
         self.eps_step = 2.5 * eps / max_iter if eps_step is None else eps_step
-        if isinstance(self.eps_step, bool) or not isinstance(self.eps_step, (int, float)) or not self.eps_step > 0:
-            raise ValueError(f"eps_step must be a positive number; got {eps_step!r}")
+        positive("eps_step", self.eps_step)
 
     @property
     def nb_candidates(self) -> int:

@@ -18,6 +18,7 @@ Examples::
 import torch.nn.functional as F
 
 from ..hookspecs import hookimpl
+from ..validation import positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
 
@@ -33,8 +34,7 @@ class PGDATTrainer(TrainingLoop):
         self.eps_step = 2.5 * eps / max_iter if eps_step is None else eps_step
         self.random_start = bool(random_start)
         super().__init__(classifier, eps=eps, **loop_params)
-        if isinstance(self.eps_step, bool) or not isinstance(self.eps_step, (int, float)) or self.eps_step <= 0:
-            raise ValueError(f"eps_step must be a positive number; got {eps_step!r}")
+        positive("eps_step", self.eps_step)
 
     def training_step(self, model, x, y):
         x_adv = pgd_linf(model, x, y, eps=self.eps, eps_step=self.eps_step, steps=self.max_iter,

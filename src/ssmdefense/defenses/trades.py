@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hookspecs import hookimpl
+from ..validation import positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
 
@@ -71,8 +72,7 @@ class TRADESTrainer(TrainingLoop):
         self.beta = float(beta)
         self.max_iter = max_iter
         self.eps_step = 2.5 * eps / max_iter if eps_step is None else eps_step
-        if isinstance(self.eps_step, bool) or not isinstance(self.eps_step, (int, float)) or not self.eps_step > 0:
-            raise ValueError(f"eps_step must be a positive number; got {eps_step!r}")
+        positive("eps_step", self.eps_step)
 
     def perturb(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The inner maximisation: ``x'`` in the eps-ball around ``x`` (and in the clip range) that

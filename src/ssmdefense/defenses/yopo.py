@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 from ..errors import SSMDefenseError
 from ..hookspecs import hookimpl
+from ..validation import positive
 from .loop import TrainingLoop
 
 
@@ -86,8 +87,7 @@ class YOPOTrainer(TrainingLoop):
         super().__init__(classifier, eps=eps, **loop_params)
         self.m, self.n = m, n
         self.eps_step = self.eps / 4 if eps_step is None else eps_step
-        if isinstance(self.eps_step, bool) or not isinstance(self.eps_step, (int, float)) or self.eps_step <= 0:
-            raise ValueError(f"eps_step must be a positive number; got {eps_step!r}")
+        positive("eps_step", self.eps_step)
         first_layer(classifier.model)
 
     def _project(self, x: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:

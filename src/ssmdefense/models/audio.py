@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..kernels.backend import KernelChoice, check_kernel
+from ..validation import positive
 
 ATTACK_SPACES = ("waveform", "features")
 DB_REFERENCE, DB_PER_UNIT = -40.0, 20.0  # the body sees (dB - DB_REFERENCE) / DB_PER_UNIT
@@ -62,8 +63,7 @@ def _integer(key: str, value, low: int) -> int:
 
 
 def _positive(key: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{key} must be a positive number; got {value!r}")
+    positive(key, value)
     return float(value)
 
 

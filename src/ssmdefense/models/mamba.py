@@ -45,6 +45,7 @@ from torch import nn
 
 from ..kernels.backend import KernelChoice, check_kernel
 from ..kernels.selective_scan import selective_scan, selective_scan_ref
+from ..validation import positive
 from .checks import check_int
 
 
@@ -91,8 +92,7 @@ class MambaMixer(KernelChoice, nn.Module):
         if chunk_size is not None:
             check_int("chunk_size", chunk_size, 1)
         for name, value in (("dt_min", dt_min), ("dt_max", dt_max), ("dt_init_floor", dt_init_floor)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a positive number; got {value!r}")
+            positive(name, value)
         if not dt_min <= dt_max:
             raise ValueError(f"need dt_min <= dt_max; got {dt_min}, {dt_max}")
         H, N, E = d_model, d_state, expand * d_model
