@@ -149,16 +149,13 @@ def test_registry_entry():
 # ------------------------------------------------------------------------------------- cache
 
 def test_cache_is_reused(full, cache_root, monkeypatch):
-    data, build_seconds = full
+    data, _ = full
 
     def no_build(*args, **kwargs):
         raise AssertionError("rebuilt a valid cache")
 
     monkeypatch.setattr(sdg, "_synthesise", no_build)
-    t0 = time.perf_counter()
-    again = sd.load_dataset("spoken-digits", cache_dir=str(cache_root))
-    seconds = time.perf_counter() - t0
-    assert seconds < 5 and seconds < build_seconds  # about 0.2 s
+    again = sd.load_dataset("spoken-digits", cache_dir=str(cache_root))  # no_build: from the cache
     assert np.array_equal(again.x_train, data.x_train) and np.array_equal(again.x_test, data.x_test)
     assert np.array_equal(again.y_train, data.y_train) and np.array_equal(again.y_test, data.y_test)
     assert again.info["train_voices"] == data.info["train_voices"] and "load_seconds" in again.info

@@ -20,7 +20,7 @@ def non_negative(key: str, value) -> None:
         raise ValueError(f"{key} must be >= 0; got {value!r}")
 
 
-def integer(key: str, value) -> None:
-    """``value`` must be an int, not a bool."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key} must be an integer; got {value!r}")
+def integer(key: str, value, low: int | None = None) -> None:
+    """``value`` must be an int (not a bool), and ``>= low`` when ``low`` is given."""
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        raise ValueError(f"{key} must be an integer{'' if low is None else f' >= {low}'}; got {value!r}")

@@ -173,7 +173,8 @@ class WaveformSearchAttack:
     name = "search"
 
     def candidates(self, length: int) -> list:
-        raise NotImplementedError
+        """The (label, fn) transformations to try on clips of ``length`` samples; every subclass defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define candidates(length)")
 
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
         import torch

@@ -111,6 +111,18 @@ def _split(M):
 
 
 @njit(cache=True)
+def _output_weights(C, dB, conjugate):
+    """2 C dB (H, N), the weights that read y from the unit-input state x~ (conjugated for the
+    backward's grad u)."""
+    W = np.empty(C.shape, C.dtype)  # (H N)
+    for h in range(C.shape[0]):
+        for n in range(C.shape[1]):
+            w = 2 * C[h, n] * dB[h, n]
+            W[h, n] = w.conjugate() if conjugate else w
+    return W
+
+
+@njit(cache=True)
 def _time_reversed(L):
     """L-1, L-2, ..., 0: the backward sweeps read their time index from this array.
 
@@ -130,10 +142,7 @@ def _diag_ssm_fwd_cpu(u, dA, dB, C, y):
     dt = y.dtype
     zero = dt.type(0)
     A_re, A_im = _split(dA)  # (H N)
-    E = np.empty((H, N), dA.dtype)  # (H N)
-    for h in range(H):
-        for n in range(N):
-            E[h, n] = 2 * C[h, n] * dB[h, n]
+    E = _output_weights(C, dB, False)  # (H N)
     E_re, E_im = _split(E)  # (H N): y_k = Re(sum_n E_n x~_k,n)
     X_re = np.zeros((R, N), dt)  # (R N) state x~ of each row, real part
     X_im = np.zeros((R, N), dt)  # (R N)
@@ -161,10 +170,7 @@ def _diag_ssm_bwd_cpu(u, dA, dB, C, g_y, g_u, g_dA, g_dB, g_C):
     dt = g_u.dtype
     zero = dt.type(0)
     A_re, A_im = _split(dA)  # (H N)
-    K = np.empty((H, N), dA.dtype)  # (H N)
-    for h in range(H):
-        for n in range(N):
-            K[h, n] = 2 * (C[h, n] * dB[h, n]).conjugate()
+    K = _output_weights(C, dB, True)  # (H N)
     K_re, K_im = _split(K)  # (H N): grad u_k = Re(sum_n K_n mu_k,n)
     X_re = np.empty((W, N), dt)  # (W N) state x~ of the row a worker is on, real part
     X_im = np.empty((W, N), dt)  # (W N)

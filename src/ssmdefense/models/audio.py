@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..kernels.backend import KernelChoice, check_kernel
-from ..validation import positive
+from ..validation import integer, positive
 
 ATTACK_SPACES = ("waveform", "features")
 DB_REFERENCE, DB_PER_UNIT = -40.0, 20.0  # the body sees (dB - DB_REFERENCE) / DB_PER_UNIT
@@ -57,8 +57,7 @@ def check_audio_shape(input_shape, mode: str) -> int:
 
 
 def _integer(key: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{key} must be an integer >= {low}; got {value!r}")
+    integer(key, value, low)
     return value
 
 
@@ -125,13 +124,13 @@ class LogMel(KernelChoice, nn.Module):
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=top_db)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N 1 T)
-        if self.resolved_kernel(x.device.type) == "torch":
+        spec = self.spectrogram.spectrogram  # torchaudio's Spectrogram: its settings and window
+        # the fused kernel computes |X|^2 of an unpadded, unnormalised STFT, which is what __init__ builds
+        fused_fits = not spec.pad and not spec.normalized and spec.power == 2.0
+        if not fused_fits or self.resolved_kernel(x.device.type) == "torch":
             return self.to_db(self.spectrogram(x))  # (N 1 n_mels frames)
         from ..kernels.logmel import log_mel
 
-        spec = self.spectrogram.spectrogram  # torchaudio's Spectrogram: its settings and window
-        if spec.pad or spec.normalized or spec.power != 2.0:  # what __init__ builds; the stft below assumes it
-            raise NotImplementedError("kernel='numba' needs pad=0, normalized=False, power=2")
         S = torch.stft(x.reshape(-1, x.shape[-1]), n_fft=spec.n_fft, hop_length=spec.hop_length,
                        win_length=spec.win_length, window=spec.window, center=spec.center, pad_mode=spec.pad_mode,
                        normalized=False, onesided=spec.onesided, return_complex=True)  # (N*1 F frames)
