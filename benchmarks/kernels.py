@@ -16,7 +16,9 @@ torch thread count (Numba's parallel kernels are given the same count). Figures:
 - ``selective_scan``: B 32, D 128, N 16, L 101 / 784 / 4,096, float32, with D, softplus and delta_bias as
   Mamba calls it: ``selective_scan`` (torch, chunked) against ``selective_scan_fn`` (Numba).
 - ``log_mel``: 64 clips of 1 s and 4 s at 16 kHz through the mel front end (40 mels, 25 ms / 10 ms):
-  torchaudio ``MelSpectrogram`` + ``AmplitudeToDB`` against ``torch.stft`` + the fused Numba kernel.
+  torchaudio ``MelSpectrogram`` + ``AmplitudeToDB`` against ``kernels.stft`` (``torch.stft``
+  forward, hand-written backward) + the fused Numba kernel; ``stft_alone``: the STFT by itself,
+  torch.stft's autograd against ``kernels.stft``.
 - ``conv_parts``: where S4D's time went before this benchmark existed: the kernel's sum of powers
   (direct complex exps vs ``vandermonde``), the FFT convolution (autograd vs hand-written backward).
 - ``models``: forward + backward of whole classifiers (batch 32, d_model 64, 2 layers, pixel
@@ -24,6 +26,9 @@ torch thread count (Numba's parallel kernels are given the same count). Figures:
 - ``pgd_at``: PGD-AT training batches (PGD-10, eps 0.1, batch 64) of Mamba and S5 on ``mnist-5k``
   pixel sequences with ``kernel=numba`` against ``kernel=torch``; seconds per batch measured over
   ``--pgd-batches`` batches and projected to the epoch's 63 batches (the projection is labelled).
+With ``--only``, the named figures replace those in an existing ``--out`` file (the rest are kept,
+and the command is added to its ``updates``); without it the file is written afresh.
+
 - ``compile``: first-call time of each Numba kernel in a fresh process with an empty Numba cache
   (JIT compilation), and in a second process with the cache written by the first (``cache=True``).
 """
@@ -175,6 +180,7 @@ def selective_scan(repeats: int, lengths) -> list[dict]:
 
 
 def log_mel(repeats: int) -> list[dict]:
+    from ssmdefense.kernels.stft import stft, stft_ref
     from ssmdefense.models.audio import MelSequence
 
     torch.manual_seed(0)
@@ -187,6 +193,11 @@ def log_mel(repeats: int) -> list[dict]:
             front = MelSequence((1, T), kernel=kernel).to(DEVICE).front_end
             row[f"{kernel}"] = fwd_bwd(front, (x,), repeats)
         row["torch_over_numba"] = ratios(row, "torch", "numba")
+        clips, window = x.detach().view(64, T).requires_grad_(), torch.hann_window(400, device=DEVICE)  # (N T)
+        stft_row = {"autograd": fwd_bwd(lambda c: stft_ref(c, 512, 160, window), (clips,), repeats),
+                    "hand_backward": fwd_bwd(lambda c: stft(c, 512, 160, window), (clips,), repeats)}
+        stft_row["ratio"] = ratios(stft_row, "autograd", "hand_backward")
+        row["stft_alone"] = stft_row
         rows.append(row)
     return rows
 
@@ -340,10 +351,15 @@ def main():
         "pgd_at": lambda r: pgd_at(args.pgd_batches),
     }
     only = args.only.split(",") if args.only else list(figures) + ["compile"]
-    result = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                          "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"},
-              "command": " ".join(sys.argv), "by_threads": {}}
+    machine = {"python": platform.python_version(), "torch": torch.__version__,
+               "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+               "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"}
+    command = " ".join(sys.argv)
+    if args.only and args.out.exists():  # update the named figures, keep the others
+        result = json.loads(args.out.read_text())
+        result.setdefault("updates", []).append({"command": command, "figures": only, "machine": machine})
+    else:
+        result = {"machine": machine, "command": command, "by_threads": {}}
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         figs = {}
@@ -353,7 +369,7 @@ def main():
                 start = time.perf_counter()
                 figs[name] = fn(args.repeats)
                 print(f"    {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-        result["by_threads"][str(threads)] = figs
+        result["by_threads"].setdefault(str(threads), {}).update(figs)
     if "compile" in only:
         result["compile"] = compile_times()
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -21,9 +21,8 @@ intermediates of the unfused ops, reading the filterbank as per-band bin ranges 
 few bins, a bin sits in at most two bands) instead of a dense (F, M) matmul; the top_db clamp's
 per-example maximum is a torch reduction; the backward is a small per-example reduction kernel (the
 gradient the clamp sends to each example's maximum) and one kernel from the gradient of dB to the
-gradient of the STFT, routing the clamp and the log on the way. The STFT itself stays
-``torch.stft``, whose backward autograd provides (and which takes most of the time: see
-``AUTO`` in ``models/audio.py``).
+gradient of the STFT, routing the clamp and the log on the way. The STFT before it is
+``kernels/stft.py`` in the mel front end (``torch.stft`` with a hand-written backward).
 
 Numba is imported on the first call of ``log_mel`` (``import ssmdefense`` does not pay for it).
 """

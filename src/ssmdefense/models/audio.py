@@ -17,8 +17,9 @@ it directly (the thesis's second threat model): ``prepare`` turns waveforms into
 
 ``kernel`` picks the implementation of the log-mel step (``auto|torch|numba``; the settings and
 the results are the same): ``torch`` is torchaudio's modules; ``numba`` computes the same
-``torch.stft`` and then the fused Numba kernel ``ssmdefense.kernels.logmel.log_mel`` (power, mel
-filterbank, dB and top_db in one pass, forward and backward); ``auto`` picks per device from
+``torch.stft`` (with a hand-written backward, ``ssmdefense.kernels.stft.stft``) and then the fused
+Numba kernel ``ssmdefense.kernels.logmel.log_mel`` (power, mel filterbank, dB and top_db in one pass,
+forward and backward); ``auto`` picks per device from
 ``AUTO`` (what measured faster). It is recorded in ``params``, so a checkpoint rebuilds it (older
 checkpoints without it get the default).
 
@@ -41,10 +42,10 @@ from ..validation import integer, positive
 ATTACK_SPACES = ("waveform", "features")
 DB_REFERENCE, DB_PER_UNIT = -40.0, 20.0  # the body sees (dB - DB_REFERENCE) / DB_PER_UNIT
 AMIN = 1e-10  # AmplitudeToDB's floor on the power: 10 * log10(AMIN) = -100 dB
-# kernel="auto" per device type, from 64 clips at the default settings, float32, forward+backward side by side.
-# CPU: numba. What it replaces (|X|^2, the filterbank, dB, top_db) runs 3x (1 s clips: 8.7 vs 26 ms) to 6x
-# (4 s: 30 vs 175 ms) faster; the whole front end 1.4-1.8x, since torch.stft's backward, the same on both
-# paths, is over half of the time left; at batch 1 the two are even. CUDA: torch (not measured, no GPU).
+# kernel="auto" per device type, from 64 clips at the default settings, float32, forward+backward side by side
+# (benchmarks/kernels.json, log_mel). CPU: numba, 3.4x (1 s clips, one thread) and 1.8x (4 s) faster than
+# torchaudio, with the STFT's backward by hand (kernels/stft.py) and the rest fused (kernels/logmel.py).
+# CUDA: torch (not measured, no GPU).
 AUTO = {"cpu": "numba", "cuda": "torch"}
 
 
@@ -102,7 +103,8 @@ class LogMel(KernelChoice, nn.Module):
     torchaudio would take one maximum over the whole batch, and an example's features would depend
     on the others in its batch).
 
-    ``kernel="numba"`` runs ``torch.stft`` with the ``Spectrogram``'s own settings and window, then
+    ``kernel="numba"`` runs ``kernels.stft.stft`` (``torch.stft`` with a hand-written backward) with
+    the ``Spectrogram``'s own settings and window, then
     the fused ``log_mel`` kernel with the ``MelScale``'s filterbank; the torchaudio modules stay the
     holders of those buffers, so state_dict keys do not depend on the kernel.
     ``resolved_kernel(device_type)`` says which implementation runs on a device.
@@ -125,15 +127,16 @@ class LogMel(KernelChoice, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N 1 T)
         spec = self.spectrogram.spectrogram  # torchaudio's Spectrogram: its settings and window
-        # the fused kernel computes |X|^2 of an unpadded, unnormalised STFT, which is what __init__ builds
-        fused_fits = not spec.pad and not spec.normalized and spec.power == 2.0
+        # the kernels compute |X|^2 of a centred, reflect-padded, one-sided, unnormalised STFT, which is
+        # what __init__ builds
+        fused_fits = (not spec.pad and not spec.normalized and spec.power == 2.0 and spec.center
+                      and spec.pad_mode == "reflect" and spec.onesided)
         if not fused_fits or self.resolved_kernel(x.device.type) == "torch":
             return self.to_db(self.spectrogram(x))  # (N 1 n_mels frames)
         from ..kernels.logmel import log_mel
+        from ..kernels.stft import stft
 
-        S = torch.stft(x.reshape(-1, x.shape[-1]), n_fft=spec.n_fft, hop_length=spec.hop_length,
-                       win_length=spec.win_length, window=spec.window, center=spec.center, pad_mode=spec.pad_mode,
-                       normalized=False, onesided=spec.onesided, return_complex=True)  # (N*1 F frames)
+        S = stft(x.reshape(-1, x.shape[-1]), spec.n_fft, spec.hop_length, spec.window)  # (N*1 F frames)
         S = S.reshape(x.shape[:-1] + S.shape[-2:])  # (N 1 F frames)
         return log_mel(S, self.spectrogram.mel_scale.fb, self.to_db.amin, self.to_db.top_db)  # (N 1 n_mels frames)
 
