@@ -200,7 +200,7 @@ def test_minmax_loss_is_the_max_over_candidates_at_lambda_zero(trained, digits):
     ({"lam": -0.5}, "lam must be a finite number >= 0"),
     ({"lam": "big"}, "lam must be a finite number >= 0"),
     ({"max_iter": 0}, "max_iter must be an integer >= 1"),
-    ({"include_clean": "yes"}, "include_clean must be true or false"),
+    ({"include_clean": "yes"}, "include_clean must be True or False"),
     ({"beta": 1.0}, "unknown parameter"),
 ])
 def test_minmax_bad_parameters(digits, params, message):

@@ -86,7 +86,7 @@ def test_cli_lists_the_plugin_attack_defense_and_distribution(plugin_site):
     assert noise["version"] == "0.1.0"
     assert noise["builtin"] is False
     assert set(noise["hooks"]) == {"register_attacks", "register_defenses"}
-    assert rows["ssmdefense.attacks.noise"]["builtin"] is True
+    assert rows["ssmdefense.builtins"]["builtin"] is True  # every built-in, one table
 
 
 def test_cli_defend_trains_with_the_plugin_defense(plugin_site, tmp_path):

@@ -190,7 +190,7 @@ def test_plugin_dataset_brings_its_own_input_kind(fake_plugins, tmp_path):
     with pytest.raises(sd.SSMDefenseError, match="columns needs"):
         sd.sequence_dims((1, 3, 12), "columns")
     rows = {r["name"]: r for r in json.loads(CliRunner().invoke(cli, ["sequences", "--json"]).output)}
-    assert rows["columns"]["source"] == "spectra" and rows["mel"]["source"] == "ssmdefense.data.sequences"
+    assert rows["columns"]["source"] == "spectra" and rows["mel"]["source"] == "ssmdefense.models.audio"
     result = CliRunner().invoke(cli, ["train", "--dataset", "fake-spectra", "-q", "-m", "d_model=8", "-m", "n_layers=1",
                                       "-m", "scale=2.0", "-p", "lr=0.01", "--out", tmp_path / "run"])
     assert result.exit_code == 0, result.output

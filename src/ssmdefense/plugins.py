@@ -1,7 +1,8 @@
 """The plugin manager and the name registries built from its hooks.
 
-Built-in plugins (``DEFAULT_PLUGINS``) and third-party packages (entry-point group ``ssmdefense``)
-are loaded the same way, once per process. Setting ``SSMDEFENSE_LOAD_PLUGINS`` to a comma-separated
+The built-ins (one plugin, ``ssmdefense.builtins``: a table of names, summaries and
+``"module:attribute"`` factories, imported on first use) and third-party packages (entry-point group
+``ssmdefense``) register through the same hooks, once per process. Setting ``SSMDEFENSE_LOAD_PLUGINS`` to a comma-separated
 list of entry-point names loads only those third-party plugins (empty: none); built-ins always load.
 A plugin that fails to import is recorded in ``load_errors()`` (shown by ``ssmdefense plugins``) and
 the others keep working.
@@ -22,43 +23,7 @@ import pluggy
 from . import __version__, hookspecs
 from .errors import DuplicateNameError, SSMDefenseError, UnknownNameError
 
-DEFAULT_PLUGINS = (
-    "ssmdefense.zoo.s4",
-    "ssmdefense.zoo.s4d",
-    "ssmdefense.zoo.dss",
-    "ssmdefense.zoo.s5",
-    "ssmdefense.zoo.mega",
-    "ssmdefense.zoo.mamba",
-    "ssmdefense.zoo.rnn",
-    "ssmdefense.zoo.mlp",
-    "ssmdefense.data.embedded",
-    "ssmdefense.data.sequences",
-    "ssmdefense.data.spoken_digits",
-    "ssmdefense.data.speech_commands",
-    "ssmdefense.data.urbansound8k",
-    "ssmdefense.attacks.fgsm",
-    "ssmdefense.attacks.pgd",
-    "ssmdefense.attacks.square",
-    "ssmdefense.attacks.autoattack",
-    "ssmdefense.attacks.cw",
-    "ssmdefense.attacks.noise",
-    "ssmdefense.attacks.spatial",
-    "ssmdefense.attacks.art_spatial",
-    "ssmdefense.attacks.snr_pgd",
-    "ssmdefense.attacks.time_shift",
-    "ssmdefense.attacks.speed",
-    "ssmdefense.attacks.pitch_shift",
-    "ssmdefense.defenses.none",
-    "ssmdefense.defenses.pgd_at",
-    "ssmdefense.defenses.ads",
-    "ssmdefense.defenses.trades",
-    "ssmdefense.defenses.free_at",
-    "ssmdefense.defenses.yopo",
-    "ssmdefense.defenses.fbf",
-    "ssmdefense.defenses.minmax",
-    "ssmdefense.defenses.distillation",
-    "ssmdefense.defenses.augment",
-)
+BUILTIN_PLUGIN = "ssmdefense.builtins"  # the table of every built-in; setup.cfg lists no built-ins
 ENTRY_POINT_GROUP = "ssmdefense"
 KINDS = ("models", "attacks", "defenses", "datasets", "sequences")
 _SINGULAR = {"models": "model", "attacks": "attack", "defenses": "defense", "datasets": "dataset",
@@ -70,22 +35,54 @@ _plugin_sources: dict[str, dict] = {}
 _registries: dict[str, "Registry"] = {}
 
 
+class LazyFactory:
+    """A factory named by ``"module:attribute"``, imported on its first use, so that registering
+    it (and listing names and summaries) imports nothing. ``source`` is the module's name."""
+
+    def __init__(self, target: str):
+        module, _, attribute = target.partition(":")
+        if not module or not attribute:
+            raise ValueError(f"a lazy factory is named 'module:attribute'; got {target!r}")
+        self.target, self.source, self._attribute = target, module, attribute
+        self._loaded: Callable[..., Any] | None = None
+
+    def load(self) -> Callable[..., Any]:
+        """The factory itself (imports its module the first time)."""
+        if self._loaded is None:
+            self._loaded = getattr(importlib.import_module(self.source), self._attribute)
+        return self._loaded
+
+    def __call__(self, *args, **kwargs):
+        return self.load()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"LazyFactory({self.target!r})"
+
+
 @dataclass(frozen=True)
 class Entry:
+    """One registered name: its factory (``factory`` loads a lazy one), summary and plugin."""
+
     name: str
-    factory: Callable[..., Any]
+    registered: Callable[..., Any]  # what the plugin passed: a callable or a LazyFactory
     summary: str
-    source: str  # the plugin that registered it
+    source: str  # the plugin that registered it (a lazy built-in: the module that defines it)
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        return self.registered.load() if isinstance(self.registered, LazyFactory) else self.registered
 
 
 class Registry:
-    """Entries of one kind (models, attacks, defenses, datasets) keyed by name."""
+    """Entries of one kind (models, attacks, defenses, datasets, sequences) keyed by name."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
     def add(self, name: str, factory: Callable, summary: str, source: str) -> None:
+        if isinstance(factory, LazyFactory):
+            source = factory.source
         if not isinstance(name, str) or not name:
             raise SSMDefenseError(f"plugin {source!r} registered a {_SINGULAR[self.kind]} with an invalid name {name!r}")
         if not callable(factory):
@@ -111,31 +108,31 @@ class Registry:
             raise UnknownNameError(f"unknown {_SINGULAR[self.kind]} {name!r}; known: {known}") from None
 
     def accepted_params(self, name: str) -> list[str] | None:
-        """Keyword parameters the factory accepts (None: it takes any ``**kwargs``).
+        """Keyword parameters the factory accepts (None: any).
 
-        A class factory is followed up its ``__init__`` chain while each passes ``**kwargs`` on.
+        A factory that declares them ART-style (``defense_params``, a tuple of names, as every
+        ``TrainingLoop`` does) is taken at its word; otherwise its signature (a class's own
+        ``__init__``) tells: its keyword-only parameters, or None when it takes ``**kwargs``.
         """
         factory = self.get(name).factory
-        if getattr(factory, "accepts_unlisted_params", False):
-            return None  # it forwards what it does not know (a defense with a base defense)
-        inits = [k.__dict__["__init__"] for k in factory.__mro__ if "__init__" in k.__dict__] \
-            if inspect.isclass(factory) else [factory]
-        names: list[str] = []
-        for fn in inits:
-            try:
-                params = list(inspect.signature(fn).parameters.values())
-            except (TypeError, ValueError):
-                return None
-            names += [p.name for p in params if p.kind is p.KEYWORD_ONLY]
-            if not any(p.kind is p.VAR_KEYWORD for p in params):
-                return names
-        return None
+        declared = getattr(factory, "defense_params", None)
+        if declared is not None:
+            return list(dict.fromkeys(declared))
+        try:
+            params = list(inspect.signature(factory).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        return [p.name for p in params if p.kind is p.KEYWORD_ONLY]
 
     def create(self, name: str, *args, **params):
         """Call the factory of ``name`` with positional ``args`` and keyword ``params``.
 
-        An unknown keyword, or a value the factory rejects (ValueError/TypeError), becomes an
-        ``SSMDefenseError`` naming the entry and, for unknown keywords, listing accepted ones.
+        The registry's own parameter errors (an unknown keyword, arguments that do not fit the
+        factory's signature) and a ``ValueError`` from the factory (a value it rejects) become an
+        ``SSMDefenseError`` naming the entry, chained to the original. Any other exception from
+        inside the factory, ``TypeError`` included, is a bug and propagates with its traceback.
         """
         entry = self.get(name)
         what = f"{_SINGULAR[self.kind]} {name!r}"
@@ -145,11 +142,18 @@ class Registry:
             if unknown:
                 raise SSMDefenseError(f"{what} got unknown parameter(s) {', '.join(unknown)}; "
                                       f"accepted: {', '.join(sorted(set(accepted))) or '(none)'}")
+        factory = entry.factory
         try:
-            return entry.factory(*args, **params)
+            inspect.signature(factory).bind(*args, **params)
+        except TypeError as exc:  # the call itself does not fit: our error, not the plugin's
+            raise SSMDefenseError(f"{what}: {exc}") from exc
+        except ValueError:  # no signature to check (some builtins): let the call tell
+            pass
+        try:
+            return factory(*args, **params)
         except SSMDefenseError:
             raise
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:
             raise SSMDefenseError(f"{what}: {exc}") from exc
 
 
@@ -168,11 +172,9 @@ def get_plugin_manager() -> pluggy.PluginManager:
     if _pm is None:
         pm = pluggy.PluginManager("ssmdefense")
         pm.add_hookspecs(hookspecs)
-        for module_name in DEFAULT_PLUGINS:
-            # A built-in that fails to import is a bug in ssmdefense: let it raise.
-            module = importlib.import_module(module_name)
-            pm.register(module, name=module_name)
-            _plugin_sources[module_name] = {"distribution": "ssmdefense", "version": __version__, "builtin": True}
+        # the built-ins: a failure to import them is a bug in ssmdefense, so it raises
+        pm.register(importlib.import_module(BUILTIN_PLUGIN), name=BUILTIN_PLUGIN)
+        _plugin_sources[BUILTIN_PLUGIN] = {"distribution": "ssmdefense", "version": __version__, "builtin": True}
         for ep in _selected_entry_points():
             dist = getattr(ep, "dist", None)
             dist_name = dist.name if dist is not None else None
@@ -186,7 +188,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
                     "traceback": traceback.format_exc(),
                 })
                 continue
-            if pm.is_registered(module):  # the built-ins are also declared as entry points
+            if pm.is_registered(module):  # declared twice (under two entry-point names)
                 continue
             name = ep.name if pm.get_plugin(ep.name) is None else f"{dist_name}:{ep.name}"
             pm.register(module, name=name)

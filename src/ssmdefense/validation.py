@@ -24,3 +24,9 @@ def integer(key: str, value, low: int | None = None) -> None:
     """``value`` must be an int (not a bool), and ``>= low`` when ``low`` is given."""
     if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
         raise ValueError(f"{key} must be an integer{'' if low is None else f' >= {low}'}; got {value!r}")
+
+
+def boolean(key: str, value) -> None:
+    """``value`` must be True or False (not 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be True or False; got {value!r}")

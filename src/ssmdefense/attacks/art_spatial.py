@@ -45,7 +45,7 @@ import numpy as np
 from art.attacks.evasion import SpatialTransformation
 from tqdm.auto import tqdm
 
-from ..hookspecs import hookimpl
+from ..validation import boolean
 from ._common import check_count, check_ignored_eps, check_image_estimator, check_number
 
 
@@ -96,8 +96,7 @@ class PixelSpatialTransformation(SpatialTransformation):
         check_number("max_rotation", self.max_rotation, 0.0, 180.0)
         for name in ("num_translations", "num_rotations", "batch_size"):
             check_count(name, getattr(self, name))
-        if not isinstance(self.verbose, bool):
-            raise TypeError(f"verbose must be True or False; got {self.verbose!r}")
+        boolean("verbose", self.verbose)
 
 
 def art_spatial(estimator, *, max_translation: float = 3.0, num_translations: int = 5, max_rotation: float = 30.0,
@@ -109,9 +108,3 @@ def art_spatial(estimator, *, max_translation: float = 3.0, num_translations: in
     return PixelSpatialTransformation(estimator, max_translation=max_translation, num_translations=num_translations,
                                       max_rotation=max_rotation, num_rotations=num_rotations,
                                       batch_size=batch_size, verbose=verbose)
-
-
-@hookimpl
-def register_attacks(register):
-    register("art-spatial", art_spatial,
-             "One rotation + translation for all inputs, grid search (ART SpatialTransformation, in pixels)")

@@ -22,7 +22,6 @@ Examples::
     x_adv = attack.generate(x_test, y_test)
 """
 
-from ..hookspecs import hookimpl
 from ._common import check_positive, parse_norm
 
 
@@ -55,8 +54,3 @@ def autoattack(estimator, *, eps: float = 0.1, eps_step: float | None = None, no
         attacks.append(SquareAttack(estimator, norm=norm, eps=eps, max_iter=int(max_iter or 5000), p_init=0.8,
                                     nb_restarts=restarts, batch_size=int(batch_size), verbose=verbose))
     return AutoAttack(estimator, norm=norm, eps=eps, eps_step=eps_step, attacks=attacks, batch_size=int(batch_size))
-
-
-@hookimpl
-def register_attacks(register):
-    register("autoattack", autoattack, "AutoAttack ensemble: APGD-CE, APGD-DLR, DeepFool, Square (ART AutoAttack)")

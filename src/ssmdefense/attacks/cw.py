@@ -22,7 +22,6 @@ Examples::
     x_adv = sd.get_attack("cw", clf, norm="2", eps=1.5).generate(x_test, y_test)
 """
 
-from ..hookspecs import hookimpl
 from ._common import check_positive, parse_norm, within_budget
 
 
@@ -45,8 +44,3 @@ def cw(estimator, *, eps: float = 0.1, norm: str = "inf", confidence: float = 0.
         attack = CarliniLInfMethod(estimator, confidence=confidence, learning_rate=learning_rate,
                                    max_iter=int(max_iter), batch_size=int(batch_size), verbose=verbose)
     return within_budget(attack, eps, norm)
-
-
-@hookimpl
-def register_attacks(register):
-    register("cw", cw, "Carlini-Wagner L2 / L-inf, scored within eps (ART CarliniL2Method, CarliniLInfMethod)")

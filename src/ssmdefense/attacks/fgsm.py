@@ -18,7 +18,6 @@ Examples::
     x_adv = attack.generate(x_test, y_test)
 """
 
-from ..hookspecs import hookimpl
 from ._common import check_positive, parse_norm
 
 
@@ -29,8 +28,3 @@ def fgsm(estimator, *, eps: float = 0.1, norm: str = "inf", targeted: bool = Fal
     check_positive(eps=eps, batch_size=batch_size)
     return FastGradientMethod(estimator, norm=parse_norm(norm), eps=eps, eps_step=eps, targeted=targeted,
                               num_random_init=int(bool(random_start)), batch_size=int(batch_size))
-
-
-@hookimpl
-def register_attacks(register):
-    register("fgsm", fgsm, "Fast Gradient Sign Method, one step (ART FastGradientMethod)")

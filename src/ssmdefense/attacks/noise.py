@@ -54,7 +54,7 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.estimator import BaseEstimator
 from tqdm.auto import tqdm
 
-from ..hookspecs import hookimpl
+from ..validation import boolean
 from ._common import check_count, check_positive, check_snr, check_waveform_estimator, parse_norm
 
 COLORS = ("white", "pink", "dataset")
@@ -168,8 +168,7 @@ class NoiseAttack(EvasionAttack):
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
                                       or self.seed < 0):
             raise ValueError(f"seed must be None or an integer >= 0; got {self.seed!r}")
-        if not isinstance(self.verbose, bool):
-            raise TypeError(f"verbose must be True or False; got {self.verbose!r}")
+        boolean("verbose", self.verbose)
 
 
 def noise(estimator, *, eps: float = 0.1, norm: str = "inf", snr_db: float | None = None, color: str = "white",
@@ -177,9 +176,3 @@ def noise(estimator, *, eps: float = 0.1, norm: str = "inf", snr_db: float | Non
     """The ``noise`` attack bound to ``estimator`` (see the module docstring)."""
     return NoiseAttack(estimator, eps=eps, norm=norm, seed=seed, batch_size=batch_size, verbose=verbose,
                        snr_db=snr_db, color=color)
-
-
-@hookimpl
-def register_attacks(register):
-    register("noise", noise, "Uniform random noise in the L-inf or L2 eps-ball, or audio background noise at an "
-                             "SNR: the baseline every attack must beat")

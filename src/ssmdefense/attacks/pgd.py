@@ -20,7 +20,6 @@ Examples::
     x_adv = attack.generate(x_test, y_test)
 """
 
-from ..hookspecs import hookimpl
 from ._common import check_positive, parse_norm
 
 
@@ -37,8 +36,3 @@ def pgd(estimator, *, eps: float = 0.1, eps_step: float | None = None, max_iter:
                                     max_iter=int(max_iter), targeted=targeted,
                                     num_random_init=num_random_init, batch_size=int(batch_size),
                                     verbose=verbose)
-
-
-@hookimpl
-def register_attacks(register):
-    register("pgd", pgd, "Projected gradient descent with random start (ART ProjectedGradientDescent)")

@@ -65,9 +65,15 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
-from ..hookspecs import hookimpl
-from ._common import (WaveformSearchAttack, check_count, check_ignored_eps, check_number, check_waveform_estimator,
-                      resolve_sample_rate)
+from ..validation import boolean
+from ._common import (
+    WaveformSearchAttack,
+    check_count,
+    check_ignored_eps,
+    check_number,
+    check_waveform_estimator,
+    resolve_sample_rate,
+)
 
 MAX_TERMS = 200  # largest numerator / denominator of the stretch and resampling ratio
 
@@ -150,8 +156,7 @@ class PitchShiftAttack(WaveformSearchAttack, EvasionAttack):
                 raise ValueError(f"n_fft must be at least 16; got {self.n_fft!r}")
         if self.n_fft is None or self.sample_rate is not None:  # the rate only sets the default n_fft
             resolve_sample_rate(self.name, self.sample_rate, self.estimator)
-        if not isinstance(self.verbose, bool):
-            raise TypeError(f"verbose must be True or False; got {self.verbose!r}")
+        boolean("verbose", self.verbose)
 
 
 def pitch_shift(estimator, *, max_semitones: float = 2.0, num_steps: int = 9, sample_rate: int | None = None,
@@ -162,9 +167,3 @@ def pitch_shift(estimator, *, max_semitones: float = 2.0, num_steps: int = 9, sa
     check_waveform_estimator("pitch-shift", estimator)
     return PitchShiftAttack(estimator, max_semitones=max_semitones, num_steps=num_steps, sample_rate=sample_rate,
                             n_fft=n_fft, batch_size=batch_size, verbose=verbose)
-
-
-@hookimpl
-def register_attacks(register):
-    register("pitch-shift", pitch_shift,
-             "Worst-case transposition of each waveform by up to max_semitones (phase vocoder + resampling)")

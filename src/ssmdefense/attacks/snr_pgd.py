@@ -60,9 +60,18 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from tqdm.auto import tqdm
 
-from ..hookspecs import hookimpl
-from ._common import (check_count, check_ignored_eps, check_positive, check_snr, check_waveform_estimator,
-                      check_waveforms, class_indices, estimator_device, snr_radius)
+from ..validation import boolean
+from ._common import (
+    check_count,
+    check_ignored_eps,
+    check_positive,
+    check_snr,
+    check_waveform_estimator,
+    check_waveforms,
+    class_indices,
+    estimator_device,
+    snr_radius,
+)
 
 
 class SNRPGDAttack(EvasionAttack):
@@ -199,8 +208,7 @@ class SNRPGDAttack(EvasionAttack):
             raise ValueError(f"num_random_init must be an integer >= 0; got {self.num_random_init!r}")
         check_count("batch_size", self.batch_size)
         for name in ("targeted", "verbose"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
+            boolean(name, getattr(self, name))
 
 
 def _norm(t):
@@ -216,8 +224,3 @@ def snr_pgd(estimator, *, snr_db: float = 30.0, max_iter: int = 10, rel_step: fl
     check_waveform_estimator("snr-pgd", estimator)
     return SNRPGDAttack(estimator, snr_db=snr_db, max_iter=max_iter, rel_step=rel_step,
                         num_random_init=num_random_init, targeted=targeted, batch_size=batch_size, verbose=verbose)
-
-
-@hookimpl
-def register_attacks(register):
-    register("snr-pgd", snr_pgd, "L2 PGD on the waveform in a per-example ball set by a signal-to-noise ratio (dB)")

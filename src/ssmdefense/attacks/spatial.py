@@ -50,7 +50,7 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification import PyTorchClassifier
 from tqdm.auto import tqdm
 
-from ..hookspecs import hookimpl
+from ..validation import boolean
 from ._common import check_count, check_ignored_eps, check_image_estimator, check_number, class_indices
 
 
@@ -122,8 +122,7 @@ class FoolboxSpatialAttack(EvasionAttack):
         for name in ("num_rotations", "num_translations", "random_steps", "batch_size"):
             check_count(name, getattr(self, name))
         for name in ("grid_search", "verbose"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
+            boolean(name, getattr(self, name))
 
 
 def spatial(estimator, *, max_rotation: float = 30.0, max_translation: float = 3.0, num_rotations: int = 5,
@@ -138,8 +137,3 @@ def spatial(estimator, *, max_rotation: float = 30.0, max_translation: float = 3
                                 num_rotations=num_rotations, num_translations=num_translations,
                                 grid_search=grid_search, random_steps=random_steps, batch_size=batch_size,
                                 verbose=verbose)
-
-
-@hookimpl
-def register_attacks(register):
-    register("spatial", spatial, "Rotations and translations chosen per image (Foolbox SpatialAttack)")

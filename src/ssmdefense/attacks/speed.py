@@ -55,7 +55,7 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
-from ..hookspecs import hookimpl
+from ..validation import boolean
 from ._common import WaveformSearchAttack, check_count, check_ignored_eps, check_waveform_estimator
 
 MAX_TERMS = 100  # largest numerator / denominator of the resampling ratio
@@ -109,8 +109,7 @@ class SpeedAttack(WaveformSearchAttack, EvasionAttack):
                              f"got {self.max_change!r}")
         for name in ("num_factors", "batch_size"):
             check_count(name, getattr(self, name))
-        if not isinstance(self.verbose, bool):
-            raise TypeError(f"verbose must be True or False; got {self.verbose!r}")
+        boolean("verbose", self.verbose)
 
 
 def speed(estimator, *, max_change: float = 0.1, num_factors: int = 9, eps: float | None = None,
@@ -120,8 +119,3 @@ def speed(estimator, *, max_change: float = 0.1, num_factors: int = 9, eps: floa
     check_waveform_estimator("speed", estimator)
     return SpeedAttack(estimator, max_change=max_change, num_factors=num_factors, batch_size=batch_size,
                        verbose=verbose)
-
-
-@hookimpl
-def register_attacks(register):
-    register("speed", speed, "Worst-case playback speed of each waveform within 1 +- max_change (resampling)")

@@ -20,7 +20,6 @@ Examples::
     x_adv = sd.get_attack("square", clf, eps=0.1, max_iter=500).generate(x_test, y_test)
 """
 
-from ..hookspecs import hookimpl
 from ._common import check_positive, parse_norm
 
 
@@ -33,8 +32,3 @@ def square(estimator, *, eps: float = 0.1, norm: str = "inf", max_iter: int = 10
         raise ValueError(f"square needs image-shaped input (C, H, W); the estimator takes {estimator.input_shape}")
     return SquareAttack(estimator, norm=parse_norm(norm), eps=eps, max_iter=int(max_iter), p_init=p_init,
                         nb_restarts=int(nb_restarts), batch_size=int(batch_size), verbose=verbose)
-
-
-@hookimpl
-def register_attacks(register):
-    register("square", square, "Square Attack, score-based black-box (ART SquareAttack)")

@@ -51,9 +51,15 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
-from ..hookspecs import hookimpl
-from ._common import (WaveformSearchAttack, check_count, check_ignored_eps, check_number, check_waveform_estimator,
-                      resolve_sample_rate)
+from ..validation import boolean
+from ._common import (
+    WaveformSearchAttack,
+    check_count,
+    check_ignored_eps,
+    check_number,
+    check_waveform_estimator,
+    resolve_sample_rate,
+)
 
 MODES = ("circular", "zero", "both")
 
@@ -117,8 +123,7 @@ class TimeShiftAttack(WaveformSearchAttack, EvasionAttack):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         resolve_sample_rate(self.name, self.sample_rate, self.estimator)
-        if not isinstance(self.verbose, bool):
-            raise TypeError(f"verbose must be True or False; got {self.verbose!r}")
+        boolean("verbose", self.verbose)
 
 
 def time_shift(estimator, *, max_shift_ms: float = 100.0, num_shifts: int = 21, mode: str = "both",
@@ -129,9 +134,3 @@ def time_shift(estimator, *, max_shift_ms: float = 100.0, num_shifts: int = 21, 
     check_waveform_estimator("time-shift", estimator)
     return TimeShiftAttack(estimator, max_shift_ms=max_shift_ms, num_shifts=num_shifts, mode=mode,
                            sample_rate=sample_rate, batch_size=batch_size, verbose=verbose)
-
-
-@hookimpl
-def register_attacks(register):
-    register("time-shift", time_shift,
-             "Worst-case delay or advance of each waveform, up to max_shift_ms (circular or zero-filled)")

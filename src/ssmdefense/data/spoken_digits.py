@@ -72,7 +72,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SSMDefenseError
-from ..hookspecs import hookimpl
 from .base import Dataset
 
 log = logging.getLogger("ssmdefense")
@@ -475,9 +474,3 @@ def spoken_digits(*, cache_dir: str | os.PathLike | None = None, rebuild: bool =
     return Dataset(NAME, _from_pcm(arrays["x_train"]), arrays["y_train"], _from_pcm(arrays["x_test"]), arrays["y_test"],
                    nb_classes=len(WORDS), clip_values=(-1.0, 1.0), sequence="mel", info=info,
                    sample_rate=SAMPLE_RATE, eps=DEFAULT_EPS, classes=list(WORDS), defaults=dict(RUN_DEFAULTS))
-
-
-@hookimpl
-def register_datasets(register):
-    register(NAME, spoken_digits, "spoken zero..nine by 40 offline eSpeak NG voices, 16 kHz 1 s clips "
-                                  "(1,920 train / 480 test, disjoint voices)")

@@ -58,7 +58,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SSMDefenseError
-from ..hookspecs import hookimpl
 from . import audio_io
 from .base import Dataset
 
@@ -275,10 +274,3 @@ def urbansound8k(*, root=None, test_fold: int = 10, sample_rate: int = 16000, du
     }
     return Dataset(NAME, x_tr, y_tr, x_te, y_te, nb_classes=len(CLASSES), clip_values=(-1.0, 1.0),
                    sequence="mel", info=info, sample_rate=sample_rate, eps=EPS, classes=list(CLASSES))
-
-
-@hookimpl
-def register_datasets(register):
-    register(NAME, urbansound8k,
-             "UrbanSound8K urban sounds from disk (root=/--data-dir), 10 classes, fold 10 tests; "
-             "mono 16 kHz 4 s clips")

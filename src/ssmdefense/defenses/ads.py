@@ -17,19 +17,19 @@ Examples::
 """
 
 from ..errors import SSMDefenseError
-from ..hookspecs import hookimpl
-from .with_base import WithBase
+from .loop import TrainingLoop
+from .with_base import WithBase, with_base
 
 
 class AdSTrainer(WithBase):
     name = "ads"
 
-    def __init__(self, classifier, *, act: str = "relu", base: str = "pgd-at", **params):
+    def __init__(self, classifier, *, base: TrainingLoop, act: str = "relu", **loop_params):
         body = classifier.body if hasattr(classifier, "body") else None
         if body is None or not hasattr(body, "enable_ads"):
             raise SSMDefenseError("the ads defense needs a model built on ssmdefense's SequenceClassifier "
                                   "(one with enable_ads)")
-        super().__init__(classifier, base=base, **params)  # validate the base's parameters first
+        super().__init__(classifier, base=base, **loop_params)
         body.enable_ads(act)
         config = getattr(body, "ssmdefense_config", None)
         if config is not None:
@@ -40,6 +40,7 @@ class AdSTrainer(WithBase):
         return {**super().describe(), "act": self.act}
 
 
-@hookimpl
-def register_defenses(register):
-    register("ads", AdSTrainer, "Adaptive Scaling modules + an adversarial training base (Qi et al. 2024)")
+def ads(classifier, *, base: str = "pgd-at", **params) -> AdSTrainer:
+    """The registered ``ads``: AdS over the registered defense ``base`` (``act``, the loop's and the
+    base's parameters in ``params``)."""
+    return with_base(AdSTrainer, classifier, base, params)

@@ -113,9 +113,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SSMDefenseError
-from ..hookspecs import hookimpl
 from ..models.audio import DB_REFERENCE
-from .with_base import WithBase
+from .loop import TrainingLoop
+from .with_base import WithBase, with_base
 
 #: speed factors lie on a grid of 1 / SPEED_STEPS (1%): resample(x, k, SPEED_STEPS) plays x at k %
 SPEED_STEPS = 100
@@ -286,7 +286,7 @@ class AugmentTrainer(WithBase):
 
     def __init__(self, classifier, *, noise: float | None = None, rotation: float | None = None,
                  resize: float | None = None, snr_db=None, shift_ms: float = 0.0, speed: float = 0.0,
-                 freq_mask: int = 0, time_mask: int = 0, p: float = 0.5, base: str = "none", **params):
+                 freq_mask: int = 0, time_mask: int = 0, p: float = 0.5, base: TrainingLoop, **loop_params):
         shape = tuple(getattr(classifier, "input_shape", ()) or ())
         audio = bool(getattr(classifier, "is_audio", False))
         for key, value in (("rotation", rotation), ("resize", resize)):
@@ -313,7 +313,7 @@ class AugmentTrainer(WithBase):
         self.freq_mask, self.time_mask = freq_mask, time_mask
         self.max_shift = self._check_audio(classifier, shape, audio)
         self._front_end_name = self._check_masks(classifier, shape)
-        super().__init__(classifier, base=base, **params)
+        super().__init__(classifier, base=base, **loop_params)
         lo, hi = self.clip
         self.noise = (0.0 if audio else 0.1 * (hi - lo)) if noise is None else float(noise)
 
@@ -412,8 +412,7 @@ class AugmentTrainer(WithBase):
                 "speed": self.speed, "freq_mask": self.freq_mask, "time_mask": self.time_mask, "p": self.p}
 
 
-@hookimpl
-def register_defenses(register):
-    register("augment", AugmentTrainer,
-             "Random noise, rotation and resize/crop of images; SNR noise, shift, speed and SpecAugment "
-             "masks of audio; over any base training (thesis)")
+def augment(classifier, *, base: str = "none", **params) -> AugmentTrainer:
+    """The registered ``augment``: the transforms over the registered defense ``base`` (the
+    transforms', the loop's and the base's parameters in ``params``)."""
+    return with_base(AugmentTrainer, classifier, base, params)

@@ -67,7 +67,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
-from ..hookspecs import hookimpl
 from .loop import TrainingLoop
 
 
@@ -90,6 +89,7 @@ class _TeacherLoop(TrainingLoop):
 
 class DistillationTrainer(TrainingLoop):
     name = "distillation"
+    defense_params = TrainingLoop.defense_params + ("temperature", "teacher_epochs")
 
     def __init__(self, classifier, *, temperature: float = 100.0, teacher_epochs: int | None = None,
                  **loop_params):
@@ -180,9 +180,3 @@ class DistillationTrainer(TrainingLoop):
 
     def describe(self) -> dict:
         return {**super().describe(), "temperature": self.temperature, "teacher_epochs": self.teacher_epochs}
-
-
-@hookimpl
-def register_defenses(register):
-    register("distillation", DistillationTrainer,
-             "Defensive distillation at temperature T, deployed at T=1 (Papernot et al. 2016; masks gradients)")

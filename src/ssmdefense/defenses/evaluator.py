@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..api import get_attack
 from ..seeding import seeded
 
 
@@ -12,7 +13,6 @@ def evaluate_epoch(clf, x: np.ndarray, y: np.ndarray, *, eps: float, max_iter: i
                    samples: int | None = None, attack: str = "pgd") -> dict:
     """``{"clean_accuracy", "robust_accuracy": {"<attack>-<max_iter>": ...}}`` of ``clf`` on the first
     ``samples`` of (x, y) (all when None)."""
-    from ..api import get_attack  # the attack registry loads the defense plugins, which import this module
 
     if samples is not None:
         x, y = x[:samples], y[:samples]

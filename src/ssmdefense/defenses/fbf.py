@@ -50,7 +50,6 @@ import numpy as np
 import torch
 from art.defences.trainer import AdversarialTrainerFBFPyTorch
 
-from ..hookspecs import hookimpl
 from .loop import TrainingLoop
 
 
@@ -98,9 +97,3 @@ class FBFTrainer(TrainingLoop):
     def describe(self) -> dict:
         return {**super().describe(), "eps_step": 1.25 * self.eps, "grad_norm_clip": 0.5,
                 "implementation": "art.defences.trainer.AdversarialTrainerFBFPyTorch._batch_process"}
-
-
-@hookimpl
-def register_defenses(register):
-    register("fbf", FBFTrainer, "Fast is better than free: FGSM with random start, ART's trainer "
-                                "(Wong et al. 2020)")

@@ -38,13 +38,13 @@ Examples::
 import torch
 import torch.nn.functional as F
 
-from ..hookspecs import hookimpl
 from ..validation import positive
 from .loop import TrainingLoop
 
 
 class FreeATTrainer(TrainingLoop):
     name = "free-at"
+    defense_params = TrainingLoop.defense_params + ("replays", "eps_step")
 
     def __init__(self, classifier, *, eps: float = 0.1, replays: int = 4, eps_step: float | None = None,
                  **loop_params):
@@ -99,8 +99,3 @@ class FreeATTrainer(TrainingLoop):
 
     def describe(self) -> dict:
         return {**super().describe(), "replays": self.replays, "eps_step": self.eps_step}
-
-
-@hookimpl
-def register_defenses(register):
-    register("free-at", FreeATTrainer, "Free adversarial training, m replays per batch (Shafahi et al. 2019)")

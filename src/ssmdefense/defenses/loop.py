@@ -24,6 +24,7 @@ per-step scheduler, and keeps the best checkpoint, not only the last.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import time
 from pathlib import Path
@@ -61,6 +62,22 @@ class TrainingLoop(Trainer):
     """
 
     name = "none"
+    #: the keyword parameters a defense accepts, declared ART-style (like an attack's ``attack_params``):
+    #: a subclass adds its own, ``defense_params = TrainingLoop.defense_params + ("beta", ...)``; the
+    #: registry accepts these ``-p`` keys and no others. A subclass that declares none gets its
+    #: parent's plus its own ``__init__``'s keyword-only parameters (``__init_subclass__``).
+    defense_params: tuple[str, ...] = LOOP_PARAMS
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        own = () if init is None else tuple(p.name for p in inspect.signature(init).parameters.values()
+                                            if p.kind is p.KEYWORD_ONLY)
+        if "defense_params" not in cls.__dict__:
+            cls.defense_params = tuple(dict.fromkeys(super(cls, cls).defense_params + own))
+        elif missing := [name for name in own if name not in cls.defense_params]:
+            raise TypeError(f"{cls.__name__}.defense_params does not declare {', '.join(missing)}, "
+                            f"which its __init__ takes")
 
     def __init__(self, classifier, *, eps: float = 0.1, batch_size: int = 64, lr: float = 1e-3,
                  weight_decay: float = 2e-4, eval_max_iter: int = 10, eval_samples: int | None = None,

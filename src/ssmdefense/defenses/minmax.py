@@ -55,8 +55,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from ..hookspecs import hookimpl
-from ..validation import positive
+from ..validation import boolean, positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
 
@@ -107,6 +106,7 @@ def parse_classes(classes, nb_classes: int) -> int | None:
 
 class MinMaxTrainer(TrainingLoop):
     name = "minmax"
+    defense_params = TrainingLoop.defense_params + ("lam", "max_iter", "eps_step", "include_clean", "classes")
 
     def __init__(self, classifier, *, eps: float = 0.1, lam: float = 0.0, max_iter: int = 10,
                  eps_step: float | None = None, include_clean: bool = False, classes: str = "all", **loop_params):
@@ -114,8 +114,7 @@ class MinMaxTrainer(TrainingLoop):
             raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
             raise ValueError(f"max_iter must be an integer >= 1; got {max_iter!r}")
-        if not isinstance(include_clean, bool):
-            raise TypeError(f"include_clean must be true or false; got {include_clean!r}")
+        boolean("include_clean", include_clean)
         nb_classes = classifier.nb_classes
         if nb_classes < 2:
             raise ValueError(f"minmax needs at least 2 classes; the classifier has {nb_classes}")
@@ -195,9 +194,3 @@ class MinMaxTrainer(TrainingLoop):
     def describe(self) -> dict:
         return {**super().describe(), "lam": self.lam, "max_iter": self.max_iter, "eps_step": self.eps_step,
                 "include_clean": self.include_clean, "classes": self.classes}
-
-
-@hookimpl
-def register_defenses(register):
-    register("minmax", MinMaxTrainer, "Min-max training over per-class targeted PGD attacks, robust loss "
-                                      "maximised over the simplex (after Nouiehed et al. 2019)")

@@ -17,7 +17,6 @@ Examples::
 
 import torch.nn.functional as F
 
-from ..hookspecs import hookimpl
 from ..validation import positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
@@ -25,6 +24,7 @@ from .perturb import pgd_linf
 
 class PGDATTrainer(TrainingLoop):
     name = "pgd-at"
+    defense_params = TrainingLoop.defense_params + ("eps_step", "max_iter", "random_start")
 
     def __init__(self, classifier, *, eps: float = 0.1, eps_step: float | None = None, max_iter: int = 10,
                  random_start: bool = True, **loop_params):
@@ -45,8 +45,3 @@ class PGDATTrainer(TrainingLoop):
     def describe(self) -> dict:
         return {**super().describe(), "eps_step": self.eps_step, "max_iter": self.max_iter,
                 "random_start": self.random_start}
-
-
-@hookimpl
-def register_defenses(register):
-    register("pgd-at", PGDATTrainer, "PGD adversarial training (Madry et al. 2018)")

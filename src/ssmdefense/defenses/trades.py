@@ -43,7 +43,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..hookspecs import hookimpl
 from ..validation import positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
@@ -61,6 +60,7 @@ def kl_per_sample(p_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tens
 
 class TRADESTrainer(TrainingLoop):
     name = "trades"
+    defense_params = TrainingLoop.defense_params + ("beta", "max_iter", "eps_step")
 
     def __init__(self, classifier, *, eps: float = 0.1, beta: float = 1.0, max_iter: int = 10,
                  eps_step: float | None = None, **loop_params):
@@ -101,9 +101,3 @@ class TRADESTrainer(TrainingLoop):
 
     def describe(self) -> dict:
         return {**super().describe(), "beta": self.beta, "max_iter": self.max_iter, "eps_step": self.eps_step}
-
-
-@hookimpl
-def register_defenses(register):
-    register("trades", TRADESTrainer, "TRADES: clean cross-entropy + beta * KL to the KL-worst neighbour "
-                                      "(Zhang et al. 2019)")

@@ -3,33 +3,28 @@ defense on the shared loop (``ads``, ``augment``)."""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
+from ..api import get_defense
+from ..plugins import registry
 from .loop import LOOP_PARAMS, TrainingLoop
 
 
 class WithBase(TrainingLoop):
     """A defense that changes the model or the training data and leaves the training itself to a
-    base defense: ``base`` names any registered defense built on this loop (``pgd-at``, ``trades``,
-    ``free-at``, ``yopo``, ``minmax``, ...). The loop's parameters are shared; every other
-    parameter goes to the base, which checks it. Subclasses override ``transform(x)``."""
+    base defense, an instance the caller builds (``with_base`` below does it for the registered
+    factories): any defense that trains batch by batch on this loop (``pgd-at``, ``trades``,
+    ``free-at``, ``yopo``, ``minmax``, ``fbf``, ``none``). This loop runs the epochs; the base's
+    ``train_batch`` trains each transformed batch. Subclasses override ``transform(x)``."""
 
-    #: the registry passes parameters it cannot list on to this factory (the base's)
-    accepts_unlisted_params = True
-
-    def __init__(self, classifier, *, base: str = "pgd-at", **params):
-        from ..api import get_defense
-        from ..plugins import registry
-
-        loop = {k: params.pop(k) for k in LOOP_PARAMS if k in params}
-        super().__init__(classifier, **loop)
-        factory = registry("defenses").get(base).factory
-        if not (isinstance(factory, type) and issubclass(factory, TrainingLoop)) or issubclass(factory, WithBase) \
-                or factory.fit is not TrainingLoop.fit:
-            raise ValueError(f"base must be a defense that trains batch by batch on the shared loop "
-                             f"(pgd-at, trades, free-at, yopo, minmax, fbf, none, ...); got {base!r}")
-        self.base = get_defense(base, classifier, eps=self.eps, seed=self.seed, verbose=False, **params)
-        self.steps_per_batch, self.epoch_divisor = self.base.steps_per_batch, self.base.epoch_divisor
+    def __init__(self, classifier, *, base: TrainingLoop, **loop_params):
+        super().__init__(classifier, **loop_params)
+        if not trains_on_the_loop(type(base)):
+            raise _not_a_base(getattr(base, "name", base))
+        self.base = base
+        self.steps_per_batch, self.epoch_divisor = base.steps_per_batch, base.epoch_divisor
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """The batch the base defense trains on (identity here)."""
@@ -51,3 +46,28 @@ class WithBase(TrainingLoop):
         own = super().describe()
         return {**own, "base": self.base.name,
                 "base_params": {k: v for k, v in self.base.describe().items() if k not in own}}
+
+
+def trains_on_the_loop(factory) -> bool:
+    """Whether ``factory`` is a defense class that trains batch by batch on the shared loop."""
+    return (isinstance(factory, type) and issubclass(factory, TrainingLoop) and not issubclass(factory, WithBase)
+            and factory.fit is TrainingLoop.fit)
+
+
+def _not_a_base(name) -> ValueError:
+    return ValueError(f"base must be a defense that trains batch by batch on the shared loop "
+                      f"(pgd-at, trades, free-at, yopo, minmax, fbf, none, ...); got {name!r}")
+
+
+def with_base(cls: type[WithBase], classifier, base: str, params: dict) -> WithBase:
+    """``cls`` over the registered defense ``base``: what the registered factories of ``ads`` and
+    ``augment`` do. ``params`` are split three ways: ``cls``'s own keyword parameters, the loop's
+    (both go to ``cls``) and the rest, which go to the base (its registry entry checks them). The
+    base is given the loop's ``eps`` and ``seed`` and no progress output of its own."""
+    own_names = {p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    mine = {k: v for k, v in params.items() if k in own_names or k in LOOP_PARAMS}
+    shared = {k: mine[k] for k in ("eps", "seed") if k in mine}
+    base_params = {k: v for k, v in params.items() if k not in mine}
+    if not trains_on_the_loop(registry("defenses").get(base).factory):  # checked before anything is built
+        raise _not_a_base(base)
+    return cls(classifier, base=get_defense(base, classifier, verbose=False, **shared, **base_params), **mine)

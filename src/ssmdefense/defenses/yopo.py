@@ -57,7 +57,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SSMDefenseError
-from ..hookspecs import hookimpl
 from ..validation import positive
 from .loop import TrainingLoop
 
@@ -78,6 +77,7 @@ def first_layer(model: torch.nn.Module):
 
 class YOPOTrainer(TrainingLoop):
     name = "yopo"
+    defense_params = TrainingLoop.defense_params + ("m", "n", "eps_step")
 
     def __init__(self, classifier, *, eps: float = 0.1, m: int = 5, n: int = 3, eps_step: float | None = None,
                  **loop_params):
@@ -141,8 +141,3 @@ class YOPOTrainer(TrainingLoop):
 
     def describe(self) -> dict:
         return {**super().describe(), "m": self.m, "n": self.n, "eps_step": self.eps_step}
-
-
-@hookimpl
-def register_defenses(register):
-    register("yopo", YOPOTrainer, "YOPO-m-n: first-layer adjoint adversarial training (Zhang et al. 2019)")

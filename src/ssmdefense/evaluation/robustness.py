@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..api import get_attack
+
 DEFAULT_ATTACK_PARAMS = {"pgd": {"max_iter": 10}}
 
 
@@ -15,7 +17,6 @@ def attack_key(name: str, params: dict | None = None) -> str:
 
 def _predictions_under(clf, name, x, y, eps, params, seed):
     """(predicted classes under attack ``name`` at ``eps``, the attack object or None at eps 0)."""
-    from ..api import get_attack
     from ..seeding import seeded
 
     if eps == 0:

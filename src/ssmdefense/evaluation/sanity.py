@@ -30,6 +30,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from ..api import get_attack
 from .robustness import DEFAULT_ATTACK_PARAMS
 
 SLACK = 1e-9  # float rounding: 0.175 >= 0.195 - 0.02 must hold
@@ -39,7 +40,6 @@ CHECKS = ("accuracy_falls_with_eps", "large_eps_breaks", "more_steps", "more_res
 
 
 def _predict(clf, name, x, y, eps, seed, **params):
-    from ..api import get_attack
     from ..seeding import seeded
 
     with seeded(seed):

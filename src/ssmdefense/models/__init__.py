@@ -12,8 +12,8 @@ from .s4 import S4
 from .s4d import S4D
 from .s5 import S5
 from .audio import LogMel, MelSequence, WaveformFrames, WaveformSamples
-from .serialise import BUILTIN_SEQUENCES, ImageToSequence, NaturalShapeModel
+from .serialise import ImageToSequence, NaturalShapeModel
 
-__all__ = ["ADS_ACTIVATIONS", "AdaptiveScaling", "BUILTIN_SEQUENCES", "Block", "DSS", "ImageToSequence", "LogMel",
+__all__ = ["ADS_ACTIVATIONS", "AdaptiveScaling", "Block", "DSS", "ImageToSequence", "LogMel",
            "MLPClassifier", "MambaMixer", "MegaLayer", "MelSequence", "NaturalShapeModel", "RNNClassifier", "S4",
            "S4D", "S5", "SequenceClassifier", "WaveformFrames", "WaveformSamples", "check_ads"]

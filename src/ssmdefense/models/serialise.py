@@ -4,7 +4,7 @@ Keeping serialisation inside the module lets ART and Foolbox attacks work on nat
 (images N, C, H, W; waveforms N, 1, T), so image-only attacks (rotations, SquareAttack) apply
 unchanged to images and every attack on audio perturbs the waveform, not a derived feature.
 
-The contract of a sequence mode (built-in ones are listed in ``BUILTIN_SEQUENCES``; a plugin adds
+The contract of a sequence mode (built-in ones are rows of ``ssmdefense.builtins``; a plugin adds
 its own through the ``register_sequences`` hook, see docs/plugins.md):
 
 ``factory(input_shape, **params) -> nn.Module`` where ``input_shape`` is the natural shape of one
@@ -80,17 +80,3 @@ class NaturalShapeModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: natural shape (N ...)
         return self.body(self.serialiser(x))  # (N n_classes)
-
-
-def _builtin_sequences() -> dict:
-    from .audio import MelSequence, frames, samples
-
-    return {"pixels": (pixels, "images: L = H*W steps of C values (raster order)"),
-            "rows": (rows, "images: L = H steps of W*C values"),
-            "frames": (frames, "audio (1, T): L = T / frame steps of `frame` samples"),
-            "samples": (samples, "audio (1, T): one sample per step (L = T)"),
-            "mel": (MelSequence, "audio (1, T): log-mel front end inside the model (MelSpectrogram + AmplitudeToDB), "
-                         "frames as steps")}
-
-
-BUILTIN_SEQUENCES = _builtin_sequences()  # name -> (factory, summary)

@@ -1,6 +1,5 @@
 """Built-in model plugin: ``dss``, Diagonal State Spaces (Gupta et al., NeurIPS 2022)."""
 
-from ..hookspecs import hookimpl
 
 
 def dss(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_state: int = 32,
@@ -18,8 +17,3 @@ def dss(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d
     DSS(1, d_state, variant, dt_min, dt_max, kernel)  # validate the mixer arguments once
     return SequenceClassifier(d_input, n_classes, lambda H: DSS(H, d_state, variant, dt_min, dt_max, kernel),
                               d_model=d_model, n_layers=n_layers, dropout=dropout, ads=ads)
-
-
-@hookimpl
-def register_models(register):
-    register("dss", dss, "DSS: diagonal state spaces, DSS-exp or DSS-softmax (Gupta et al. 2022)")

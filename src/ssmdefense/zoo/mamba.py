@@ -1,6 +1,5 @@
 """Built-in model plugin: ``mamba``, the selective SSM block (Gu & Dao, 2023): PyTorch or Numba scan."""
 
-from ..hookspecs import hookimpl
 
 
 def mamba(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_state: int = 16,
@@ -22,8 +21,3 @@ def mamba(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2,
     mixer(4)  # validate the mixer arguments once
     return SequenceClassifier(d_input, n_classes, mixer, d_model=d_model, n_layers=n_layers, dropout=dropout,
                               ads=ads)
-
-
-@hookimpl
-def register_models(register):
-    register("mamba", mamba, "Mamba: selective (input-dependent) SSM block (Gu & Dao 2023)")

@@ -1,6 +1,5 @@
 """Built-in model plugin: ``mega``, moving-average equipped gated attention (Ma et al., ICLR 2023)."""
 
-from ..hookspecs import hookimpl
 
 
 def mega(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_qk: int = 32, d_ema: int = 16,
@@ -19,8 +18,3 @@ def mega(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, 
     mixer(4)  # validate the mixer arguments once
     return SequenceClassifier(d_input, n_classes, mixer, d_model=d_model, n_layers=n_layers, dropout=dropout,
                               ads=ads)
-
-
-@hookimpl
-def register_models(register):
-    register("mega", mega, "Mega: damped-EMA + gated attention, the attention-integrated SSM (Ma et al. 2023)")

@@ -1,6 +1,5 @@
 """Built-in model plugin: ``mlp``, the dense baseline (flattened input, two hidden ReLU layers)."""
 
-from ..hookspecs import hookimpl
 
 
 def mlp(d_input: int, n_classes: int, *, d_hidden: int = 256, dropout: float = 0.0):
@@ -9,8 +8,3 @@ def mlp(d_input: int, n_classes: int, *, d_hidden: int = 256, dropout: float = 0
     from ..models.mlp import MLPClassifier
 
     return MLPClassifier(d_input, n_classes, d_hidden=d_hidden, dropout=dropout)
-
-
-@hookimpl
-def register_models(register):
-    register("mlp", mlp, "Dense baseline: flattened sequence, two hidden ReLU layers")

@@ -1,7 +1,6 @@
 """Built-in model plugin: ``lstm`` and ``gru`` baselines (last hidden state, or ``pool="mean"`` the
 mean over the steps -> linear head)."""
 
-from ..hookspecs import hookimpl
 
 
 def lstm(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 1, dropout: float = 0.0,
@@ -21,9 +20,3 @@ def gru(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 1, d
 
     return RNNClassifier(d_input, n_classes, cell="gru", d_model=d_model, n_layers=n_layers, dropout=dropout,
                          pool=pool)
-
-
-@hookimpl
-def register_models(register):
-    register("lstm", lstm, "LSTM baseline: last (or mean, pool=mean) hidden state -> linear head")
-    register("gru", gru, "GRU baseline: last (or mean, pool=mean) hidden state -> linear head")

@@ -1,6 +1,5 @@
 """Built-in model plugin: ``s4``, full S4 (Gu et al., ICLR 2022) in the shared body."""
 
-from ..hookspecs import hookimpl
 
 
 def s4(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_state: int = 32,
@@ -15,8 +14,3 @@ def s4(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_
     S4(1, d_state, dt_min, dt_max)  # validate the mixer arguments once, before building
     return SequenceClassifier(d_input, n_classes, lambda H: S4(H, d_state, dt_min, dt_max),
                               d_model=d_model, n_layers=n_layers, dropout=dropout, ads=ads)
-
-
-@hookimpl
-def register_models(register):
-    register("s4", s4, "S4: HiPPO-LegS normal-plus-low-rank SSM, Cauchy kernel (Gu et al. 2022)")

@@ -1,6 +1,5 @@
 """Built-in model plugin: registers the sequence models of ``ssmdefense.models``."""
 
-from ..hookspecs import hookimpl
 
 
 def s4d(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_state: int = 32,
@@ -16,8 +15,3 @@ def s4d(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d
     S4D(1, d_state, dt_min, dt_max, init, kernel)  # validate the mixer arguments once, before building
     return SequenceClassifier(d_input, n_classes, lambda H: S4D(H, d_state, dt_min, dt_max, init, kernel),
                               d_model=d_model, n_layers=n_layers, dropout=dropout, ads=ads)
-
-
-@hookimpl
-def register_models(register):
-    register("s4d", s4d, "S4D: diagonal state space model, ZOH, FFT convolution (Gu et al. 2022)")

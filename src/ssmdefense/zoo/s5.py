@@ -1,6 +1,5 @@
 """Built-in model plugin: ``s5``, simplified state space layers (Smith et al., ICLR 2023)."""
 
-from ..hookspecs import hookimpl
 
 
 def s5(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_state: int = 32,
@@ -18,8 +17,3 @@ def s5(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_
     S5(1, d_state, discretization, dt_min, dt_max, kernel=kernel)  # validate the mixer arguments once
     return SequenceClassifier(d_input, n_classes, lambda H: S5(H, d_state, discretization, dt_min, dt_max, kernel=kernel),
                               d_model=d_model, n_layers=n_layers, dropout=dropout, ads=ads)
-
-
-@hookimpl
-def register_models(register):
-    register("s5", s5, "S5: MIMO diagonal SSM, shared state, parallel scan (Smith et al. 2023)")
