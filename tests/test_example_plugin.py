@@ -7,11 +7,7 @@ directory is imported in-process to check that the attack and the defense do wha
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,52 +16,16 @@ import pytest
 import torch
 
 import ssmdefense as sd
+from plugin_install import install, run_cli
 from ssmdefense import plugins
-
-ROOT = Path(__file__).resolve().parents[1]
-PLUGIN_SRC = ROOT / "plugins" / "ssmdefense-noise"
-
-
-def _venv_builds_wheels_offline() -> bool:
-    """setuptools builds wheels by itself from 70.1 on; before that it needs the ``wheel`` package."""
-    from packaging.version import Version
-
-    try:
-        import wheel  # noqa: F401
-        return True
-    except ImportError:
-        return Version(importlib.metadata.version("setuptools")) >= Version("70.1")
 
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory) -> Path:
-    """``pip install --target`` of the example plugin; returns the target (site) directory."""
-    tmp = tmp_path_factory.mktemp("noise-plugin")
-    # Build from a copy: pip builds in-tree and would leave build/ and *.egg-info in the repository.
-    src = tmp / "src"
-    shutil.copytree(PLUGIN_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    site = tmp / "site"
-    if _venv_builds_wheels_offline():
-        isolation = ["--no-build-isolation"]  # offline: the venv's own setuptools builds the wheel
-    else:
-        # A venv made without `make venv` (setuptools < 70.1 and no `wheel`): let pip fetch a build
-        # backend into an isolated environment from its configured index instead.
-        isolation = []
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *isolation,
-           "--target", str(site), str(src)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"pip install of the example plugin failed:\n{proc.stdout}\n{proc.stderr}"
+    """The example plugin, pip-installed into a temporary directory."""
+    site = install("ssmdefense-noise", tmp_path_factory.mktemp("noise-plugin"))
     assert (site / "ssmdefense_noise" / "__init__.py").is_file()
     return site
-
-
-def run_cli(site: Path, *args: str, parse_json: bool = True):
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    env.pop("SSMDEFENSE_LOAD_PLUGINS", None)  # load every installed plugin
-    proc = subprocess.run([sys.executable, "-m", "ssmdefense", *args], capture_output=True, text=True,
-                          env=env, cwd=site.parent, timeout=120)
-    assert proc.returncode == 0, f"ssmdefense {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}"
-    return json.loads(proc.stdout) if parse_json else proc
 
 
 def test_cli_lists_the_plugin_attack_defense_and_distribution(plugin_site):

@@ -74,8 +74,15 @@ def test_unknown_name_lists_known_ones():
 
 
 def test_third_party_plugin_is_found_through_entry_points(fake_plugins):
+    class FakeAttack:
+        def __init__(self, estimator, eps):
+            self.estimator, self.eps = estimator, eps
+
+        def generate(self, x, y=None):
+            return x
+
     def register_attacks(register):
-        register("fake-attack", lambda estimator, *, eps=0.1: ("attack", estimator, eps), "a fake attack")
+        register("fake-attack", lambda estimator, *, eps=0.1: FakeAttack(estimator, eps), "a fake attack")
 
     def register_commands(cli):
         import click
@@ -87,7 +94,8 @@ def test_third_party_plugin_is_found_through_entry_points(fake_plugins):
     fake_plugins([FakeEntryPoint("fake", "fake_plugin_mod")],
                  {"fake_plugin_mod": make_module("fake_plugin_mod", register_attacks=register_attacks,
                                                  register_commands=register_commands)})
-    assert sd.get_attack("fake-attack", "est", eps=0.5) == ("attack", "est", 0.5)
+    attack = sd.get_attack("fake-attack", "est", eps=0.5)
+    assert (attack.estimator, attack.eps) == ("est", 0.5)
     with pytest.raises(sd.SSMDefenseError, match="unknown parameter.*accepted: eps"):
         sd.get_attack("fake-attack", "est", epsilon=0.5)
     info = {row["name"]: row for row in plugins.plugin_info()}
@@ -257,3 +265,80 @@ def test_plugin_models_and_defenses_work_through_the_api(fake_plugins, digits):
     assert len(history) == 1 and history[0]["train_loss"] > 0
     with pytest.raises(sd.SSMDefenseError, match="unknown parameter.*accepted: .*max_iter"):
         sd.get_defense("half-eps-at", clf, max_iters=3)
+
+
+def test_a_class_missing_a_protocol_method_is_refused_when_the_plugin_registers(fake_plugins):
+    class NotATrainer:  # an ART trainer needs fit and get_classifier
+        def fit(self, x, y, **kwargs):
+            pass
+
+    def register_defenses(register):
+        register("half-trainer", NotATrainer, "lacks get_classifier")
+
+    fake_plugins([FakeEntryPoint("half", "half_mod")], {"half_mod": make_module("half_mod", register_defenses=register_defenses)})
+    with pytest.raises(sd.SSMDefenseError, match=r"plugin 'half': defense 'half-trainer' \(NotATrainer\) lacks "
+                                                 r"get_classifier"):
+        sd.list_defenses()
+
+
+def test_a_built_object_missing_a_member_is_refused_naming_the_plugin(fake_plugins):
+    class NoLength:  # a sequence mode needs L, D, params and forward
+        D, params = 3, {}
+
+        def forward(self, x):
+            return x
+
+    def register_sequences(register):
+        register("broken-mode", lambda input_shape: NoLength(), "no L")
+
+    fake_plugins([FakeEntryPoint("modes", "modes_mod")], {"modes_mod": make_module("modes_mod", register_sequences=register_sequences)})
+    with pytest.raises(sd.SSMDefenseError, match=r"plugin 'modes': sequence mode 'broken-mode' \(NoLength\) lacks L"):
+        sd.build_serialiser("broken-mode", (1, 8, 8))
+
+
+def test_factories_with_kwargs_get_what_defend_passes_and_only_own_errors_are_wrapped(fake_plugins):
+    class PlainTrainer:
+        def __init__(self, classifier, **_):  # ignores eps, seed, batch_size, eval_samples, verbose
+            self.classifier = classifier
+
+        def fit(self, x, y, **kwargs):
+            pass
+
+        def get_classifier(self):
+            return self.classifier
+
+    def buggy(estimator, *, eps=0.1):
+        return len(eps)  # a bug in the plugin: TypeError from inside the factory
+
+    def register_defenses(register):
+        register("plain", PlainTrainer, "a plain trainer")
+
+    def register_attacks(register):
+        register("buggy", buggy, "raises a TypeError")
+
+    fake_plugins([FakeEntryPoint("plain", "plain_mod")],
+                 {"plain_mod": make_module("plain_mod", register_defenses=register_defenses,
+                                           register_attacks=register_attacks)})
+    assert plugins.registry("defenses").accepted_params("plain") is None
+    trainer = sd.get_defense("plain", "clf", eps=0.1, seed=0, batch_size=64, eval_samples=None, verbose=False)
+    assert trainer.get_classifier() == "clf"
+    with pytest.raises(TypeError, match="has no len") as info:  # a bug keeps its type and traceback
+        sd.get_attack("buggy", "clf")
+    assert not isinstance(info.value, sd.SSMDefenseError)
+    assert any(entry.name == "buggy" for entry in info.traceback)
+    with pytest.raises(sd.SSMDefenseError, match="attack 'buggy': .*positional"):  # the call does not fit
+        plugins.registry("attacks").create("buggy", "clf", "extra")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["attacks", "--json"], ["defenses", "--json"], ["datasets", "--json"],
+                                  ["sequences", "--json"], ["plugins", "--json"]])
+def test_help_and_listings_import_no_training_code(args):
+    """The built-ins register from a table (``ssmdefense.builtins``): naming them imports nothing heavy."""
+    import subprocess
+
+    code = ("import sys; from click.testing import CliRunner; from ssmdefense.cli import cli; "
+            f"r = CliRunner().invoke(cli, {args!r}); assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in ('torch', 'art', 'numba', 'torchaudio', 'ssmdefense.defenses') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -1,11 +1,25 @@
-"""The public functions behind ``import ssmdefense as sd``: build, look up and list by name."""
+"""The public functions behind ``import ssmdefense as sd``: build, look up and list by name.
+
+Everything built here is checked against its kind's protocol (``ssmdefense.contracts``): a plugin
+whose product lacks a member fails with one error naming the plugin and the member.
+"""
 
 from __future__ import annotations
 
 import json
 
+from . import contracts
 from .errors import SSMDefenseError
 from .plugins import registry
+
+
+def _create(kind: str, name: str, *args, **params):
+    """The registry's ``create``, then the product checked against ``contracts.PROTOCOLS[kind]``."""
+    reg = registry(kind)
+    product = reg.create(name, *args, **params)
+    what = f"{kind[:-1] if kind != 'sequences' else 'sequence mode'} {name!r}"
+    contracts.check(product, contracts.PROTOCOLS[kind], what, reg.get(name).source)
+    return product
 
 
 def build_model(name: str, d_input: int, n_classes: int, **params):
@@ -18,7 +32,7 @@ def build_model(name: str, d_input: int, n_classes: int, **params):
         json.dumps(params)
     except TypeError as exc:
         raise SSMDefenseError(f"model parameters must be JSON values (numbers, strings, lists): {exc}") from None
-    model = registry("models").create(name, d_input, n_classes, **params)
+    model = _create("models", name, d_input, n_classes, **params)
     model.ssmdefense_config = {"name": name, "d_input": int(d_input), "n_classes": int(n_classes),
                                "params": dict(params)}
     return model
@@ -26,30 +40,26 @@ def build_model(name: str, d_input: int, n_classes: int, **params):
 
 def get_attack(name: str, estimator, **params):
     """The registered attack ``name`` bound to an ART estimator: an ART ``EvasionAttack``."""
-    return registry("attacks").create(name, estimator, **params)
+    return _create("attacks", name, estimator, **params)
 
 
 def get_defense(name: str, estimator, **params):
-    """The registered defense ``name`` for an ART estimator: an ART ``Trainer``."""
-    return registry("defenses").create(name, estimator, **params)
+    """The registered defense ``name`` for an ART estimator: an ART ``Trainer`` (a built-in one is a
+    whole ``contracts.Defense``; ``defenses.art_trainer.as_defense`` makes a plugin's plain trainer
+    one, as ``experiment.run`` does)."""
+    return _create("defenses", name, estimator, **params)
 
 
 def load_dataset(name: str, **params):
     """Load registered dataset ``name`` (x_train, y_train, x_test, y_test, input_shape, ...)."""
-    return registry("datasets").create(name, **params)
+    return _create("datasets", name, **params)
 
 
 def build_serialiser(sequence: str, input_shape, **params):
     """The registered sequence mode ``sequence`` for inputs of natural shape ``input_shape``: a
     ``torch.nn.Module`` (N, *input_shape) -> (N, L, D) with ``L``, ``D`` and ``params`` (see
     ``ssmdefense.models.serialise``). Bad shapes or settings raise ``SSMDefenseError``."""
-    reg = registry("sequences")
-    serialiser = reg.create(sequence, tuple(int(s) for s in input_shape), **params)
-    missing = [a for a in ("L", "D", "params", "forward") if not hasattr(serialiser, a)]
-    if missing:
-        raise SSMDefenseError(f"sequence mode {sequence!r} (plugin {reg.get(sequence).source!r}) built a "
-                              f"{type(serialiser).__name__} without {', '.join(missing)}")
-    return serialiser
+    return _create("sequences", sequence, tuple(int(s) for s in input_shape), **params)
 
 
 def sequence_dims(input_shape, sequence: str, **params) -> tuple[int, int]:

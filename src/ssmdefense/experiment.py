@@ -10,6 +10,14 @@ last checkpoint (clean, FGSM, PGD-10 at eps, and the accuracy-vs-eps curve), and
 directory (config.json, metrics.jsonl, best.* / last.*, report.json, report.md, plots/; audio runs
 also examples/) under a temporary name that appears only when complete. The CLI commands parse
 their options into a ``RunConfig`` and print the ``RunReport``.
+
+Evaluating saved checkpoints, what ``ssmdefense evaluate`` and ``ssmdefense attack`` do, is
+``evaluate_checkpoints`` (``EvaluateConfig`` -> ``EvaluationReport``, the evaluation's ``report.json``)
+and ``attack_checkpoint`` (``AttackConfig`` -> ``AttackResult``), defined in ``ssmdefense.evaluate_api``
+and importable from here::
+
+    from ssmdefense.experiment import evaluate_checkpoints
+    report = evaluate_checkpoints(checkpoint=Path("runs/ads"), attacks=["pgd", "autoattack"], samples=200)
 """
 
 from __future__ import annotations
@@ -22,7 +30,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from .api import build_model, build_serialiser, get_defense
+from .checkpoint import load as load_checkpoint
+from .defenses.art_trainer import as_defense
 from .errors import SSMDefenseError
+from .estimators import SSMClassifier
+from .evaluate_api import (  # noqa: F401  (the evaluation API, importable from here)
+    AttackConfig,
+    AttackResult,
+    EvaluateConfig,
+    EvaluationReport,
+    OptionError,
+    attack_checkpoint,
+    evaluate_checkpoints,
+)
+from .evaluation.audio import audio_budget, write_audio_examples
+from .evaluation.report import write_report
+from .evaluation.robustness import best_last_gap, evaluate_robustness
+from .plugins import registry
+from .runs import interrupted_run, load_data, resolve_device, split_sequence_params, staged_directory, use_threads
+from .seeding import seed_everything
 
 DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of eps
 
@@ -131,8 +158,6 @@ class RunReport:
 
 def resume_config(out: Path, command: str) -> tuple[RunConfig, Path]:
     """The ``RunConfig`` of the interrupted run meant for ``out``, and the directory to continue in."""
-    from .runs import interrupted_run
-
     out = Path(out)
     partial = interrupted_run(out)
     if partial is None:
@@ -158,16 +183,6 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
     equals an uninterrupted run. Bad names, parameters or paths raise ``SSMDefenseError`` before any
     work; on any error nothing half-written remains (an interrupted run is kept for resuming).
     """
-    from .api import build_model, build_serialiser, get_defense
-    from .checkpoint import load as load_checkpoint
-    from .estimators import SSMClassifier
-    from .evaluation.audio import audio_budget, write_audio_examples
-    from .evaluation.report import write_report
-    from .evaluation.robustness import best_last_gap, evaluate_robustness
-    from .plugins import registry
-    from .runs import load_data, resolve_device, split_sequence_params, staged_directory, use_threads
-    from .seeding import seed_everything
-
     c = config
     for key in ("eps", "seed", "batch_size", "eval_samples", "verbose"):
         if key in c.defense_params:
@@ -195,8 +210,10 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
     clf = SSMClassifier(body, input_shape=data.input_shape, nb_classes=data.nb_classes, sequence=sequence,
                         sequence_params=serialiser.params, sample_rate=getattr(data, "sample_rate", None),
                         clip_values=data.clip_values, device_type=device_type)
-    trainer = get_defense(c.defense, clf, eps=eps, seed=c.seed, batch_size=c.batch_size, eval_samples=eval_samples,
-                          verbose=c.verbose, **c.defense_params)
+    run_params = {"eps": eps, "seed": c.seed, "batch_size": c.batch_size, "eval_samples": eval_samples,
+                  "verbose": c.verbose}
+    # a plugin's plain ART trainer gets the per-epoch evaluation and checkpoints (contracts.Defense)
+    trainer = as_defense(get_defense(c.defense, clf, **run_params, **c.defense_params), c.defense, run_params)
     data_dir = None if c.data_dir is None else str(c.data_dir)
     run_config = {"command": c.command, "model": c.model, "model_params": body.ssmdefense_config["params"],
                   "dataset": c.dataset, "dataset_params": c.dataset_params, "data_dir": data_dir, "sequence": sequence,

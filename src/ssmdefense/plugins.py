@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pluggy
 
-from . import __version__, hookspecs
+from . import __version__, contracts, hookspecs
 from .errors import DuplicateNameError, SSMDefenseError, UnknownNameError
 
 BUILTIN_PLUGIN = "ssmdefense.builtins"  # the table of every built-in; setup.cfg lists no built-ins
@@ -87,6 +87,8 @@ class Registry:
             raise SSMDefenseError(f"plugin {source!r} registered a {_SINGULAR[self.kind]} with an invalid name {name!r}")
         if not callable(factory):
             raise SSMDefenseError(f"plugin {source!r} registered {_SINGULAR[self.kind]} {name!r} with a factory that is not callable")
+        if isinstance(factory, type):  # a class: its methods can be checked now (a function's product on build)
+            contracts.check(factory, contracts.PROTOCOLS[self.kind], f"{_SINGULAR[self.kind]} {name!r}", source)
         if name in self._entries:
             first = self._entries[name].source
             raise DuplicateNameError(

@@ -47,17 +47,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import SSMDefenseError
 from ..models import SequenceClassifier
 
 COMPONENTS = ("mixer", "ads", "output_linear")
 OUTPUT_PROJECTIONS = ("out_proj", "h_proj")  # gated mixers: Mamba, Mega
 
 
-def _find_body(clf) -> SequenceClassifier:
+def find_body(clf) -> SequenceClassifier:
+    """The ``SequenceClassifier`` inside ``clf``'s model; an ``SSMDefenseError`` for a model without one
+    (a plugin's plain ``nn.Module``: it has no blocks of mixers to analyse)."""
     body = next((m for m in clf.model.modules() if isinstance(m, SequenceClassifier)), None)
     if body is None:
-        raise ValueError(f"component analysis needs a model built on SequenceClassifier (blocks of sequence "
-                         f"mixers); {type(clf.model).__name__} has none")
+        raise SSMDefenseError(f"--analysis components needs a model built on SequenceClassifier (blocks of "
+                              f"sequence mixers); {type(clf.model).__name__} has none")
     return body
 
 
@@ -117,7 +120,7 @@ def component_analysis(clf, x_clean, x_adv, *, batch_size: int = 128) -> list[di
     expected = tuple(clf.input_shape)
     if tuple(x_clean.shape[1:]) != expected:
         raise ValueError(f"expected inputs of shape (N, {', '.join(map(str, expected))}); got {x_clean.shape}")
-    components = _components(_find_body(clf))
+    components = _components(find_body(clf))
     names = [(i, c) for i, c, _ in components]
     # per component: sums of KL / squared error and their counts (positions / elements), before and after
     sums = {key: {"kl": [0.0, 0.0], "kl_n": [0, 0], "se": [0.0, 0.0], "se_n": [0, 0]} for key in names}

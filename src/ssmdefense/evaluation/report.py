@@ -203,7 +203,7 @@ def plot_curves(report: dict, path: Path) -> bool:
 
 
 def plot_history(history: list[dict], path: Path) -> bool:
-    """Test clean and robust accuracy, and training-batch accuracy, per epoch."""
+    """Test clean and robust accuracy, and training-batch accuracy (where recorded), per epoch."""
     rows = [r for r in history if "clean_accuracy" in r]
     if not rows:
         return False
@@ -212,7 +212,8 @@ def plot_history(history: list[dict], path: Path) -> bool:
     ax.plot(epochs, [r["clean_accuracy"] for r in rows], marker="o", label="clean (test)")
     for key in rows[0]["robust_accuracy"]:
         ax.plot(epochs, [r["robust_accuracy"][key] for r in rows], marker="o", label=f"{key} (test)")
-    ax.plot(epochs, [r["train_accuracy"] for r in rows], linestyle="--", label="train batches")
+    if all("train_accuracy" in r for r in rows):  # a plugin's plain ART trainer reports none
+        ax.plot(epochs, [r["train_accuracy"] for r in rows], linestyle="--", label="train batches")
     return _save(plt, fig, ax, path, "epoch", "Accuracy per epoch")
 
 

@@ -1,0 +1,466 @@
+"""Evaluating saved checkpoints from Python: what ``ssmdefense evaluate`` and ``ssmdefense attack`` do,
+with the same numbers and the same files. Import the names from ``ssmdefense.experiment``::
+
+    from ssmdefense.experiment import attack_checkpoint, evaluate_checkpoints
+    report = evaluate_checkpoints(checkpoint="runs/ads", attacks=["pgd", "autoattack"], samples=200)
+    report.best["robust_accuracy"]["autoattack"], report.gap, report.out / "report.md"
+    result = attack_checkpoint(checkpoint="runs/ads/last", attack="fgsm", eps=0.05)
+    result.adversarial_accuracy, result.arrays["x_adv"]
+
+Each takes a config dataclass (``EvaluateConfig``, ``AttackConfig``) or its fields as keywords, checks
+every name, value and file before any work, and raises ``SSMDefenseError``s (``CheckpointError`` for a
+missing or corrupt checkpoint, ``UnknownNameError`` for an unknown attack or dataset, ``OptionError``
+for a bad setting). ``evaluate_checkpoints`` writes report.json, report.md and plots/ under a temporary
+name that appears only when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .api import get_attack
+from .checkpoint import load
+from .errors import CheckpointError, SSMDefenseError
+from .evaluation.audio import audio_budget, audio_robustness, snr_db, snr_summary
+from .evaluation.components import analyse_components, find_body
+from .evaluation.report import write_report
+from .evaluation.robustness import DEFAULT_ATTACK_PARAMS, best_last_gap, evaluate_robustness
+from .evaluation.sanity import gradient_masking_checks
+from .plugins import registry
+from .runs import load_data, resolve_device, staged_directory, use_threads
+from .seeding import seeded
+
+AUDIO_ATTACKS = ("snr-pgd", "time-shift", "speed")  # what evaluate adds on a waveform audio checkpoint
+DEFAULT_EVAL_EPS_FACTORS = (1.0, 0.5, 1.5, 2.0)  # evaluate's eps list at these multiples of the run's eps
+ANALYSES = ("components",)
+
+
+class OptionError(SSMDefenseError):
+    """A bad value of one setting: ``name`` is its config field, ``option`` its command-line option
+    (the CLI reports it as click reports a bad option value), ``message`` what is wrong."""
+
+    def __init__(self, name: str, option: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name, self.option, self.message = name, option, message
+
+
+def _path_fields_to_json(obj, paths) -> dict:
+    d = dataclasses.asdict(obj)
+    for key in paths:
+        d[key] = None if d[key] is None else str(d[key])
+    return d
+
+
+def _from_json(cls, d: dict):
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise SSMDefenseError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
+    return cls(**d)  # __post_init__ turns the path strings back into Paths
+
+
+def _config(cls, config, settings):
+    if config is not None and settings:
+        raise TypeError("give a config or its fields as keywords, not both")
+    return config if config is not None else cls(**settings)
+
+
+@dataclass
+class EvaluateConfig:
+    """Every setting of ``ssmdefense evaluate`` (None: the checkpoint's or the toolkit's default).
+
+    checkpoint: a run directory (its best and last checkpoints) or one checkpoint (``run/last``).
+    attacks: registered attack names (``pgd`` runs 10 steps: ``pgd-10``).
+    eps: eps values, the first the headline one (default: the run's eps, then 0.5x, 1.5x, 2x of it).
+    attack_params: ``{attack: {key: value}}``, the ``-p ATTACK.KEY=VALUE`` settings.
+    checks: the gradient-masking sanity checks (about 25 PGD-10 runs).
+    analysis: extra analyses, from ``ANALYSES``; analysis_samples: train and test samples they use.
+    snr_db: audio (waveform) checkpoints: SNRs of the snr-pgd curve; the time-shift and speed attacks
+        run too. Empty skips all three.
+    dataset, data_dir, dataset_params: the test data (default: the run's, with its folder and parameters).
+    out: where report.json, report.md and plots/ go (default: ``<run>/evaluation``); replaced if present.
+    """
+
+    checkpoint: Path
+    attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])
+    eps: list[float] | None = None
+    samples: int | None = None
+    attack_params: dict = field(default_factory=dict)
+    checks: bool = True
+    analysis: list[str] = field(default_factory=list)
+    analysis_samples: int = 200
+    snr_db: list[float] = field(default_factory=lambda: [40.0, 30.0, 20.0])
+    dataset: str | None = None
+    data_dir: Path | None = None
+    dataset_params: dict = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    out: Path | None = None
+
+    def __post_init__(self):
+        for key in ("checkpoint", "data_dir", "out"):
+            if getattr(self, key) is not None:
+                setattr(self, key, Path(getattr(self, key)))
+        for key in ("attacks", "eps", "analysis", "snr_db"):
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, [value] if isinstance(value, (str, int, float)) else list(value))
+
+    def to_dict(self) -> dict:
+        """JSON values (paths as strings)."""
+        return _path_fields_to_json(self, ("checkpoint", "data_dir", "out"))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EvaluateConfig:
+        return _from_json(cls, d)
+
+
+@dataclass
+class EvaluationReport:
+    """What ``ssmdefense evaluate`` writes to ``report.json`` (and prints with ``--json``, less ``plots``).
+
+    config: checkpoint, dataset, attacks, eps, eps_list, samples, attack_params, seed, checks,
+        analysis, sequence, sequence_params (and snr_db for audio checkpoints).
+    best, last (a run directory) or checkpoint (one checkpoint): ``{"epoch", **evaluate_robustness}``
+        plus ``sanity`` (checks), ``audio`` (audio checkpoints) and ``components`` (analysis); ``last``
+        is ``best`` when both are the same epoch.
+    gap: best minus last, when both are there. gradient_masking_suspected: with checks, whether any
+        checkpoint fails one. classes: class names, when the dataset has them. budget: audio only, the
+        eps as SNR in dB. plots: the PNG files written beside the report.
+    out: the directory written (not in the JSON).
+    """
+
+    config: dict
+    best: dict | None = None
+    last: dict | None = None
+    checkpoint: dict | None = None
+    gap: dict | None = None
+    gradient_masking_suspected: bool | None = None
+    classes: list | None = None
+    budget: dict | None = None
+    plots: list | None = None
+    out: Path | None = None
+
+    @property
+    def results(self) -> dict[str, dict]:
+        """The evaluated checkpoints' sections: ``{"best": ..., "last": ...}`` or ``{"checkpoint": ...}``."""
+        return {k: getattr(self, k) for k in ("best", "last", "checkpoint") if getattr(self, k) is not None}
+
+    def to_dict(self) -> dict:
+        """The JSON of ``report.json`` (optional sections only when present, in the file's order)."""
+        d = {"config": self.config}
+        for key in ("classes", "budget"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        d.update(self.results)
+        for key in ("gap", "gradient_masking_suspected", "plots"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, out: Path | None = None) -> EvaluationReport:
+        return cls(config=d["config"], **{k: d.get(k) for k in ("best", "last", "checkpoint", "gap",
+                                                                  "gradient_masking_suspected", "classes",
+                                                                  "budget", "plots")}, out=out)
+
+    @classmethod
+    def load(cls, directory) -> EvaluationReport:
+        """The report of a finished evaluation (``<run>/evaluation`` or its ``--out``)."""
+        path = Path(directory) / "report.json"
+        if not path.is_file():
+            raise SSMDefenseError(f"no report at {path}: not a finished evaluation")
+        return cls.from_dict(json.loads(path.read_text()), out=Path(directory))
+
+
+@dataclass
+class AttackConfig:
+    """Every setting of ``ssmdefense attack``: one attack on one checkpoint's test data.
+
+    checkpoint: a checkpoint (``run/last``) or a run directory (its best checkpoint).
+    eps: the budget (default: the run's eps when the attack takes one, else the attack's default);
+        params: the attack's other parameters (``-p``), eps not among them when ``eps`` is given.
+    save_examples: a ``.npz`` file for x, x_adv, y, pred_clean and pred_adv.
+    """
+
+    checkpoint: Path
+    attack: str
+    eps: float | None = None
+    params: dict = field(default_factory=dict)
+    samples: int | None = None
+    dataset: str | None = None
+    data_dir: Path | None = None
+    dataset_params: dict = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    save_examples: Path | None = None
+
+    def __post_init__(self):
+        for key in ("checkpoint", "data_dir", "save_examples"):
+            if getattr(self, key) is not None:
+                setattr(self, key, Path(getattr(self, key)))
+
+    def to_dict(self) -> dict:
+        """JSON values (paths as strings)."""
+        return _path_fields_to_json(self, ("checkpoint", "data_dir", "save_examples"))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AttackConfig:
+        return _from_json(cls, d)
+
+
+@dataclass
+class AttackResult:
+    """What ``ssmdefense attack --json`` prints: accuracies before and after, the perturbation's size.
+
+    snr: audio (waveform) checkpoints: the perturbations' SNR (``evaluation.audio.snr_summary``: min,
+    mean and median dB, perturbed, silent_perturbed), flat in the JSON. examples: the ``.npz`` written.
+    arrays: x, x_adv, y, pred_clean, pred_adv (numpy; not in the JSON).
+    """
+
+    checkpoint: str
+    dataset: str
+    attack: str
+    params: dict
+    samples: int
+    clean_accuracy: float
+    adversarial_accuracy: float
+    max_linf: float
+    mean_l2: float
+    snr: dict | None = None
+    examples: str | None = None
+    arrays: dict | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("checkpoint", "dataset", "attack", "params", "samples", "clean_accuracy",
+                                           "adversarial_accuracy", "max_linf", "mean_l2")}
+        d.update(self.snr or {})
+        if self.examples is not None:
+            d["examples"] = self.examples
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AttackResult:
+        named = {f.name for f in dataclasses.fields(cls)} - {"snr", "arrays"}
+        snr = {k: v for k, v in d.items() if k not in named}
+        return cls(**{k: v for k, v in d.items() if k in named}, snr=snr or None)
+
+
+def find_checkpoints(path) -> dict[str, Path]:
+    """{"best": stem, "last": stem} for a run directory, {"checkpoint": stem} for one checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        found = {k: path / k for k in ("best", "last") if (path / f"{k}.json").is_file()}
+        if not found:
+            raise CheckpointError(f"{path} holds no best.json or last.json checkpoint")
+        return found
+    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    if not stem.with_suffix(".json").is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    return {"checkpoint": stem}
+
+
+def load_test_data(clf, dataset: str | None = None, samples: int | None = None, data_dir=None,
+                   dataset_params: dict | None = None):
+    """(name, natural x, y, dataset) of the test split: the checkpoint's dataset with its recorded
+    parameters and folder, unless ``dataset``, ``data_dir`` or ``dataset_params`` say otherwise."""
+    extra = clf.checkpoint_meta.get("extra", {})
+    name = dataset or extra.get("dataset")
+    if name is None:
+        raise SSMDefenseError("this checkpoint does not record its dataset; pass --dataset")
+    params = dict(dataset_params or {})
+    if dataset is None or dataset == extra.get("dataset"):  # the run's own dataset: start from its settings
+        params = {**extra.get("dataset_params", {}), **params}
+        if data_dir is None and "root" not in params and extra.get("data_dir"):
+            data_dir = Path(extra["data_dir"])
+    data = load_data(name, data_dir, params)
+    natural = tuple(getattr(clf, "natural_shape", clf.input_shape))
+    if tuple(data.input_shape) != natural:
+        raise SSMDefenseError(f"dataset {name!r} has inputs of shape {data.input_shape}; "
+                              f"the checkpoint expects {natural}")
+    x, y = data.x_test, data.y_test
+    if samples is not None:
+        x, y = x[:samples], y[:samples]
+    return name, x, y, data
+
+
+def _check_common(c) -> None:
+    """Values the command line's option types check; from Python they are checked here."""
+    if c.device not in ("auto", "cpu", "cuda"):
+        raise OptionError("device", "--device", f"expected auto, cpu or cuda; got {c.device!r}")
+    for key in ("samples", "threads"):
+        if getattr(c, key) is not None and getattr(c, key) < 1:
+            raise OptionError(key, f"--{key}", "must be at least 1")
+
+
+def attack_checkpoint(config: AttackConfig | None = None, **settings) -> AttackResult:
+    """Run one attack on a checkpoint's test data (``ssmdefense attack``): clean and adversarial
+    accuracy, the perturbation's size (and, for audio, its SNR); ``save_examples`` writes the arrays."""
+
+    c = _config(AttackConfig, config, settings)
+    _check_common(c)
+    params = dict(c.params)
+    registry("attacks").get(c.attack)
+    if c.save_examples is not None and c.save_examples.suffix != ".npz":
+        raise OptionError("save_examples", "--save-examples", "must end in .npz")
+    if c.save_examples is not None and not c.save_examples.parent.exists():
+        raise OptionError("save_examples", "--save-examples", f"directory {c.save_examples.parent} does not exist")
+    if c.eps is not None and c.eps <= 0:
+        raise OptionError("eps", "--eps", "must be positive")
+    stem = next(iter(find_checkpoints(c.checkpoint).values()))
+    clf = load(stem, device_type=resolve_device(c.device, c.threads))
+    use_threads(c.threads, clf.is_audio)
+    name, x, y, _ = load_test_data(clf, c.dataset, c.samples, c.data_dir, c.dataset_params)
+    x = clf.prepare_inputs(x)
+    eps = c.eps
+    if eps is None and "eps" not in params and "snr_db" not in params and _takes_eps(c.attack):
+        eps = clf.checkpoint_meta.get("extra", {}).get("eps")
+    if eps is not None:
+        if "eps" in params:
+            raise OptionError("eps", "--eps", "give eps once: --eps or -p eps=...")
+        params["eps"] = eps
+    adv = get_attack(c.attack, clf, **params)
+    with seeded(c.seed):
+        x_adv = adv.generate(x, y).astype(np.float32)
+    pred_clean = clf.predict(x).argmax(1)
+    pred_adv = clf.predict(x_adv).argmax(1)
+    delta = (x_adv - x).reshape(len(x), -1)
+    result = AttackResult(checkpoint=str(stem), dataset=name, attack=c.attack, params=params, samples=len(y),
+                          clean_accuracy=float((pred_clean == y).mean()),
+                          adversarial_accuracy=float((pred_adv == y).mean()),
+                          max_linf=float(np.abs(delta).max()) if delta.size else 0.0,
+                          mean_l2=float(np.linalg.norm(delta, axis=1).mean()) if delta.size else 0.0,
+                          arrays={"x": x, "x_adv": x_adv, "y": y, "pred_clean": pred_clean, "pred_adv": pred_adv})
+    if clf.is_audio and tuple(clf.input_shape) == clf.natural_shape:  # waveforms: the perturbation's SNR
+        result.snr = snr_summary(snr_db(x, x_adv))
+    if c.save_examples is not None:
+        tmp = c.save_examples.with_name(f".{c.save_examples.name}.partial-{os.getpid()}.npz")
+        try:
+            np.savez_compressed(tmp, **result.arrays)
+            os.replace(tmp, c.save_examples)
+        finally:
+            tmp.unlink(missing_ok=True)
+        result.examples = str(c.save_examples)
+    return result
+
+
+def _takes_eps(attack_name: str) -> bool:
+    """Whether the run's eps is a sensible default for this attack: its factory takes ``eps`` with a
+    default budget (attacks with another budget, such as snr-pgd or time-shift, accept eps=None and
+    ignore it)."""
+    if "eps" not in (registry("attacks").accepted_params(attack_name) or ["eps"]):
+        return False
+    factory = registry("attacks").get(attack_name).factory
+    try:
+        param = inspect.signature(factory).parameters.get("eps")
+    except (TypeError, ValueError):
+        return True
+    return param is None or param.default is not None
+
+
+def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> EvaluationReport:
+    """Evaluate a run's best and last checkpoints, or one checkpoint (``ssmdefense evaluate``): clean,
+    per-attack, per-class and per-eps accuracy, the gradient-masking checks, the audio attacks and the
+    analyses; write report.json, report.md and plots/ to ``out``. Everything is checked before any work;
+    on any error nothing half-written remains."""
+    c = _config(EvaluateConfig, config, settings)
+    _check_common(c)
+    if c.analysis_samples < 1:
+        raise OptionError("analysis_samples", "--analysis-samples", "must be at least 1")
+    attacks = list(c.attacks)
+    if not attacks:
+        raise OptionError("attacks", "--attacks", "give at least one attack")
+    for a in attacks:
+        registry("attacks").get(a)
+    known = [*attacks, *AUDIO_ATTACKS]
+    for a, params in c.attack_params.items():
+        if a not in known or not isinstance(params, dict):
+            raise OptionError("attack_params", "-p", f"expected {{attack: {{key: value}}}} with attack one of "
+                                                     f"{', '.join(known)}; got {a!r}: {params!r}")
+    attack_params = {a: dict(p) for a, p in c.attack_params.items()}
+    for a in c.analysis:
+        if a not in ANALYSES:
+            raise OptionError("analysis", "--analysis", f"{a!r} is not one of {', '.join(ANALYSES)}")
+    if c.eps is not None and (not c.eps or any(e < 0 for e in c.eps)):
+        raise OptionError("eps", "--eps", f"expected non-negative numbers; got {c.eps!r}")
+    snrs = list(c.snr_db)
+    stems = find_checkpoints(c.checkpoint)
+    device_type = resolve_device(c.device, c.threads)
+    clfs = {k: load(s, device_type=device_type) for k, s in stems.items()}
+    first = next(iter(clfs.values()))
+    use_threads(c.threads, first.is_audio)
+    eps_list = c.eps
+    if eps_list is None:
+        run_eps = first.checkpoint_meta.get("extra", {}).get("eps")
+        if run_eps is None:
+            raise SSMDefenseError("this checkpoint does not record its eps; pass --eps")
+        eps_list = [round(f * run_eps, 10) for f in DEFAULT_EVAL_EPS_FACTORS]
+    if any(e <= 0 for e in eps_list[:1]):
+        raise OptionError("eps", "--eps", "the first eps must be positive")
+    if "components" in c.analysis:
+        for clf in clfs.values():
+            find_body(clf)  # a model without SSM blocks fails here, before any work
+    name, natural_x, y, data = load_test_data(first, c.dataset, c.samples, c.data_dir, c.dataset_params)
+    x = first.prepare_inputs(natural_x)
+    for a in attacks:  # bad attack parameters fail here, before any work
+        get_attack(a, first, eps=eps_list[0], **{**DEFAULT_ATTACK_PARAMS.get(a, {}), **attack_params.get(a, {})})
+    audio = bool(snrs) and first.is_audio and tuple(first.input_shape) == first.natural_shape
+    if audio:
+        for a in AUDIO_ATTACKS:
+            get_attack(a, first, **{**({"snr_db": snrs[0]} if a == "snr-pgd" else {}), **attack_params.get(a, {})})
+    out = c.out
+    if out is None:
+        out = (c.checkpoint if c.checkpoint.is_dir() else c.checkpoint.parent) / "evaluation"
+    report = EvaluationReport(
+        config={"checkpoint": str(c.checkpoint), "dataset": name, "attacks": attacks, "eps": eps_list[0],
+                "eps_list": sorted(set(eps_list)), "samples": len(y), "attack_params": attack_params,
+                "seed": c.seed, "checks": c.checks, "analysis": list(c.analysis), "sequence": first.sequence,
+                "sequence_params": first.sequence_params},
+        classes=list(data.classes) if getattr(data, "classes", None) else None, out=out)
+    if first.is_audio:
+        report.budget = audio_budget(first, natural_x, eps_list[0])
+        if audio:
+            report.config["snr_db"] = sorted(snrs, reverse=True)
+    with staged_directory(out, overwrite=True) as tmp:
+        for which, clf in clfs.items():
+            epoch = clf.checkpoint_meta.get("extra", {}).get("epoch")
+            if which == "last" and epoch is not None and report.best is not None and report.best["epoch"] == epoch:
+                report.last = report.best  # the same epoch's weights: nothing new to measure
+                continue
+            result = {"epoch": epoch, **evaluate_robustness(clf, x, y, eps=eps_list[0], attacks=attacks,
+                                                            eps_list=sorted({0.0, *eps_list}),
+                                                            attack_params=attack_params, seed=c.seed)}
+            if c.checks:
+                curve = result["curve"] if "pgd" in attacks else None
+                result["sanity"] = gradient_masking_checks(clf, x, y, eps=eps_list[0], curve=curve,
+                                                           pgd=attack_params.get("pgd"), seed=c.seed)
+            if audio:
+                result["audio"] = audio_robustness(clf, x, y, snrs=snrs, seed=c.seed, attack_params=attack_params)
+            if "components" in c.analysis:
+                result["components"] = _components(clf, data, x, y, eps_list[0], c.analysis_samples, c.seed)
+            setattr(report, which, result)
+        if report.best is not None and report.last is not None:
+            report.gap = best_last_gap(report.best, report.last)
+        if c.checks:
+            report.gradient_masking_suspected = any(r["sanity"]["gradient_masking_suspected"]
+                                                    for r in report.results.values())
+        write_report(tmp, report.to_dict(), f"ssmdefense evaluate: {c.checkpoint}")
+        report.plots = json.loads((tmp / "report.json").read_text())["plots"]  # the plots write_report drew
+    return report
+
+
+def _components(clf, data, x_test, y_test, eps, n, seed):
+    """Component analysis under PGD-10 at ``eps`` on the first ``n`` train and test samples."""
+
+    attack = get_attack("pgd", clf, eps=eps, max_iter=10)
+    with seeded(seed):
+        return analyse_components(clf, {"train": (clf.prepare_inputs(data.x_train[:n]), data.y_train[:n]),
+                                        "test": (x_test[:n], y_test[:n])}, attack)
