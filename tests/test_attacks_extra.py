@@ -159,8 +159,8 @@ def test_noise_works_on_any_input_shape():
 @pytest.mark.parametrize("name, params, message", [
     ("noise", {"eps": 0}, "eps must be a positive number"),
     ("noise", {"norm": "l1"}, "norm must be one of inf, 2"),
-    ("noise", {"seed": -1}, "seed must be None or an integer >= 0"),
-    ("noise", {"seed": 1.5}, "seed must be None or an integer >= 0"),
+    ("noise", {"seed": -1}, "seed must be an integer >= 0 or None"),
+    ("noise", {"seed": 1.5}, "seed must be an integer >= 0 or None"),
     ("noise", {"batch_size": 0}, "batch_size must be a positive integer"),
     ("noise", {"verbose": "yes"}, "verbose must be True or False"),
     ("noise", {"sigma": 0.1}, "unknown parameter.*accepted: .*norm"),

@@ -26,6 +26,7 @@ def test_the_api_reproduces_the_command_line_run(tmp_path):
         assert from_api[which] == from_cli[which]  # same seed: the same epochs, accuracies and curves
     assert from_api["config"] == from_cli["config"]
     assert report.to_dict()["best"] == from_api["best"] and report.out == tmp_path / "api"
+    assert report.plots == from_api["plots"] and "plots/training_curves.png" in report.plots
     assert RunReport.load(tmp_path / "api").to_dict() == from_api
     saved = json.loads((tmp_path / "api" / "config.json").read_text())
     assert saved["defense"] == "ads" and saved["model_params"] == {"d_model": 16, "n_layers": 1, "d_state": 8,

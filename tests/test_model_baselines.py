@@ -102,10 +102,10 @@ def test_ads_is_rejected_for_the_baselines():
 @pytest.mark.parametrize("name, params, message", [
     ("lstm", dict(d_model=0), "d_model must be an integer"),
     ("gru", dict(n_layers=0), "n_layers must be an integer"),
-    ("lstm", dict(dropout=1.0), "dropout must be in"),
+    ("lstm", dict(dropout=1.0), "dropout must be a number in"),
     ("gru", dict(d_model=2.5), "d_model must be an integer"),
     ("mlp", dict(d_hidden=0), "d_hidden must be an integer"),
-    ("mlp", dict(dropout=-0.1), "dropout must be in"),
+    ("mlp", dict(dropout=-0.1), "dropout must be a number in"),
     ("mlp", dict(d_model=64), "unknown parameter"),
 ])
 def test_bad_baseline_parameters_raise_clear_errors(name, params, message):

@@ -189,7 +189,7 @@ def test_mamba_initialisation_follows_the_paper():
     (dict(dt_rank=0), "dt_rank must be an integer"),
     (dict(d_model=0), "d_model must be an integer"),
     (dict(n_layers=0), "n_layers must be an integer"),
-    (dict(dropout=1.0), "dropout must be in"),
+    (dict(dropout=1.0), "dropout must be a number in"),
     (dict(ads="softmax"), "ads must be one of"),
     (dict(bogus=1), "unknown parameter"),
 ])

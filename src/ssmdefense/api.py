@@ -7,13 +7,22 @@ whose product lacks a member fails with one error naming the plugin and the memb
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import contracts
 from .errors import SSMDefenseError
 from .plugins import registry
 
+if TYPE_CHECKING:  # annotations only: importing ssmdefense.api imports neither torch nor ART
+    import torch
+    from art.attacks import EvasionAttack
+    from art.defences.trainer import Trainer
 
-def _create(kind: str, name: str, *args, **params):
+    from .data.base import Dataset
+
+
+def _create(kind: str, name: str, *args: Any, **params: Any) -> Any:
     """The registry's ``create``, then the product checked against ``contracts.PROTOCOLS[kind]``."""
     reg = registry(kind)
     product = reg.create(name, *args, **params)
@@ -22,7 +31,7 @@ def _create(kind: str, name: str, *args, **params):
     return product
 
 
-def build_model(name: str, d_input: int, n_classes: int, **params):
+def build_model(name: str, d_input: int, n_classes: int, **params: Any) -> torch.nn.Module:
     """Build registered model ``name``: a ``torch.nn.Module`` float (B, L, D) -> logits (B, n_classes).
 
     The module remembers how it was built (``model.ssmdefense_config``) so ``sd.save`` can
@@ -38,31 +47,31 @@ def build_model(name: str, d_input: int, n_classes: int, **params):
     return model
 
 
-def get_attack(name: str, estimator, **params):
+def get_attack(name: str, estimator: Any, **params: Any) -> EvasionAttack:
     """The registered attack ``name`` bound to an ART estimator: an ART ``EvasionAttack``."""
     return _create("attacks", name, estimator, **params)
 
 
-def get_defense(name: str, estimator, **params):
+def get_defense(name: str, estimator: Any, **params: Any) -> Trainer:
     """The registered defense ``name`` for an ART estimator: an ART ``Trainer`` (a built-in one is a
     whole ``contracts.Defense``; ``defenses.art_trainer.as_defense`` makes a plugin's plain trainer
     one, as ``experiment.run`` does)."""
     return _create("defenses", name, estimator, **params)
 
 
-def load_dataset(name: str, **params):
+def load_dataset(name: str, **params: Any) -> Dataset:
     """Load registered dataset ``name`` (x_train, y_train, x_test, y_test, input_shape, ...)."""
     return _create("datasets", name, **params)
 
 
-def build_serialiser(sequence: str, input_shape, **params):
+def build_serialiser(sequence: str, input_shape: Sequence[int], **params: Any) -> torch.nn.Module:
     """The registered sequence mode ``sequence`` for inputs of natural shape ``input_shape``: a
     ``torch.nn.Module`` (N, *input_shape) -> (N, L, D) with ``L``, ``D`` and ``params`` (see
     ``ssmdefense.models.serialise``). Bad shapes or settings raise ``SSMDefenseError``."""
     return _create("sequences", sequence, tuple(int(s) for s in input_shape), **params)
 
 
-def sequence_dims(input_shape, sequence: str, **params) -> tuple[int, int]:
+def sequence_dims(input_shape: Sequence[int], sequence: str, **params: Any) -> tuple[int, int]:
     """(L, D) of the sequences that mode ``sequence`` makes from inputs of ``input_shape``:
     D is the ``d_input`` a model needs, e.g. ``sd.sequence_dims((1, 16000), "mel")`` -> (101, 40)."""
     serialiser = build_serialiser(sequence, input_shape, **params)

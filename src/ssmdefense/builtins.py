@@ -13,7 +13,7 @@ it) and add its row here. A third-party package registers through the same hooks
 
 from __future__ import annotations
 
-from .hookspecs import hookimpl
+from .hookspecs import Register, hookimpl
 from .plugins import LazyFactory
 
 BUILTINS: dict[str, list[tuple[str, str, str]]] = {
@@ -103,31 +103,31 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-def _register(register, kind: str) -> None:
+def _register(register: Register, kind: str) -> None:
     for name, target, summary in BUILTINS[kind]:
         register(name, LazyFactory(target), summary)
 
 
 @hookimpl
-def register_models(register):
+def register_models(register: Register) -> None:
     _register(register, "models")
 
 
 @hookimpl
-def register_datasets(register):
+def register_datasets(register: Register) -> None:
     _register(register, "datasets")
 
 
 @hookimpl
-def register_sequences(register):
+def register_sequences(register: Register) -> None:
     _register(register, "sequences")
 
 
 @hookimpl
-def register_attacks(register):
+def register_attacks(register: Register) -> None:
     _register(register, "attacks")
 
 
 @hookimpl
-def register_defenses(register):
+def register_defenses(register: Register) -> None:
     _register(register, "defenses")

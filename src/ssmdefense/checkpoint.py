@@ -10,13 +10,15 @@ import json
 import os
 from pathlib import Path
 
+from .api import build_model
 from .errors import CheckpointError, SSMDefenseError
+from .estimators import SSMClassifier
 
 FORMAT = "ssmdefense.checkpoint"
 FORMAT_VERSION = 1
 
 
-def _stem(path) -> Path:
+def _stem(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix in (".safetensors", ".json"):
         path = path.with_suffix("")
@@ -32,7 +34,7 @@ def _atomic_write_bytes(target: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save(clf, path, extra: dict | None = None) -> Path:
+def save(clf: SSMClassifier, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write ``path.safetensors`` and ``path.json`` for an ``SSMClassifier``; returns the stem.
 
     ``extra`` (JSON values) is stored under "extra" (the run's dataset, epoch, metrics, ...).
@@ -75,7 +77,7 @@ def save(clf, path, extra: dict | None = None) -> Path:
     return stem
 
 
-def read_meta(path) -> dict:
+def read_meta(path: str | os.PathLike) -> dict:
     """The JSON half of a checkpoint, validated."""
     stem = _stem(path)
     if stem.is_dir():
@@ -99,13 +101,11 @@ def read_meta(path) -> dict:
     return meta
 
 
-def load(path, device_type: str = "gpu"):
+def load(path: str | os.PathLike, device_type: str = "gpu") -> SSMClassifier:
     """Rebuild the ``SSMClassifier`` saved at ``path`` (a stem, either file, or a run directory)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .api import build_model
-    from .estimators import SSMClassifier
 
     meta = read_meta(path)
     stem = Path(meta["_stem"])

@@ -30,7 +30,7 @@ from .errors import SSMDefenseError
 class ARTTrainer(Protocol):
     """The least a defense is: an ART ``Trainer``."""
 
-    def fit(self, x, y, **kwargs) -> Any: ...
+    def fit(self, x: Any, y: Any, **kwargs: Any) -> Any: ...
 
     def get_classifier(self) -> Any: ...
 
@@ -44,8 +44,9 @@ class Defense(ARTTrainer, Protocol):
     name: str
     timing: dict
 
-    def fit(self, x, y, validation_data=None, nb_epochs: int = 10, batch_size: int | None = None, out_dir=None,
-            checkpoint_extra: dict | None = None, resume: bool = False) -> list[dict]: ...
+    def fit(self, x: Any, y: Any, validation_data: tuple | None = None, nb_epochs: int = 10,
+            batch_size: int | None = None, out_dir: Any = None, checkpoint_extra: dict | None = None,
+            resume: bool = False) -> list[dict]: ...
 
     def describe(self) -> dict: ...
 
@@ -54,7 +55,7 @@ class Defense(ARTTrainer, Protocol):
 class ModelBody(Protocol):
     """A ``torch.nn.Module`` (B, L, D) -> (B, n_classes)."""
 
-    def forward(self, x) -> Any: ...
+    def forward(self, x: Any) -> Any: ...
 
     def parameters(self, recurse: bool = True) -> Any: ...
 
@@ -69,14 +70,14 @@ class SequenceMode(Protocol):
     D: int
     params: dict
 
-    def forward(self, x) -> Any: ...
+    def forward(self, x: Any) -> Any: ...
 
 
 @runtime_checkable
 class Attack(Protocol):
     """An ART ``EvasionAttack``."""
 
-    def generate(self, x, y=None, **kwargs) -> Any: ...
+    def generate(self, x: Any, y: Any = None, **kwargs: Any) -> Any: ...
 
 
 @runtime_checkable

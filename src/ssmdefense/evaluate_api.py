@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -30,12 +30,16 @@ from .checkpoint import load
 from .errors import CheckpointError, SSMDefenseError
 from .evaluation.audio import audio_budget, audio_robustness, snr_db, snr_summary
 from .evaluation.components import analyse_components, find_body
-from .evaluation.report import write_report
+from .evaluation.report import read_report, write_report
 from .evaluation.robustness import DEFAULT_ATTACK_PARAMS, best_last_gap, evaluate_robustness
 from .evaluation.sanity import gradient_masking_checks
 from .plugins import registry
 from .runs import load_data, resolve_device, staged_directory, use_threads
 from .seeding import seeded
+
+if TYPE_CHECKING:
+    from .data.base import Dataset
+    from .estimators import SSMClassifier
 
 AUDIO_ATTACKS = ("snr-pgd", "time-shift", "speed")  # what evaluate adds on a waveform audio checkpoint
 DEFAULT_EVAL_EPS_FACTORS = (1.0, 0.5, 1.5, 2.0)  # evaluate's eps list at these multiples of the run's eps
@@ -51,28 +55,56 @@ class OptionError(SSMDefenseError):
         self.name, self.option, self.message = name, option, message
 
 
-def _path_fields_to_json(obj, paths) -> dict:
+def _path_fields_to_json(obj: Any, paths: tuple[str, ...]) -> dict:
     d = dataclasses.asdict(obj)
     for key in paths:
         d[key] = None if d[key] is None else str(d[key])
     return d
 
 
-def _from_json(cls, d: dict):
+def _from_json(cls: type, d: dict) -> Any:
     unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise SSMDefenseError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
     return cls(**d)  # __post_init__ turns the path strings back into Paths
 
 
-def _config(cls, config, settings):
+def _config(cls: type, config: Any, settings: dict) -> Any:
     if config is not None and settings:
         raise TypeError("give a config or its fields as keywords, not both")
     return config if config is not None else cls(**settings)
 
 
+@dataclass(kw_only=True)
+class _CheckpointWork:
+    """The settings ``evaluate`` and ``attack`` share: the test data (default: the run's, with its
+    folder and parameters), the seed, and where the work runs. ``PATHS``: the fields that are paths
+    (strings become ``Path``s, and back in ``to_dict``)."""
+
+    PATHS: ClassVar[tuple[str, ...]] = ("checkpoint", "data_dir")
+    dataset: str | None = None
+    data_dir: Path | None = None
+    dataset_params: dict = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in self.PATHS:
+            if getattr(self, key) is not None:
+                setattr(self, key, Path(getattr(self, key)))
+
+    def to_dict(self) -> dict:
+        """JSON values (paths as strings)."""
+        return _path_fields_to_json(self, self.PATHS)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Any:
+        return _from_json(cls, d)
+
+
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(_CheckpointWork):
     """Every setting of ``ssmdefense evaluate`` (None: the checkpoint's or the toolkit's default).
 
     checkpoint: a run directory (its best and last checkpoints) or one checkpoint (``run/last``).
@@ -96,30 +128,15 @@ class EvaluateConfig:
     analysis: list[str] = field(default_factory=list)
     analysis_samples: int = 200
     snr_db: list[float] = field(default_factory=lambda: [40.0, 30.0, 20.0])
-    dataset: str | None = None
-    data_dir: Path | None = None
-    dataset_params: dict = field(default_factory=dict)
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
     out: Path | None = None
+    PATHS: ClassVar[tuple[str, ...]] = ("checkpoint", "data_dir", "out")
 
-    def __post_init__(self):
-        for key in ("checkpoint", "data_dir", "out"):
-            if getattr(self, key) is not None:
-                setattr(self, key, Path(getattr(self, key)))
+    def __post_init__(self) -> None:
+        super().__post_init__()
         for key in ("attacks", "eps", "analysis", "snr_db"):
             value = getattr(self, key)
             if value is not None:
                 setattr(self, key, [value] if isinstance(value, (str, int, float)) else list(value))
-
-    def to_dict(self) -> dict:
-        """JSON values (paths as strings)."""
-        return _path_fields_to_json(self, ("checkpoint", "data_dir", "out"))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EvaluateConfig:
-        return _from_json(cls, d)
 
 
 @dataclass
@@ -172,16 +189,13 @@ class EvaluationReport:
                                                                   "budget", "plots")}, out=out)
 
     @classmethod
-    def load(cls, directory) -> EvaluationReport:
+    def load(cls, directory: str | os.PathLike) -> EvaluationReport:
         """The report of a finished evaluation (``<run>/evaluation`` or its ``--out``)."""
-        path = Path(directory) / "report.json"
-        if not path.is_file():
-            raise SSMDefenseError(f"no report at {path}: not a finished evaluation")
-        return cls.from_dict(json.loads(path.read_text()), out=Path(directory))
+        return cls.from_dict(read_report(directory, "evaluation"), out=Path(directory))
 
 
 @dataclass
-class AttackConfig:
+class AttackConfig(_CheckpointWork):
     """Every setting of ``ssmdefense attack``: one attack on one checkpoint's test data.
 
     checkpoint: a checkpoint (``run/last``) or a run directory (its best checkpoint).
@@ -195,26 +209,8 @@ class AttackConfig:
     eps: float | None = None
     params: dict = field(default_factory=dict)
     samples: int | None = None
-    dataset: str | None = None
-    data_dir: Path | None = None
-    dataset_params: dict = field(default_factory=dict)
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
     save_examples: Path | None = None
-
-    def __post_init__(self):
-        for key in ("checkpoint", "data_dir", "save_examples"):
-            if getattr(self, key) is not None:
-                setattr(self, key, Path(getattr(self, key)))
-
-    def to_dict(self) -> dict:
-        """JSON values (paths as strings)."""
-        return _path_fields_to_json(self, ("checkpoint", "data_dir", "save_examples"))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AttackConfig:
-        return _from_json(cls, d)
+    PATHS: ClassVar[tuple[str, ...]] = ("checkpoint", "data_dir", "save_examples")
 
 
 @dataclass
@@ -254,7 +250,7 @@ class AttackResult:
         return cls(**{k: v for k, v in d.items() if k in named}, snr=snr or None)
 
 
-def find_checkpoints(path) -> dict[str, Path]:
+def find_checkpoints(path: str | os.PathLike) -> dict[str, Path]:
     """{"best": stem, "last": stem} for a run directory, {"checkpoint": stem} for one checkpoint."""
     path = Path(path)
     if path.is_dir():
@@ -268,8 +264,9 @@ def find_checkpoints(path) -> dict[str, Path]:
     return {"checkpoint": stem}
 
 
-def load_test_data(clf, dataset: str | None = None, samples: int | None = None, data_dir=None,
-                   dataset_params: dict | None = None):
+def load_test_data(clf: SSMClassifier, dataset: str | None = None, samples: int | None = None,
+                   data_dir: Path | None = None,
+                   dataset_params: dict | None = None) -> tuple[str, np.ndarray, np.ndarray, Dataset]:
     """(name, natural x, y, dataset) of the test split: the checkpoint's dataset with its recorded
     parameters and folder, unless ``dataset``, ``data_dir`` or ``dataset_params`` say otherwise."""
     extra = clf.checkpoint_meta.get("extra", {})
@@ -292,7 +289,7 @@ def load_test_data(clf, dataset: str | None = None, samples: int | None = None, 
     return name, x, y, data
 
 
-def _check_common(c) -> None:
+def _check_common(c: EvaluateConfig | AttackConfig) -> None:
     """Values the command line's option types check; from Python they are checked here."""
     if c.device not in ("auto", "cpu", "cuda"):
         raise OptionError("device", "--device", f"expected auto, cpu or cuda; got {c.device!r}")
@@ -452,12 +449,12 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
         if c.checks:
             report.gradient_masking_suspected = any(r["sanity"]["gradient_masking_suspected"]
                                                     for r in report.results.values())
-        write_report(tmp, report.to_dict(), f"ssmdefense evaluate: {c.checkpoint}")
-        report.plots = json.loads((tmp / "report.json").read_text())["plots"]  # the plots write_report drew
+        report.plots = write_report(tmp, report.to_dict(), f"ssmdefense evaluate: {c.checkpoint}")
     return report
 
 
-def _components(clf, data, x_test, y_test, eps, n, seed):
+def _components(clf: SSMClassifier, data: Dataset, x_test: np.ndarray, y_test: np.ndarray, eps: float, n: int,
+                seed: int) -> dict:
     """Component analysis under PGD-10 at ``eps`` on the first ``n`` train and test samples."""
 
     attack = get_attack("pgd", clf, eps=eps, max_iter=10)

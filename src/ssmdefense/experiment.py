@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from .evaluate_api import (  # noqa: F401  (the evaluation API, importable from 
     evaluate_checkpoints,
 )
 from .evaluation.audio import audio_budget, write_audio_examples
-from .evaluation.report import write_report
+from .evaluation.report import read_report, write_report
 from .evaluation.robustness import best_last_gap, evaluate_robustness
 from .plugins import registry
 from .runs import interrupted_run, load_data, resolve_device, split_sequence_params, staged_directory, use_threads
@@ -148,12 +149,9 @@ class RunReport:
                    out=out)
 
     @classmethod
-    def load(cls, run_dir) -> RunReport:
+    def load(cls, run_dir: str | os.PathLike) -> RunReport:
         """The report of a finished run directory."""
-        path = Path(run_dir) / "report.json"
-        if not path.is_file():
-            raise SSMDefenseError(f"no report at {path}: not a finished run directory")
-        return cls.from_dict(json.loads(path.read_text()), out=Path(run_dir))
+        return cls.from_dict(read_report(run_dir, "run directory"), out=Path(run_dir))
 
 
 def resume_config(out: Path, command: str) -> tuple[RunConfig, Path]:
@@ -263,7 +261,6 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
                          "eval_seconds": [r.get("eval_seconds") for r in history],
                          "train_seconds": train_seconds, "resumed": resume_dir is not None, **trainer.timing,
                          "total_seconds": time.perf_counter() - start}
-        written = report.to_dict()
-        write_report(tmp, written, f"ssmdefense {c.command}: {c.defense} on {c.model} / {c.dataset}", history=history)
-        report.plots = written.get("plots")  # write_report adds the plots it drew
+        report.plots = write_report(tmp, report.to_dict(), f"ssmdefense {c.command}: {c.defense} on {c.model} / "
+                                                           f"{c.dataset}", history=history)
     return report

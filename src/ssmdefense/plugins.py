@@ -15,13 +15,17 @@ import importlib.metadata
 import inspect
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import __version__, contracts, hookspecs
 from .errors import DuplicateNameError, SSMDefenseError, UnknownNameError
+
+if TYPE_CHECKING:  # the CLI's type, only for annotations
+    import click
 
 BUILTIN_PLUGIN = "ssmdefense.builtins"  # the table of every built-in; setup.cfg lists no built-ins
 ENTRY_POINT_GROUP = "ssmdefense"
@@ -32,7 +36,7 @@ _SINGULAR = {"models": "model", "attacks": "attack", "defenses": "defense", "dat
 _pm: pluggy.PluginManager | None = None
 _load_errors: list[dict] = []
 _plugin_sources: dict[str, dict] = {}
-_registries: dict[str, "Registry"] = {}
+_registries: dict[str, Registry] = {}
 
 
 class LazyFactory:
@@ -128,7 +132,7 @@ class Registry:
             return None
         return [p.name for p in params if p.kind is p.KEYWORD_ONLY]
 
-    def create(self, name: str, *args, **params):
+    def create(self, name: str, *args: Any, **params: Any) -> Any:
         """Call the factory of ``name`` with positional ``args`` and keyword ``params``.
 
         The registry's own parameter errors (an unknown keyword, arguments that do not fit the
@@ -159,7 +163,7 @@ class Registry:
             raise SSMDefenseError(f"{what}: {exc}") from exc
 
 
-def _selected_entry_points():
+def _selected_entry_points() -> list:
     eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     wanted = os.environ.get("SSMDEFENSE_LOAD_PLUGINS")
     if wanted is not None:
@@ -222,7 +226,7 @@ def registry(kind: str) -> Registry:
         hook = getattr(pm.hook, f"register_{kind}")
         # Call each implementation on its own so every entry knows which plugin added it.
         for impl in hook.get_hookimpls():  # registration order: built-ins first
-            def register(name, factory, summary="", _source=impl.plugin_name):
+            def register(name: str, factory: Callable, summary: str = "", _source: str = impl.plugin_name) -> None:
                 reg.add(name, factory, summary, _source)
             impl.function(register=register)
         _registries[kind] = reg
@@ -247,6 +251,6 @@ def plugin_info() -> list[dict]:
     return rows
 
 
-def add_commands(cli) -> None:
+def add_commands(cli: click.Group) -> None:
     """Let plugins add click commands to the root group."""
     get_plugin_manager().hook.register_commands(cli=cli)

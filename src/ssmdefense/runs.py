@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .api import load_dataset
 from .errors import SSMDefenseError
+from .plugins import registry
+
+if TYPE_CHECKING:
+    from .data.base import Dataset
 
 
-def load_data(name: str, data_dir: Path | None = None, params: dict | None = None):
+def load_data(name: str, data_dir: Path | None = None, params: dict | None = None) -> Dataset:
     """Load dataset ``name`` with ``--data-dir`` (as ``root=``) and ``-D`` parameters."""
-    from .api import load_dataset
-    from .plugins import registry
 
     params = dict(params or {})
     if data_dir is not None:
@@ -35,7 +40,6 @@ def split_sequence_params(sequence: str, model_params: dict, model: str | None =
     """Split ``-m`` parameters into the sequence mode's settings (the keys its factory accepts, e.g.
     n_mels, attack_space, frame) and the model's (the rest). A key both accept goes to both:
     ``-m kernel=numba`` picks the Numba kernels of the mel front end and of the SSM together."""
-    from .plugins import registry
 
     accepted = set(registry("sequences").accepted_params(sequence) or ())
     model_accepts = registry("models").accepted_params(model) if model is not None else []
@@ -79,7 +83,8 @@ def use_threads(threads: int | None, audio: bool) -> int:
 
 
 @contextmanager
-def staged_directory(target: Path, overwrite: bool, keep_interrupted: bool = False, reuse: Path | None = None):
+def staged_directory(target: Path, overwrite: bool, keep_interrupted: bool = False,
+                     reuse: Path | None = None) -> Iterator[Path]:
     """Build a directory under a temporary name; move it to ``target`` only on success.
 
     On any error the temporary directory is removed: nothing half-written remains. With

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -17,7 +18,7 @@ def seed_everything(seed: int) -> None:
 
 
 @contextmanager
-def seeded(seed: int):
+def seeded(seed: int) -> Iterator[None]:
     """Run a block with all global generators seeded, then restore their previous states, so an
     evaluation inside training gets the same random starts every epoch without replaying the
     training's own random stream."""

@@ -1,8 +1,9 @@
-"""Small helpers shared by the attack factories."""
+"""Small helpers shared by the attack factories. Parameter checks are ``ssmdefense.validation``'s;
+the ones here accept numpy scalars, which ART code passes around."""
 
 import numpy as np
 
-from ..validation import positive
+from ..validation import number, positive
 
 NORMS = {"inf": np.inf, "linf": np.inf, "2": 2, "l2": 2}
 
@@ -15,25 +16,20 @@ def parse_norm(norm):
     raise ValueError(f"norm must be one of inf, 2; got {norm!r}")
 
 
-def check_positive(**values):
-    """Each value a positive number, or None (not given)."""
+def check_positive(optional: tuple[str, ...] = (), **values) -> None:
+    """Each value a positive number; those named in ``optional`` may also be None (ART's default)."""
     for key, value in values.items():
-        if value is not None:
-            positive(key, value)
+        positive(key, value, optional=key in optional)
 
 
 def check_number(name: str, value, low: float, high: float | None = None) -> None:
-    """``value`` a real number in [low, high] (high None: no upper bound)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not low <= value <= (np.inf if high is None else high):
-        bound = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        raise ValueError(f"{name} must be a number {bound}; got {value!r}")
+    """``value`` a finite real number in [low, high] (high None: no upper bound)."""
+    number(name, value, low, high, numpy=True)
 
 
 def check_count(name: str, value) -> None:
     """``value`` an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    positive(name, value, integer=True, numpy=True)
 
 
 def check_ignored_eps(attack: str, eps) -> None:
@@ -90,9 +86,7 @@ def class_indices(estimator, x: np.ndarray, y: np.ndarray | None, batch_size: in
 
 def check_snr(name: str, value) -> None:
     """``value`` a finite real number (a signal-to-noise ratio in dB; negative is allowed)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number of dB; got {value!r}")
+    number(name, value, unit="dB", numpy=True)
 
 
 def check_waveform_estimator(attack: str, estimator) -> None:
@@ -125,9 +119,7 @@ def resolve_sample_rate(attack: str, sample_rate, estimator) -> int:
         if sample_rate is None:
             raise ValueError(f"{attack} needs the sample rate: pass sample_rate=... or use an estimator built "
                              f"with sample_rate (sd.SSMClassifier(..., sample_rate=16000))")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 1:
-        raise ValueError(f"sample_rate must be a positive integer (samples per second); got {sample_rate!r}")
-    return int(sample_rate)
+    return int(positive("sample_rate", sample_rate, integer=True, hint="samples per second", numpy=True))
 
 
 def snr_radius(x: np.ndarray, snr_db: float) -> np.ndarray:

@@ -35,7 +35,8 @@ def autoattack(estimator, *, eps: float = 0.1, eps_step: float | None = None, no
                verbose: bool = False):
     from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, DeepFool, SquareAttack
 
-    check_positive(eps=eps, eps_step=eps_step, max_iter=max_iter, nb_restarts=nb_restarts, batch_size=batch_size)
+    check_positive(eps=eps, eps_step=eps_step, max_iter=max_iter, nb_restarts=nb_restarts, batch_size=batch_size,
+                   optional=("eps_step", "max_iter", "nb_restarts"))
     norm = parse_norm(norm)
     eps_step = eps / 4 if eps_step is None else eps_step
     # ART's default list written out with its budgets (APGD 100 iterations x 5 restarts, DeepFool

@@ -22,6 +22,7 @@ Examples::
     x_adv = sd.get_attack("cw", clf, norm="2", eps=1.5).generate(x_test, y_test)
 """
 
+from ..validation import number
 from ._common import check_positive, parse_norm, within_budget
 
 
@@ -32,8 +33,7 @@ def cw(estimator, *, eps: float = 0.1, norm: str = "inf", confidence: float = 0.
 
     check_positive(eps=eps, learning_rate=learning_rate, max_iter=max_iter, initial_const=initial_const,
                    binary_search_steps=binary_search_steps, batch_size=batch_size)
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or confidence < 0:
-        raise ValueError(f"confidence must be a number >= 0; got {confidence!r}")
+    number("confidence", confidence, 0.0)
     norm = parse_norm(norm)
     if norm == 2:
         attack = CarliniL2Method(estimator, confidence=confidence, learning_rate=learning_rate,

@@ -54,7 +54,7 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.estimator import BaseEstimator
 from tqdm.auto import tqdm
 
-from ..validation import boolean
+from ..validation import boolean, integer
 from ._common import check_count, check_positive, check_snr, check_waveform_estimator, parse_norm
 
 COLORS = ("white", "pink", "dataset")
@@ -154,7 +154,7 @@ class NoiseAttack(EvasionAttack):
 
     def _check_params(self) -> None:
         super()._check_params()
-        check_positive(eps=self.eps)
+        check_positive(eps=self.eps, optional=("eps",) if self.snr_db is not None else ())  # unused with snr_db
         parse_norm(self.norm)
         if self.snr_db is not None:
             check_snr("snr_db", self.snr_db)
@@ -165,9 +165,7 @@ class NoiseAttack(EvasionAttack):
             raise ValueError(f"color={self.color!r} needs snr_db (background noise at an SNR); the eps-ball "
                              f"noise (snr_db=None) is uniform")
         check_count("batch_size", self.batch_size)
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
-                                      or self.seed < 0):
-            raise ValueError(f"seed must be None or an integer >= 0; got {self.seed!r}")
+        integer("seed", self.seed, 0, optional=True, numpy=True)
         boolean("verbose", self.verbose)
 
 

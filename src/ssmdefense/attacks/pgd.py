@@ -20,6 +20,7 @@ Examples::
     x_adv = attack.generate(x_test, y_test)
 """
 
+from ..validation import integer
 from ._common import check_positive, parse_norm
 
 
@@ -27,9 +28,8 @@ def pgd(estimator, *, eps: float = 0.1, eps_step: float | None = None, max_iter:
         num_random_init: int = 1, targeted: bool = False, batch_size: int = 128, verbose: bool = False):
     from art.attacks.evasion import ProjectedGradientDescent
 
-    check_positive(eps=eps, eps_step=eps_step, max_iter=max_iter, batch_size=batch_size)
-    if not isinstance(num_random_init, int) or num_random_init < 0:
-        raise ValueError(f"num_random_init must be an integer >= 0; got {num_random_init!r}")
+    check_positive(eps=eps, eps_step=eps_step, max_iter=max_iter, batch_size=batch_size, optional=("eps_step",))
+    integer("num_random_init", num_random_init, 0)
     if eps_step is None:
         eps_step = 2.5 * eps / max_iter
     return ProjectedGradientDescent(estimator, norm=parse_norm(norm), eps=eps, eps_step=eps_step,

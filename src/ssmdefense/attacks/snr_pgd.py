@@ -60,7 +60,7 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from tqdm.auto import tqdm
 
-from ..validation import boolean
+from ..validation import boolean, integer
 from ._common import (
     check_count,
     check_ignored_eps,
@@ -202,10 +202,8 @@ class SNRPGDAttack(EvasionAttack):
         super()._check_params()
         check_snr("snr_db", self.snr_db)
         check_count("max_iter", self.max_iter)
-        check_positive(rel_step=self.rel_step)
-        if isinstance(self.num_random_init, bool) or not isinstance(self.num_random_init, (int, np.integer)) \
-                or self.num_random_init < 0:
-            raise ValueError(f"num_random_init must be an integer >= 0; got {self.num_random_init!r}")
+        check_positive(rel_step=self.rel_step, optional=("rel_step",))
+        integer("num_random_init", self.num_random_init, 0, numpy=True)
         check_count("batch_size", self.batch_size)
         for name in ("targeted", "verbose"):
             boolean(name, getattr(self, name))

@@ -55,7 +55,7 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
-from ..validation import boolean
+from ..validation import boolean, number
 from ._common import WaveformSearchAttack, check_count, check_ignored_eps, check_waveform_estimator
 
 MAX_TERMS = 100  # largest numerator / denominator of the resampling ratio
@@ -103,10 +103,7 @@ class SpeedAttack(WaveformSearchAttack, EvasionAttack):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if isinstance(self.max_change, bool) or not isinstance(self.max_change, (int, float, np.integer, np.floating)) \
-                or not 0.0 <= self.max_change < 1.0:
-            raise ValueError(f"max_change must be a number in [0, 1) (a relative change of speed); "
-                             f"got {self.max_change!r}")
+        number("max_change", self.max_change, 0.0, 1.0, high_open=True, hint="a relative change of speed", numpy=True)
         for name in ("num_factors", "batch_size"):
             check_count(name, getattr(self, name))
         boolean("verbose", self.verbose)

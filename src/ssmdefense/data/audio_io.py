@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SSMDefenseError
-
+from ..validation import positive
 
 RES_TYPE = "soxr_hq"  # librosa's default resampler
 SKIP_REASONS = {
@@ -305,12 +305,8 @@ def skipped_examples(skipped, root=None, limit: int = 100) -> list[dict]:
 
 def check_positive_int(name: str, value, dataset: str, *, allow_none: bool = False) -> int | None:
     """``value`` as an int >= 1, else an SSMDefenseError naming ``dataset`` and ``name``."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        none = " or None" if allow_none else ""
-        raise SSMDefenseError(f"{dataset}: {name} must be a positive integer{none}; got {value!r}")
-    return int(value)
+    positive(f"{dataset}: {name}", value, integer=True, optional=allow_none, numpy=True, error=SSMDefenseError)
+    return None if value is None else int(value)
 
 
 def stable_order_key(relpath: str) -> str:

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -58,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SSMDefenseError
+from ..validation import is_number, positive
 from . import audio_io
 from .base import Dataset
 
@@ -173,13 +173,11 @@ def urbansound8k(*, root=None, test_fold: int = 10, sample_rate: int = 16000, du
     if root is None:
         raise SSMDefenseError(f"{NAME}: this dataset is read from disk; give its folder with "
                               f"--data-dir DIR (root=DIR in Python), where {LAYOUT}; get it from {URL}")
-    if isinstance(test_fold, bool) or not isinstance(test_fold, (int, np.integer)) or test_fold not in FOLDS:
+    if not is_number(test_fold, integer=True, numpy=True) or test_fold not in FOLDS:
         raise SSMDefenseError(f"{NAME}: test_fold must be one of 1..10; got {test_fold!r}")
     test_fold = int(test_fold)
     sample_rate = audio_io.check_positive_int("sample_rate", sample_rate, NAME)
-    if isinstance(duration, bool) or not isinstance(duration, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(duration) or duration <= 0:
-        raise SSMDefenseError(f"{NAME}: duration must be a positive number of seconds; got {duration!r}")
+    positive(f"{NAME}: duration", duration, unit="seconds", numpy=True, error=SSMDefenseError)
     length = int(round(float(duration) * sample_rate))
     if length < 1:
         raise SSMDefenseError(f"{NAME}: duration {duration} s at {sample_rate} Hz is less than one sample")

@@ -25,19 +25,19 @@ class AdSTrainer(WithBase):
     name = "ads"
 
     def __init__(self, classifier, *, base: TrainingLoop, act: str = "relu", **loop_params):
-        body = classifier.body if hasattr(classifier, "body") else None
-        if body is None or not hasattr(body, "enable_ads"):
-            raise SSMDefenseError("the ads defense needs a model built on ssmdefense's SequenceClassifier "
-                                  "(one with enable_ads)")
-        super().__init__(classifier, base=base, **loop_params)
-        body.enable_ads(act)
+        self.act = act
+        super().__init__(classifier, base=base, **loop_params)  # stores the loop's parameters, checks them all
+        body = classifier.body
+        body.enable_ads(act)  # checks act too (and that the model has no AdS of another kind)
         config = getattr(body, "ssmdefense_config", None)
         if config is not None:
             config["params"]["ads"] = act
-        self.act = act
 
-    def describe(self) -> dict:
-        return {**super().describe(), "act": self.act}
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not hasattr(getattr(self._classifier, "body", None), "enable_ads"):
+            raise SSMDefenseError("the ads defense needs a model built on ssmdefense's SequenceClassifier "
+                                  "(one with enable_ads)")
 
 
 def ads(classifier, *, base: str = "pgd-at", **params) -> AdSTrainer:

@@ -114,6 +114,7 @@ import torch.nn.functional as F
 
 from ..errors import SSMDefenseError
 from ..models.audio import DB_REFERENCE
+from ..validation import integer, is_number, number
 from .loop import TrainingLoop
 from .with_base import WithBase, with_base
 
@@ -121,24 +122,13 @@ from .with_base import WithBase, with_base
 SPEED_STEPS = 100
 
 
-def _number(key: str, value, lo: float, hi: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not lo <= value <= hi:
-        span = f">= {lo:g}" if hi == math.inf else f"in [{lo:g}, {hi:g}]"
-        raise ValueError(f"{key} must be a number {span}; got {value!r}")
-    return float(value)
-
-
 def _snr_range(value) -> tuple[float, float] | None:
     """``snr_db`` as (lo, hi) dB: None, one number (lo = hi) or a pair with lo <= hi."""
-    def finite(v) -> bool:
-        return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-
     if value is None:
         return None
-    if finite(value):
+    if is_number(value):
         return float(value), float(value)
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(finite(v) for v in value) \
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(v) for v in value) \
             and value[0] <= value[1]:
         return float(value[0]), float(value[1])
     raise ValueError(f"snr_db must be a number or a pair [lo, hi] of numbers with lo <= hi, in dB "
@@ -205,7 +195,7 @@ def change_speed(x: torch.Tensor, percent: torch.Tensor) -> torch.Tensor:
     """Waveforms ``x`` (N, C, T) played at ``percent`` (N) integer % of their speed (110: 1.1x
     faster, shorter, higher-pitched), resampled with torchaudio (one call per distinct factor),
     then centre-cropped or zero-padded (equally on both sides) back to T samples."""
-    import torchaudio
+    import torchaudio  # slow to import; only audio runs need it
 
     T = x.shape[-1]
     out = x.clone()
@@ -270,7 +260,7 @@ def mask_spectrogram(spec: torch.Tensor, *, freq_mask: int, time_mask: int, p: f
     (torchaudio ``FrequencyMasking(freq_mask, iid_masks=True)``) and one of frames
     (``TimeMasking(time_mask, iid_masks=True)``) set to ``value``, each per example with
     probability ``p``; 0 turns a mask off (and draws nothing). Differentiable."""
-    import torchaudio
+    import torchaudio  # slow to import; only audio runs need it
 
     n = len(spec)
     for size, masking in ((freq_mask, torchaudio.transforms.FrequencyMasking),
@@ -281,49 +271,65 @@ def mask_spectrogram(spec: torch.Tensor, *, freq_mask: int, time_mask: int, p: f
     return spec
 
 
+def _input_kind(classifier) -> tuple[tuple, bool]:
+    """(the classifier's input shape, whether it takes audio)."""
+    return tuple(getattr(classifier, "input_shape", ()) or ()), bool(getattr(classifier, "is_audio", False))
+
+
 class AugmentTrainer(WithBase):
     name = "augment"
 
-    def __init__(self, classifier, *, noise: float | None = None, rotation: float | None = None,
+    def __init__(self, classifier, *, base: TrainingLoop, noise: float | None = None, rotation: float | None = None,
                  resize: float | None = None, snr_db=None, shift_ms: float = 0.0, speed: float = 0.0,
-                 freq_mask: int = 0, time_mask: int = 0, p: float = 0.5, base: TrainingLoop, **loop_params):
-        shape = tuple(getattr(classifier, "input_shape", ()) or ())
-        audio = bool(getattr(classifier, "is_audio", False))
-        for key, value in (("rotation", rotation), ("resize", resize)):
-            if audio and value is not None and value != 0:
+                 freq_mask: int = 0, time_mask: int = 0, p: float = 0.5, **loop_params):
+        _, audio = _input_kind(classifier)
+        self.noise, self.snr_db, self.shift_ms, self.speed, self.p = noise, snr_db, shift_ms, speed, p
+        # None: the image defaults, 0 (off) for audio, where _check_params refuses any other value
+        self.rotation = (0.0 if audio else 30.0) if rotation is None else rotation
+        self.resize = (0.0 if audio else 0.2) if resize is None else resize
+        self.freq_mask, self.time_mask = freq_mask, time_mask
+        super().__init__(classifier, base=base, **loop_params)  # stores the loop's parameters, checks them all
+        lo, hi = self.clip
+        self.noise = (0.0 if audio else 0.1 * (hi - lo)) if noise is None else float(noise)
+        self.rotation, self.resize, self.p = float(self.rotation), float(self.resize), float(self.p)
+        self.snr_db = _snr_range(snr_db)
+        self.shift_ms, self.speed = float(shift_ms), float(speed)
+        self.max_shift = self._max_shift()
+        self._front_end_name = self._mask_target()
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        shape, audio = _input_kind(self._classifier)
+        for key in ("rotation", "resize"):
+            if audio and getattr(self, key) != 0:
                 raise ValueError(f"{key} is an image transform and this classifier takes audio: leave it "
                                  f"out (it is 0 for audio); use snr_db, shift_ms, speed, freq_mask, time_mask")
-        self.rotation = _number("rotation", 0.0 if audio else 30.0 if rotation is None else rotation, 0.0, 180.0)
-        self.resize = _number("resize", 0.0 if audio else 0.2 if resize is None else resize, 0.0)
-        self.p = _number("p", p, 0.0, 1.0)
-        if noise is not None:
-            _number("noise", noise, 0.0)
+        number("rotation", self.rotation, 0.0, 180.0)
+        number("resize", self.resize, 0.0)
+        number("p", self.p, 0.0, 1.0)
+        number("noise", self.noise, 0.0, optional=True)
         if len(shape) != 3 and (self.rotation > 0 or self.resize > 0):
             raise ValueError(f"rotation and resize need image input (C, H, W); this classifier takes {shape}: "
                              f"pass rotation=0 and resize=0 to train with noise only")
-        self.snr_db = _snr_range(snr_db)
-        self.shift_ms = _number("shift_ms", shift_ms, 0.0)
-        self.speed = _number("speed", speed, 0.0)
+        _snr_range(self.snr_db)
+        number("shift_ms", self.shift_ms, 0.0)
+        number("speed", self.speed, 0.0)
         if not (self.speed == 0 or 1 / SPEED_STEPS <= self.speed < 1):
             raise ValueError(f"speed must be 0 (off) or a number in [{1 / SPEED_STEPS:g}, 1) (factors "
-                             f"1 +- speed in steps of {1 / SPEED_STEPS:g}); got {speed!r}")
-        for key, value in (("freq_mask", freq_mask), ("time_mask", time_mask)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key} must be an integer >= 0 (0 turns it off); got {value!r}")
-        self.freq_mask, self.time_mask = freq_mask, time_mask
-        self.max_shift = self._check_audio(classifier, shape, audio)
-        self._front_end_name = self._check_masks(classifier, shape)
-        super().__init__(classifier, base=base, **loop_params)
-        lo, hi = self.clip
-        self.noise = (0.0 if audio else 0.1 * (hi - lo)) if noise is None else float(noise)
+                             f"1 +- speed in steps of {1 / SPEED_STEPS:g}); got {self.speed!r}")
+        for key in ("freq_mask", "time_mask"):
+            integer(key, getattr(self, key), 0, hint="0 turns it off")
+        self._max_shift()
+        self._mask_target()
 
-    def _check_audio(self, classifier, shape, audio: bool) -> int:
+    def _max_shift(self) -> int:
         """The largest shift in samples; refuses the waveform transforms without waveform input."""
+        shape, audio = _input_kind(self._classifier)
         wanted = [k for k, on in (("snr_db", self.snr_db is not None), ("shift_ms", self.shift_ms > 0),
                                   ("speed", self.speed > 0)) if on]
         if not wanted:
             return 0
-        rate = getattr(classifier, "sample_rate", None)
+        rate = getattr(self._classifier, "sample_rate", None)
         if not audio or rate is None or len(shape) != 2:
             what = "a spectrogram (attack_space='features')" if audio else f"input {shape} without a sample rate"
             raise ValueError(f"{', '.join(wanted)} transform(s) waveforms (1, T) with a sample rate; this "
@@ -336,18 +342,19 @@ class AugmentTrainer(WithBase):
                              f"one sample and shorter than the clip ({shape[-1]} samples)")
         return max_shift
 
-    def _check_masks(self, classifier, shape) -> str | None:
+    def _mask_target(self) -> str | None:
         """Where the masks go: None (off, or on the input spectrogram itself in the features space),
-        or the name of the mel front end inside ``classifier.model`` to hook."""
+        or the name of the mel front end inside the classifier's model to hook."""
         if self.freq_mask == 0 and self.time_mask == 0:
             return None
+        classifier = self._classifier
         serialiser = getattr(classifier, "serialiser", None)
         front_end = getattr(serialiser, "front_end", None)
         if front_end is None:
             sequence = getattr(classifier, "sequence", None)
             raise ValueError(f"freq_mask and time_mask mask a mel spectrogram: they need an audio classifier with "
                              f"sequence='mel' (attack_space waveform or features); this one has sequence={sequence!r} "
-                             f"and input {shape}")
+                             f"and input {_input_kind(classifier)[0]}")
         n_mels, frames = int(serialiser.D), int(serialiser.L)
         for key, value, size, unit in (("freq_mask", self.freq_mask, n_mels, "mel bins"),
                                        ("time_mask", self.time_mask, frames, "frames")):
@@ -407,9 +414,9 @@ class AugmentTrainer(WithBase):
             return super().train_batch(model, optimizer, scheduler, x, y)
 
     def describe(self) -> dict:
-        return {**super().describe(), "noise": self.noise, "rotation": self.rotation, "resize": self.resize,
-                "snr_db": None if self.snr_db is None else list(self.snr_db), "shift_ms": self.shift_ms,
-                "speed": self.speed, "freq_mask": self.freq_mask, "time_mask": self.time_mask, "p": self.p}
+        described = super().describe()
+        described["snr_db"] = None if self.snr_db is None else list(self.snr_db)  # JSON's list, not (lo, hi)
+        return described
 
 
 def augment(classifier, *, base: str = "none", **params) -> AugmentTrainer:

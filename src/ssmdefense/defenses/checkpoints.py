@@ -1,7 +1,9 @@
-"""The loop's checkpoint policy: which epoch is best, and what each epoch writes to the run directory."""
+"""The loop's checkpoint policy: which epoch is best, and what each epoch writes to the run directory
+(and prints)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -13,6 +15,17 @@ def best_checkpoint_key(row: dict, eval_max_iter: int) -> tuple:
     return row["robust_accuracy"][f"pgd-{eval_max_iter}"], row["clean_accuracy"]
 
 
+def update_best(trainer, row: dict, epoch: int, best_key, validated: bool) -> tuple[tuple, bool]:
+    """(the best key so far, whether epoch ``epoch``, metrics ``row``, improved on ``best_key``):
+    by ``best_checkpoint_key`` when the run is ``validated``, else the last epoch is the best. An
+    improving epoch becomes the trainer's ``best_epoch`` and a copy of its weights its ``best_state``."""
+    key = best_checkpoint_key(row, trainer.eval_max_iter) if validated else (epoch,)
+    if best_key is not None and not tuple(key) > tuple(best_key):
+        return best_key, False
+    trainer.best_epoch, trainer.best_state = epoch, copy.deepcopy(trainer._classifier.body.state_dict())
+    return key, True
+
+
 def write_epoch(clf, out: Path, meta: dict, improved: bool) -> None:
     """``last.*`` every epoch, ``best.*`` when the epoch improved on the best, and one line of
     ``metrics.jsonl`` (``meta["metrics"]``); ``meta`` is stored in the checkpoints."""
@@ -21,3 +34,12 @@ def write_epoch(clf, out: Path, meta: dict, improved: bool) -> None:
         save(clf, out / "best", extra=meta)
     with open(out / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps(meta["metrics"]) + "\n")
+
+
+def epoch_summary(row: dict, epochs: int, eval_max_iter: int, improved: bool) -> str:
+    """The line a verbose fit prints after epoch ``row["epoch"]`` of ``epochs``."""
+    msg = f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  train acc {row['train_accuracy']:.3f}"
+    if "clean_accuracy" in row:
+        ra = row["robust_accuracy"][f"pgd-{eval_max_iter}"]
+        msg += f"  clean {row['clean_accuracy']:.3f}  pgd-{eval_max_iter} {ra:.3f}"
+    return msg + f"  ({row['epoch_seconds']:.1f}s)" + ("  *best" if improved else "")

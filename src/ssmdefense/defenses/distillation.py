@@ -59,14 +59,19 @@ Examples::
 from __future__ import annotations
 
 import copy
-import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
 
+from ..checkpoint import read_meta, save
 from ..errors import CheckpointError
+from ..validation import integer, positive
 from .loop import TrainingLoop
 
 
@@ -76,8 +81,8 @@ class _TeacherLoop(TrainingLoop):
     name = "distillation-teacher"
 
     def __init__(self, classifier, *, temperature: float, **loop_params):
-        super().__init__(classifier, **loop_params)
         self.temperature = temperature
+        super().__init__(classifier, **loop_params)
 
     def training_step(self, model, x, y):
         logits = model(x)  # (B C)
@@ -90,76 +95,40 @@ class _TeacherLoop(TrainingLoop):
 class DistillationTrainer(TrainingLoop):
     name = "distillation"
     defense_params = TrainingLoop.defense_params + ("temperature", "teacher_epochs")
+    batch_by_batch = False  # the teacher trains first: not a base for ads or augment
 
     def __init__(self, classifier, *, temperature: float = 100.0, teacher_epochs: int | None = None,
                  **loop_params):
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not math.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be a positive number (the paper uses 100); got {temperature!r}")
-        if teacher_epochs is not None and (isinstance(teacher_epochs, bool) or not isinstance(teacher_epochs, int)
-                                           or teacher_epochs < 1):
-            raise ValueError(f"teacher_epochs must be an integer >= 1 or None (the nb_epochs of fit); "
-                             f"got {teacher_epochs!r}")
-        self.temperature = float(temperature)
-        self.teacher_epochs = teacher_epochs
-        super().__init__(classifier, **loop_params)
+        self.temperature, self.teacher_epochs = temperature, teacher_epochs
+        super().__init__(classifier, **loop_params)  # stores the loop's parameters, checks them all
+        self.temperature = float(self.temperature)
         self.teacher = None  # the trained teacher (an ART classifier), after fit
         self.teacher_seconds: float | None = None
 
-    # ---- the student -----------------------------------------------------------------------------
-    def training_step(self, model, x, y):
-        teacher = self.teacher.model
-        with torch.no_grad():
-            soft = F.softmax(teacher(x) / self.temperature, dim=1)  # (B C)
-        logits = model(x)  # (B C)
-        loss = -(soft * F.log_softmax(logits / self.temperature, dim=1)).sum(dim=1).mean()
-        return loss, logits
+    def _check_params(self) -> None:
+        super()._check_params()
+        positive("temperature", self.temperature, hint="the paper uses 100")
+        integer("teacher_epochs", self.teacher_epochs, 1, optional=True, hint="the nb_epochs of fit")
 
-    # ---- teacher, then student ---------------------------------------------------------------------
-    def fit(self, x, y, validation_data=None, nb_epochs: int = 10, batch_size: int | None = None, out_dir=None,
-            checkpoint_extra: dict | None = None, resume: bool = False, **kwargs):
-        """Train the teacher (or, with ``resume=True``, load it from ``out_dir``), then the student
-        (the classifier's model) on the shared loop. Arguments and return value as
-        ``TrainingLoop.fit``; ``validation_data`` and the checkpoints concern the student only."""
-        from ..checkpoint import read_meta, save
-        from ..errors import SSMDefenseError
-
-        if kwargs:
-            raise SSMDefenseError(f"unknown fit() argument(s): {', '.join(sorted(kwargs))}")
-        if not isinstance(nb_epochs, int) or isinstance(nb_epochs, bool) or nb_epochs < 1:
-            raise SSMDefenseError(f"nb_epochs must be an integer >= 1; got {nb_epochs!r}")
+    # ---- the teacher, before the loop trains the student ------------------------------------------
+    def on_fit_start(self, x: np.ndarray, y: np.ndarray, *, nb_epochs: int, batch_size: int, out: Path | None,
+                     resume: bool) -> None:
+        """Train the teacher, from the classifier's weights as they are before any training (or, with
+        ``resume=True``, load it from ``out``), and keep it as ``self.teacher``."""
+        if resume and not (out / "state.json").is_file():
+            return  # nothing to resume: the loop says so next
         teacher_epochs = self.teacher_epochs or nb_epochs
-        out = Path(out_dir) if out_dir is not None else None
-        # The teacher starts from the classifier's initial weights, before any training.
         teacher_clf = copy.deepcopy(self._classifier)
         teacher_meta = {"role": "teacher", "defense": self.name, "temperature": self.temperature,
                         "epochs": teacher_epochs, "seed": self.seed}
-        if resume and (out is None or not (out / "state.json").is_file()):
-            return super().fit(x, y, validation_data=validation_data, nb_epochs=nb_epochs, batch_size=batch_size,
-                               out_dir=out_dir, checkpoint_extra=checkpoint_extra, resume=True)  # the loop's error
         if resume:
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-
-            try:
-                meta = read_meta(out / "teacher")["extra"]
-                weights = load_file(str(out / "teacher.safetensors"))
-            except (CheckpointError, SafetensorError, OSError) as exc:
-                raise CheckpointError(f"{out} has no usable teacher checkpoint to resume from: {exc}") from None
-            for key in ("temperature", "epochs", "seed"):
-                if meta.get(key) != teacher_meta[key]:
-                    raise CheckpointError(f"{out}'s teacher was trained with {key}={meta.get(key)!r}, "
-                                          f"not {teacher_meta[key]!r}")
-            teacher_clf.body.load_state_dict(weights)
-            self.teacher_seconds = meta["seconds"]
+            self.teacher_seconds = self._load_teacher(teacher_clf, out, teacher_meta)
         else:
             if self.verbose:
-                from tqdm.auto import tqdm
-
                 tqdm.write(f"distillation: training the teacher at T={self.temperature:g} for {teacher_epochs} epochs")
-            loop = _TeacherLoop(teacher_clf, temperature=self.temperature, eps=self.eps,
-                                batch_size=batch_size or self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                                eval_max_iter=self.eval_max_iter, seed=self.seed, verbose=self.verbose)
+            loop = _TeacherLoop(teacher_clf, temperature=self.temperature, eps=self.eps, batch_size=batch_size,
+                                lr=self.lr, weight_decay=self.weight_decay, eval_max_iter=self.eval_max_iter,
+                                seed=self.seed, verbose=self.verbose)
             start = time.perf_counter()
             loop.fit(x, y, nb_epochs=teacher_epochs)  # no validation, no out_dir: not the run's model
             self.teacher_seconds = time.perf_counter() - start
@@ -170,13 +139,36 @@ class DistillationTrainer(TrainingLoop):
                 tqdm.write("distillation: training the student on the teacher's soft labels")
         teacher_clf.model.eval()
         self.teacher = teacher_clf
-        history = super().fit(x, y, validation_data=validation_data, nb_epochs=nb_epochs, batch_size=batch_size,
-                              out_dir=out_dir, checkpoint_extra=checkpoint_extra, resume=resume)
-        student = self.timing.get("overhead_ratio")
-        self.timing = {**self.timing, "teacher_seconds": self.teacher_seconds, "teacher_epochs": teacher_epochs,
-                       "student_overhead_ratio": student,
-                       "overhead_ratio": None if student is None else student + teacher_epochs / nb_epochs}
-        return history
 
-    def describe(self) -> dict:
-        return {**super().describe(), "temperature": self.temperature, "teacher_epochs": self.teacher_epochs}
+    @staticmethod
+    def _load_teacher(teacher_clf, out: Path, expected: dict) -> float:
+        """Load ``out/teacher.*`` into ``teacher_clf`` after checking it was trained as ``expected``;
+        returns its training's wall time."""
+        try:
+            meta = read_meta(out / "teacher")["extra"]
+            weights = load_file(str(out / "teacher.safetensors"))
+        except (CheckpointError, SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{out} has no usable teacher checkpoint to resume from: {exc}") from None
+        for key in ("temperature", "epochs", "seed"):
+            if meta.get(key) != expected[key]:
+                raise CheckpointError(f"{out}'s teacher was trained with {key}={meta.get(key)!r}, "
+                                      f"not {expected[key]!r}")
+        teacher_clf.body.load_state_dict(weights)
+        return meta["seconds"]
+
+    # ---- the student -----------------------------------------------------------------------------
+    def training_step(self, model, x, y):
+        teacher = self.teacher.model
+        with torch.no_grad():
+            soft = F.softmax(teacher(x) / self.temperature, dim=1)  # (B C)
+        logits = model(x)  # (B C)
+        loss = -(soft * F.log_softmax(logits / self.temperature, dim=1)).sum(dim=1).mean()
+        return loss, logits
+
+    def extra_timing(self, timing: dict, nb_epochs: int) -> dict:
+        """The teacher's training, counted: a teacher batch costs one standard batch."""
+        teacher_epochs = self.teacher_epochs or nb_epochs
+        student = timing.get("overhead_ratio")
+        return {"teacher_seconds": self.teacher_seconds, "teacher_epochs": teacher_epochs,
+                "student_overhead_ratio": student,
+                "overhead_ratio": None if student is None else student + teacher_epochs / nb_epochs}

@@ -38,7 +38,7 @@ Examples::
 import torch
 import torch.nn.functional as F
 
-from ..validation import positive
+from ..validation import integer, positive
 from .loop import TrainingLoop
 
 
@@ -48,16 +48,19 @@ class FreeATTrainer(TrainingLoop):
 
     def __init__(self, classifier, *, eps: float = 0.1, replays: int = 4, eps_step: float | None = None,
                  **loop_params):
-        if isinstance(replays, bool) or not isinstance(replays, int) or replays < 1:
-            raise ValueError(f"replays must be an integer >= 1; got {replays!r}")
-        super().__init__(classifier, eps=eps, **loop_params)
-        self.replays = replays
-        self.eps_step = self.eps if eps_step is None else eps_step
-        positive("eps_step", self.eps_step)
+        self.replays, self.eps_step = replays, eps_step
+        super().__init__(classifier, eps=eps, **loop_params)  # stores the loop's parameters, checks them all
+        if self.eps_step is None:
+            self.eps_step = self.eps
         # m optimizer steps per batch, and nb_epochs / m epochs: the budget of nb_epochs standard epochs
         self.steps_per_batch = replays
         self.epoch_divisor = replays
         self.delta: torch.Tensor | None = None  # (B ...) the persistent perturbation
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        integer("replays", self.replays, 1)
+        positive("eps_step", self.eps_step, optional=True)
 
     def _delta_for(self, x: torch.Tensor) -> torch.Tensor:
         """The persistent perturbation, (re)made to cover batch ``x``: zeros at first (the paper),
@@ -87,7 +90,7 @@ class FreeATTrainer(TrainingLoop):
                 delta[:B] = (noise + self.eps_step * noise.grad.sign()).clamp(-self.eps, self.eps)
         return loss.detach(), logits.detach()
 
-    def on_fit_start(self) -> None:
+    def on_fit_start(self, x, y, **settings) -> None:
         self.delta = None  # a new fit starts from a zero perturbation, like the first one
 
     def extra_state(self) -> dict[str, torch.Tensor]:
@@ -96,6 +99,3 @@ class FreeATTrainer(TrainingLoop):
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         delta = tensors.get("delta")
         self.delta = None if delta is None else delta.clone()
-
-    def describe(self) -> dict:
-        return {**super().describe(), "replays": self.replays, "eps_step": self.eps_step}

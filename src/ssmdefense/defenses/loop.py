@@ -1,43 +1,39 @@
 """The one training loop every defense plugs into.
 
 A defense subclasses ``TrainingLoop`` and overrides ``training_step(model, x, y) -> (loss,
-logits)``: how to make the batch it trains on (adversarial or not) and the loss on it. A defense
-that takes several optimizer steps per batch (FreeAT) or drives the backward pass itself (YOPO)
-overrides ``train_batch(model, optimizer, scheduler, x, y)`` instead and says how many optimizer
-steps a batch takes (``steps_per_batch``) and by how much it divides the epochs
-(``epoch_divisor``). The loop owns everything else, once:
+logits)``: how to make the batch it trains on (adversarial or not) and the loss on it. One that
+takes several optimizer steps per batch (FreeAT) or drives the backward pass itself (YOPO)
+overrides ``train_batch(model, optimizer, scheduler, x, y)`` and sets ``steps_per_batch`` and
+``epoch_divisor``. One that trains something first (distillation's teacher) does it in
+``on_fit_start`` and adds its cost to ``timing`` in ``extra_timing``. Parameters are ART-style:
+``defense_params`` names them, ``_check_params()`` checks them, ``describe()`` reports them.
 
-- a torch ``DataLoader`` (seeded shuffling), and ``configure_optimizers()``: AdamW (lr 1e-3, weight
-  decay 2e-4) and a cosine learning-rate schedule stepped per batch, unless a defense overrides it;
-- per-epoch evaluation on ``validation_data``: clean accuracy and PGD-10 robust accuracy through
-  ART's ``ProjectedGradientDescent`` (the ``pgd`` attack plugin), at ``eps``;
-- the best checkpoint (highest PGD-10 robust accuracy, ties to higher clean accuracy) and the last,
-  and ``metrics.jsonl``, when ``out_dir`` is given (``checkpoints.py``); a progress bar; a fixed seed;
-- resume state after every epoch (``resume.py``): ``fit(..., resume=True)`` continues an
-  interrupted run and ends with the same numbers as an uninterrupted one;
-- the overhead against standard training, timed side by side after training (``cost.py``).
-
-It avoids three traps of ART's own trainers: it takes class-index or one-hot labels, uses any
-per-step scheduler, and keeps the best checkpoint, not only the last.
+The loop owns the rest, once: a torch ``DataLoader`` (seeded shuffling); ``configure_optimizers()``
+(AdamW, lr 1e-3, weight decay 2e-4, and a cosine schedule stepped per batch, unless a defense
+overrides it); per-epoch clean and PGD-10 robust accuracy on ``validation_data`` (ART's
+``ProjectedGradientDescent`` at ``eps``, ``evaluator.py``); the best checkpoint (highest PGD-10
+accuracy, ties to higher clean accuracy), the last and ``metrics.jsonl`` (``checkpoints.py``); resume
+state after every epoch, so that ``fit(..., resume=True)`` ends with the numbers of an uninterrupted
+run (``resume.py``); progress bars; a fixed seed; the overhead against standard training, timed side
+by side after training (``cost.py``). It takes class-index or one-hot labels (ART's trainers do not).
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from art.defences.trainer import Trainer
+from tqdm.auto import tqdm
 
 from ..errors import SSMDefenseError
 from ..labels import as_training_data
 from ..seeding import seed_everything
 from ..validation import integer, non_negative, positive
-from .checkpoints import best_checkpoint_key, write_epoch
+from .checkpoints import epoch_summary, update_best, write_epoch
 from .cost import measure_overhead
 from .evaluator import evaluate_epoch
 from .resume import load_state, save_state
@@ -46,15 +42,15 @@ LOOP_PARAMS = ("eps", "batch_size", "lr", "weight_decay", "eval_max_iter", "eval
 
 
 class TrainingLoop(Trainer):
-    """Base ART ``Trainer`` for ssmdefense defenses (standard training as it stands).
+    """Base ART ``Trainer`` for ssmdefense defenses (standard training as it stands). A defense stores
+    its own parameters, then calls ``super().__init__``, which stores these and calls ``_check_params()``.
 
     Args:
         classifier: an ``SSMClassifier`` (any ART ``PyTorchClassifier`` works).
         eps (float): L-inf budget of the per-epoch PGD-10 evaluation (and of the training attack in
             adversarial defenses). Default: 0.1.
         batch_size (int): Default: 64.
-        lr (float): AdamW learning rate. Default: 1e-3.
-        weight_decay (float): AdamW weight decay. Default: 2e-4.
+        lr, weight_decay (float): AdamW's learning rate and weight decay. Defaults: 1e-3, 2e-4.
         eval_max_iter (int): PGD steps of the evaluation. Default: 10.
         eval_samples (int | None): evaluate on the first N validation samples (None: all).
         seed (int): seeds shuffling, initial perturbations and evaluation. Default: 0.
@@ -62,11 +58,14 @@ class TrainingLoop(Trainer):
     """
 
     name = "none"
-    #: the keyword parameters a defense accepts, declared ART-style (like an attack's ``attack_params``):
-    #: a subclass adds its own, ``defense_params = TrainingLoop.defense_params + ("beta", ...)``; the
-    #: registry accepts these ``-p`` keys and no others. A subclass that declares none gets its
-    #: parent's plus its own ``__init__``'s keyword-only parameters (``__init_subclass__``).
+    #: the keyword parameters a defense accepts, ART-style (an attack's ``attack_params``), the registry's
+    #: ``-p`` keys: ``TrainingLoop.defense_params + ("beta", ...)``, or, undeclared, the parent's plus the
+    #: keyword-only parameters of the subclass's ``__init__`` (``__init_subclass__``).
     defense_params: tuple[str, ...] = LOOP_PARAMS
+    #: defense_params that ``describe()`` leaves out: the run's settings (report.json has eval_samples)
+    undescribed_params: tuple[str, ...] = ("eval_samples", "verbose")
+    #: whether ``ads`` and ``augment`` may train through its ``train_batch``: no if it trains more (distillation)
+    batch_by_batch = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -83,29 +82,29 @@ class TrainingLoop(Trainer):
                  weight_decay: float = 2e-4, eval_max_iter: int = 10, eval_samples: int | None = None,
                  seed: int = 0, verbose: bool = True):
         super().__init__(classifier)
-        self.eps = eps
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.eval_max_iter = eval_max_iter
-        self.eval_samples = eval_samples
-        self.seed = seed
-        self.verbose = verbose
+        self.eps, self.batch_size, self.lr, self.weight_decay = eps, batch_size, lr, weight_decay
+        self.eval_max_iter, self.eval_samples, self.seed, self.verbose = eval_max_iter, eval_samples, seed, verbose
         self.history: list[dict] = []
-        self.best_epoch: int | None = None
-        self.best_state: dict | None = None
+        self.best_epoch, self.best_state = None, None  # the best epoch's number and weights, after fit
         self.timing: dict = {}
         self._check_params()
 
     def _check_params(self) -> None:
+        """Raise a ``ValueError`` for a bad parameter; a defense extends it (``super()._check_params()``)."""
         for key in ("eps", "lr"):
             positive(key, getattr(self, key))
-        for key in ("batch_size", "eval_max_iter") + (("eval_samples",) if self.eval_samples is not None else ()):
+        for key in ("batch_size", "eval_max_iter"):
             positive(key, getattr(self, key), integer=True)
+        positive("eval_samples", self.eval_samples, integer=True, optional=True)
         non_negative("weight_decay", self.weight_decay)
         integer("seed", self.seed)
         if self._classifier.clip_values is None:
             raise ValueError("the classifier needs clip_values (e.g. (0.0, 1.0)) to keep perturbations valid")
+
+    def describe(self) -> dict:
+        """The defense's parameters, as recorded in reports: its ``defense_params`` (but the
+        ``undescribed_params``) with the values it holds, defaults resolved (e.g. ``eps_step``)."""
+        return {key: getattr(self, key) for key in self.defense_params if key not in self.undescribed_params}
 
     # ---- what a defense overrides ------------------------------------------------------------
     def training_step(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -128,8 +127,16 @@ class TrainingLoop(Trainer):
         scheduler.step()
         return loss.detach(), logits.detach()
 
-    def on_fit_start(self) -> None:
-        """Reset what a defense carries from batch to batch, so each ``fit`` starts afresh."""
+    def on_fit_start(self, x: np.ndarray, y: np.ndarray, *, nb_epochs: int, batch_size: int, out: Path | None,
+                     resume: bool) -> None:
+        """Called by ``fit`` before the seed is set, with its data (y as class indices) and settings
+        (``out``: None without ``out_dir``). Resets what a defense carries from batch to batch, so
+        each ``fit`` starts afresh; a defense that trains something first does it here."""
+
+    def extra_timing(self, timing: dict, nb_epochs: int) -> dict:
+        """Entries a defense adds to (or replaces in) ``timing``, the loop's measured cost of a fit of
+        ``nb_epochs`` (``measure_overhead``), to make ``self.timing``."""
+        return {}
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Tensors a defense carries from batch to batch (FreeAT's perturbation), saved for resume."""
@@ -145,11 +152,6 @@ class TrainingLoop(Trainer):
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
-    def describe(self) -> dict:
-        """The defense's parameters, as recorded in reports."""
-        return {"eps": self.eps, "batch_size": self.batch_size, "lr": self.lr,
-                "weight_decay": self.weight_decay, "eval_max_iter": self.eval_max_iter, "seed": self.seed}
-
     # ---- the loop --------------------------------------------------------------------------------
     @property
     def clip(self) -> tuple[float, float]:
@@ -164,7 +166,7 @@ class TrainingLoop(Trainer):
     def fit(self, x: np.ndarray, y: np.ndarray, validation_data=None, nb_epochs: int = 10,
             batch_size: int | None = None, out_dir=None, checkpoint_extra: dict | None = None,
             resume: bool = False, **kwargs):
-        """Train the classifier's model in place.
+        """Train the classifier's model in place; returns ``self.history``, one dict per epoch.
 
         Args:
             x, y: training data (natural shape) and labels (indices or one-hot).
@@ -175,15 +177,10 @@ class TrainingLoop(Trainer):
             checkpoint_extra: JSON values stored in every checkpoint (dataset name, ...).
             resume: continue from ``out_dir/state.*`` (an interrupted ``fit`` with the same
                 arguments); the result is the same as one uninterrupted ``fit``.
-        Returns:
-            ``self.history``: one dict per epoch.
         """
-        from tqdm.auto import tqdm
-
         if kwargs:
             raise SSMDefenseError(f"unknown fit() argument(s): {', '.join(sorted(kwargs))}")
-        if not isinstance(nb_epochs, int) or nb_epochs < 1:
-            raise SSMDefenseError(f"nb_epochs must be an integer >= 1; got {nb_epochs!r}")
+        integer("nb_epochs", nb_epochs, 1, error=SSMDefenseError)
         clf = self._classifier
         x, y = as_training_data(x, y, clf.input_shape, clf.nb_classes)
         if validation_data is not None:
@@ -191,24 +188,20 @@ class TrainingLoop(Trainer):
         out = Path(out_dir) if out_dir is not None else None
         if resume and out is None:
             raise SSMDefenseError("resume=True needs the out_dir of the interrupted run")
-        extra = dict(checkpoint_extra or {})
         epochs = -(-nb_epochs // self.epoch_divisor)
-
-        seed_everything(self.seed)
-        self.on_fit_start()
-        model, device = clf.model, clf.device
         batch_size = batch_size or self.batch_size
+
+        self.on_fit_start(x, y, nb_epochs=nb_epochs, batch_size=batch_size, out=out, resume=resume)
+        seed_everything(self.seed)
+        model, device = clf.model, clf.device
         generator = torch.Generator().manual_seed(self.seed)
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
             batch_size=batch_size, shuffle=True, generator=generator)
         optimizer, scheduler = self.configure_optimizers(model, epochs * len(loader) * self.steps_per_batch)
-        best_key = None
-        self.history = []
-        first = 1
+        best_key, first, self.history = None, 1, []
         if resume:
-            best_key, first = self._load_state(out, optimizer, scheduler, generator, epochs)
-            (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            best_key, first = load_state(self, out, optimizer, scheduler, generator, epochs)
         for epoch in range(first, epochs + 1):
             model.train()
             start = time.perf_counter()
@@ -230,29 +223,18 @@ class TrainingLoop(Trainer):
                 row.update(self.evaluate(x_val, y_val))
                 row["eval_seconds"] = time.perf_counter() - t_eval
             self.history.append(row)
-            key = best_checkpoint_key(row, self.eval_max_iter) if validation_data is not None else (epoch,)
-            improved = best_key is None or tuple(key) > tuple(best_key)
-            if improved:
-                best_key, self.best_epoch = key, epoch
-                self.best_state = copy.deepcopy(clf.body.state_dict())
+            best_key, improved = update_best(self, row, epoch, best_key, validation_data is not None)
             if out is not None:
-                write_epoch(clf, out, {**extra, "epoch": epoch, "defense": self.name, "metrics": row}, improved)
+                write_epoch(clf, out, {**(checkpoint_extra or {}), "epoch": epoch, "defense": self.name, "metrics": row}, improved)
                 self._save_state(out, epoch, best_key, optimizer, scheduler, generator)
             if self.verbose:
-                msg = f"epoch {epoch}/{epochs}  loss {row['train_loss']:.4f}  train acc {row['train_accuracy']:.3f}"
-                if validation_data is not None:
-                    ra = row["robust_accuracy"][f"pgd-{self.eval_max_iter}"]
-                    msg += f"  clean {row['clean_accuracy']:.3f}  pgd-{self.eval_max_iter} {ra:.3f}"
-                tqdm.write(msg + f"  ({row['epoch_seconds']:.1f}s)" + ("  *best" if improved else ""))
-        self.timing = self.measure_overhead(x, y, batch_size)
+                tqdm.write(epoch_summary(row, epochs, self.eval_max_iter, improved))
+        timing = self.measure_overhead(x, y, batch_size)
+        self.timing = {**timing, **self.extra_timing(timing, nb_epochs)}
         return self.history
 
-    # ---- resume and cost (defenses/resume.py, defenses/cost.py) ----------------------------------
-    def _save_state(self, out: Path, epoch, best_key, optimizer, scheduler, generator) -> None:
-        save_state(self, out, epoch, best_key, optimizer, scheduler, generator)
-
-    def _load_state(self, out: Path, optimizer, scheduler, generator, epochs: int):
-        return load_state(self, out, optimizer, scheduler, generator, epochs)
+    def _save_state(self, out: Path, epoch: int, best_key, optimizer, scheduler, generator) -> None:
+        save_state(self, out, epoch, best_key, optimizer, scheduler, generator)  # resume.py
 
     def measure_overhead(self, x: np.ndarray, y: np.ndarray, batch_size: int, batches: int = 3) -> dict:
         """This defense's seconds per batch against standard training's and the run's overhead ratio

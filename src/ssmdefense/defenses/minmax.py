@@ -49,13 +49,12 @@ Examples::
     ssmdefense defend --defense minmax -p classes=topk:3 -p lam=0.5 -p include_clean=true
 """
 
-import math
 import re
 
 import torch
 import torch.nn.functional as F
 
-from ..validation import boolean, positive
+from ..validation import boolean, integer, non_negative, positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
 
@@ -110,23 +109,25 @@ class MinMaxTrainer(TrainingLoop):
 
     def __init__(self, classifier, *, eps: float = 0.1, lam: float = 0.0, max_iter: int = 10,
                  eps_step: float | None = None, include_clean: bool = False, classes: str = "all", **loop_params):
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"max_iter must be an integer >= 1; got {max_iter!r}")
-        boolean("include_clean", include_clean)
-        nb_classes = classifier.nb_classes
+        self.lam, self.max_iter, self.eps_step = lam, max_iter, eps_step
+        self.include_clean, self.classes = include_clean, classes
+        super().__init__(classifier, eps=eps, **loop_params)  # stores the loop's parameters, checks them all
+        self.lam = float(self.lam)
+        if self.eps_step is None:
+            self.eps_step = 2.5 * self.eps / self.max_iter
+        self.nb_classes = classifier.nb_classes
+        self.topk = parse_classes(classes, self.nb_classes)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        non_negative("lam", self.lam)
+        integer("max_iter", self.max_iter, 1)
+        positive("eps_step", self.eps_step, optional=True)
+        boolean("include_clean", self.include_clean)
+        nb_classes = self._classifier.nb_classes
         if nb_classes < 2:
             raise ValueError(f"minmax needs at least 2 classes; the classifier has {nb_classes}")
-        self.topk = parse_classes(classes, nb_classes)
-        super().__init__(classifier, eps=eps, **loop_params)  # checks eps
-        self.classes = classes
-        self.nb_classes = nb_classes
-        self.lam = float(lam)
-        self.max_iter = max_iter
-        self.include_clean = include_clean
-        self.eps_step = 2.5 * eps / max_iter if eps_step is None else eps_step
-        positive("eps_step", self.eps_step)
+        parse_classes(self.classes, nb_classes)
 
     @property
     def nb_candidates(self) -> int:
@@ -190,7 +191,3 @@ class MinMaxTrainer(TrainingLoop):
         losses, logits = self.candidate_losses(model, x, y)  # (B J'), (B J' C)
         worst = logits[torch.arange(len(y), device=y.device), losses.argmax(dim=1)]  # (B C)
         return self.robust_loss(losses), worst
-
-    def describe(self) -> dict:
-        return {**super().describe(), "lam": self.lam, "max_iter": self.max_iter, "eps_step": self.eps_step,
-                "include_clean": self.include_clean, "classes": self.classes}

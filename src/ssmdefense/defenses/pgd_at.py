@@ -17,7 +17,7 @@ Examples::
 
 import torch.nn.functional as F
 
-from ..validation import positive
+from ..validation import integer, positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
 
@@ -28,20 +28,18 @@ class PGDATTrainer(TrainingLoop):
 
     def __init__(self, classifier, *, eps: float = 0.1, eps_step: float | None = None, max_iter: int = 10,
                  random_start: bool = True, **loop_params):
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"max_iter must be an integer >= 1; got {max_iter!r}")
-        self.max_iter = max_iter
-        self.eps_step = 2.5 * eps / max_iter if eps_step is None else eps_step
-        self.random_start = bool(random_start)
-        super().__init__(classifier, eps=eps, **loop_params)
-        positive("eps_step", self.eps_step)
+        self.eps_step, self.max_iter, self.random_start = eps_step, max_iter, bool(random_start)
+        super().__init__(classifier, eps=eps, **loop_params)  # stores the loop's parameters, checks them all
+        if self.eps_step is None:
+            self.eps_step = 2.5 * self.eps / self.max_iter
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        integer("max_iter", self.max_iter, 1)
+        positive("eps_step", self.eps_step, optional=True)
 
     def training_step(self, model, x, y):
         x_adv = pgd_linf(model, x, y, eps=self.eps, eps_step=self.eps_step, steps=self.max_iter,
                          clip=self.clip, random_start=self.random_start)  # (B ...)
         logits = model(x_adv)  # (B C)
         return F.cross_entropy(logits, y), logits
-
-    def describe(self) -> dict:
-        return {**super().describe(), "eps_step": self.eps_step, "max_iter": self.max_iter,
-                "random_start": self.random_start}

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
 
 
 def save_state(trainer, out: Path, epoch, best_key, optimizer, scheduler, generator) -> None:
     """Everything ``resume`` needs, as safetensors (tensors) + JSON (the rest); never pickle."""
-    from safetensors.torch import save_file
-
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trainer._classifier.body.state_dict().items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in trainer.best_state.items()})
     optim = optimizer.state_dict()
@@ -48,13 +48,10 @@ def save_state(trainer, out: Path, epoch, best_key, optimizer, scheduler, genera
     tmp.with_suffix(".json").replace(out / "state.json")
 
 
-
 def load_state(trainer, out: Path, optimizer, scheduler, generator, epochs: int):
     """Restore what ``save_state`` wrote into the trainer, its model, the optimizer, the schedule and
-    the random generators; returns (best_key, the first epoch still to run)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    the random generators, and ``metrics.jsonl`` to the saved history; returns (best_key, the first
+    epoch still to run)."""
     try:
         meta = json.loads((out / "state.json").read_text())
         tensors = load_file(str(out / "state.safetensors"))
@@ -87,4 +84,5 @@ def load_state(trainer, out: Path, optimizer, scheduler, generator, epochs: int)
     device = trainer._classifier.device
     trainer.load_extra_state({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("extra.")})
     trainer.history, trainer.best_epoch = meta["history"], meta["best_epoch"]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trainer.history))
     return tuple(meta["best_key"]), meta["epoch"] + 1

@@ -38,12 +38,10 @@ Examples::
     ssmdefense defend --defense trades -p beta=6 --eps 0.1
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from ..validation import positive
+from ..validation import integer, non_negative, positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
 
@@ -64,15 +62,17 @@ class TRADESTrainer(TrainingLoop):
 
     def __init__(self, classifier, *, eps: float = 0.1, beta: float = 1.0, max_iter: int = 10,
                  eps_step: float | None = None, **loop_params):
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
-            raise ValueError(f"beta must be a finite number >= 0; got {beta!r}")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"max_iter must be an integer >= 1; got {max_iter!r}")
-        super().__init__(classifier, eps=eps, **loop_params)  # checks eps
-        self.beta = float(beta)
-        self.max_iter = max_iter
-        self.eps_step = 2.5 * eps / max_iter if eps_step is None else eps_step
-        positive("eps_step", self.eps_step)
+        self.beta, self.max_iter, self.eps_step = beta, max_iter, eps_step
+        super().__init__(classifier, eps=eps, **loop_params)  # stores the loop's parameters, checks them all
+        self.beta = float(self.beta)
+        if self.eps_step is None:
+            self.eps_step = 2.5 * self.eps / self.max_iter
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        non_negative("beta", self.beta)
+        integer("max_iter", self.max_iter, 1)
+        positive("eps_step", self.eps_step, optional=True)
 
     def perturb(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The inner maximisation: ``x'`` in the eps-ball around ``x`` (and in the clip range) that
@@ -98,6 +98,3 @@ class TRADESTrainer(TrainingLoop):
         natural = F.cross_entropy(logits, y)
         robust = kl_per_sample(F.softmax(logits, dim=1), logits_adv).mean()  # batchmean
         return natural + self.beta * robust, logits
-
-    def describe(self) -> dict:
-        return {**super().describe(), "beta": self.beta, "max_iter": self.max_iter, "eps_step": self.eps_step}

@@ -3,13 +3,11 @@ defense on the shared loop (``ads``, ``augment``)."""
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
 from ..api import get_defense
 from ..plugins import registry
-from .loop import LOOP_PARAMS, TrainingLoop
+from .loop import TrainingLoop
 
 
 class WithBase(TrainingLoop):
@@ -17,14 +15,19 @@ class WithBase(TrainingLoop):
     base defense, an instance the caller builds (``with_base`` below does it for the registered
     factories): any defense that trains batch by batch on this loop (``pgd-at``, ``trades``,
     ``free-at``, ``yopo``, ``minmax``, ``fbf``, ``none``). This loop runs the epochs; the base's
-    ``train_batch`` trains each transformed batch. Subclasses override ``transform(x)``."""
+    ``train_batch`` trains each transformed batch. Subclasses override ``transform(x)`` and take
+    ``base`` as their first keyword parameter (``describe()`` records it there, as its name and
+    ``base_params``, the base's own parameters)."""
 
     def __init__(self, classifier, *, base: TrainingLoop, **loop_params):
-        super().__init__(classifier, **loop_params)
-        if not trains_on_the_loop(type(base)):
-            raise _not_a_base(getattr(base, "name", base))
         self.base = base
+        super().__init__(classifier, **loop_params)  # stores the loop's parameters, checks them all
         self.steps_per_batch, self.epoch_divisor = base.steps_per_batch, base.epoch_divisor
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not trains_on_the_loop(type(self.base)):
+            raise _not_a_base(getattr(self.base, "name", self.base))
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """The batch the base defense trains on (identity here)."""
@@ -33,8 +36,8 @@ class WithBase(TrainingLoop):
     def train_batch(self, model, optimizer, scheduler, x, y):
         return self.base.train_batch(model, optimizer, scheduler, self.transform(x), y)
 
-    def on_fit_start(self):
-        self.base.on_fit_start()
+    def on_fit_start(self, x, y, **settings):
+        self.base.on_fit_start(x, y, **settings)
 
     def extra_state(self):
         return self.base.extra_state()
@@ -43,15 +46,18 @@ class WithBase(TrainingLoop):
         self.base.load_extra_state(tensors)
 
     def describe(self) -> dict:
-        own = super().describe()
-        return {**own, "base": self.base.name,
-                "base_params": {k: v for k, v in self.base.describe().items() if k not in own}}
+        own = super().describe()  # "base" is the instance: recorded as its name and its own parameters
+        base_params = {k: v for k, v in self.base.describe().items() if k not in own}
+        described = {}
+        for key, value in own.items():
+            described.update({"base": self.base.name, "base_params": base_params} if key == "base" else {key: value})
+        return described
 
 
 def trains_on_the_loop(factory) -> bool:
     """Whether ``factory`` is a defense class that trains batch by batch on the shared loop."""
     return (isinstance(factory, type) and issubclass(factory, TrainingLoop) and not issubclass(factory, WithBase)
-            and factory.fit is TrainingLoop.fit)
+            and factory.fit is TrainingLoop.fit and factory.batch_by_batch)
 
 
 def _not_a_base(name) -> ValueError:
@@ -61,11 +67,10 @@ def _not_a_base(name) -> ValueError:
 
 def with_base(cls: type[WithBase], classifier, base: str, params: dict) -> WithBase:
     """``cls`` over the registered defense ``base``: what the registered factories of ``ads`` and
-    ``augment`` do. ``params`` are split three ways: ``cls``'s own keyword parameters, the loop's
-    (both go to ``cls``) and the rest, which go to the base (its registry entry checks them). The
-    base is given the loop's ``eps`` and ``seed`` and no progress output of its own."""
-    own_names = {p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY}
-    mine = {k: v for k, v in params.items() if k in own_names or k in LOOP_PARAMS}
+    ``augment`` do. ``params`` are split two ways: ``cls``'s ``defense_params`` (its own and the
+    loop's) go to ``cls``, the rest to the base (its registry entry checks them). The base is given
+    the loop's ``eps`` and ``seed`` and no progress output of its own."""
+    mine = {k: v for k, v in params.items() if k in cls.defense_params}
     shared = {k: mine[k] for k in ("eps", "seed") if k in mine}
     base_params = {k: v for k, v in params.items() if k not in mine}
     if not trains_on_the_loop(registry("defenses").get(base).factory):  # checked before anything is built

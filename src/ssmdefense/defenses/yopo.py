@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SSMDefenseError
-from ..validation import positive
+from ..validation import integer, positive
 from .loop import TrainingLoop
 
 
@@ -81,14 +81,17 @@ class YOPOTrainer(TrainingLoop):
 
     def __init__(self, classifier, *, eps: float = 0.1, m: int = 5, n: int = 3, eps_step: float | None = None,
                  **loop_params):
-        for key, value in (("m", m), ("n", n)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1; got {value!r}")
-        super().__init__(classifier, eps=eps, **loop_params)
-        self.m, self.n = m, n
-        self.eps_step = self.eps / 4 if eps_step is None else eps_step
-        positive("eps_step", self.eps_step)
-        first_layer(classifier.model)
+        self.m, self.n, self.eps_step = m, n, eps_step
+        super().__init__(classifier, eps=eps, **loop_params)  # stores the loop's parameters, checks them all
+        if self.eps_step is None:
+            self.eps_step = self.eps / 4
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        for key in ("m", "n"):
+            integer(key, getattr(self, key), 1)
+        positive("eps_step", self.eps_step, optional=True)
+        first_layer(self._classifier.model)
 
     def _project(self, x: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         lo, hi = self.clip
@@ -138,6 +141,3 @@ class YOPOTrainer(TrainingLoop):
         optimizer.step()
         scheduler.step()
         return loss_sum, logits.detach()
-
-    def describe(self) -> dict:
-        return {**super().describe(), "m": self.m, "n": self.n, "eps_step": self.eps_step}

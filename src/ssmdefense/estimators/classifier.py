@@ -15,8 +15,10 @@ from art.estimators.classification import PyTorchClassifier
 
 from ..api import build_serialiser
 from ..errors import SSMDefenseError
+from ..kernels.backend import chosen_kernels
 from ..models import NaturalShapeModel
 from ..plugins import registry
+from ..validation import positive
 
 
 class SSMClassifier(PyTorchClassifier):
@@ -66,9 +68,7 @@ class SSMClassifier(PyTorchClassifier):
             raise SSMDefenseError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         if device_type not in ("cpu", "gpu"):
             raise SSMDefenseError(f"device_type must be 'cpu' or 'gpu'; got {device_type!r}")
-        if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, int)
-                                        or sample_rate < 1):
-            raise SSMDefenseError(f"sample_rate must be a positive integer; got {sample_rate!r}")
+        positive("sample_rate", sample_rate, integer=True, optional=True, error=SSMDefenseError)
         natural_shape = tuple(int(s) for s in input_shape)
         params = dict(sequence_params or {})
         accepted = registry("sequences").accepted_params(sequence) if sequence in registry("sequences").names() else []
@@ -147,7 +147,6 @@ class SSMClassifier(PyTorchClassifier):
     def kernels(self) -> dict[str, str]:
         """Which implementation each kernel-backed layer runs on this classifier's device, e.g.
         ``{"mamba": "numba", "log-mel": "torch"}`` (``kernel=auto`` resolved; empty when none has a choice)."""
-        from ..kernels.backend import chosen_kernels
 
         return chosen_kernels(self.model, self.device.type)
 

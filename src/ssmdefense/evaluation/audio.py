@@ -21,6 +21,7 @@ import numpy as np
 
 from ..api import get_attack
 from ..attacks._common import perturbation_snr_db as snr_db
+from ..seeding import seeded
 
 DEFAULT_SNRS = (40.0, 30.0, 20.0)
 
@@ -76,7 +77,6 @@ def write_audio_examples(directory, clf, x: np.ndarray, y: np.ndarray, *, eps: f
     """
     import soundfile as sf
 
-    from ..seeding import seeded
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,6 @@ def audio_robustness(clf, x: np.ndarray, y: np.ndarray, *, snrs=DEFAULT_SNRS, se
     ``x`` is the classifier's input (waveforms). Returns ``{"snr_curve": [{"snr_db", "accuracy",
     "min_snr_db"}...], "search": {name: {"accuracy", "params"}}}``.
     """
-    from ..seeding import seeded
 
     attack_params = attack_params or {}
     y = np.asarray(y)

@@ -49,6 +49,7 @@ from torch import nn
 
 from ..errors import SSMDefenseError
 from ..models import SequenceClassifier
+from ..validation import integer
 
 COMPONENTS = ("mixer", "ads", "output_linear")
 OUTPUT_PROJECTIONS = ("out_proj", "h_proj")  # gated mixers: Mamba, Mega
@@ -110,8 +111,7 @@ def component_analysis(clf, x_clean, x_adv, *, batch_size: int = 128) -> list[di
         "kl_after", "kl_relative_change", "mse_before", "mse_after", "mse_relative_change"}``;
         the relative changes are ``(after - before) / before``, or None when before == 0.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    integer("batch_size", batch_size, 1)
     x_clean, x_adv = _as_array(x_clean, "x_clean"), _as_array(x_adv, "x_adv")
     if x_clean.shape != x_adv.shape:
         raise ValueError(f"x_clean and x_adv must have the same shape; got {x_clean.shape} and {x_adv.shape}")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import SSMDefenseError
+from .audio import plot_snr_curve
+from .components import plot_components, render_components_markdown
+
 
 def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.1f}%"
@@ -50,7 +54,6 @@ def render_markdown(report: dict, title: str) -> str:
     lines += _sanity(report, detail)
     for k in detail:
         if report[k].get("components"):
-            from .components import render_components_markdown
 
             lines += ["", render_components_markdown(report[k]["components"]).rstrip()
                       .replace("## Component analysis", f"## Component analysis ({k})", 1)]
@@ -217,8 +220,9 @@ def plot_history(history: list[dict], path: Path) -> bool:
     return _save(plt, fig, ax, path, "epoch", "Accuracy per epoch")
 
 
-def write_report(directory, report: dict, title: str, history: list[dict] | None = None) -> None:
-    """Write report.json, report.md and plots/ into ``directory`` (which must exist)."""
+def write_report(directory, report: dict, title: str, history: list[dict] | None = None) -> list[str]:
+    """Write report.json, report.md and plots/ into ``directory`` (which must exist); returns the
+    plots drawn (paths relative to ``directory``, also under "plots" in report.json)."""
     directory = Path(directory)
     (directory / "plots").mkdir(exist_ok=True)
     plots = []
@@ -227,16 +231,23 @@ def write_report(directory, report: dict, title: str, history: list[dict] | None
     if history and plot_history(history, directory / "plots" / "training_curves.png"):
         plots.append("plots/training_curves.png")
     if any(report.get(k, {}).get("audio") for k in ("best", "last", "checkpoint")):
-        from .audio import plot_snr_curve
 
         if plot_snr_curve(report, directory / "plots" / "accuracy_vs_snr.png"):
             plots.append("plots/accuracy_vs_snr.png")
     for k in _distinct(report, [k for k in ("best", "last", "checkpoint") if k in report]):
         if report[k].get("components"):
-            from .components import plot_components
 
             if plot_components(report[k]["components"], directory / "plots" / f"components_{k}.png"):
                 plots.append(f"plots/components_{k}.png")
     report = {**report, "plots": plots}
     (directory / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (directory / "report.md").write_text(render_markdown(report, title))
+    return plots
+
+
+def read_report(directory: str | Path, what: str) -> dict:
+    """``directory/report.json``; an ``SSMDefenseError`` saying it is not a finished ``what`` when absent."""
+    path = Path(directory) / "report.json"
+    if not path.is_file():
+        raise SSMDefenseError(f"no report at {path}: not a finished {what}")
+    return json.loads(path.read_text())

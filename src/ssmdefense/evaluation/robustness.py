@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..api import get_attack
+from ..seeding import seeded
 
 DEFAULT_ATTACK_PARAMS = {"pgd": {"max_iter": 10}}
 
@@ -17,7 +18,6 @@ def attack_key(name: str, params: dict | None = None) -> str:
 
 def _predictions_under(clf, name, x, y, eps, params, seed):
     """(predicted classes under attack ``name`` at ``eps``, the attack object or None at eps 0)."""
-    from ..seeding import seeded
 
     if eps == 0:
         return clf.predict(x).argmax(1), None

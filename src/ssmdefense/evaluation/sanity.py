@@ -31,7 +31,8 @@ from itertools import pairwise
 import numpy as np
 
 from ..api import get_attack
-from .robustness import DEFAULT_ATTACK_PARAMS
+from ..seeding import seeded
+from .robustness import DEFAULT_ATTACK_PARAMS, attack_key
 
 SLACK = 1e-9  # float rounding: 0.175 >= 0.195 - 0.02 must hold
 
@@ -40,7 +41,6 @@ CHECKS = ("accuracy_falls_with_eps", "large_eps_breaks", "more_steps", "more_res
 
 
 def _predict(clf, name, x, y, eps, seed, **params):
-    from ..seeding import seeded
 
     with seeded(seed):
         x_adv = get_attack(name, clf, eps=eps, **params).generate(x, y)
@@ -99,7 +99,6 @@ def gradient_masking_checks(clf, x: np.ndarray, y: np.ndarray, *, eps: float, pg
     Returns ``{"gradient_masking_suspected": bool, "checks": [{"name", "passed", "detail",
     "values"}, ...], "settings": {...}}``; ``passed`` is None for a check that could not run.
     """
-    from .robustness import attack_key
 
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y).astype(np.int64)

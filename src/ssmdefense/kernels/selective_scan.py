@@ -51,6 +51,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..validation import positive
+from . import backend
+from .backend import KernelUnavailableError, cuda_arrays, sync_threads
 
 # Measured on one CPU thread (L = 784): sqrt(L) chunks win below batch * D * N ~ 4096-8192, one chunk above.
 CPU_ONE_CHUNK_ELEMENTS = 8192
@@ -209,9 +212,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
 
     Memory: O(batch * D * L * N) for the states, like the reference.
     """
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
+    positive("chunk_size", chunk_size, integer=True, optional=True)
     dtype_in = u.dtype
     u, delta, A, B, C = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     batch, dim, L = u.shape
@@ -247,7 +248,6 @@ class SelectiveScanFn(torch.autograd.Function):
         N = A.shape[1]
         inputs = tuple(None if t is None else t.detach().contiguous() for t in (u, delta, A, B, C, D, z, delta_bias))
         if u.is_cuda:
-            from .backend import cuda_arrays
 
             out, last = u.new_empty(batch, dim, L), u.new_empty(batch, dim, N)  # (B D L), (B D N)
             ckpt = u.new_empty(K.checkpoint_shape(batch, dim, L, N)) if save else None  # (B K N D)
@@ -255,7 +255,6 @@ class SelectiveScanFn(torch.autograd.Function):
             arrays, stream = cuda_arrays(*inputs, out, last, state, ckpt)
             K.forward_cuda(*arrays[:8], delta_softplus, *arrays[8:], stream=stream)
         else:
-            from .backend import sync_threads
 
             threads = sync_threads()
             u_, delta_, A_, B_, C_, D_, z_, bias_ = (None if t is None else t.numpy() for t in inputs)
@@ -279,7 +278,6 @@ class SelectiveScanFn(torch.autograd.Function):
         dout = u.new_zeros(batch, dim, L) if dout is None else dout.to(u.dtype).contiguous()  # (B D L)
         dlast = None if dlast is None else dlast.to(u.dtype).contiguous()  # (B D N)
         if u.is_cuda:
-            from .backend import cuda_arrays
 
             names = ("lam", "xs", "As", "ys")
             shapes = K.cuda_scratch_shapes(batch, dim, L, N)
@@ -297,7 +295,6 @@ class SelectiveScanFn(torch.autograd.Function):
             dD = None if dD is None else dD.sum(0)  # (D)
             dbias = None if dbias is None else dbias.sum(0)  # (D)
         else:
-            from .backend import sync_threads
 
             threads = sync_threads()
             arrays = (None if t is None else t.numpy() for t in (*inputs, ckpt, dout, dlast))
@@ -322,13 +319,12 @@ def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
         KernelUnavailableError: Numba cannot run on that device (not installed; no numba-cuda or
             GPU for CUDA tensors).
     """
-    from .backend import KernelUnavailableError, device_problem
 
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     devices = {t.device for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None}
     if len(devices) > 1:
         raise ValueError(f"selective_scan_fn: all tensors must be on one device; got {sorted(map(str, devices))}")
-    problem = device_problem(u.device.type)
+    problem = backend.device_problem(u.device.type)  # looked up per call (tests replace it)
     if problem:
         raise KernelUnavailableError(f"selective_scan_fn: the Numba kernel cannot run on {u.device.type} "
                                      f"tensors: {problem}")

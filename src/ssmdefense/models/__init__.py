@@ -2,6 +2,7 @@
 Nothing here imports ART, pluggy or click."""
 
 from .ads import ADS_ACTIVATIONS, AdaptiveScaling, check_ads
+from .audio import LogMel, MelSequence, WaveformFrames, WaveformSamples
 from .body import Block, SequenceClassifier
 from .dss import DSS
 from .mamba import MambaMixer
@@ -11,7 +12,6 @@ from .rnn import RNNClassifier
 from .s4 import S4
 from .s4d import S4D
 from .s5 import S5
-from .audio import LogMel, MelSequence, WaveformFrames, WaveformSamples
 from .serialise import ImageToSequence, NaturalShapeModel
 
 __all__ = ["ADS_ACTIVATIONS", "AdaptiveScaling", "Block", "DSS", "ImageToSequence", "LogMel",

@@ -15,7 +15,7 @@ def check_ads(act):
     """Normalise an ``ads`` argument: None/'none' -> None, else one of ADS_ACTIVATIONS."""
     if act is None or act == "none":
         return None
-    if act not in ADS_ACTIVATIONS:
+    if not isinstance(act, str) or act not in ADS_ACTIVATIONS:
         raise ValueError(f"ads must be one of none, {', '.join(ADS_ACTIVATIONS)}; got {act!r}")
     return act
 

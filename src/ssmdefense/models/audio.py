@@ -37,7 +37,9 @@ import torch
 from torch import nn
 
 from ..kernels.backend import KernelChoice, check_kernel
-from ..validation import integer, positive
+from ..kernels.logmel import log_mel
+from ..kernels.stft import stft
+from ..validation import integer, is_number, positive
 
 ATTACK_SPACES = ("waveform", "features")
 DB_REFERENCE, DB_PER_UNIT = -40.0, 20.0  # the body sees (dB - DB_REFERENCE) / DB_PER_UNIT
@@ -57,23 +59,13 @@ def check_audio_shape(input_shape, mode: str) -> int:
     return shape[1]
 
 
-def _integer(key: str, value, low: int) -> int:
-    integer(key, value, low)
-    return value
-
-
-def _positive(key: str, value) -> float:
-    positive(key, value)
-    return float(value)
-
-
 class WaveformFrames(nn.Module):
     """(N, 1, T) -> (N, ceil(T / frame), frame): consecutive non-overlapping frames."""
 
     def __init__(self, input_shape, frame: int = 160):
         super().__init__()
         self.T = check_audio_shape(input_shape, "frames")
-        self.frame = _integer("frame", frame, 1)
+        self.frame = integer("frame", frame, 1)
         self.L, self.D = -(-self.T // self.frame), self.frame
         self.params = {"frame": self.frame}
 
@@ -133,8 +125,6 @@ class LogMel(KernelChoice, nn.Module):
                       and spec.pad_mode == "reflect" and spec.onesided)
         if not fused_fits or self.resolved_kernel(x.device.type) == "torch":
             return self.to_db(self.spectrogram(x))  # (N 1 n_mels frames)
-        from ..kernels.logmel import log_mel
-        from ..kernels.stft import stft
 
         S = stft(x.reshape(-1, x.shape[-1]), spec.n_fft, spec.hop_length, spec.window)  # (N*1 F frames)
         S = S.reshape(x.shape[:-1] + S.shape[-2:])  # (N 1 F frames)
@@ -160,24 +150,24 @@ class MelSequence(nn.Module):
         super().__init__()
         T = check_audio_shape(input_shape, "mel")
         check_kernel(kernel)
-        _integer("sample_rate", sample_rate, 1)
-        win_length = round(_positive("win_ms", win_ms) * sample_rate / 1000)
-        hop_length = round(_positive("hop_ms", hop_ms) * sample_rate / 1000)
+        integer("sample_rate", sample_rate, 1)
+        win_length = round(float(positive("win_ms", win_ms)) * sample_rate / 1000)
+        hop_length = round(float(positive("hop_ms", hop_ms)) * sample_rate / 1000)
         if win_length < 2 or hop_length < 1:
             raise ValueError(f"win_ms={win_ms} and hop_ms={hop_ms} are too short at {sample_rate} Hz")
-        n_fft = 2 ** math.ceil(math.log2(win_length)) if n_fft is None else _integer("n_fft", n_fft, 2)
+        n_fft = 2 ** math.ceil(math.log2(win_length)) if n_fft is None else integer("n_fft", n_fft, 2)
         if n_fft < win_length:
             raise ValueError(f"n_fft ({n_fft}) must be >= the window ({win_length} samples = {win_ms} ms)")
         if T <= n_fft // 2:
             raise ValueError(f"clips of {T} samples are too short for n_fft={n_fft} (reflect padding)")
-        _integer("n_mels", n_mels, 1)
+        integer("n_mels", n_mels, 1)
         nyquist = sample_rate / 2
         f_max = nyquist if f_max is None else float(f_max)
-        if not (isinstance(f_min, (int, float)) and 0 <= f_min < f_max <= nyquist):
+        if not (is_number(f_min) and 0 <= f_min < f_max <= nyquist):
             raise ValueError(f"need 0 <= f_min < f_max <= {nyquist:g} (the Nyquist frequency); "
                              f"got f_min={f_min!r}, f_max={f_max!r}")
         if top_db is not None:
-            top_db = _positive("top_db", top_db)
+            top_db = float(positive("top_db", top_db))
         if attack_space not in ATTACK_SPACES:
             raise ValueError(f"attack_space must be one of {', '.join(ATTACK_SPACES)}; got {attack_space!r}")
         self.front_end = LogMel(sample_rate, n_fft, win_length, hop_length, n_mels, float(f_min), f_max, top_db,

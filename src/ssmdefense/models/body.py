@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .ads import AdaptiveScaling, check_ads
+from .checks import check_dropout, check_int
 
 
 def make_ads(d_model: int, act: str | None) -> nn.Module:
@@ -90,10 +91,8 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         for key, value, low in (("d_input", d_input, 1), ("n_classes", n_classes, 2),
                                 ("d_model", d_model, 1), ("n_layers", n_layers, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{key} must be an integer >= {low}; got {value!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+            check_int(key, value, low)
+        check_dropout(dropout)
         self.d_input, self.n_classes, self.d_model = d_input, n_classes, d_model
         self.encoder = nn.Linear(d_input, d_model)
         self.blocks = nn.ModuleList(Block(mixer(d_model), d_model, dropout, ads) for _ in range(n_layers))

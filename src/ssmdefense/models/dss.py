@@ -51,10 +51,11 @@ import torch
 from torch import nn
 
 from ..kernels.backend import KernelChoice, check_kernel
-from ..kernels.diag_ssm import diag_ssm_recurrence
+from ..kernels.diag_ssm import diag_ssm_recurrence, diag_ssm_scan
 from ..kernels.vandermonde import vandermonde
+from .checks import check_mixer_args
 from .conv_ssm import ConvolutionalSSM
-from .s4 import _check_mixer_args, hippo_legs_nplr
+from .s4 import hippo_legs_nplr
 
 DSS_VARIANTS = ("exp", "softmax")
 
@@ -89,7 +90,7 @@ class DSS(KernelChoice, ConvolutionalSSM):
         if variant not in DSS_VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(DSS_VARIANTS)}; got {variant!r}")
         self.kernel_choice = check_kernel(kernel)
-        _check_mixer_args(d_model, d_state, dt_min, dt_max)
+        check_mixer_args(d_model, d_state, dt_min, dt_max)
         H, N = d_model, d_state
         dtype = torch.get_default_dtype()
         Lambda = hippo_legs_nplr(N)[0]  # (N/2) -1/2 + iθ, θ > 0
@@ -141,7 +142,6 @@ class DSS(KernelChoice, ConvolutionalSSM):
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B L H)
         if self.resolved_kernel(u.device.type) == "torch":
             return super().forward(u)  # the FFT convolution
-        from ..kernels.diag_ssm import diag_ssm_scan
 
         u_t = u.transpose(1, 2).contiguous()  # (B H L)
         dA, dB, C = self.discretize(u_t.shape[-1])  # (H N/2) each

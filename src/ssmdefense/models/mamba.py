@@ -44,10 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels.backend import KernelChoice, check_kernel
-from ..kernels.selective_scan import selective_scan, selective_scan_ref
+from ..kernels.selective_scan import selective_scan, selective_scan_fn, selective_scan_ref
 from ..validation import positive
 from .checks import check_int
-
 
 
 class MambaMixer(KernelChoice, nn.Module):
@@ -138,7 +137,6 @@ class MambaMixer(KernelChoice, nn.Module):
         if reference:
             y = selective_scan_ref(*scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True)
         elif self.resolved_kernel(u.device.type) == "numba":
-            from ..kernels.selective_scan import selective_scan_fn
 
             y = selective_scan_fn(*scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True)  # (B E L)
         else:

@@ -67,8 +67,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels.long_conv import fft_conv
+from ..validation import boolean
 from .checks import check_int
-
 
 
 class MegaLayer(nn.Module):
@@ -97,8 +97,7 @@ class MegaLayer(nn.Module):
         check_int("d_ema", d_ema)
         if d_value is not None:
             check_int("d_value", d_value)
-        if not isinstance(bidirectional, bool):
-            raise ValueError(f"bidirectional must be true or false; got {bidirectional!r}")
+        boolean("bidirectional", bidirectional)
         check_int("max_positions", max_positions)
         H, z, N = d_model, d_qk, d_ema
         E = 2 * H if d_value is None else d_value

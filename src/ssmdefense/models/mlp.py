@@ -17,8 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from .checks import check_int
-
+from .checks import check_dropout, check_int
 
 
 class MLPClassifier(nn.Module):
@@ -39,8 +38,7 @@ class MLPClassifier(nn.Module):
         check_int("d_input", d_input, 1)
         check_int("n_classes", n_classes, 2)
         check_int("d_hidden", d_hidden, 1)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+        check_dropout(dropout)
         self.d_input, self.n_classes, self.d_hidden = d_input, n_classes, d_hidden
         self.fc1 = nn.LazyLinear(d_hidden)
         self.fc2 = nn.Linear(d_hidden, d_hidden)

@@ -30,7 +30,7 @@ import contextlib
 import torch
 from torch import nn
 
-from .checks import check_int
+from .checks import check_dropout, check_int
 
 RNN_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 RNN_POOLS = ("last", "mean")
@@ -74,8 +74,7 @@ class RNNClassifier(nn.Module):
         check_int("n_layers", n_layers, 1)
         if cell not in RNN_CELLS:
             raise ValueError(f"cell must be one of {', '.join(RNN_CELLS)}; got {cell!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+        check_dropout(dropout)
         if pool not in RNN_POOLS:
             raise ValueError(f"pool must be one of {', '.join(RNN_POOLS)}; got {pool!r}")
         self.pool = pool

@@ -65,20 +65,8 @@ import math
 import torch
 from torch import nn
 
+from .checks import check_mixer_args
 from .conv_ssm import ConvolutionalSSM
-
-
-def _check_mixer_args(d_model, d_state, dt_min, dt_max) -> None:
-    """Shared argument checks for the S4-family mixers (raise ValueError with a clear message)."""
-    if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
-        raise ValueError(f"d_model must be an integer >= 1; got {d_model!r}")
-    if isinstance(d_state, bool) or not isinstance(d_state, int) or d_state < 2 or d_state % 2:
-        raise ValueError(f"d_state must be an even integer >= 2 (N/2 conjugate pairs); got {d_state!r}")
-    for key, value in (("dt_min", dt_min), ("dt_max", dt_max)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{key} must be a finite number; got {value!r}")
-    if not 0 < dt_min <= dt_max:
-        raise ValueError(f"need 0 < dt_min <= dt_max; got dt_min={dt_min}, dt_max={dt_max}")
 
 
 def hippo_legs(N: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +126,7 @@ class S4(ConvolutionalSSM):
 
     def __init__(self, d_model: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1):
         super().__init__()
-        _check_mixer_args(d_model, d_state, dt_min, dt_max)
+        check_mixer_args(d_model, d_state, dt_min, dt_max)
         H, N = d_model, d_state
         Lambda, P, B, _ = hippo_legs_nplr(N)  # (N/2) each, complex128
         dtype = torch.get_default_dtype()

@@ -20,7 +20,9 @@ from torch import nn
 
 from ..kernels import diag_ssm_recurrence
 from ..kernels.backend import KernelChoice, check_kernel
+from ..kernels.diag_ssm import diag_ssm_scan
 from ..kernels.vandermonde import vandermonde
+from .checks import check_mixer_args
 from .conv_ssm import ConvolutionalSSM
 
 S4D_INITS = ("lin", "inv")
@@ -44,12 +46,9 @@ class S4D(KernelChoice, ConvolutionalSSM):
                  init: str = "lin", kernel: str = "auto"):
         super().__init__()
         self.kernel_choice = check_kernel(kernel)
-        if d_state < 2 or d_state % 2:
-            raise ValueError(f"d_state must be an even integer >= 2; got {d_state}")
+        check_mixer_args(d_model, d_state, dt_min, dt_max)
         if init not in S4D_INITS:
             raise ValueError(f"init must be one of {', '.join(S4D_INITS)}; got {init!r}")
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max; got {dt_min}, {dt_max}")
         H, N2 = d_model, d_state // 2
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H)
         C = torch.randn(H, N2, dtype=torch.cfloat) * math.sqrt(0.5)  # (H N/2)
@@ -88,7 +87,6 @@ class S4D(KernelChoice, ConvolutionalSSM):
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B L H)
         if self.resolved_kernel(u.device.type) == "torch":
             return super().forward(u)  # the FFT convolution
-        from ..kernels.diag_ssm import diag_ssm_scan
 
         u_t = u.transpose(1, 2).contiguous()  # (B H L)
         dA, dB, C = self.discretize()  # (H N/2) each

@@ -53,8 +53,10 @@ import math
 import torch
 from torch import nn
 
-from ..kernels.assoc_scan import associative_scan, sequential_scan
+from ..kernels.assoc_scan import associative_scan, diagonal_scan, sequential_scan
 from ..kernels.backend import KernelChoice, check_kernel
+from ..validation import is_number
+from .checks import check_mixer_args
 
 S5_DISCRETIZATIONS = ("zoh", "bilinear")
 
@@ -101,19 +103,13 @@ class S5(KernelChoice, nn.Module):
                  dt_max: float = 1e-1, *, blocks: int = 1, clip_eigs: bool = True, kernel: str = "auto"):
         super().__init__()
         self.kernel_choice = check_kernel(kernel)
-        if not isinstance(d_model, int) or d_model < 1:
-            raise ValueError(f"d_model must be an integer >= 1; got {d_model!r}")
-        if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
-            raise ValueError(f"d_state must be an even integer >= 2 (S5 keeps one of each conjugate pair); "
-                             f"got {d_state!r}")
-        if not isinstance(blocks, int) or blocks < 1 or d_state % (2 * blocks):
+        check_mixer_args(d_model, d_state, dt_min, dt_max, pairs="S5 keeps one of each conjugate pair")
+        if not is_number(blocks, integer=True) or blocks < 1 or d_state % (2 * blocks):
             raise ValueError(f"blocks must be an integer >= 1 with d_state divisible by 2*blocks; "
                              f"got blocks={blocks!r}, d_state={d_state}")
         if discretization not in S5_DISCRETIZATIONS:
             raise ValueError(f"discretization must be one of {', '.join(S5_DISCRETIZATIONS)}; "
                              f"got {discretization!r}")
-        if not (isinstance(dt_min, (int, float)) and isinstance(dt_max, (int, float)) and 0 < dt_min <= dt_max):
-            raise ValueError(f"need 0 < dt_min <= dt_max; got {dt_min!r}, {dt_max!r}")
         H, P = d_model, d_state
         P2 = P // 2  # stored complex states (one per conjugate pair)
         self.H, self.P, self.discretization, self.clip_eigs = H, P, discretization, bool(clip_eigs)
@@ -173,7 +169,6 @@ class S5(KernelChoice, nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B L H)
         Lambda_bar, Bu, C_tilde = self._inputs(u)
         if self.resolved_kernel(u.device.type) == "numba":
-            from ..kernels.assoc_scan import diagonal_scan
 
             x = diagonal_scan(Lambda_bar, Bu)  # (B L P/2)
         else:
