@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo lint test bench clean
 
 venv: $(VENV)/.installed
 
@@ -19,7 +19,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/ssmdefense defend --defense ads --out runs/demo-ads --overwrite
 
-test: venv
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: venv

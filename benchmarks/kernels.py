@@ -72,6 +72,7 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
 
 def fwd_bwd(fn, inputs, repeats: int, warmup: int = 1) -> dict:
     """Median seconds of ``fn(*inputs)`` without grad, and of forward + backward (sum of the real output)."""
+
     def forward():
         with torch.no_grad():
             fn(*inputs)
@@ -84,7 +85,10 @@ def fwd_bwd(fn, inputs, repeats: int, warmup: int = 1) -> dict:
             if isinstance(t, torch.Tensor):
                 t.grad = None
 
-    return {"forward": median_seconds(forward, repeats, warmup), "forward_backward": median_seconds(both, repeats, warmup)}
+    return {
+        "forward": median_seconds(forward, repeats, warmup),
+        "forward_backward": median_seconds(both, repeats, warmup),
+    }
 
 
 def ratios(rows: dict, baseline: str, fast: str) -> dict:
@@ -118,11 +122,17 @@ def diag_scan(repeats: int, lengths) -> list[dict]:
             dA = torch.exp(dtA)  # (H N)
             return diag_ssm_scan(u, dA, (dA - 1.0) / A, C)  # (B H L)
 
-        row = {"B": B, "H": H, "N_complex": N, "L": L,
-               "torch_fft_conv": fwd_bwd(conv, (u, dtA, C), repeats),
-               "numba_scan": fwd_bwd(scan, (u, dtA, C), repeats)}
+        row = {
+            "B": B,
+            "H": H,
+            "N_complex": N,
+            "L": L,
+            "torch_fft_conv": fwd_bwd(conv, (u, dtA, C), repeats),
+            "numba_scan": fwd_bwd(scan, (u, dtA, C), repeats),
+        }
         row["fft_conv_over_numba"] = ratios(row, "torch_fft_conv", "numba_scan")
         if L <= 784:
+
             def recurrence(u, dtA, C):
                 dA = torch.exp(dtA)
                 return diag_ssm_recurrence(u, dA, (dA - 1.0) / A, C)
@@ -142,9 +152,13 @@ def s5_scan(repeats: int, lengths) -> list[dict]:
     for L in lengths:
         a = torch.polar(torch.empty(P2).uniform_(0.9, 0.999), torch.rand(P2)).to(DEVICE).requires_grad_()  # (P/2)
         b = leaf(B, L, P2, dtype=torch.cfloat)  # (B L P/2)
-        row = {"B": B, "P_half": P2, "L": L,
-               "torch_associative_scan": fwd_bwd(lambda a, b: associative_scan(a, b, dim=1), (a, b), repeats),
-               "numba_scan": fwd_bwd(diagonal_scan, (a, b), repeats)}
+        row = {
+            "B": B,
+            "P_half": P2,
+            "L": L,
+            "torch_associative_scan": fwd_bwd(lambda a, b: associative_scan(a, b, dim=1), (a, b), repeats),
+            "numba_scan": fwd_bwd(diagonal_scan, (a, b), repeats),
+        }
         row["torch_over_numba"] = ratios(row, "torch_associative_scan", "numba_scan")
         rows.append(row)
     return rows
@@ -168,12 +182,18 @@ def selective_scan(repeats: int, lengths) -> list[dict]:
         args = (u, delta, A, Bm, Cm, Dv, z, bias)
 
         def call(fn):
-            return lambda u, delta, A, Bm, Cm, Dv, z, bias: fn(u, delta, A, Bm, Cm, D=Dv, z=z, delta_bias=bias,
-                                                              delta_softplus=True)
+            return lambda u, delta, A, Bm, Cm, Dv, z, bias: fn(
+                u, delta, A, Bm, Cm, D=Dv, z=z, delta_bias=bias, delta_softplus=True
+            )
 
-        row = {"B": B, "D": D, "N": N, "L": L,
-               "torch_chunked": fwd_bwd(call(torch_scan), args, repeats),
-               "numba": fwd_bwd(call(selective_scan_fn), args, repeats)}
+        row = {
+            "B": B,
+            "D": D,
+            "N": N,
+            "L": L,
+            "torch_chunked": fwd_bwd(call(torch_scan), args, repeats),
+            "numba": fwd_bwd(call(selective_scan_fn), args, repeats),
+        }
         row["torch_over_numba"] = ratios(row, "torch_chunked", "numba")
         rows.append(row)
     return rows
@@ -194,8 +214,10 @@ def log_mel(repeats: int) -> list[dict]:
             row[f"{kernel}"] = fwd_bwd(front, (x,), repeats)
         row["torch_over_numba"] = ratios(row, "torch", "numba")
         clips, window = x.detach().view(64, T).requires_grad_(), torch.hann_window(400, device=DEVICE)  # (N T)
-        stft_row = {"autograd": fwd_bwd(lambda c: stft_ref(c, 512, 160, window), (clips,), repeats),
-                    "hand_backward": fwd_bwd(lambda c: stft(c, 512, 160, window), (clips,), repeats)}
+        stft_row = {
+            "autograd": fwd_bwd(lambda c: stft_ref(c, 512, 160, window), (clips,), repeats),
+            "hand_backward": fwd_bwd(lambda c: stft(c, 512, 160, window), (clips,), repeats),
+        }
         stft_row["ratio"] = ratios(stft_row, "autograd", "hand_backward")
         row["stft_alone"] = stft_row
         rows.append(row)
@@ -212,18 +234,38 @@ def conv_parts(repeats: int) -> dict:
     log_z = torch.complex(-0.05 * torch.rand(H, N), torch.rand(H, N)).to(DEVICE).requires_grad_()  # (H N)
     W = leaf(H, N, dtype=torch.cfloat)  # (H N)
     u, K = leaf(B, H, L), leaf(H, L)  # (B H L), (H L)
-    out = {"powers": {"H": H, "N_complex": N, "L": L,
-                      "direct_exp": fwd_bwd(lambda W, z: vandermonde_ref(W, z, L), (W, log_z), repeats),
-                      "vandermonde": fwd_bwd(lambda W, z: vandermonde(W, z, L), (W, log_z), repeats)},
-           "fft_conv": {"B": B, "H": H, "L": L, "autograd": fwd_bwd(fft_conv_ref, (u, K), repeats),
-                        "hand_backward": fwd_bwd(fft_conv, (u, K), repeats)}}
+    out = {
+        "powers": {
+            "H": H,
+            "N_complex": N,
+            "L": L,
+            "direct_exp": fwd_bwd(lambda W, z: vandermonde_ref(W, z, L), (W, log_z), repeats),
+            "vandermonde": fwd_bwd(lambda W, z: vandermonde(W, z, L), (W, log_z), repeats),
+        },
+        "fft_conv": {
+            "B": B,
+            "H": H,
+            "L": L,
+            "autograd": fwd_bwd(fft_conv_ref, (u, K), repeats),
+            "hand_backward": fwd_bwd(fft_conv, (u, K), repeats),
+        },
+    }
     out["powers"]["ratio"] = ratios(out["powers"], "direct_exp", "vandermonde")
     out["fft_conv"]["ratio"] = ratios(out["fft_conv"], "autograd", "hand_backward")
     return out
 
 
-MODEL_CHOICES = [("s4d", "torch"), ("s4d", "numba"), ("dss", "torch"), ("dss", "numba"), ("s5", "torch"),
-                 ("s5", "numba"), ("mamba", "torch"), ("mamba", "numba"), ("lstm", None)]
+MODEL_CHOICES = [
+    ("s4d", "torch"),
+    ("s4d", "numba"),
+    ("dss", "torch"),
+    ("dss", "numba"),
+    ("s5", "torch"),
+    ("s5", "numba"),
+    ("mamba", "torch"),
+    ("mamba", "numba"),
+    ("lstm", None),
+]
 
 
 def models(repeats: int) -> dict:
@@ -256,21 +298,33 @@ def pgd_at(batches: int) -> dict:
     per_epoch = math.ceil(len(data.x_train) / batch)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(data.x_train))[: batch * (batches + 1)]
-    out = {"batch": batch, "batches_timed": batches, "batches_per_epoch": per_epoch, "attack": "PGD-10, eps 0.1",
-           "seconds_per_batch": {}, "projected_epoch_seconds": {}}
+    out = {
+        "batch": batch,
+        "batches_timed": batches,
+        "batches_per_epoch": per_epoch,
+        "attack": "PGD-10, eps 0.1",
+        "seconds_per_batch": {},
+        "projected_epoch_seconds": {},
+    }
     for name in ("mamba", "s5"):
         for kernel in ("torch", "numba"):
             torch.manual_seed(0)
             body = sd.build_model(name, d_input=1, n_classes=10, kernel=kernel)
-            clf = sd.SSMClassifier(body, input_shape=(1, 28, 28), nb_classes=10, sequence="pixels",
-                                   clip_values=(0.0, 1.0), device_type="gpu" if DEVICE.type == "cuda" else "cpu")
+            clf = sd.SSMClassifier(
+                body,
+                input_shape=(1, 28, 28),
+                nb_classes=10,
+                sequence="pixels",
+                clip_values=(0.0, 1.0),
+                device_type="gpu" if DEVICE.type == "cuda" else "cpu",
+            )
             trainer = sd.get_defense("pgd-at", clf, eps=0.1, verbose=False)
             opt = torch.optim.AdamW(clf.model.parameters(), lr=1e-3)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
             clf.model.train()
             times = []
             for i in range(batches + 1):  # the first batch is a warm-up (JIT, allocator)
-                idx = order[i * batch:(i + 1) * batch]
+                idx = order[i * batch : (i + 1) * batch]
                 xb = torch.from_numpy(data.x_train[idx]).to(DEVICE)
                 yb = torch.from_numpy(data.y_train[idx]).long().to(DEVICE)
                 _sync()
@@ -282,8 +336,9 @@ def pgd_at(batches: int) -> dict:
             key = f"{name} kernel={kernel}"
             out["seconds_per_batch"][key] = statistics.median(times)
             out["projected_epoch_seconds"][key] = statistics.median(times) * per_epoch
-        out[f"{name}_torch_over_numba"] = (out["seconds_per_batch"][f"{name} kernel=torch"]
-                                           / out["seconds_per_batch"][f"{name} kernel=numba"])
+        out[f"{name}_torch_over_numba"] = (
+            out["seconds_per_batch"][f"{name} kernel=torch"] / out["seconds_per_batch"][f"{name} kernel=numba"]
+        )
     return out
 
 
@@ -322,12 +377,15 @@ def compile_times() -> dict:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
         runs = {}
         for which in ("empty_cache", "warm_cache"):
-            proc = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True,
-                                  check=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True, check=True
+            )
             runs[which] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"note": "seconds of the first and second forward+backward call on tiny inputs in a fresh process; "
-                    "empty_cache: JIT compilation included; warm_cache: a second process loading the cached code",
-            **runs}
+    return {
+        "note": "seconds of the first and second forward+backward call on tiny inputs in a fresh process; "
+        "empty_cache: JIT compilation included; warm_cache: a second process loading the cached code",
+        **runs,
+    }
 
 
 def main():
@@ -351,9 +409,13 @@ def main():
         "pgd_at": lambda r: pgd_at(args.pgd_batches),
     }
     only = args.only.split(",") if args.only else list(figures) + ["compile"]
-    machine = {"python": platform.python_version(), "torch": torch.__version__,
-               "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-               "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"}
+    machine = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
+    }
     command = " ".join(sys.argv)
     if args.only and args.out.exists():  # update the named figures, keep the others
         result = json.loads(args.out.read_text())

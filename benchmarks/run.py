@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
 DEVICE = torch.device("cpu")
 
 
@@ -48,14 +47,31 @@ def s4d_conv_vs_recurrence(repeats):
             u = torch.randn(16, L, 64, device=DEVICE)  # (B L H)
             conv = best_of(lambda: layer(u), repeats)
             rec = best_of(lambda: layer.forward_recurrent(u), max(1, repeats // 2))
-            rows.append({"L": L, "batch": 16, "d_model": 64, "conv_seconds": conv, "recurrence_seconds": rec,
-                         "speedup": rec / conv})
+            rows.append(
+                {
+                    "L": L,
+                    "batch": 16,
+                    "d_model": 64,
+                    "conv_seconds": conv,
+                    "recurrence_seconds": rec,
+                    "speedup": rec / conv,
+                }
+            )
     return rows
 
 
-DEFENSES = [("none", {}), ("pgd-at", {}), ("trades", {}), ("free-at", {}), ("yopo", {}), ("fbf", {}),
-            ("minmax", {"classes": "topk:2"}), ("minmax", {"classes": "all"}), ("augment", {"base": "pgd-at"}),
-            ("ads", {})]
+DEFENSES = [
+    ("none", {}),
+    ("pgd-at", {}),
+    ("trades", {}),
+    ("free-at", {}),
+    ("yopo", {}),
+    ("fbf", {}),
+    ("minmax", {"classes": "topk:2"}),
+    ("minmax", {"classes": "all"}),
+    ("augment", {"base": "pgd-at"}),
+    ("ads", {}),
+]
 
 
 def defense_step_overhead(repeats):
@@ -68,8 +84,14 @@ def defense_step_overhead(repeats):
     for name, params in DEFENSES:
         torch.manual_seed(0)
         body = sd.build_model("s4d", d_input=28, n_classes=10)
-        clf = sd.SSMClassifier(body, input_shape=(1, 28, 28), nb_classes=10, sequence="rows",
-                               clip_values=(0.0, 1.0), device_type="gpu" if DEVICE.type == "cuda" else "cpu")
+        clf = sd.SSMClassifier(
+            body,
+            input_shape=(1, 28, 28),
+            nb_classes=10,
+            sequence="rows",
+            clip_values=(0.0, 1.0),
+            device_type="gpu" if DEVICE.type == "cuda" else "cpu",
+        )
         trainer = sd.get_defense(name, clf, eps=0.1, verbose=False, **params)
         opt = torch.optim.AdamW(clf.model.parameters(), lr=1e-3)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
@@ -77,9 +99,12 @@ def defense_step_overhead(repeats):
         trainer.train_batch(clf.model, opt, sched, x, y)  # warm-up
         key = name + "".join(f" {k}={v}" for k, v in params.items())
         out[key] = best_of(lambda: trainer.train_batch(clf.model, opt, sched, x, y), repeats)
-    return {"batch": 64, "batch_seconds": out,
-            "over_none": {k: v / out["none"] for k, v in out.items() if k != "none"},
-            "note": "per batch; free-at's batch is 4 replays and it runs 1/4 of the epochs"}
+    return {
+        "batch": 64,
+        "batch_seconds": out,
+        "over_none": {k: v / out["none"] for k, v in out.items() if k != "none"},
+        "note": "per batch; free-at's batch is 4 replays and it runs 1/4 of the epochs",
+    }
 
 
 def main():
@@ -93,9 +118,13 @@ def main():
     DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     result = {
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
-                    "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(),
+            "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
+        },
         "s4d_conv_vs_recurrence": s4d_conv_vs_recurrence(args.repeats),
         "defense_step_overhead": defense_step_overhead(args.repeats),
     }

@@ -61,47 +61,101 @@ def row(name: str, defense: str, args, root: Path, log) -> dict:
         from ssmdefense.experiment import RunConfig
         from ssmdefense.experiment import run as run_experiment
 
-        run(["defend", "--defense", defense, "--model", model, "--dataset", "spoken-digits", "--seed",
-             str(args.seed), *[a for p in model_params for a in ("-m", p)], "--overwrite", "-q", "--out", str(out)],
-            log, call=lambda: run_experiment(RunConfig(defense=defense, model=model, dataset="spoken-digits",
-                                                       seed=args.seed, model_params=parse_params(model_params, "-m"),
-                                                       overwrite=True, verbose=False, out=out)))
+        run(
+            [
+                "defend",
+                "--defense",
+                defense,
+                "--model",
+                model,
+                "--dataset",
+                "spoken-digits",
+                "--seed",
+                str(args.seed),
+                *[a for p in model_params for a in ("-m", p)],
+                "--overwrite",
+                "-q",
+                "--out",
+                str(out),
+            ],
+            log,
+            call=lambda: run_experiment(
+                RunConfig(
+                    defense=defense,
+                    model=model,
+                    dataset="spoken-digits",
+                    seed=args.seed,
+                    model_params=parse_params(model_params, "-m"),
+                    overwrite=True,
+                    verbose=False,
+                    out=out,
+                )
+            ),
+        )
     if not (out / "evaluation" / "report.json").is_file():
-        run(["evaluate", "--checkpoint", str(out), "--attacks", "pgd", "--snr", "40,30,20", "--samples",
-             str(args.samples), "--seed", str(args.seed), *([] if args.checks else ["--no-checks"])], log)
+        run(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(out),
+                "--attacks",
+                "pgd",
+                "--snr",
+                "40,30,20",
+                "--samples",
+                str(args.samples),
+                "--seed",
+                str(args.seed),
+                *([] if args.checks else ["--no-checks"]),
+            ],
+            log,
+        )
     report = json.loads((out / "report.json").read_text())
     evaluation = json.loads((out / "evaluation" / "report.json").read_text())
     best = evaluation["best"]
     timing = report["timing"]
-    return {"model": name, "defense": defense, "dir": str(out), "seconds": time.perf_counter() - start,
-            "epoch_seconds": sum(timing["epoch_seconds"]) / len(timing["epoch_seconds"]),
-            "overhead_ratio": timing.get("overhead_ratio"),
-            "epoch": report["best"]["epoch"], "ca": report["best"]["clean_accuracy"],
-            "ra": report["best"]["robust_accuracy"]["pgd-10"], "eval_ca": best["clean_accuracy"],
-            "eval_ra": best["robust_accuracy"]["pgd-10"],
-            "snr": {f"{p['snr_db']:g}": p["accuracy"] for p in best["audio"]["snr_curve"]},
-            "time_shift": best["audio"]["search"]["time-shift"]["accuracy"],
-            "speed": best["audio"]["search"]["speed"]["accuracy"],
-            "masking_suspected": evaluation.get("gradient_masking_suspected"),
-            "budget": report["budget"]}
+    return {
+        "model": name,
+        "defense": defense,
+        "dir": str(out),
+        "seconds": time.perf_counter() - start,
+        "epoch_seconds": sum(timing["epoch_seconds"]) / len(timing["epoch_seconds"]),
+        "overhead_ratio": timing.get("overhead_ratio"),
+        "epoch": report["best"]["epoch"],
+        "ca": report["best"]["clean_accuracy"],
+        "ra": report["best"]["robust_accuracy"]["pgd-10"],
+        "eval_ca": best["clean_accuracy"],
+        "eval_ra": best["robust_accuracy"]["pgd-10"],
+        "snr": {f"{p['snr_db']:g}": p["accuracy"] for p in best["audio"]["snr_curve"]},
+        "time_shift": best["audio"]["search"]["time-shift"]["accuracy"],
+        "speed": best["audio"]["search"]["speed"]["accuracy"],
+        "masking_suspected": evaluation.get("gradient_masking_suspected"),
+        "budget": report["budget"],
+    }
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | defense | CA | PGD-10 RA | snr-pgd 40 dB | 30 dB | 20 dB | time-shift | speed | s/epoch | "
-             "overhead | masking? |", "|---" * 12 + "|"]
+    lines = [
+        "| model | defense | CA | PGD-10 RA | snr-pgd 40 dB | 30 dB | 20 dB | time-shift | speed | s/epoch | "
+        "overhead | masking? |",
+        "|---" * 12 + "|",
+    ]
     for r in results:
         masking = {None: "not run", True: "yes", False: "no"}[r["masking_suspected"]]
         overhead = "—" if r.get("overhead_ratio") is None else f"{r['overhead_ratio']:.1f}x"
-        lines.append(f"| {r['model']} | {r['defense']} | {r['ca']:.3f} | {r['ra']:.3f} | {r['snr']['40']:.3f} | "
-                     f"{r['snr']['30']:.3f} | {r['snr']['20']:.3f} | {r['time_shift']:.3f} | {r['speed']:.3f} | "
-                     f"{r['epoch_seconds']:.1f} | {overhead} | {masking} |")
+        lines.append(
+            f"| {r['model']} | {r['defense']} | {r['ca']:.3f} | {r['ra']:.3f} | {r['snr']['40']:.3f} | "
+            f"{r['snr']['30']:.3f} | {r['snr']['20']:.3f} | {r['time_shift']:.3f} | {r['speed']:.3f} | "
+            f"{r['epoch_seconds']:.1f} | {overhead} | {masking} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help=f"comma-separated rows ({', '.join(MODELS)}; default: "
-                                       f"{','.join(DEFAULT_MODELS)})")
+    parser.add_argument(
+        "--only", help=f"comma-separated rows ({', '.join(MODELS)}; default: {','.join(DEFAULT_MODELS)})"
+    )
     parser.add_argument("--defenses", default=",".join(DEFENSES), help="comma-separated defenses")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=240, help="test clips of evaluate's attacks")

@@ -62,43 +62,102 @@ def row(name: str, defense: str, params: list[str], model: str, args, root: Path
     start = time.perf_counter()
     if not (out / "report.json").is_file():
         defense_params = {"lr": args.lr, **parse_params(params)}  # a row's own -p lr= wins
-        log_command(["defend", "--defense", defense, "--model", model, "--dataset", args.dataset, "--epochs",
-                     str(args.epochs), "--seed", str(args.seed), "--eval-samples", str(args.eval_samples),
-                     "--overwrite", "-q", "--out", str(out), "-p", f"lr={args.lr}",
-                     *[a for p in params for a in ("-p", p)]], log)
-        run(RunConfig(defense=defense, model=model, dataset=args.dataset, epochs=args.epochs, seed=args.seed,
-                      eval_samples=args.eval_samples, overwrite=True, verbose=False, out=out,
-                      defense_params=defense_params))
+        log_command(
+            [
+                "defend",
+                "--defense",
+                defense,
+                "--model",
+                model,
+                "--dataset",
+                args.dataset,
+                "--epochs",
+                str(args.epochs),
+                "--seed",
+                str(args.seed),
+                "--eval-samples",
+                str(args.eval_samples),
+                "--overwrite",
+                "-q",
+                "--out",
+                str(out),
+                "-p",
+                f"lr={args.lr}",
+                *[a for p in params for a in ("-p", p)],
+            ],
+            log,
+        )
+        run(
+            RunConfig(
+                defense=defense,
+                model=model,
+                dataset=args.dataset,
+                epochs=args.epochs,
+                seed=args.seed,
+                eval_samples=args.eval_samples,
+                overwrite=True,
+                verbose=False,
+                out=out,
+                defense_params=defense_params,
+            )
+        )
     if not (out / "evaluation" / "report.json").is_file():
-        evaluate = ["evaluate", "--checkpoint", str(out), "--attacks", "pgd,autoattack", "--samples",
-                    str(args.aa_samples), "-p", "autoattack.max_iter=20", "-p", "autoattack.nb_restarts=1",
-                    "--seed", str(args.seed)]
+        evaluate = [
+            "evaluate",
+            "--checkpoint",
+            str(out),
+            "--attacks",
+            "pgd,autoattack",
+            "--samples",
+            str(args.aa_samples),
+            "-p",
+            "autoattack.max_iter=20",
+            "-p",
+            "autoattack.nb_restarts=1",
+            "--seed",
+            str(args.seed),
+        ]
         log_command(evaluate, log)
         cli.main(evaluate, standalone_mode=False)
     report = json.loads((out / "report.json").read_text())
     evaluation = json.loads((out / "evaluation" / "report.json").read_text())
     timing = report["timing"]
-    result = {"row": name, "model": model, "defense": defense, "params": params, "dir": str(out),
-              "seconds": time.perf_counter() - start,
-              "epoch_seconds": sum(timing["epoch_seconds"]) / len(timing["epoch_seconds"]),
-              "epochs_run": len(timing["epoch_seconds"]), "overhead_ratio": timing.get("overhead_ratio"),
-              "masking_suspected": evaluation.get("gradient_masking_suspected")}
+    result = {
+        "row": name,
+        "model": model,
+        "defense": defense,
+        "params": params,
+        "dir": str(out),
+        "seconds": time.perf_counter() - start,
+        "epoch_seconds": sum(timing["epoch_seconds"]) / len(timing["epoch_seconds"]),
+        "epochs_run": len(timing["epoch_seconds"]),
+        "overhead_ratio": timing.get("overhead_ratio"),
+        "masking_suspected": evaluation.get("gradient_masking_suspected"),
+    }
     for which in ("best", "last"):
-        result[which] = {"epoch": report[which]["epoch"], "ca": report[which]["clean_accuracy"],
-                         "ra": report[which]["robust_accuracy"]["pgd-10"],
-                         "aa": evaluation[which]["robust_accuracy"]["autoattack"]}
+        result[which] = {
+            "epoch": report[which]["epoch"],
+            "ca": report[which]["clean_accuracy"],
+            "ra": report[which]["robust_accuracy"]["pgd-10"],
+            "aa": evaluation[which]["robust_accuracy"]["autoattack"],
+        }
     return result
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| row | model | CA best | RA best | AA best | CA last | RA last | AA last | RA gap | epochs | "
-             "s/epoch | overhead | masking? |", "|---" * 13 + "|"]
+    lines = [
+        "| row | model | CA best | RA best | AA best | CA last | RA last | AA last | RA gap | epochs | "
+        "s/epoch | overhead | masking? |",
+        "|---" * 13 + "|",
+    ]
     for r in results:
         b, last = r["best"], r["last"]
         overhead = "—" if r["overhead_ratio"] is None else f"{r['overhead_ratio']:.1f}x"
-        lines.append(f"| {r['row']} | {r['model']} | {b['ca']:.3f} | {b['ra']:.3f} | {b['aa']:.3f} | {last['ca']:.3f} | "
-                     f"{last['ra']:.3f} | {last['aa']:.3f} | {b['ra'] - last['ra']:+.3f} | {b['epoch']}/{r['epochs_run']} | "
-                     f"{r['epoch_seconds']:.1f} | {overhead} | {'yes' if r['masking_suspected'] else 'no'} |")
+        lines.append(
+            f"| {r['row']} | {r['model']} | {b['ca']:.3f} | {b['ra']:.3f} | {b['aa']:.3f} | {last['ca']:.3f} | "
+            f"{last['ra']:.3f} | {last['aa']:.3f} | {b['ra'] - last['ra']:+.3f} | {b['epoch']}/{r['epochs_run']} | "
+            f"{r['epoch_seconds']:.1f} | {overhead} | {'yes' if r['masking_suspected'] else 'no'} |"
+        )
     return "\n".join(lines)
 
 

@@ -54,19 +54,25 @@ MASKS = {"saturated-softmax": SaturatedSoftmax, "rounded-input": RoundedInput}
 
 def masked(clf, mask: str):
     """A copy of ``clf`` (sharing its weights) whose gradients ``mask`` hides."""
-    return sd.SSMClassifier(MASKS[mask](clf.body), input_shape=clf.natural_shape, nb_classes=clf.nb_classes,
-                            sequence=clf.sequence, sequence_params=clf.sequence_params, sample_rate=clf.sample_rate,
-                            clip_values=clf.natural_clip_values,
-                            device_type="gpu" if clf.device.type == "cuda" else "cpu")
+    return sd.SSMClassifier(
+        MASKS[mask](clf.body),
+        input_shape=clf.natural_shape,
+        nb_classes=clf.nb_classes,
+        sequence=clf.sequence,
+        sequence_params=clf.sequence_params,
+        sample_rate=clf.sample_rate,
+        clip_values=clf.natural_clip_values,
+        device_type="gpu" if clf.device.type == "cuda" else "cpu",
+    )
 
 
 def quick_model():
     torch.manual_seed(0)
     data = sd.load_dataset("digits")
-    body = sd.build_model("s4d", d_input=8, n_classes=10, d_model=32, n_layers=1, d_state=16, dt_min=1e-2,
-                          dt_max=1.0)
-    clf = sd.SSMClassifier(body, input_shape=data.input_shape, nb_classes=10, sequence="rows",
-                           clip_values=(0.0, 1.0), device_type="cpu")
+    body = sd.build_model("s4d", d_input=8, n_classes=10, d_model=32, n_layers=1, d_state=16, dt_min=1e-2, dt_max=1.0)
+    clf = sd.SSMClassifier(
+        body, input_shape=data.input_shape, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
     sd.get_defense("none", clf, lr=1e-2, verbose=False).fit(data.x_train, data.y_train, nb_epochs=10)
     return clf, data
 
@@ -89,19 +95,23 @@ def main(argv=None) -> int:
         path = Path(args.checkpoint)
         clf = sd.load(path / "best" if path.is_dir() else path, device_type="cpu")
         data = sd.load_dataset(clf.checkpoint_meta["extra"]["dataset"])
-    x, y = data.x_test[:args.samples], data.y_test[:args.samples]
+    x, y = data.x_test[: args.samples], data.y_test[: args.samples]
 
     print(f"{'model':<18} {'clean':>6} {'pgd-10':>7} {'square':>7}  {'verdict':<26} failed checks", flush=True)
     for name, model in [("honest", clf), *((m, masked(clf, m)) for m in MASKS)]:
         start = time.perf_counter()
-        result = evaluate_robustness(model, x, y, eps=args.eps, attacks=("pgd", "square"),
-                                     attack_params={"square": {"max_iter": 300}})
+        result = evaluate_robustness(
+            model, x, y, eps=args.eps, attacks=("pgd", "square"), attack_params={"square": {"max_iter": 300}}
+        )
         checks = gradient_masking_checks(model, x, y, eps=args.eps)
         failed = [c["name"] for c in checks["checks"] if c["passed"] is False]
         verdict = "GRADIENT MASKING SUSPECTED" if checks["gradient_masking_suspected"] else "no sign of masking"
         ra = result["robust_accuracy"]
-        print(f"{name:<18} {result['clean_accuracy']:>6.3f} {ra['pgd-10']:>7.3f} {ra['square']:>7.3f}  "
-              f"{verdict:<26} {', '.join(failed) or '-'}  ({time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"{name:<18} {result['clean_accuracy']:>6.3f} {ra['pgd-10']:>7.3f} {ra['square']:>7.3f}  "
+            f"{verdict:<26} {', '.join(failed) or '-'}  ({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
     return 0
 
 

@@ -28,8 +28,9 @@ def digits():
 def make_classifier(data, seed=0, **model_params):
     torch.manual_seed(seed)
     body = sd.build_model("s4d", d_input=8, n_classes=10, **{**TINY, **model_params})
-    return sd.SSMClassifier(body, input_shape=data.input_shape, nb_classes=10, sequence="rows",
-                            clip_values=(0.0, 1.0), device_type="cpu")
+    return sd.SSMClassifier(
+        body, input_shape=data.input_shape, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +50,9 @@ def train_on_digits(name, data, epochs=8, seed=0, **model_params):
     """Model ``name`` (8 features per step: digits rows) trained ``epochs`` by standard training."""
     torch.manual_seed(seed)
     body = sd.build_model(name, d_input=8, n_classes=10, **model_params)
-    clf = sd.SSMClassifier(body, input_shape=data.input_shape, nb_classes=10, sequence="rows",
-                           clip_values=(0.0, 1.0), device_type="cpu")
+    clf = sd.SSMClassifier(
+        body, input_shape=data.input_shape, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
     sd.get_defense("none", clf, lr=1e-2, verbose=False).fit(data.x_train, data.y_train, nb_epochs=epochs)
     return clf
 
@@ -65,7 +67,8 @@ def standard_history(digits):
         if epochs not in cache:
             clf = make_classifier(digits)
             cache[epochs] = sd.get_defense("none", clf, eps=0.1, lr=1e-2, eval_samples=200, verbose=False).fit(
-                digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=epochs)
+                digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=epochs
+            )
         return cache[epochs]
 
     return history

@@ -31,7 +31,7 @@ def inputs(seed=0):
     spec[1, 0, :, 2] = 0  # a silent frame in example 1: every band at the amin floor
     fb = np.zeros((F, M))
     for m in range(M):
-        fb[1 + 2 * m: 4 + 2 * m, m] = np.array([0.5, 1.0, 0.5]) * (1.0 + m)
+        fb[1 + 2 * m : 4 + 2 * m, m] = np.array([0.5, 1.0, 0.5]) * (1.0 + m)
     g = rng.standard_normal((N, C, M, T))
     return spec, fb, g
 

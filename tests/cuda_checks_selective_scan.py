@@ -55,10 +55,10 @@ def cuda_backward(u, delta, A, B, C, D, z, bias, softplus, ckpt, dout, dlast):
     dA, dB, dC = np.empty((batch, dim, n)), np.zeros((batch, n, L)), np.zeros((batch, n, L))
     dD = None if D is None else np.empty((batch, dim))
     dbias = None if bias is None else np.empty((batch, dim))
-    K.backward_cuda(u, delta, A, B, C, D, z, bias, softplus, ckpt, dout, dlast, scratch,
-                    du, ddelta, dz, dA, dB, dC, dD, dbias)
-    return (du, ddelta, dA.sum(0), dB, dC, None if D is None else dD.sum(0), dz,
-            None if bias is None else dbias.sum(0))
+    K.backward_cuda(
+        u, delta, A, B, C, D, z, bias, softplus, ckpt, dout, dlast, scratch, du, ddelta, dz, dA, dB, dC, dD, dbias
+    )
+    return (du, ddelta, dA.sum(0), dB, dC, None if D is None else dD.sum(0), dz, None if bias is None else dbias.sum(0))
 
 
 CASES = [  # use_D, use_z, use_bias, softplus
@@ -101,8 +101,9 @@ def test_cuda_kernels_match_the_reference_across_checkpoint_blocks(monkeypatch):
     assert ckpt.shape == (BATCH, 3, N, DIM)
 
     t = [torch.tensor(a, requires_grad=True) for a in (u, delta, A, B, C, D, z, bias)]
-    out_ref, last_ref = selective_scan_ref(*t[:5], D=t[5], z=t[6], delta_bias=t[7], delta_softplus=True,
-                                           return_last_state=True)
+    out_ref, last_ref = selective_scan_ref(
+        *t[:5], D=t[5], z=t[6], delta_bias=t[7], delta_softplus=True, return_last_state=True
+    )
     np.testing.assert_allclose(out, out_ref.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(last, last_ref.detach().numpy(), rtol=1e-10, atol=1e-12)
 

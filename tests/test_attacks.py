@@ -19,12 +19,15 @@ def noise_accuracy(clf, x, y, eps):
     return clf.accuracy(sd.get_attack("noise", clf, eps=eps, seed=0).generate(x), y)
 
 
-@pytest.mark.parametrize("name, params", [
-    ("fgsm", {}),
-    ("fgsm", {"random_start": True}),
-    ("pgd", {"max_iter": 10}),
-    ("pgd", {"max_iter": 5, "num_random_init": 2}),
-])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("fgsm", {}),
+        ("fgsm", {"random_start": True}),
+        ("pgd", {"max_iter": 10}),
+        ("pgd", {"max_iter": 5, "num_random_init": 2}),
+    ],
+)
 def test_attack_lowers_accuracy_below_noise_and_stays_in_bounds(trained, batch, name, params):
     x, y = batch
     attack = sd.get_attack(name, trained, eps=EPS, **params)
@@ -64,8 +67,9 @@ def test_l2_pgd_restarts_stay_in_the_ball_and_keep_every_success_of_the_first(tr
     fooled = {}
     for restarts in (1, 3):
         np.random.seed(0)  # ART draws the random starts from NumPy's global generator
-        attack = sd.get_attack("pgd", trained, eps=0.5, norm="2", max_iter=5, num_random_init=restarts,
-                               batch_size=len(x))
+        attack = sd.get_attack(
+            "pgd", trained, eps=0.5, norm="2", max_iter=5, num_random_init=restarts, batch_size=len(x)
+        )
         x_adv = attack.generate(x, y)
         norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
         assert norms.max() <= 0.5 * (1 + 1e-5)
@@ -92,14 +96,17 @@ def test_attacks_accept_one_hot_labels(trained, batch):
     assert trained.accuracy(x_adv, y) < trained.accuracy(x, y)
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("fgsm", {"eps": -0.1}, "eps must be a positive number"),
-    ("pgd", {"eps": 0}, "eps must be a positive number"),
-    ("pgd", {"max_iter": 0}, "max_iter must be a positive number"),
-    ("pgd", {"norm": "l3"}, "norm must be one of"),
-    ("pgd", {"num_random_init": -1}, "num_random_init must be an integer"),
-    ("pgd", {"steps": 10}, "unknown parameter.*accepted: .*max_iter"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("fgsm", {"eps": -0.1}, "eps must be a positive number"),
+        ("pgd", {"eps": 0}, "eps must be a positive number"),
+        ("pgd", {"max_iter": 0}, "max_iter must be a positive number"),
+        ("pgd", {"norm": "l3"}, "norm must be one of"),
+        ("pgd", {"num_random_init": -1}, "num_random_init must be an integer"),
+        ("pgd", {"steps": 10}, "unknown parameter.*accepted: .*max_iter"),
+    ],
+)
 def test_bad_attack_parameters(trained, name, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.get_attack(name, trained, **params)

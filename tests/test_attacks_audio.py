@@ -34,8 +34,16 @@ def tones(n, seed):
 def audio_classifier(**kwargs):
     _, D = sd.sequence_dims((1, T), "mel")
     body = sd.build_model("s4d", d_input=D, n_classes=10, d_model=32, n_layers=1)
-    return sd.SSMClassifier(body, input_shape=(1, T), nb_classes=10, sequence="mel", sample_rate=SR,
-                            clip_values=(-1.0, 1.0), device_type="cpu", **kwargs)
+    return sd.SSMClassifier(
+        body,
+        input_shape=(1, T),
+        nb_classes=10,
+        sequence="mel",
+        sample_rate=SR,
+        clip_values=(-1.0, 1.0),
+        device_type="cpu",
+        **kwargs,
+    )
 
 
 def tone_classifier(defense: str = "none", epochs: int = 6, **params):
@@ -92,8 +100,9 @@ def test_snr_pgd_seed_restarts_silence_and_ignored_eps(clf, batch):
     runs = {}
     for restarts, eps in ((1, None), (1, 0.3), (3, None)):
         np.random.seed(0)  # random starts come from NumPy's global state
-        attack = sd.get_attack("snr-pgd", clf, snr_db=30, max_iter=5, num_random_init=restarts, eps=eps,
-                               batch_size=len(x))
+        attack = sd.get_attack(
+            "snr-pgd", clf, snr_db=30, max_iter=5, num_random_init=restarts, eps=eps, batch_size=len(x)
+        )
         runs[restarts, eps] = attack.generate(x, y)
     np.testing.assert_array_equal(runs[1, None], runs[1, 0.3])  # same seed, same result; eps is ignored
     assert np.array_equal(runs[3, None][0], x[0]) and np.array_equal(runs[1, None][0], x[0])
@@ -158,8 +167,7 @@ def test_noise_at_an_snr_is_seeded_and_validated(clf, batch):
         assert not out[0].any() and np.isfinite(out).all()
     eps_ball = sd.get_attack("noise", clf, eps=0.05, seed=0).generate(x)  # the image baseline, unchanged
     assert np.abs(eps_ball - x).max() <= 0.05 + 1e-6 and np.abs(eps_ball).max() <= 1.0
-    for bad in ({"snr_db": "a"}, {"snr_db": float("inf")}, {"snr_db": 10, "color": "brown"},
-                {"color": "pink"}):
+    for bad in ({"snr_db": "a"}, {"snr_db": float("inf")}, {"snr_db": 10, "color": "brown"}, {"color": "pink"}):
         with pytest.raises(ValueError, match="snr_db|color"):
             sd.get_attack("noise", clf, **bad)
     with pytest.raises(ValueError, match="at least 2 clips"):
@@ -205,7 +213,7 @@ def test_search_attack_returns_x_or_the_first_transformation_that_fools(clf, bat
             np.testing.assert_array_equal(x_adv[i], x[i])
         else:
             assert label in labels
-            np.testing.assert_allclose(x_adv[i], transform(name, x[i:i + 1], label, attack)[0], atol=1e-5)
+            np.testing.assert_allclose(x_adv[i], transform(name, x[i : i + 1], label, attack)[0], atol=1e-5)
 
 
 def test_search_grids_stay_within_their_budgets(clf):
@@ -225,10 +233,11 @@ def test_transformations_match_their_definitions():
     zero = shift_waveform(x, -5, "zero")
     assert torch.equal(zero[..., :-5], x[..., 5:]) and not zero[..., -5:].any()
     import torchaudio.functional as AF
+
     # speed: torchaudio's own speed (the same rates, 41 / 40, at this factor), then zero-padded to T
     fast, reference = change_speed(x, 1.025), AF.speed(x, SR, 1.025)[0]  # (4 1 T), (4 1 ~T / 1.025)
-    np.testing.assert_allclose(fast[..., :reference.shape[-1]], reference, atol=1e-6)
-    assert not fast[..., reference.shape[-1]:].any()
+    np.testing.assert_allclose(fast[..., : reference.shape[-1]], reference, atol=1e-6)
+    assert not fast[..., reference.shape[-1] :].any()
     np.testing.assert_allclose(change_speed(x, 0.9), AF.speed(x, SR, 0.9)[0][..., :T], atol=1e-6)  # cropped
     # pitch: torchaudio's pitch_shift, where the ratio is exact (an octave)
     for steps in (12, -12):
@@ -236,23 +245,26 @@ def test_transformations_match_their_definitions():
 
 
 # ---- errors ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, params, match", [
-    ("snr-pgd", {"snr_db": "a"}, "snr_db must be a finite number"),
-    ("snr-pgd", {"snr_db": float("nan")}, "snr_db must be a finite number"),
-    ("snr-pgd", {"max_iter": 0}, "max_iter"),
-    ("snr-pgd", {"rel_step": -1.0}, "rel_step"),
-    ("snr-pgd", {"num_random_init": -1}, "num_random_init"),
-    ("snr-pgd", {"eps": -1.0}, "eps"),
-    ("time-shift", {"max_shift_ms": -10}, "max_shift_ms"),
-    ("time-shift", {"num_shifts": 0}, "num_shifts"),
-    ("time-shift", {"mode": "reflect"}, "mode must be one of circular, zero, both"),
-    ("time-shift", {"sample_rate": 0}, "sample_rate"),
-    ("speed", {"max_change": 1.0}, r"max_change must be a number in \[0, 1\)"),
-    ("speed", {"max_change": -0.1}, "max_change"),
-    ("speed", {"num_factors": 0}, "num_factors"),
-    ("pitch-shift", {"max_semitones": 13}, "max_semitones"),
-    ("pitch-shift", {"n_fft": 8}, "n_fft"),
-])
+@pytest.mark.parametrize(
+    "name, params, match",
+    [
+        ("snr-pgd", {"snr_db": "a"}, "snr_db must be a finite number"),
+        ("snr-pgd", {"snr_db": float("nan")}, "snr_db must be a finite number"),
+        ("snr-pgd", {"max_iter": 0}, "max_iter"),
+        ("snr-pgd", {"rel_step": -1.0}, "rel_step"),
+        ("snr-pgd", {"num_random_init": -1}, "num_random_init"),
+        ("snr-pgd", {"eps": -1.0}, "eps"),
+        ("time-shift", {"max_shift_ms": -10}, "max_shift_ms"),
+        ("time-shift", {"num_shifts": 0}, "num_shifts"),
+        ("time-shift", {"mode": "reflect"}, "mode must be one of circular, zero, both"),
+        ("time-shift", {"sample_rate": 0}, "sample_rate"),
+        ("speed", {"max_change": 1.0}, r"max_change must be a number in \[0, 1\)"),
+        ("speed", {"max_change": -0.1}, "max_change"),
+        ("speed", {"num_factors": 0}, "num_factors"),
+        ("pitch-shift", {"max_semitones": 13}, "max_semitones"),
+        ("pitch-shift", {"n_fft": 8}, "n_fft"),
+    ],
+)
 def test_bad_parameters_are_rejected_clearly(clf, name, params, match):
     with pytest.raises(ValueError, match=match):
         sd.get_attack(name, clf, **params)
@@ -260,9 +272,14 @@ def test_bad_parameters_are_rejected_clearly(clf, name, params, match):
 
 def test_waveform_attacks_need_a_sample_rate_and_waveform_input(clf):
     _, D = sd.sequence_dims((1, T), "frames")
-    no_rate = sd.SSMClassifier(sd.build_model("s4d", d_input=D, n_classes=10, d_model=8, n_layers=1),
-                               input_shape=(1, T), nb_classes=10, sequence="frames", clip_values=(-1.0, 1.0),
-                               device_type="cpu")
+    no_rate = sd.SSMClassifier(
+        sd.build_model("s4d", d_input=D, n_classes=10, d_model=8, n_layers=1),
+        input_shape=(1, T),
+        nb_classes=10,
+        sequence="frames",
+        clip_values=(-1.0, 1.0),
+        device_type="cpu",
+    )
     assert no_rate.sample_rate is None
     for name in ("time-shift", "pitch-shift"):
         with pytest.raises(ValueError, match="needs the sample rate"):
@@ -270,16 +287,28 @@ def test_waveform_attacks_need_a_sample_rate_and_waveform_input(clf):
         sd.get_attack(name, no_rate, sample_rate=SR)  # given explicitly: fine
     sd.get_attack("speed", no_rate)  # a ratio: no rate needed
 
-    image = sd.SSMClassifier(sd.build_model("s4d", d_input=8, n_classes=10, d_model=8, n_layers=1),
-                             input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0),
-                             device_type="cpu")
+    image = sd.SSMClassifier(
+        sd.build_model("s4d", d_input=8, n_classes=10, d_model=8, n_layers=1),
+        input_shape=(1, 8, 8),
+        nb_classes=10,
+        sequence="rows",
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
     features = audio_classifier(sequence_params={"attack_space": "features"})
     assert features.is_audio and len(features.input_shape) == 3
-    for name, params in [("snr-pgd", {}), ("time-shift", {}), ("speed", {}), ("pitch-shift", {}),
-                         ("noise", {"snr_db": 10})]:
+    for name, params in [
+        ("snr-pgd", {}),
+        ("time-shift", {}),
+        ("speed", {}),
+        ("pitch-shift", {}),
+        ("noise", {"snr_db": 10}),
+    ]:
         with pytest.raises(ValueError, match=r"needs waveform input \(1, T\)"):
-            sd.get_attack(name, image, sample_rate=SR, **params) if name in ("time-shift", "pitch-shift") \
-                else sd.get_attack(name, image, **params)
+            sd.get_attack(name, image, sample_rate=SR, **params) if name in (
+                "time-shift",
+                "pitch-shift",
+            ) else sd.get_attack(name, image, **params)
         with pytest.raises(ValueError, match="attack_space=features perturbs spectrograms"):
             sd.get_attack(name, features, **params)
     sd.get_attack("noise", features, eps=0.1)  # plain eps-ball noise works on any input
@@ -300,8 +329,9 @@ def test_art_and_foolbox_pgd_run_on_the_audio_classifier(clf, batch):
 
     x, y = batch
     eps = 0.01
-    x_adv = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=eps / 4, max_iter=10,
-                                     verbose=False).generate(x, y)
+    x_adv = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=eps / 4, max_iter=10, verbose=False).generate(
+        x, y
+    )
     assert np.abs(x_adv - x).max() <= eps + 1e-6 and x_adv.min() >= -1.0 and x_adv.max() <= 1.0
     assert clf.accuracy(x_adv, y) < clf.accuracy(x, y) - 0.3
 

@@ -26,13 +26,20 @@ def noise_accuracy(clf, x, y, eps, norm):
     return clf.accuracy(np.clip(x + noise.astype(np.float32), 0, 1), y)
 
 
-@pytest.mark.parametrize("name, params, norm, eps", [
-    ("square", {"max_iter": 200}, np.inf, EPS),
-    ("autoattack", {"max_iter": 10, "nb_restarts": 1}, np.inf, EPS),
-    ("cw", {"norm": "inf", "max_iter": 5, "learning_rate": 0.05}, np.inf, EPS),
-    ("cw", {"norm": "2", "max_iter": 30, "learning_rate": 0.1, "binary_search_steps": 4, "initial_const": 1.0},
-     2, 1.5),
-])
+@pytest.mark.parametrize(
+    "name, params, norm, eps",
+    [
+        ("square", {"max_iter": 200}, np.inf, EPS),
+        ("autoattack", {"max_iter": 10, "nb_restarts": 1}, np.inf, EPS),
+        ("cw", {"norm": "inf", "max_iter": 5, "learning_rate": 0.05}, np.inf, EPS),
+        (
+            "cw",
+            {"norm": "2", "max_iter": 30, "learning_rate": 0.1, "binary_search_steps": 4, "initial_const": 1.0},
+            2,
+            1.5,
+        ),
+    ],
+)
 def test_attack_beats_noise_and_stays_in_bounds(trained, batch, name, params, norm, eps):
     x, y = batch
     x_adv = sd.get_attack(name, trained, eps=eps, **params).generate(x, y)
@@ -47,7 +54,11 @@ def test_attack_beats_noise_and_stays_in_bounds(trained, batch, name, params, no
 @pytest.mark.parametrize("params", [{}, {"max_iter": 10}])
 def test_autoattack_runs_the_standard_components_on_images(trained, params):
     assert components(sd.get_attack("autoattack", trained, eps=EPS, **params)) == [
-        "AutoProjectedGradientDescent", "AutoProjectedGradientDescent", "DeepFool", "SquareAttack"]
+        "AutoProjectedGradientDescent",
+        "AutoProjectedGradientDescent",
+        "DeepFool",
+        "SquareAttack",
+    ]
 
 
 def test_cw_scored_within_budget_reverts_far_examples(trained, batch):
@@ -56,13 +67,16 @@ def test_cw_scored_within_budget_reverts_far_examples(trained, batch):
     np.testing.assert_array_equal(tight, x)  # nothing fits in a tiny L2 ball: every sample reverted
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("square", {"eps": 0}, "eps must be a positive number"),
-    ("square", {"max_iter": -3}, "max_iter must be a positive number"),
-    ("autoattack", {"norm": "l1"}, "norm must be one of"),
-    ("cw", {"confidence": -1}, "confidence must be a number >= 0"),
-    ("cw", {"eps_step": 0.1}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("square", {"eps": 0}, "eps must be a positive number"),
+        ("square", {"max_iter": -3}, "max_iter must be a positive number"),
+        ("autoattack", {"norm": "l1"}, "norm must be one of"),
+        ("cw", {"confidence": -1}, "confidence must be a number >= 0"),
+        ("cw", {"eps_step": 0.1}, "unknown parameter"),
+    ],
+)
 def test_bad_parameters(trained, name, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.get_attack(name, trained, **params)

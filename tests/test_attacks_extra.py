@@ -103,29 +103,33 @@ def test_spatial_random_search_follows_numpy_seed(trained, batch):
 
 def test_art_spatial_shifts_along_height_unlike_art_itself(trained, digits):
     x = digits.x_test[:100]  # ART scores each candidate one sample at a time: keep it small
-    ours = sd.get_attack("art-spatial", trained, max_translation=1, num_translations=3, max_rotation=15,
-                         num_rotations=3)
+    ours = sd.get_attack(
+        "art-spatial", trained, max_translation=1, num_translations=3, max_rotation=15, num_rotations=3
+    )
     x_adv = ours.generate(x)
     assert ours.attack_trans_x in (-1, 0, 1) and ours.attack_trans_y in (-1, 0, 1)
-    np.testing.assert_array_equal(ours._perturb(x, ours.attack_trans_x, ours.attack_trans_y, ours.attack_rot),
-                                  x_adv)
+    np.testing.assert_array_equal(ours._perturb(x, ours.attack_trans_x, ours.attack_trans_y, ours.attack_rot), x_adv)
 
     # ART 1.20.1 sizes the H grid from x.shape[1] (the channel axis): 12.5 % of 1 rounds to 0 px.
-    art = SpatialTransformation(trained, max_translation=12.5, num_translations=3, max_rotation=15,
-                                num_rotations=3, verbose=False)
+    art = SpatialTransformation(
+        trained, max_translation=12.5, num_translations=3, max_rotation=15, num_rotations=3, verbose=False
+    )
     art.generate(x)
     assert art.attack_trans_x == 0
     # Our grid holds ART's (H shift 0, W shifts -1..1 px, the same rotations) and more, scored alike.
     assert ours.fooling_rate >= art.fooling_rate
 
 
-@pytest.mark.parametrize("name, params", [
-    ("noise", {"eps": EPS, "batch_size": 50}),
-    ("spatial", {**SPATIAL, "batch_size": 50}),
-    ("art-spatial", {**SPATIAL}),
-    ("autoattack", {"eps": EPS, "max_iter": 2, "nb_restarts": 1}),
-    ("cw", {"eps": 1.0, "norm": "2", "max_iter": 2, "binary_search_steps": 1}),
-])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("noise", {"eps": EPS, "batch_size": 50}),
+        ("spatial", {**SPATIAL, "batch_size": 50}),
+        ("art-spatial", {**SPATIAL}),
+        ("autoattack", {"eps": EPS, "max_iter": 2, "nb_restarts": 1}),
+        ("cw", {"eps": 1.0, "norm": "2", "max_iter": 2, "binary_search_steps": 1}),
+    ],
+)
 def test_verbose_shows_progress(trained, batch, capfd, name, params):
     x, y = batch
     capfd.readouterr()
@@ -139,8 +143,14 @@ def test_verbose_shows_progress(trained, batch, capfd, name, params):
 def sequence_estimator():
     """A plain ART classifier on flat 64-value inputs: no image axes."""
     torch.manual_seed(0)
-    return PyTorchClassifier(torch.nn.Linear(64, 10), loss=torch.nn.CrossEntropyLoss(), input_shape=(64,),
-                             nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
+    return PyTorchClassifier(
+        torch.nn.Linear(64, 10),
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=(64,),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
 
 
 @pytest.mark.parametrize("name", ["spatial", "art-spatial"])
@@ -156,27 +166,30 @@ def test_noise_works_on_any_input_shape():
     assert np.abs(x_adv - x).max() <= 0.2 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("noise", {"eps": 0}, "eps must be a positive number"),
-    ("noise", {"norm": "l1"}, "norm must be one of inf, 2"),
-    ("noise", {"seed": -1}, "seed must be an integer >= 0 or None"),
-    ("noise", {"seed": 1.5}, "seed must be an integer >= 0 or None"),
-    ("noise", {"batch_size": 0}, "batch_size must be a positive integer"),
-    ("noise", {"verbose": "yes"}, "verbose must be True or False"),
-    ("noise", {"sigma": 0.1}, "unknown parameter.*accepted: .*norm"),
-    ("spatial", {"max_rotation": 200}, r"max_rotation must be a number in \[0, 180\]"),
-    ("spatial", {"max_translation": -1}, "max_translation must be a number >= 0"),
-    ("spatial", {"num_translations": 0}, "num_translations must be a positive integer"),
-    ("spatial", {"random_steps": 2.5}, "random_steps must be a positive integer"),
-    ("spatial", {"grid_search": "no"}, "grid_search must be True or False"),
-    ("spatial", {"eps": -0.1}, "eps .*ignored by spatial.* must be a number >= 0"),
-    ("spatial", {"norm": "inf"}, "unknown parameter.*accepted: .*max_rotation"),
-    ("art-spatial", {"max_translation": "2px"}, "max_translation must be a number >= 0"),
-    ("art-spatial", {"max_rotation": -5}, r"max_rotation must be a number in \[0, 180\]"),
-    ("art-spatial", {"num_rotations": 0}, "num_rotations must be a positive integer"),
-    ("art-spatial", {"batch_size": 0}, "batch_size must be a positive integer"),
-    ("art-spatial", {"verbose": 1}, "verbose must be True or False"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("noise", {"eps": 0}, "eps must be a positive number"),
+        ("noise", {"norm": "l1"}, "norm must be one of inf, 2"),
+        ("noise", {"seed": -1}, "seed must be an integer >= 0 or None"),
+        ("noise", {"seed": 1.5}, "seed must be an integer >= 0 or None"),
+        ("noise", {"batch_size": 0}, "batch_size must be a positive integer"),
+        ("noise", {"verbose": "yes"}, "verbose must be True or False"),
+        ("noise", {"sigma": 0.1}, "unknown parameter.*accepted: .*norm"),
+        ("spatial", {"max_rotation": 200}, r"max_rotation must be a number in \[0, 180\]"),
+        ("spatial", {"max_translation": -1}, "max_translation must be a number >= 0"),
+        ("spatial", {"num_translations": 0}, "num_translations must be a positive integer"),
+        ("spatial", {"random_steps": 2.5}, "random_steps must be a positive integer"),
+        ("spatial", {"grid_search": "no"}, "grid_search must be True or False"),
+        ("spatial", {"eps": -0.1}, "eps .*ignored by spatial.* must be a number >= 0"),
+        ("spatial", {"norm": "inf"}, "unknown parameter.*accepted: .*max_rotation"),
+        ("art-spatial", {"max_translation": "2px"}, "max_translation must be a number >= 0"),
+        ("art-spatial", {"max_rotation": -5}, r"max_rotation must be a number in \[0, 180\]"),
+        ("art-spatial", {"num_rotations": 0}, "num_rotations must be a positive integer"),
+        ("art-spatial", {"batch_size": 0}, "batch_size must be a positive integer"),
+        ("art-spatial", {"verbose": 1}, "verbose must be True or False"),
+    ],
+)
 def test_bad_parameters(trained, name, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.get_attack(name, trained, **params)

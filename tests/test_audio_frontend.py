@@ -18,7 +18,7 @@ def tone_clips(n=4, T=SR, seed=0):
     x = np.zeros((n, 1, T), np.float32)
     for i in range(n):
         f0 = 200 + 300 * i
-        wave = 0.5 * np.sin(2 * np.pi * (f0 * t + 400 * t ** 2)) + 0.01 * rng.standard_normal(T)
+        wave = 0.5 * np.sin(2 * np.pi * (f0 * t + 400 * t**2)) + 0.01 * rng.standard_normal(T)
         x[i, 0, : 3 * T // 4] = wave[: 3 * T // 4]
     return x
 
@@ -27,8 +27,16 @@ def audio_classifier(sequence="mel", T=SR, seed=0, **sequence_params):
     torch.manual_seed(seed)
     _, D = sd.sequence_dims((1, T), sequence, **sequence_params)
     body = sd.build_model("s4d", d_input=D, n_classes=4, d_model=16, n_layers=1, d_state=8)
-    return sd.SSMClassifier(body, input_shape=(1, T), nb_classes=4, sequence=sequence, sequence_params=sequence_params,
-                            sample_rate=SR, clip_values=(-1.0, 1.0), device_type="cpu")
+    return sd.SSMClassifier(
+        body,
+        input_shape=(1, T),
+        nb_classes=4,
+        sequence=sequence,
+        sequence_params=sequence_params,
+        sample_rate=SR,
+        clip_values=(-1.0, 1.0),
+        device_type="cpu",
+    )
 
 
 @pytest.mark.parametrize("kernel", ["torch", "numba"])
@@ -47,9 +55,21 @@ def test_mel_front_end_agrees_with_librosa(settings, kernel):
         ours = front.front_end.to(dtype)(torch.from_numpy(x).to(dtype))[:, 0].numpy()  # (N n_mels frames)
         for clip, mine in zip(x, ours):
             ref = librosa.feature.melspectrogram(
-                y=clip[0].astype(np.float64), sr=SR, n_fft=p["n_fft"], hop_length=p["hop_length"],
-                win_length=p["win_length"], window="hann", center=True, pad_mode="reflect", power=2.0,
-                n_mels=p["n_mels"], fmin=p["f_min"], fmax=p["f_max"], htk=False, norm="slaney")
+                y=clip[0].astype(np.float64),
+                sr=SR,
+                n_fft=p["n_fft"],
+                hop_length=p["hop_length"],
+                win_length=p["win_length"],
+                window="hann",
+                center=True,
+                pad_mode="reflect",
+                power=2.0,
+                n_mels=p["n_mels"],
+                fmin=p["f_min"],
+                fmax=p["f_max"],
+                htk=False,
+                norm="slaney",
+            )
             ref_db = librosa.power_to_db(ref, ref=1.0, amin=p["amin"], top_db=p["top_db"])
             assert mine.shape == ref_db.shape == (p["n_mels"], 1 + SR // p["hop_length"])
             assert np.abs(mine - ref_db).max() < tol
@@ -82,7 +102,7 @@ def test_gradients_reach_the_waveform_through_the_front_end():
     assert (speech.mean(axis=1) > 0).all()  # every clip gets a gradient where there is sound
     # the silent tail is exactly zero: d|X|^2/dx vanishes where X = 0 (random starts move off it) ...
     noisy = np.clip(x + np.random.default_rng(0).uniform(-1e-3, 1e-3, x.shape).astype(np.float32), -1, 1)
-    tail = np.abs(clf.loss_gradient(noisy, y)[:, 0, 3 * SR // 4 + 400:])
+    tail = np.abs(clf.loss_gradient(noisy, y)[:, 0, 3 * SR // 4 + 400 :])
     assert (tail.mean(axis=1) > 0).all()  # ... and a 1e-3 perturbation there already gets a gradient
 
 
@@ -92,7 +112,7 @@ def test_an_example_does_not_depend_on_its_batch():
     x = tone_clips(4)
     x[3] *= 0.001  # a very quiet clip next to loud ones
     together = clf.predict(x)
-    alone = np.concatenate([clf.predict(x[i:i + 1]) for i in range(4)])
+    alone = np.concatenate([clf.predict(x[i : i + 1]) for i in range(4)])
     np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
 
 
@@ -125,17 +145,20 @@ def test_checkpoint_rebuilds_the_front_end(tmp_path):
     assert again.natural_clip_values == (-1.0, 1.0)
 
 
-@pytest.mark.parametrize("sequence, params, shape, message", [
-    ("mel", {"n_mels": 0}, (1, SR), "n_mels must be an integer >= 1"),
-    ("mel", {"attack_space": "spectrum"}, (1, SR), "attack_space must be one of waveform, features"),
-    ("mel", {"f_max": 9000}, (1, SR), "f_max <= 8000"),
-    ("mel", {"win_ms": 25.0, "n_fft": 256}, (1, SR), "n_fft (256) must be >= the window"),
-    ("mel", {}, (1, 28, 28), "needs mono audio input_shape (1, T)"),
-    ("mel", {}, (2, SR), "needs mono audio input_shape (1, T)"),
-    ("mel", {"hop": 10}, (1, SR), "unknown parameter(s) hop"),
-    ("frames", {"frame": 0}, (1, SR), "frame must be an integer >= 1"),
-    ("rows", {}, (1, SR), "needs image input_shape (C, H, W)"),
-])
+@pytest.mark.parametrize(
+    "sequence, params, shape, message",
+    [
+        ("mel", {"n_mels": 0}, (1, SR), "n_mels must be an integer >= 1"),
+        ("mel", {"attack_space": "spectrum"}, (1, SR), "attack_space must be one of waveform, features"),
+        ("mel", {"f_max": 9000}, (1, SR), "f_max <= 8000"),
+        ("mel", {"win_ms": 25.0, "n_fft": 256}, (1, SR), "n_fft (256) must be >= the window"),
+        ("mel", {}, (1, 28, 28), "needs mono audio input_shape (1, T)"),
+        ("mel", {}, (2, SR), "needs mono audio input_shape (1, T)"),
+        ("mel", {"hop": 10}, (1, SR), "unknown parameter(s) hop"),
+        ("frames", {"frame": 0}, (1, SR), "frame must be an integer >= 1"),
+        ("rows", {}, (1, SR), "needs image input_shape (C, H, W)"),
+    ],
+)
 def test_bad_sequence_settings_are_clear_errors(sequence, params, shape, message):
     with pytest.raises(sd.SSMDefenseError, match=__import__("re").escape(message)):
         sd.sequence_dims(shape, sequence, **params)
@@ -144,9 +167,24 @@ def test_bad_sequence_settings_are_clear_errors(sequence, params, shape, message
 def test_sample_rate_flows_into_the_mel_front_end():
     _, D = sd.sequence_dims((1, 8000), "mel", sample_rate=8000)
     body = sd.build_model("s4d", d_input=D, n_classes=4, d_model=8, n_layers=1)
-    clf = sd.SSMClassifier(body, input_shape=(1, 8000), nb_classes=4, sequence="mel", sample_rate=8000,
-                           clip_values=(-1.0, 1.0), device_type="cpu")
+    clf = sd.SSMClassifier(
+        body,
+        input_shape=(1, 8000),
+        nb_classes=4,
+        sequence="mel",
+        sample_rate=8000,
+        clip_values=(-1.0, 1.0),
+        device_type="cpu",
+    )
     assert clf.sequence_params["sample_rate"] == 8000 and clf.sequence_params["f_max"] == 4000
     with pytest.raises(sd.SSMDefenseError, match="contradicts sample_rate=8000"):
-        sd.SSMClassifier(body, input_shape=(1, 8000), nb_classes=4, sequence="mel", sample_rate=8000,
-                         sequence_params={"sample_rate": 16000}, clip_values=(-1.0, 1.0), device_type="cpu")
+        sd.SSMClassifier(
+            body,
+            input_shape=(1, 8000),
+            nb_classes=4,
+            sequence="mel",
+            sample_rate=8000,
+            sequence_params={"sample_rate": 16000},
+            clip_values=(-1.0, 1.0),
+            device_type="cpu",
+        )

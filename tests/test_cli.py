@@ -9,8 +9,29 @@ from click.testing import CliRunner
 from conftest import interrupt_on_call
 from ssmdefense.cli import cli
 
-TINY = ["--dataset", "digits", "--epochs", "4", "--eps", "0.1", "--eval-samples", "200", "-q", "-p", "lr=0.01",
-        "-m", "d_model=32", "-m", "n_layers=1", "-m", "d_state=16", "-m", "dt_min=0.01", "-m", "dt_max=1.0"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "4",
+    "--eps",
+    "0.1",
+    "--eval-samples",
+    "200",
+    "-q",
+    "-p",
+    "lr=0.01",
+    "-m",
+    "d_model=32",
+    "-m",
+    "n_layers=1",
+    "-m",
+    "d_state=16",
+    "-m",
+    "dt_min=0.01",
+    "-m",
+    "dt_max=1.0",
+]
 
 
 def run(*args):
@@ -31,8 +52,18 @@ def runs(tmp_path_factory):
 
 def test_run_directory_has_every_file(runs):
     files = {p.relative_to(runs["ads"]).as_posix() for p in runs["ads"].rglob("*")}
-    assert {"config.json", "metrics.jsonl", "best.safetensors", "best.json", "last.safetensors", "last.json",
-            "report.json", "report.md", "plots/robust_accuracy_vs_eps.png", "plots/training_curves.png"} <= files
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "best.safetensors",
+        "best.json",
+        "last.safetensors",
+        "last.json",
+        "report.json",
+        "report.md",
+        "plots/robust_accuracy_vs_eps.png",
+        "plots/training_curves.png",
+    } <= files
     assert not [f for f in runs["ads"].parent.iterdir() if f.name.startswith(".")]  # no partial dirs left
     assert len((runs["ads"] / "metrics.jsonl").read_text().splitlines()) == 4
 
@@ -67,8 +98,18 @@ def test_defended_run_beats_standard_training(runs):
 
 def test_attack_command_and_saved_examples(runs, tmp_path):
     examples = tmp_path / "adv.npz"
-    result = run("attack", "--checkpoint", runs["none"], "--attack", "pgd", "--samples", "100",
-                 "--save-examples", examples, "--json")
+    result = run(
+        "attack",
+        "--checkpoint",
+        runs["none"],
+        "--attack",
+        "pgd",
+        "--samples",
+        "100",
+        "--save-examples",
+        examples,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["params"]["eps"] == 0.1  # the run's eps by default
@@ -76,16 +117,31 @@ def test_attack_command_and_saved_examples(runs, tmp_path):
     assert out["max_linf"] <= 0.1 + 1e-6
     data = np.load(examples)
     assert data["x_adv"].shape == (100, 1, 8, 8) and np.abs(data["x_adv"] - data["x"]).max() <= 0.1 + 1e-6
-    text = run("attack", "--checkpoint", runs["none"] / "last", "--attack", "fgsm", "-p", "eps=0.05",
-               "--samples", "50")
+    text = run("attack", "--checkpoint", runs["none"] / "last", "--attack", "fgsm", "-p", "eps=0.05", "--samples", "50")
     assert text.exit_code == 0 and "fgsm on 50 digits test samples" in text.output
 
 
 def test_evaluate_command_compares_best_and_last(runs, tmp_path):
     out = tmp_path / "eval"
-    result = run("evaluate", "--checkpoint", runs["none"], "--eps", "0.1,0.2", "--samples", "100", "--out", out,
-                 "--attacks", "fgsm,pgd,noise", "-p", "pgd.max_iter=5", "--analysis", "components",
-                 "--analysis-samples", "40")
+    result = run(
+        "evaluate",
+        "--checkpoint",
+        runs["none"],
+        "--eps",
+        "0.1,0.2",
+        "--samples",
+        "100",
+        "--out",
+        out,
+        "--attacks",
+        "fgsm,pgd,noise",
+        "-p",
+        "pgd.max_iter=5",
+        "--analysis",
+        "components",
+        "--analysis-samples",
+        "40",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert set(report) >= {"best", "last", "gap", "config", "gradient_masking_suspected"}
@@ -108,8 +164,9 @@ def test_evaluate_command_compares_best_and_last(runs, tmp_path):
 def test_evaluate_reuses_best_when_last_is_the_same_epoch(runs, tmp_path):
     report = json.loads((runs["ads"] / "report.json").read_text())
     out = tmp_path / "eval"
-    result = run("evaluate", "--checkpoint", runs["ads"], "--eps", "0.1", "--samples", "50", "--out", out,
-                 "--no-checks")
+    result = run(
+        "evaluate", "--checkpoint", runs["ads"], "--eps", "0.1", "--samples", "50", "--out", out, "--no-checks"
+    )
     assert result.exit_code == 0, result.output
     evaluated = json.loads((out / "report.json").read_text())
     assert "sanity" not in evaluated["best"] and "gradient_masking_suspected" not in evaluated
@@ -119,25 +176,28 @@ def test_evaluate_reuses_best_when_last_is_the_same_epoch(runs, tmp_path):
         assert evaluated["last"]["epoch"] == 4
 
 
-@pytest.mark.parametrize("args, message", [
-    (["defend", "--defense", "nope"], "unknown defense 'nope'; known: ads, "),
-    (["defend"], "give a defense, e.g. --defense ads"),
-    (["defend", "--defense", "ads", "--model", "s9"], "unknown model 's9'; known: "),
-    (["defend", "--defense", "ads", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-    (["defend", "--defense", "ads", "--eps", "-0.1"], "'--eps'"),
-    (["defend", "--defense", "ads", "--eps", "big"], "'--eps'"),
-    (["defend", "--defense", "ads", "--epochs", "0"], "'--epochs'"),
-    (["defend", "--defense", "ads", "-p", "act"], "expected key=value"),
-    (["defend", "--defense", "ads", "--dataset", "digits", "-p", "acts=relu"], "unknown parameter(s) acts"),
-    (["defend", "--defense", "ads", "--dataset", "digits", "-p", "act=swish"], "ads must be one of"),
-    (["defend", "--defense", "ads", "--dataset", "digits", "-m", "d_state=3"], "d_state must be an even"),
-    (["defend", "--defense", "ads", "--device", "cuda"], "CUDA is not available"),
-    (["defend", "--defense", "ads", "--device", "tpu"], "'--device'"),
-    (["train", "--bogus"], "No such option"),
-    (["frobnicate"], "No such command"),
-    (["attack", "--checkpoint", "missing-dir", "--attack", "pgd"], "no checkpoint at missing-dir"),
-    (["evaluate", "--checkpoint", "missing-dir"], "no checkpoint at missing-dir"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["defend", "--defense", "nope"], "unknown defense 'nope'; known: ads, "),
+        (["defend"], "give a defense, e.g. --defense ads"),
+        (["defend", "--defense", "ads", "--model", "s9"], "unknown model 's9'; known: "),
+        (["defend", "--defense", "ads", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["defend", "--defense", "ads", "--eps", "-0.1"], "'--eps'"),
+        (["defend", "--defense", "ads", "--eps", "big"], "'--eps'"),
+        (["defend", "--defense", "ads", "--epochs", "0"], "'--epochs'"),
+        (["defend", "--defense", "ads", "-p", "act"], "expected key=value"),
+        (["defend", "--defense", "ads", "--dataset", "digits", "-p", "acts=relu"], "unknown parameter(s) acts"),
+        (["defend", "--defense", "ads", "--dataset", "digits", "-p", "act=swish"], "ads must be one of"),
+        (["defend", "--defense", "ads", "--dataset", "digits", "-m", "d_state=3"], "d_state must be an even"),
+        (["defend", "--defense", "ads", "--device", "cuda"], "CUDA is not available"),
+        (["defend", "--defense", "ads", "--device", "tpu"], "'--device'"),
+        (["train", "--bogus"], "No such option"),
+        (["frobnicate"], "No such command"),
+        (["attack", "--checkpoint", "missing-dir", "--attack", "pgd"], "no checkpoint at missing-dir"),
+        (["evaluate", "--checkpoint", "missing-dir"], "no checkpoint at missing-dir"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     result = run(*args, "--out", "out") if args[0] in ("defend", "train") else run(*args)
@@ -158,19 +218,67 @@ def test_bad_input_on_existing_runs(runs, tmp_path):
     fails("defend", "--defense", "ads", "--dataset", "digits", "--out", runs["ads"], message="already exists")
     fails("attack", "--checkpoint", runs["none"], "--attack", "boom", message="unknown attack 'boom'")
     fails("attack", "--checkpoint", runs["none"], "--attack", "pgd", "-p", "eps=-1", message="eps must be a positive")
-    fails("attack", "--checkpoint", runs["none"], "--attack", "pgd", "--dataset", "mnist-5k",
-          message="has inputs of shape (1, 28, 28); the checkpoint expects (1, 8, 8)")
-    fails("attack", "--checkpoint", runs["none"], "--attack", "pgd", "--save-examples", tmp_path / "x.txt",
-          message="must end in .npz")
+    fails(
+        "attack",
+        "--checkpoint",
+        runs["none"],
+        "--attack",
+        "pgd",
+        "--dataset",
+        "mnist-5k",
+        message="has inputs of shape (1, 28, 28); the checkpoint expects (1, 8, 8)",
+    )
+    fails(
+        "attack",
+        "--checkpoint",
+        runs["none"],
+        "--attack",
+        "pgd",
+        "--save-examples",
+        tmp_path / "x.txt",
+        message="must end in .npz",
+    )
     fails("evaluate", "--checkpoint", runs["none"], "--eps", "a,b", "--out", tmp_path / "e", message="comma-separated")
-    fails("evaluate", "--checkpoint", runs["none"], "-p", "max_iter=3", "--out", tmp_path / "e",
-          message="expected ATTACK.KEY=VALUE")
-    fails("evaluate", "--checkpoint", runs["none"], "-p", "pgd.steps=3", "--out", tmp_path / "e",
-          message="unknown parameter(s) steps")
-    fails("evaluate", "--checkpoint", runs["none"], "--analysis", "layers", "--out", tmp_path / "e",
-          message="'--analysis'")
-    fails("evaluate", "--checkpoint", runs["none"], "--attacks", "pgd,zzz", "--out", tmp_path / "e",
-          message="unknown attack 'zzz'")
+    fails(
+        "evaluate",
+        "--checkpoint",
+        runs["none"],
+        "-p",
+        "max_iter=3",
+        "--out",
+        tmp_path / "e",
+        message="expected ATTACK.KEY=VALUE",
+    )
+    fails(
+        "evaluate",
+        "--checkpoint",
+        runs["none"],
+        "-p",
+        "pgd.steps=3",
+        "--out",
+        tmp_path / "e",
+        message="unknown parameter(s) steps",
+    )
+    fails(
+        "evaluate",
+        "--checkpoint",
+        runs["none"],
+        "--analysis",
+        "layers",
+        "--out",
+        tmp_path / "e",
+        message="'--analysis'",
+    )
+    fails(
+        "evaluate",
+        "--checkpoint",
+        runs["none"],
+        "--attacks",
+        "pgd,zzz",
+        "--out",
+        tmp_path / "e",
+        message="unknown attack 'zzz'",
+    )
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "best.json").write_text("{broken")
@@ -187,9 +295,27 @@ def test_help_lists_every_command():
 
 def test_same_seed_gives_the_same_run(tmp_path):
     def metrics(name, seed):
-        result = run("defend", "--defense", "pgd-at", "-p", "max_iter=2", *TINY[:2], "--epochs", "2",
-                     "--eval-samples", "50", "-q", "-m", "d_model=8", "-m", "n_layers=1", "--seed", seed,
-                     "--out", tmp_path / name)
+        result = run(
+            "defend",
+            "--defense",
+            "pgd-at",
+            "-p",
+            "max_iter=2",
+            *TINY[:2],
+            "--epochs",
+            "2",
+            "--eval-samples",
+            "50",
+            "-q",
+            "-m",
+            "d_model=8",
+            "-m",
+            "n_layers=1",
+            "--seed",
+            seed,
+            "--out",
+            tmp_path / name,
+        )
         assert result.exit_code == 0, result.output
         rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         return [(r["train_loss"], r["clean_accuracy"], r["robust_accuracy"]) for r in rows]
@@ -215,12 +341,30 @@ def test_models_listing_counts_parameters():
 SSMS = ["s4", "s4d", "dss", "s5", "mega", "mamba"]
 
 
-@pytest.mark.parametrize("model, defense", [(m, "ads") for m in SSMS]
-                         + [(m, "pgd-at") for m in SSMS + ["lstm", "gru", "mlp"]])
+@pytest.mark.parametrize(
+    "model, defense", [(m, "ads") for m in SSMS] + [(m, "pgd-at") for m in SSMS + ["lstm", "gru", "mlp"]]
+)
 def test_every_model_defends_from_the_cli(tmp_path, model, defense):
-    result = run("defend", "--defense", defense, "--model", model, "--dataset", "digits", "--epochs", "1",
-                 "--eval-samples", "20", "-q", "-p", "max_iter=1", "--out", tmp_path / "run", "--json",
-                 *(["-m", "d_model=8"] if model != "mlp" else ["-m", "d_hidden=16"]))
+    result = run(
+        "defend",
+        "--defense",
+        defense,
+        "--model",
+        model,
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--eval-samples",
+        "20",
+        "-q",
+        "-p",
+        "max_iter=1",
+        "--out",
+        tmp_path / "run",
+        "--json",
+        *(["-m", "d_model=8"] if model != "mlp" else ["-m", "d_hidden=16"]),
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     for which in ("best", "last"):

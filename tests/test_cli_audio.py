@@ -12,8 +12,21 @@ from ssmdefense.cli import cli
 from ssmdefense.runs import available_cores
 from test_data_audio_files import write_speech_commands_tree, write_urbansound8k_tree
 
-SMALL = ["--epochs", "1", "-q", "--threads", "1", "-m", "d_model=16", "-m", "n_layers=1", "-m", "d_state=8",
-         "-p", "lr=0.01"]
+SMALL = [
+    "--epochs",
+    "1",
+    "-q",
+    "--threads",
+    "1",
+    "-m",
+    "d_model=16",
+    "-m",
+    "n_layers=1",
+    "-m",
+    "d_state=8",
+    "-p",
+    "lr=0.01",
+]
 
 
 def run(*args):
@@ -30,8 +43,20 @@ def speech_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("sc")
     write_speech_commands_tree(root, per_word=6, n_test=2, n_valid=1)
     out = root / "run"
-    result = run("defend", "--defense", "pgd-at", "--dataset", "speech-commands", "--data-dir", root, *SMALL,
-                 "-p", "max_iter=2", "--out", out)
+    result = run(
+        "defend",
+        "--defense",
+        "pgd-at",
+        "--dataset",
+        "speech-commands",
+        "--data-dir",
+        root,
+        *SMALL,
+        "-p",
+        "max_iter=2",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     return root, out
 
@@ -83,8 +108,20 @@ def test_audio_attacks_run_on_an_audio_run(speech_run):
 
 def test_evaluate_adds_accuracy_against_snr(speech_run, tmp_path):
     _, out = speech_run
-    result = run("evaluate", "--checkpoint", out, "--no-checks", "--attacks", "pgd", "--snr", "40,20",
-                 "-p", "snr-pgd.max_iter=3", "--out", tmp_path / "eval")
+    result = run(
+        "evaluate",
+        "--checkpoint",
+        out,
+        "--no-checks",
+        "--attacks",
+        "pgd",
+        "--snr",
+        "40,20",
+        "-p",
+        "snr-pgd.max_iter=3",
+        "--out",
+        tmp_path / "eval",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     audio = report["best"]["audio"]
@@ -99,8 +136,20 @@ def test_evaluate_adds_accuracy_against_snr(speech_run, tmp_path):
 def test_urbansound8k_trains_from_mixed_rates_and_channels(tmp_path):
     write_urbansound8k_tree(tmp_path)
     out = tmp_path / "run"
-    result = run("train", "--dataset", "urbansound8k", "--data-dir", tmp_path, "-D", "test_fold=10", "-D",
-                 "duration=2.0", *SMALL, "--out", out)
+    result = run(
+        "train",
+        "--dataset",
+        "urbansound8k",
+        "--data-dir",
+        tmp_path,
+        "-D",
+        "test_fold=10",
+        "-D",
+        "duration=2.0",
+        *SMALL,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["dataset_params"] == {"test_fold": 10, "duration": 2.0}
@@ -115,8 +164,24 @@ def test_urbansound8k_trains_from_mixed_rates_and_channels(tmp_path):
 def test_features_attack_space_from_the_cli(tmp_path):
     write_speech_commands_tree(tmp_path, per_word=3)
     out = tmp_path / "run"
-    result = run("defend", "--defense", "pgd-at", "--dataset", "speech-commands", "--data-dir", tmp_path,
-                 "--eps", "2.0", "-m", "attack_space=features", *SMALL, "-p", "max_iter=2", "--out", out)
+    result = run(
+        "defend",
+        "--defense",
+        "pgd-at",
+        "--dataset",
+        "speech-commands",
+        "--data-dir",
+        tmp_path,
+        "--eps",
+        "2.0",
+        "-m",
+        "attack_space=features",
+        *SMALL,
+        "-p",
+        "max_iter=2",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["budget"] == {**report["budget"], "attack_space": "features", "eps": 2.0}
@@ -127,15 +192,18 @@ def test_features_attack_space_from_the_cli(tmp_path):
     assert json.loads(result.output)["max_linf"] <= 2.0 + 1e-4  # dB on the log-mel spectrogram
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--dataset", "speech-commands"], "give its folder with --data-dir DIR"),
-    (["train", "--dataset", "digits", "--data-dir", "."], "dataset 'digits' is embedded and reads no folder"),
-    (["train", "--dataset", "speech-commands", "--data-dir", "nowhere"], "nowhere"),
-    (["train", "--dataset", "urbansound8k", "--data-dir", ".", "-D", "test_fold=11"], "test_fold"),
-    (["train", "--dataset", "digits", "--sequence", "mel"], "needs mono audio input_shape (1, T)"),
-    (["train", "--dataset", "digits", "--sequence", "columns"], "unknown sequence mode 'columns'"),
-    (["train", "--dataset", "digits", "-D", "bogus=1"], "unknown parameter(s) bogus"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--dataset", "speech-commands"], "give its folder with --data-dir DIR"),
+        (["train", "--dataset", "digits", "--data-dir", "."], "dataset 'digits' is embedded and reads no folder"),
+        (["train", "--dataset", "speech-commands", "--data-dir", "nowhere"], "nowhere"),
+        (["train", "--dataset", "urbansound8k", "--data-dir", ".", "-D", "test_fold=11"], "test_fold"),
+        (["train", "--dataset", "digits", "--sequence", "mel"], "needs mono audio input_shape (1, T)"),
+        (["train", "--dataset", "digits", "--sequence", "columns"], "unknown sequence mode 'columns'"),
+        (["train", "--dataset", "digits", "-D", "bogus=1"], "unknown parameter(s) bogus"),
+    ],
+)
 def test_bad_audio_input_exits_2_with_one_line(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     result = run(*args, "--out", "out")
@@ -150,9 +218,28 @@ def test_spoken_digits_defaults_flow_into_the_run(tmp_path, monkeypatch):
     8 epochs and 240 evaluation clips too: test_plugins checks that a dataset's defaults apply)."""
     monkeypatch.setenv("SSMDEFENSE_CACHE_DIR", str(tmp_path / "cache"))  # never the user's cache
     out = tmp_path / "run"
-    result = run("train", "--dataset", "spoken-digits", "-D", 'accents=["en-us","en"]', "--epochs", "2",
-                 "--eval-samples", "40", "-q", "-m", "d_model=8", "-m", "n_layers=1", "-m", "d_state=8",
-                 "-p", "lr=0.01", "--out", out)  # two of the eight accents: 600 clips
+    result = run(
+        "train",
+        "--dataset",
+        "spoken-digits",
+        "-D",
+        'accents=["en-us","en"]',
+        "--epochs",
+        "2",
+        "--eval-samples",
+        "40",
+        "-q",
+        "-m",
+        "d_model=8",
+        "-m",
+        "n_layers=1",
+        "-m",
+        "d_state=8",
+        "-p",
+        "lr=0.01",
+        "--out",
+        out,
+    )  # two of the eight accents: 600 clips
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert (config["sequence"], config["eps"], config["sample_rate"]) == ("mel", 0.001, 16000)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_classifier
 from torch import nn
 
 import ssmdefense as sd
+from conftest import make_classifier
 from ssmdefense.evaluation.components import (
     analyse_components,
     component_analysis,
@@ -33,16 +33,25 @@ def layout(rows):
     return [(r["layer"], r["component"]) for r in rows]
 
 
-@pytest.mark.parametrize("ads, per_layer", [(None, ["mixer", "output_linear"]),
-                                            ("relu", ["mixer", "ads", "output_linear"])])
+@pytest.mark.parametrize(
+    "ads, per_layer", [(None, ["mixer", "output_linear"]), ("relu", ["mixer", "ads", "output_linear"])]
+)
 def test_rows_cover_every_layer_and_component(digits, pair, ads, per_layer):
     clf = make_classifier(digits, n_layers=2, ads=ads)
     clf.model.train()
     rows = component_analysis(clf, *pair)
     assert layout(rows) == [(i, c) for i in range(2) for c in per_layer]
     for r in rows:
-        assert list(r) == ["layer", "component", "kl_before", "kl_after", "kl_relative_change",
-                           "mse_before", "mse_after", "mse_relative_change"]
+        assert list(r) == [
+            "layer",
+            "component",
+            "kl_before",
+            "kl_after",
+            "kl_relative_change",
+            "mse_before",
+            "mse_after",
+            "mse_relative_change",
+        ]
         for m in ("kl", "mse"):
             assert r[f"{m}_before"] > 0 and r[f"{m}_after"] > 0
             expected = (r[f"{m}_after"] - r[f"{m}_before"]) / r[f"{m}_before"]
@@ -108,15 +117,19 @@ def test_a_linear_that_doubles_its_input_quadruples_the_mse(digits, pair):
     assert rows[(1, "output_linear")]["mse_relative_change"] == pytest.approx(-0.75, rel=1e-5)  # damps
 
 
-@pytest.mark.parametrize("name, params, proj", [
-    ("mamba", {"d_model": 16, "n_layers": 2, "d_state": 8}, "out_proj"),
-    ("mega", {"d_model": 8, "n_layers": 2, "d_qk": 4, "d_ema": 2}, "h_proj"),
-])
+@pytest.mark.parametrize(
+    "name, params, proj",
+    [
+        ("mamba", {"d_model": 16, "n_layers": 2, "d_state": 8}, "out_proj"),
+        ("mega", {"d_model": 8, "n_layers": 2, "d_qk": 4, "d_ema": 2}, "h_proj"),
+    ],
+)
 def test_gated_mixers_get_mixer_ads_and_their_own_output_projection(digits, pair, name, params, proj):
     torch.manual_seed(0)
     body = sd.build_model(name, d_input=8, n_classes=10, ads="relu", **params)
-    clf = sd.SSMClassifier(body, input_shape=digits.input_shape, nb_classes=10, sequence="rows",
-                           clip_values=(0.0, 1.0), device_type="cpu")
+    clf = sd.SSMClassifier(
+        body, input_shape=digits.input_shape, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
     rows = component_analysis(clf, *pair)
     assert layout(rows) == [(i, c) for i in range(2) for c in ("mixer", "ads", "output_linear")]
     assert all(r["mse_before"] > 0 and r["mse_after"] > 0 for r in rows)
@@ -129,21 +142,27 @@ def test_gated_mixers_get_mixer_ads_and_their_own_output_projection(digits, pair
     handle.remove()
     assert rows[2]["mse_after"] == pytest.approx(float(((seen[1] - seen[0]) ** 2).mean()), rel=1e-5)
     plain = sd.build_model(name, d_input=8, n_classes=10, **params)  # no AdS: no ads rows
-    clf = sd.SSMClassifier(plain, input_shape=digits.input_shape, nb_classes=10, sequence="rows",
-                           clip_values=(0.0, 1.0), device_type="cpu")
+    clf = sd.SSMClassifier(
+        plain, input_shape=digits.input_shape, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
     assert layout(component_analysis(clf, *pair)) == [(i, c) for i in range(2) for c in ("mixer", "output_linear")]
 
 
 def test_analyse_components_report_section_and_plot(trained, digits, tmp_path):
     attack = sd.get_attack("pgd", trained, eps=0.1, eps_step=0.02, max_iter=3)
-    analysis = analyse_components(trained, {"train": (digits.x_train[:40], digits.y_train[:40]),
-                                            "test": (digits.x_test[:40], digits.y_test[:40])}, attack)
+    analysis = analyse_components(
+        trained,
+        {"train": (digits.x_train[:40], digits.y_train[:40]), "test": (digits.x_test[:40], digits.y_test[:40])},
+        attack,
+    )
     assert list(analysis) == ["train", "test"]
     assert all(layout(rows) == [(0, "mixer"), (0, "output_linear")] for rows in analysis.values())
     assert all(r["mse_before"] > 0 for rows in analysis.values() for r in rows)  # PGD moved the inputs
     md = render_components_markdown(analysis)
     assert md.startswith("## Component analysis")
-    assert "| split | layer | component | KL before | KL after | KL change | MSE before | MSE after | MSE change |" in md
+    assert (
+        "| split | layer | component | KL before | KL after | KL change | MSE before | MSE after | MSE change |" in md
+    )
     assert "| train | 0 | mixer |" in md and "| test | 0 | output_linear |" in md
     assert "amplifies" in md and "damps" in md
     path = tmp_path / "plots" / "components.png"
@@ -171,7 +190,13 @@ def test_bad_input_is_a_clear_value_error(trained, digits, pair):
     with pytest.raises(ValueError, match="labels"):
         analyse_components(trained, {"test": (x, digits.y_test[:3])}, attack)
     torch.manual_seed(0)
-    lstm = sd.SSMClassifier(sd.build_model("lstm", d_input=8, n_classes=10), input_shape=digits.input_shape,
-                            nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu")
+    lstm = sd.SSMClassifier(
+        sd.build_model("lstm", d_input=8, n_classes=10),
+        input_shape=digits.input_shape,
+        nb_classes=10,
+        sequence="rows",
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
     with pytest.raises(ValueError, match="SequenceClassifier"):
         component_analysis(lstm, x, x_adv)

@@ -6,10 +6,13 @@ import pytest
 import ssmdefense as sd
 
 
-@pytest.mark.parametrize("name, n_train, n_test, shape", [
-    ("mnist-5k", 4000, 1000, (1, 28, 28)),
-    ("digits", 1437, 360, (1, 8, 8)),
-])
+@pytest.mark.parametrize(
+    "name, n_train, n_test, shape",
+    [
+        ("mnist-5k", 4000, 1000, (1, 28, 28)),
+        ("digits", 1437, 360, (1, 8, 8)),
+    ],
+)
 def test_embedded_dataset(name, n_train, n_test, shape):
     data = sd.load_dataset(name)
     assert data.x_train.shape == (n_train, *shape) and data.x_test.shape == (n_test, *shape)

@@ -42,8 +42,9 @@ def class_frequency(label: int) -> float:
     return 300.0 + 300.0 * label
 
 
-def tone(freq: float, seconds: float, sample_rate: int, amplitude: float = 0.5, seed: int = 0,
-         channels: int = 1) -> np.ndarray:
+def tone(
+    freq: float, seconds: float, sample_rate: int, amplitude: float = 0.5, seed: int = 0, channels: int = 1
+) -> np.ndarray:
     """A sine at ``freq`` with a little noise, (frames,) or (frames, channels); channel c has
     amplitude ``amplitude / (c + 1)`` (so a stereo clip downmixes to 0.75 * amplitude)."""
     n = max(1, int(round(seconds * sample_rate)))
@@ -55,8 +56,16 @@ def tone(freq: float, seconds: float, sample_rate: int, amplitude: float = 0.5, 
     return np.stack([wave / (c + 1) for c in range(channels)], axis=1).astype(np.float32)
 
 
-def write_speech_commands_tree(root, words=DIGITS, per_word: int = 3, *, n_test: int = 1, n_valid: int = 1,
-                               sample_rate: int = 16000, background_noise: bool = True) -> Path:
+def write_speech_commands_tree(
+    root,
+    words=DIGITS,
+    per_word: int = 3,
+    *,
+    n_test: int = 1,
+    n_valid: int = 1,
+    sample_rate: int = 16000,
+    background_noise: bool = True,
+) -> Path:
     """Write a Speech Commands v0.02 tree under ``root`` (``root/SpeechCommands/speech_commands_v0.02``,
     returned): ``per_word`` clips per word (16-bit mono WAV, a tone at ``word_frequency(word)``, 1 s
     or 0.75 s long), the first ``n_test`` of each word in testing_list.txt, the next ``n_valid`` in
@@ -70,8 +79,12 @@ def write_speech_commands_tree(root, words=DIGITS, per_word: int = 3, *, n_test:
         for j in range(per_word):
             name = f"{(w_index * 7919 + j * 104729) % 16**8:08x}_nohash_{j % 3}.wav"
             seconds = 1.0 if j % 2 == 0 else 0.75
-            sf.write(base / word / name, tone(word_frequency(word), seconds, sample_rate, seed=w_index * 100 + j),
-                     sample_rate, subtype="PCM_16")
+            sf.write(
+                base / word / name,
+                tone(word_frequency(word), seconds, sample_rate, seed=w_index * 100 + j),
+                sample_rate,
+                subtype="PCM_16",
+            )
             if j < n_test:
                 lists["testing"].append(f"{word}/{name}")
             elif j < n_test + n_valid:
@@ -87,14 +100,20 @@ def write_speech_commands_tree(root, words=DIGITS, per_word: int = 3, *, n_test:
 
 
 # (sample rate, libsndfile subtype, channels) cycled over the clips: the real mix of UrbanSound8K
-US8K_FORMATS = ((8000, "PCM_U8", 1), (22050, "PCM_16", 2), (44100, "PCM_24", 1), (48000, "FLOAT", 2),
-                (16000, "PCM_16", 1))
+US8K_FORMATS = (
+    (8000, "PCM_U8", 1),
+    (22050, "PCM_16", 2),
+    (44100, "PCM_24", 1),
+    (48000, "FLOAT", 2),
+    (16000, "PCM_16", 1),
+)
 US8K_DURATIONS = (0.5, 2.25, 4.0, 4.6)  # shorter, equal to and longer than 4 s
 US8K_HEADER = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
 
 
-def write_urbansound8k_tree(root, per_class: int = 1, folds=(1, 2, 10), *, formats=US8K_FORMATS,
-                            durations=US8K_DURATIONS) -> Path:
+def write_urbansound8k_tree(
+    root, per_class: int = 1, folds=(1, 2, 10), *, formats=US8K_FORMATS, durations=US8K_DURATIONS
+) -> Path:
     """Write an UrbanSound8K tree under ``root`` (``root/UrbanSound8K``, returned): ``per_class``
     clips per class and fold in ``audio/fold<k>/`` named like the real ones (fsID-classID-0-slice.wav),
     each a tone at ``class_frequency(classID)``, cycling through ``formats`` (rates 8k..48k, 8/16/24-bit
@@ -111,8 +130,12 @@ def write_urbansound8k_tree(root, per_class: int = 1, folds=(1, 2, 10), *, forma
                 seconds = durations[i % len(durations)]
                 fsid = 100000 + 37 * i
                 name = f"{fsid}-{label}-0-{j}.wav"
-                sf.write(base / "audio" / f"fold{fold}" / name,
-                         tone(class_frequency(label), seconds, rate, seed=i, channels=channels), rate, subtype=subtype)
+                sf.write(
+                    base / "audio" / f"fold{fold}" / name,
+                    tone(class_frequency(label), seconds, rate, seed=i, channels=channels),
+                    rate,
+                    subtype=subtype,
+                )
                 rows.append([name, fsid, 0.0, seconds, 1, fold, label, cls])
                 i += 1
     write_us8k_csv(base, rows)
@@ -134,6 +157,7 @@ def read_us8k_csv(base: Path) -> list[list[str]]:
 # ---------------------------------------------------------------------------------------------
 # Helpers of the checks
 # ---------------------------------------------------------------------------------------------
+
 
 def peak_frequency(wave: np.ndarray, sample_rate: int) -> float:
     """The frequency (Hz) of the largest FFT bin of ``wave`` (T,), over its non-padded part."""
@@ -175,6 +199,7 @@ def one_line_error(match):
 # audio_io
 # ---------------------------------------------------------------------------------------------
 
+
 def test_fix_length_pads_at_end_and_crops_keeping_start():
     w = np.arange(1, 6, dtype=np.float32)
     assert audio_io.fix_length(w, 5) is w
@@ -186,8 +211,9 @@ def test_fix_length_pads_at_end_and_crops_keeping_start():
         audio_io.fix_length(w, 3, align="middle")
 
 
-@pytest.mark.parametrize("rate, subtype, channels", [(8000, "PCM_U8", 1), (22050, "PCM_24", 2),
-                                                     (48000, "FLOAT", 2), (16000, "PCM_16", 1)])
+@pytest.mark.parametrize(
+    "rate, subtype, channels", [(8000, "PCM_U8", 1), (22050, "PCM_24", 2), (48000, "FLOAT", 2), (16000, "PCM_16", 1)]
+)
 def test_read_wav_downmixes_and_resamples(tmp_path, rate, subtype, channels):
     path = tmp_path / "a.wav"
     sf.write(path, tone(1000.0, 0.5, rate, amplitude=0.8, channels=channels), rate, subtype=subtype)
@@ -212,8 +238,13 @@ def test_decode_rejects_bad_files_and_falls_back_to_librosa(tmp_path, monkeypatc
     sf.write(tmp_path / "inf.wav", inf, 16000, subtype="FLOAT")
     loud = tone(440, 0.1, 16000, amplitude=3.0)
     sf.write(tmp_path / "loud.wav", loud, 16000, subtype="FLOAT")
-    for name, reason in [("garbage", "unreadable"), ("empty", "empty"), ("nan", "non_finite"),
-                         ("inf", "non_finite"), ("missing", "unreadable")]:
+    for name, reason in [
+        ("garbage", "unreadable"),
+        ("empty", "empty"),
+        ("nan", "non_finite"),
+        ("inf", "non_finite"),
+        ("missing", "unreadable"),
+    ]:
         with pytest.raises(audio_io.AudioReadError) as info:
             audio_io.decode(tmp_path / f"{name}.wav", 16000)
         assert info.value.reason == reason and f"{name}.wav" in str(info.value) and "\n" not in str(info.value)
@@ -254,6 +285,7 @@ def test_load_clips_keeps_order_and_lists_skips(tmp_path):
 # speech-commands
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sc_digits(tmp_path_factory):
     root = tmp_path_factory.mktemp("sc_digits")
@@ -266,7 +298,7 @@ def _expected_split(base: Path, rels) -> np.ndarray:
     out = np.zeros((len(rels), 1, 16000), np.float32)
     for i, rel in enumerate(rels):
         wave, rate = sf.read(base / rel, dtype="float32")
-        out[i, 0, :len(wave)] = wave
+        out[i, 0, : len(wave)] = wave
     return out
 
 
@@ -282,8 +314,12 @@ def test_speech_commands_digits_official_split(sc_digits):
     testing = (base / "testing_list.txt").read_text().split()
     validation = (base / "validation_list.txt").read_text().split()
     by_label = lambda rels: sorted(rels, key=lambda r: (DIGITS.index(r.split("/")[0]), r))  # noqa: E731
-    train = [f"{w}/{p.name}" for w in DIGITS for p in sorted((base / w).glob("*.wav"))
-             if f"{w}/{p.name}" not in testing + validation]
+    train = [
+        f"{w}/{p.name}"
+        for w in DIGITS
+        for p in sorted((base / w).glob("*.wav"))
+        if f"{w}/{p.name}" not in testing + validation
+    ]
     assert np.array_equal(data.x_test, _expected_split(base, by_label(testing)))
     assert np.array_equal(data.x_train, _expected_split(base, by_label(train)))
     # 0.75 s clips are zero-padded at the end
@@ -351,11 +387,19 @@ def test_speech_commands_bad_files_are_skipped_or_converted(tmp_path, caplog):
     assert data.y_train.shape == (32,) and data.y_test.shape == (10,)  # 30 + 2 converted
     assert_labels_match_tones(data.x_train, data.y_train, 16000, lambda k: word_frequency(DIGITS[k]))
     info = data.info
-    assert info["skipped"] == {"unreadable": 1, "empty": 1, "non_finite": 1, "missing_list_entries": 1,
-                               "unknown_word_list_entries": 1, "malformed_list_entries": 1}
+    assert info["skipped"] == {
+        "unreadable": 1,
+        "empty": 1,
+        "non_finite": 1,
+        "missing_list_entries": 1,
+        "unknown_word_list_entries": 1,
+        "malformed_list_entries": 1,
+    }
     assert {f["path"]: f["reason"] for f in info["skipped_files"]} == {
-        "one/bad00000_nohash_0.wav": "unreadable", "two/bad00001_nohash_0.wav": "empty",
-        "three/bad00002_nohash_0.wav": "non_finite"}
+        "one/bad00000_nohash_0.wav": "unreadable",
+        "two/bad00001_nohash_0.wav": "empty",
+        "three/bad00002_nohash_0.wav": "non_finite",
+    }
     assert info["converted"]["not_16k"] == 1 and info["converted"]["not_mono"] == 1
     assert info["converted"]["source_rates"] == {8000: 1, 16000: 41}  # train + test
     json.dumps(info)
@@ -379,8 +423,10 @@ def test_speech_commands_nothing_left_in_a_split(tmp_path):
 def test_speech_commands_layout_and_parameter_errors(tmp_path, sc_digits):
     with one_line_error(r"--data-dir DIR \(root=DIR in Python\)"):
         sd.load_dataset("speech-commands")
-    with one_line_error(r"does not exist; expected <root>/SpeechCommands/speech_commands_v0.02/<word>/\*.wav"
-                        r".*-D download=true"):
+    with one_line_error(
+        r"does not exist; expected <root>/SpeechCommands/speech_commands_v0.02/<word>/\*.wav"
+        r".*-D download=true"
+    ):
         sd.load_dataset("speech-commands", root=tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with one_line_error("no Speech Commands v0.02 found in .*empty.*download=true"):
@@ -399,12 +445,14 @@ def test_speech_commands_layout_and_parameter_errors(tmp_path, sc_digits):
     # digits only: subset=all misses 25 word folders
     with one_line_error("no folder for 25 word\\(s\\) of subset 'all': backward, bed"):
         sd.load_dataset("speech-commands", root=sc_digits, subset="all")
-    for params, match in [({"subset": "foo"}, "unknown subset 'foo'; valid: digits, all"),
-                          ({"test_list": "train"}, "unknown test_list 'train'; valid: testing, validation"),
-                          ({"max_per_class": 0}, "max_per_class must be a positive integer or None"),
-                          ({"sample_rate": -1}, "sample_rate must be a positive integer"),
-                          ({"download": "yes"}, "download must be true or false"),
-                          ({"seed": 1}, "unknown parameter.*accepted:.*max_per_class")]:
+    for params, match in [
+        ({"subset": "foo"}, "unknown subset 'foo'; valid: digits, all"),
+        ({"test_list": "train"}, "unknown test_list 'train'; valid: testing, validation"),
+        ({"max_per_class": 0}, "max_per_class must be a positive integer or None"),
+        ({"sample_rate": -1}, "sample_rate must be a positive integer"),
+        ({"download": "yes"}, "download must be true or false"),
+        ({"seed": 1}, "unknown parameter.*accepted:.*max_per_class"),
+    ]:
         with one_line_error(match):
             sd.load_dataset("speech-commands", root=sc_digits, **params)
 
@@ -440,6 +488,7 @@ def test_speech_commands_download(tmp_path, monkeypatch):
 # urbansound8k
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def us8k(tmp_path_factory):
     root = tmp_path_factory.mktemp("us8k")
@@ -468,9 +517,9 @@ def test_urbansound8k_default_load(us8k):
         for clip, row in zip(x[:, 0], rows):
             meta = sf.info(str(base / "audio" / f"fold{row[5]}" / row[0]))
             n = min(64000, math.ceil(meta.frames * 16000 / meta.samplerate))
-            assert np.abs(clip[max(0, n - 100):n]).max() > 0.1 and not clip[n:].any()
+            assert np.abs(clip[max(0, n - 100) : n]).max() > 0.1 and not clip[n:].any()
             expected_amplitude = 0.5 if meta.channels == 1 else 0.375  # stereo: mean of 0.5 and 0.25
-            assert abs(np.abs(clip[200:n - 200]).max() - expected_amplitude) < 0.03, (row, meta.channels)
+            assert abs(np.abs(clip[200 : n - 200]).max() - expected_amplitude) < 0.03, (row, meta.channels)
     info = data.info
     assert info["counts"] == {"train": 20, "test": 10} and info["folds"]["test"] == [10]
     conv = info["converted"]
@@ -520,8 +569,12 @@ def test_urbansound8k_missing_and_bad_files_are_skipped(tmp_path, caplog):
     assert info["skipped"] == {"missing_file": 2, "unreadable": 1, "non_finite": 1, "empty": 1}
     assert info["duplicate_csv_rows"] == 1 and info["unlisted_files"] == 1
     assert {f["path"] for f in info["skipped_files"]} == {
-        "fold1/999999-3-0-0.wav", "fold10/999998-4-0-0.wav", f"fold1/{rows[1][0]}", f"fold1/{rows[2][0]}",
-        f"fold1/{rows[3][0]}"}
+        "fold1/999999-3-0-0.wav",
+        "fold10/999998-4-0-0.wav",
+        f"fold1/{rows[1][0]}",
+        f"fold1/{rows[2][0]}",
+        f"fold1/{rows[3][0]}",
+    }
     json.dumps(info)
     (record,) = warnings_of(caplog)
     msg = record.getMessage()
@@ -559,8 +612,9 @@ def test_urbansound8k_csv_errors(tmp_path):
         load_with([])
     # every fold-10 row names a missing file: the test split is empty
     with one_line_error(r"no clips for the test split \(fold 10\).*10 CSV rows name files that do not exist"):
-        load_with([r for r in good if r[5] == "1"] + [[f"nofile{k}.wav"] + r[1:] for k, r in enumerate(good)
-                                                      if r[5] == "10"])
+        load_with(
+            [r for r in good if r[5] == "1"] + [[f"nofile{k}.wav"] + r[1:] for k, r in enumerate(good) if r[5] == "10"]
+        )
 
 
 def test_urbansound8k_layout_and_parameter_errors(tmp_path, us8k):
@@ -578,15 +632,17 @@ def test_urbansound8k_layout_and_parameter_errors(tmp_path, us8k):
     write_us8k_csv(tmp_path / "noaudio" / "UrbanSound8K", [["a.wav", 1, 0, 1, 1, 1, 0, "air_conditioner"]])
     with one_line_error(r"noaudio/UrbanSound8K/audio is missing"):
         sd.load_dataset("urbansound8k", root=tmp_path / "noaudio")
-    for params, match in [({"test_fold": 11}, "test_fold must be one of 1..10; got 11"),
-                          ({"test_fold": 0}, "test_fold must be one of 1..10"),
-                          ({"test_fold": "10"}, "test_fold must be one of 1..10; got '10'"),
-                          ({"duration": 0}, "duration must be a positive number of seconds; got 0"),
-                          ({"duration": -1.5}, "duration must be a positive"),
-                          ({"duration": float("nan")}, "duration must be a positive"),
-                          ({"sample_rate": 0}, "sample_rate must be a positive integer"),
-                          ({"max_per_class": -2}, "max_per_class must be a positive integer or None"),
-                          ({"fold": 3}, "unknown parameter.*accepted:.*test_fold")]:
+    for params, match in [
+        ({"test_fold": 11}, "test_fold must be one of 1..10; got 11"),
+        ({"test_fold": 0}, "test_fold must be one of 1..10"),
+        ({"test_fold": "10"}, "test_fold must be one of 1..10; got '10'"),
+        ({"duration": 0}, "duration must be a positive number of seconds; got 0"),
+        ({"duration": -1.5}, "duration must be a positive"),
+        ({"duration": float("nan")}, "duration must be a positive"),
+        ({"sample_rate": 0}, "sample_rate must be a positive integer"),
+        ({"max_per_class": -2}, "max_per_class must be a positive integer or None"),
+        ({"fold": 3}, "unknown parameter.*accepted:.*test_fold"),
+    ]:
         with one_line_error(match):
             sd.load_dataset("urbansound8k", root=us8k, **params)
 

@@ -50,6 +50,7 @@ def rebuild_lines(caplog):
 
 # ----------------------------------------------------------------------------- what a user sees
 
+
 def test_shapes_dtypes_and_range(full, cache_root):
     data, seconds = full
     assert seconds < 60  # built on first use well within a minute (about 5 s on 2 cores)
@@ -102,7 +103,7 @@ def test_clips_hold_a_word_over_quiet_noise(full):
     data, _ = full
     x = data.x_test[:, 0]  # (N T)
     frames = x[:, :15872].reshape(len(x), -1, 256)  # (N 62 256): 16 ms frames
-    rms = np.sqrt((frames ** 2).mean(-1))  # (N F)
+    rms = np.sqrt((frames**2).mean(-1))  # (N F)
     loud, quiet = rms.max(1), np.percentile(rms, 5, axis=1)
     assert (loud > 0.02).all()  # not silent
     assert (20 * np.log10(loud / quiet)).min() > 20  # the word stands out of the background noise
@@ -147,6 +148,7 @@ def test_registry_entry():
 
 
 # ------------------------------------------------------------------------------------- cache
+
 
 def test_cache_is_reused(full, cache_root, monkeypatch):
     data, _ = full
@@ -240,8 +242,19 @@ def corrupt(folder, how):
         manifest.write_text(json.dumps(content))
 
 
-@pytest.mark.parametrize("how", ["truncated npz", "flipped byte", "missing npz", "missing manifest", "garbled manifest",
-                                 "edited checksum", "wrong shapes", "other format"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "truncated npz",
+        "flipped byte",
+        "missing npz",
+        "missing manifest",
+        "garbled manifest",
+        "edited checksum",
+        "wrong shapes",
+        "other format",
+    ],
+)
 def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, caplog, how):
     first = small(tmp_path)
     corrupt(folder_of(tmp_path), how)
@@ -271,6 +284,7 @@ def test_changed_settings_and_rebuild_flag(tmp_path, caplog):
 
 # ----------------------------------------------------------------------------- determinism
 
+
 def test_builds_are_identical(tmp_path, full):
     """Two builds (in one process, after the full build) give the same bytes, and each clip is the
     same as in the full dataset: a clip depends only on its voice, word, rate, pitch and seed."""
@@ -285,8 +299,10 @@ def test_builds_are_identical(tmp_path, full):
 def test_two_processes_building_at_once(tmp_path):
     """Two processes filling one cache at the same time leave a valid cache (atomic writes of
     identical bytes); a third load uses it without rebuilding."""
-    code = ("import sys; from ssmdefense.data import spoken_digits as s; "
-            f"s.spoken_digits(cache_dir=sys.argv[1], **{TINY!r})")
+    code = (
+        "import sys; from ssmdefense.data import spoken_digits as s; "
+        f"s.spoken_digits(cache_dir=sys.argv[1], **{TINY!r})"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env) for _ in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
@@ -295,6 +311,7 @@ def test_two_processes_building_at_once(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- errors
+
 
 def test_library_that_fails_to_load_is_one_line_error(tmp_path, monkeypatch):
     import espeakng_loader

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import Interrupt, interrupt_on_call, make_classifier
 
 import ssmdefense as sd
-from ssmdefense.models.audio import DB_REFERENCE
+from conftest import Interrupt, interrupt_on_call, make_classifier
 from ssmdefense.defenses.augment import augment_audio, change_speed, mask_spectrogram
+from ssmdefense.models.audio import DB_REFERENCE
 
 SR, T = 16000, 4000  # a quarter of a second
 
@@ -30,8 +30,16 @@ def audio_classifier(sequence="mel", seed=0, **sequence_params):
     torch.manual_seed(seed)
     _, D = sd.sequence_dims((1, T), sequence, **({"sample_rate": SR} if sequence == "mel" else {}))
     body = sd.build_model("s4d", d_input=D, n_classes=10, d_model=16, n_layers=1, d_state=8, dt_min=1e-2, dt_max=1.0)
-    return sd.SSMClassifier(body, input_shape=(1, T), nb_classes=10, sequence=sequence, sample_rate=SR,
-                            clip_values=(-1.0, 1.0), device_type="cpu", sequence_params=sequence_params or None)
+    return sd.SSMClassifier(
+        body,
+        input_shape=(1, T),
+        nb_classes=10,
+        sequence=sequence,
+        sample_rate=SR,
+        clip_values=(-1.0, 1.0),
+        device_type="cpu",
+        sequence_params=sequence_params or None,
+    )
 
 
 def augment(clf, **params):
@@ -197,8 +205,9 @@ def test_audio_transforms_repeat_with_a_seed(waves):
 
     def trained():
         clf = audio_classifier(seed=1)
-        augment(clf, snr_db=[10, 30], shift_ms=50, speed=0.1, freq_mask=8, time_mask=6, lr=1e-2, seed=3,
-                batch_size=20).fit(x.numpy(), y.numpy(), nb_epochs=2)
+        augment(
+            clf, snr_db=[10, 30], shift_ms=50, speed=0.1, freq_mask=8, time_mask=6, lr=1e-2, seed=3, batch_size=20
+        ).fit(x.numpy(), y.numpy(), nb_epochs=2)
         return clf.body.state_dict()
 
     first, second = trained(), trained()
@@ -212,8 +221,17 @@ def test_audio_augment_resumes_exactly(waves, tmp_path, monkeypatch):
     x, y = waves[0].numpy(), waves[1].numpy()
 
     def trainer():
-        return augment(audio_classifier(seed=1), snr_db=[10, 30], shift_ms=50, speed=0.1, freq_mask=8, time_mask=6,
-                       lr=1e-2, seed=3, batch_size=20)
+        return augment(
+            audio_classifier(seed=1),
+            snr_db=[10, 30],
+            shift_ms=50,
+            speed=0.1,
+            freq_mask=8,
+            time_mask=6,
+            lr=1e-2,
+            seed=3,
+            batch_size=20,
+        )
 
     whole = trainer().fit(x, y, nb_epochs=3, out_dir=tmp_path)
     whole_state = sd.load(tmp_path / "last", device_type="cpu").body.state_dict()
@@ -259,29 +277,39 @@ def test_audio_defaults_and_description():
     d = augment(audio_classifier()).describe()
     assert (d["rotation"], d["resize"], d["noise"], d["p"]) == (0, 0, 0, 0.5)
     assert (d["snr_db"], d["shift_ms"], d["speed"], d["freq_mask"], d["time_mask"]) == (None, 0, 0, 0, 0)
-    d = augment(audio_classifier(), snr_db=[10, 40], shift_ms=100, speed=0.1, freq_mask=8, time_mask=6,
-                noise=0.01).describe()
-    assert (d["snr_db"], d["shift_ms"], d["speed"], d["freq_mask"], d["time_mask"], d["noise"]) == \
-        ([10, 40], 100, 0.1, 8, 6, 0.01)
+    d = augment(
+        audio_classifier(), snr_db=[10, 40], shift_ms=100, speed=0.1, freq_mask=8, time_mask=6, noise=0.01
+    ).describe()
+    assert (d["snr_db"], d["shift_ms"], d["speed"], d["freq_mask"], d["time_mask"], d["noise"]) == (
+        [10, 40],
+        100,
+        0.1,
+        8,
+        6,
+        0.01,
+    )
 
 
-@pytest.mark.parametrize("sequence, params, message", [
-    ("mel", {"snr_db": [40, 10]}, "snr_db must be a number or a pair"),
-    ("mel", {"snr_db": [10, 20, 30]}, "snr_db must be a number or a pair"),
-    ("mel", {"snr_db": "loud"}, "snr_db must be a number or a pair"),
-    ("mel", {"shift_ms": -5}, "shift_ms must be a number >= 0"),
-    ("mel", {"shift_ms": 300}, "shorter than the clip"),
-    ("mel", {"speed": 1.0}, r"speed must be 0 \(off\) or a number in \[0.01, 1\)"),
-    ("mel", {"speed": -0.1}, "speed must be a number >= 0"),
-    ("mel", {"speed": 0.001}, r"speed must be 0 \(off\) or a number in \[0.01, 1\)"),
-    ("mel", {"freq_mask": 2.5}, "freq_mask must be an integer >= 0"),
-    ("mel", {"freq_mask": 41}, "at most the spectrogram's 40 mel bins"),
-    ("mel", {"time_mask": 27}, "at most the spectrogram's 26 frames"),
-    ("frames", {"freq_mask": 8}, "need an audio classifier with sequence='mel'"),
-    ("samples", {"time_mask": 4}, "need an audio classifier with sequence='mel'"),
-    ("mel", {"rotation": 10}, "rotation is an image transform and this classifier takes audio"),
-    ("mel", {"resize": 0.1}, "resize is an image transform and this classifier takes audio"),
-])
+@pytest.mark.parametrize(
+    "sequence, params, message",
+    [
+        ("mel", {"snr_db": [40, 10]}, "snr_db must be a number or a pair"),
+        ("mel", {"snr_db": [10, 20, 30]}, "snr_db must be a number or a pair"),
+        ("mel", {"snr_db": "loud"}, "snr_db must be a number or a pair"),
+        ("mel", {"shift_ms": -5}, "shift_ms must be a number >= 0"),
+        ("mel", {"shift_ms": 300}, "shorter than the clip"),
+        ("mel", {"speed": 1.0}, r"speed must be 0 \(off\) or a number in \[0.01, 1\)"),
+        ("mel", {"speed": -0.1}, "speed must be a number >= 0"),
+        ("mel", {"speed": 0.001}, r"speed must be 0 \(off\) or a number in \[0.01, 1\)"),
+        ("mel", {"freq_mask": 2.5}, "freq_mask must be an integer >= 0"),
+        ("mel", {"freq_mask": 41}, "at most the spectrogram's 40 mel bins"),
+        ("mel", {"time_mask": 27}, "at most the spectrogram's 26 frames"),
+        ("frames", {"freq_mask": 8}, "need an audio classifier with sequence='mel'"),
+        ("samples", {"time_mask": 4}, "need an audio classifier with sequence='mel'"),
+        ("mel", {"rotation": 10}, "rotation is an image transform and this classifier takes audio"),
+        ("mel", {"resize": 0.1}, "resize is an image transform and this classifier takes audio"),
+    ],
+)
 def test_bad_audio_augment_parameters(sequence, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         augment(audio_classifier(sequence), **params)
@@ -302,8 +330,9 @@ def test_augment_over_pgd_at_trains_an_audio_classifier():
     x, y = tones(n_per_class=8, seed=1)
     x_val, y_val = tones(n_per_class=2, seed=2)
     clf = audio_classifier()
-    trainer = sd.get_defense("augment", clf, base="pgd-at", snr_db=[10, 30], shift_ms=50, max_iter=2, eps=0.002,
-                             verbose=False)
+    trainer = sd.get_defense(
+        "augment", clf, base="pgd-at", snr_db=[10, 30], shift_ms=50, max_iter=2, eps=0.002, verbose=False
+    )
     assert trainer.base.name == "pgd-at" and trainer.max_shift == 800
     history = trainer.fit(x, y, validation_data=(x_val, y_val), nb_epochs=1)
     assert len(history) == 1 and math.isfinite(history[0]["train_loss"])

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from art.defences.trainer import Trainer
 from art.estimators.classification import PyTorchClassifier
-from conftest import Interrupt, interrupt_on_call, make_classifier
 
 import ssmdefense as sd
+from conftest import Interrupt, interrupt_on_call, make_classifier
 from ssmdefense.defenses.augment import affine_resample, augment_batch
 from ssmdefense.evaluation.sanity import gradient_masking_checks
 
@@ -37,10 +37,10 @@ DISTILL = {"lr": 5e-2}
 def distilled(digits, tmp_path_factory):
     clf = make_classifier(digits)
     out = tmp_path_factory.mktemp("distillation")
-    trainer = sd.get_defense("distillation", clf, temperature=100, eps=EPS, eval_samples=200, verbose=False,
-                             **DISTILL)
-    history = trainer.fit(digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test),
-                          nb_epochs=10, out_dir=out)
+    trainer = sd.get_defense("distillation", clf, temperature=100, eps=EPS, eval_samples=200, verbose=False, **DISTILL)
+    history = trainer.fit(
+        digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=10, out_dir=out
+    )
     trainer.restore_best()
     return clf, trainer, history, out
 
@@ -97,8 +97,16 @@ def test_distillation_resumes_without_retraining_the_teacher(tmp_path, digits, m
     val = (digits.x_test[:64], digits.y_test[:64])
 
     def trainer():
-        return sd.get_defense("distillation", make_classifier(digits, seed=1), temperature=20, teacher_epochs=2,
-                              eps=EPS, lr=1e-2, seed=4, verbose=False)
+        return sd.get_defense(
+            "distillation",
+            make_classifier(digits, seed=1),
+            temperature=20,
+            teacher_epochs=2,
+            eps=EPS,
+            lr=1e-2,
+            seed=4,
+            verbose=False,
+        )
 
     for name in ("whole", "cut"):
         (tmp_path / name).mkdir()
@@ -115,24 +123,37 @@ def test_distillation_resumes_without_retraining_the_teacher(tmp_path, digits, m
 
     monkeypatch.setattr(_TeacherLoop, "fit", no_teacher_training)
     resumed = trainer().fit(x, y, validation_data=val, nb_epochs=3, out_dir=tmp_path / "cut", resume=True)
-    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
+
     assert strip(resumed) == strip(whole)
     final = sd.load(tmp_path / "cut" / "last", device_type="cpu").body.state_dict()
     for k, v in sd.load(tmp_path / "whole" / "last", device_type="cpu").body.state_dict().items():
         torch.testing.assert_close(final[k], v, rtol=0, atol=0)
     with pytest.raises(sd.SSMDefenseError, match="teacher was trained with temperature"):
-        sd.get_defense("distillation", make_classifier(digits, seed=1), temperature=10, teacher_epochs=2, eps=EPS,
-                       seed=4, verbose=False).fit(x, y, nb_epochs=4, out_dir=tmp_path / "cut", resume=True)
+        sd.get_defense(
+            "distillation",
+            make_classifier(digits, seed=1),
+            temperature=10,
+            teacher_epochs=2,
+            eps=EPS,
+            seed=4,
+            verbose=False,
+        ).fit(x, y, nb_epochs=4, out_dir=tmp_path / "cut", resume=True)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"temperature": 0}, "temperature must be a positive number"),
-    ({"temperature": -5.0}, "temperature must be a positive number"),
-    ({"temperature": math.inf}, "temperature must be a positive number"),
-    ({"temperature": "hot"}, "temperature must be a positive number"),
-    ({"teacher_epochs": 0}, "teacher_epochs must be an integer >= 1"),
-    ({"alpha": 1}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"temperature": 0}, "temperature must be a positive number"),
+        ({"temperature": -5.0}, "temperature must be a positive number"),
+        ({"temperature": math.inf}, "temperature must be a positive number"),
+        ({"temperature": "hot"}, "temperature must be a positive number"),
+        ({"teacher_epochs": 0}, "teacher_epochs must be an integer >= 1"),
+        ({"alpha": 1}, "unknown parameter"),
+    ],
+)
 def test_bad_distillation_parameters(digits, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.get_defense("distillation", make_classifier(digits), **params)
@@ -150,8 +171,12 @@ def standard(digits):
 def test_augment_transform_keeps_shape_and_range_and_changes_images(digits):
     x = torch.from_numpy(digits.x_test[:64])  # (64 1 8 8)
     torch.manual_seed(0)
-    for params in ({"rotation": 30, "resize": 0, "noise": 0}, {"rotation": 0, "resize": 0.5, "noise": 0},
-                   {"rotation": 0, "resize": 0, "noise": 0.3}, {"rotation": 30, "resize": 0.2, "noise": 0.1}):
+    for params in (
+        {"rotation": 30, "resize": 0, "noise": 0},
+        {"rotation": 0, "resize": 0.5, "noise": 0},
+        {"rotation": 0, "resize": 0, "noise": 0.3},
+        {"rotation": 30, "resize": 0.2, "noise": 0.1},
+    ):
         out = augment_batch(x, p=1.0, clip=(0.0, 1.0), **params)
         assert out.shape == x.shape and out.dtype == x.dtype
         assert out.min() >= 0 and out.max() <= 1
@@ -162,8 +187,10 @@ def test_augment_transform_keeps_shape_and_range_and_changes_images(digits):
     half = augment_batch(x, noise=0.1, rotation=30, resize=0.2, p=0.5, clip=(0.0, 1.0))
     kept = ((half - x).flatten(1).abs().amax(1) == 0).float().mean()
     assert 0.02 < kept < 0.4  # about 0.5 ** 3 of the samples draw no transform
-    for off in ({"rotation": 0, "resize": 0, "noise": 0, "p": 1.0},
-                {"rotation": 30, "resize": 0.2, "noise": 0.1, "p": 0.0}):
+    for off in (
+        {"rotation": 0, "resize": 0, "noise": 0, "p": 1.0},
+        {"rotation": 30, "resize": 0.2, "noise": 0.1, "p": 0.0},
+    ):
         assert torch.equal(augment_batch(x, clip=(0.0, 1.0), **off), x)
     # the geometry: a quarter turn is exactly rot90; a 2x zoom at the centre is bilinear upsampling + crop
     n = len(x)
@@ -190,8 +217,14 @@ def test_augment_trainer_transforms_batches_for_its_base(digits):
 
 def test_augment_on_non_image_input_adds_noise_only():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 64), nb_classes=10,
-                            clip_values=(-1.0, 1.0), device_type="cpu")
+    clf = PyTorchClassifier(
+        model,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=(1, 64),
+        nb_classes=10,
+        clip_values=(-1.0, 1.0),
+        device_type="cpu",
+    )
     with pytest.raises(sd.SSMDefenseError, match="rotation and resize need image input"):
         sd.get_defense("augment", clf)
     trainer = sd.get_defense("augment", clf, rotation=0, resize=0, noise=0.2, p=1.0, verbose=False)
@@ -214,8 +247,9 @@ def test_augment_raises_accuracy_under_adversarial_rotations(digits, standard):
     x, y = digits.x_test[:200], digits.y_test[:200]
 
     def rotated_accuracy(model):
-        attack = sd.get_attack("spatial", model, max_rotation=15, num_rotations=5, max_translation=0,
-                               num_translations=1)
+        attack = sd.get_attack(
+            "spatial", model, max_rotation=15, num_rotations=5, max_translation=0, num_translations=1
+        )
         return model.accuracy(attack.generate(x, y), y)
 
     augmented, plain = rotated_accuracy(clf), rotated_accuracy(standard[0])
@@ -223,16 +257,19 @@ def test_augment_raises_accuracy_under_adversarial_rotations(digits, standard):
     assert history[-1]["clean_accuracy"] > 0.75
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"rotation": -1}, "rotation must be a number in"),
-    ({"rotation": 270}, "rotation must be a number in"),
-    ({"p": 2}, "p must be a number in"),
-    ({"resize": -0.1}, "resize must be a number >= 0"),
-    ({"noise": "loud"}, "noise must be a number >= 0"),
-    ({"base": "distillation"}, "base must be a defense that trains batch by batch"),
-    ({"base": "augment"}, "base must be a defense that trains batch by batch"),
-    ({"base": "pgd-at", "beta": 2}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"rotation": -1}, "rotation must be a number in"),
+        ({"rotation": 270}, "rotation must be a number in"),
+        ({"p": 2}, "p must be a number in"),
+        ({"resize": -0.1}, "resize must be a number >= 0"),
+        ({"noise": "loud"}, "noise must be a number >= 0"),
+        ({"base": "distillation"}, "base must be a defense that trains batch by batch"),
+        ({"base": "augment"}, "base must be a defense that trains batch by batch"),
+        ({"base": "pgd-at", "beta": 2}, "unknown parameter"),
+    ],
+)
 def test_bad_augment_parameters(digits, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.get_defense("augment", make_classifier(digits), **params)

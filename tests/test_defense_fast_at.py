@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from art.defences.trainer import AdversarialTrainerFBFPyTorch, Trainer
-from conftest import Interrupt, interrupt_on_call, make_classifier
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import ssmdefense as sd
+from conftest import Interrupt, interrupt_on_call, make_classifier
 
 EPS = 0.1
 #: one budget for all: nb_epochs=12 is 12 epochs of standard training, 12 epochs of yopo and fbf,
@@ -50,8 +50,9 @@ def test_defense_raises_robust_accuracy_over_standard_training(digits, baseline,
     clf = make_classifier(digits)
     trainer = sd.get_defense(defense, clf, eps=EPS, lr=1e-2, eval_samples=200, verbose=False, **params)
     assert isinstance(trainer, Trainer)
-    history = trainer.fit(digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test),
-                          nb_epochs=BUDGET)
+    history = trainer.fit(
+        digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=BUDGET
+    )
     assert len(history) == (BUDGET // 4 if defense == "free-at" else BUDGET)
     best_defended = max(r["robust_accuracy"]["pgd-10"] for r in history)
     best_standard = max(r["robust_accuracy"]["pgd-10"] for r in baseline)
@@ -114,8 +115,9 @@ def test_free_at_resume_restores_the_perturbation(tmp_path, digits, monkeypatch)
     x, y = digits.x_train[:256], digits.y_train[:256]
 
     def trainer():
-        return sd.get_defense("free-at", make_classifier(digits, seed=1), eps=EPS, replays=2, lr=1e-2, seed=4,
-                              verbose=False)
+        return sd.get_defense(
+            "free-at", make_classifier(digits, seed=1), eps=EPS, replays=2, lr=1e-2, seed=4, verbose=False
+        )
 
     (tmp_path / "whole").mkdir()
     (tmp_path / "cut").mkdir()
@@ -127,6 +129,7 @@ def test_free_at_resume_restores_the_perturbation(tmp_path, digits, monkeypatch)
         trainer().fit(x, y, nb_epochs=6, out_dir=tmp_path / "cut")
     restore()
     from safetensors.torch import load_file
+
     saved = load_file(str(tmp_path / "cut" / "state.safetensors"))
     assert saved["extra.delta"].shape == (64, 1, 8, 8) and saved["extra.delta"].abs().max() > 0
 
@@ -194,15 +197,16 @@ def test_yopo_adjoint_step_is_the_full_gradient_step_at_its_point(trained, digit
     model.train()
     x_adv = (x + eta0).requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y) / trainer.m, x_adv)
-    expected = ((x + (eta0 + trainer.eps_step * grad.sign()).clamp(-EPS, EPS)).clamp(0, 1) - x)
+    expected = (x + (eta0 + trainer.eps_step * grad.sign()).clamp(-EPS, EPS)).clamp(0, 1) - x
     torch.testing.assert_close(eta1, expected)
 
 
 def test_yopo_needs_a_model_with_an_encoder(digits):
     torch.manual_seed(0)
     body = sd.build_model("lstm", d_input=8, n_classes=10, d_model=16)
-    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0),
-                           device_type="cpu")
+    clf = sd.SSMClassifier(
+        body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
     with pytest.raises(sd.SSMDefenseError, match="yopo needs a model whose first layer is a Linear 'encoder'"):
         sd.get_defense("yopo", clf)
 
@@ -217,8 +221,15 @@ def test_fbf_runs_arts_batch_step_on_the_loops_optimizer_and_schedule(digits, mo
     def spy(self, x_batch, y_batch, l_r):
         result = original(self, x_batch, y_batch, l_r)
         optimizer = self._classifier._optimizer
-        calls.append({"l_r": l_r, "lr_after": optimizer.param_groups[0]["lr"], "optimizer": optimizer,
-                      "trained_model": self._classifier.model is model, "n": len(x_batch)})
+        calls.append(
+            {
+                "l_r": l_r,
+                "lr_after": optimizer.param_groups[0]["lr"],
+                "optimizer": optimizer,
+                "trained_model": self._classifier.model is model,
+                "n": len(x_batch),
+            }
+        )
         return result
 
     monkeypatch.setattr(AdversarialTrainerFBFPyTorch, "_batch_process", spy)
@@ -265,16 +276,19 @@ def test_fast_defenses_work_as_the_base_of_ads(digits):
         assert np.isfinite(history[-1]["train_loss"])
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("free-at", {"replays": 0}, "replays must be an integer >= 1"),
-    ("free-at", {"replays": 2.5}, "replays must be an integer >= 1"),
-    ("free-at", {"eps_step": -0.1}, "eps_step must be a positive number"),
-    ("yopo", {"m": 0}, "m must be an integer >= 1"),
-    ("yopo", {"n": -1}, "n must be an integer >= 1"),
-    ("yopo", {"eps_step": 0}, "eps_step must be a positive number"),
-    ("fbf", {"eps": -1}, "eps must be a positive number"),
-    ("fbf", {"eps_step": 0.1}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("free-at", {"replays": 0}, "replays must be an integer >= 1"),
+        ("free-at", {"replays": 2.5}, "replays must be an integer >= 1"),
+        ("free-at", {"eps_step": -0.1}, "eps_step must be a positive number"),
+        ("yopo", {"m": 0}, "m must be an integer >= 1"),
+        ("yopo", {"n": -1}, "n must be an integer >= 1"),
+        ("yopo", {"eps_step": 0}, "eps_step must be a positive number"),
+        ("fbf", {"eps": -1}, "eps must be a positive number"),
+        ("fbf", {"eps_step": 0.1}, "unknown parameter"),
+    ],
+)
 def test_bad_parameters(digits, name, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.get_defense(name, make_classifier(digits), **params)

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from art.defences.trainer import Trainer
-from conftest import make_classifier
 
 import ssmdefense as sd
+from conftest import make_classifier
 from ssmdefense.defenses.minmax import project_simplex, simplex_weights
 from ssmdefense.defenses.trades import kl_per_sample
 
@@ -20,17 +20,19 @@ def baseline(standard_history):
     return standard_history(5)
 
 
-@pytest.mark.parametrize("defense, params", [
-    ("trades", {"max_iter": 5}),                       # beta = 1, the AdS paper's MNIST value
-    ("minmax", {"max_iter": 5, "classes": "topk:2"}),
-    ("minmax", {"max_iter": 2, "classes": "all", "lam": 1.0, "include_clean": True}),
-])
+@pytest.mark.parametrize(
+    "defense, params",
+    [
+        ("trades", {"max_iter": 5}),  # beta = 1, the AdS paper's MNIST value
+        ("minmax", {"max_iter": 5, "classes": "topk:2"}),
+        ("minmax", {"max_iter": 2, "classes": "all", "lam": 1.0, "include_clean": True}),
+    ],
+)
 def test_defense_raises_robust_accuracy_over_standard_training(digits, baseline, defense, params):
     clf = make_classifier(digits)
     trainer = sd.get_defense(defense, clf, eps=EPS, lr=1e-2, eval_samples=200, verbose=False, **params)
     assert isinstance(trainer, Trainer)
-    history = trainer.fit(digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test),
-                          nb_epochs=5)
+    history = trainer.fit(digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=5)
     best_defended = max(r["robust_accuracy"]["pgd-10"] for r in history)
     best_standard = max(r["robust_accuracy"]["pgd-10"] for r in baseline)
     assert best_defended > best_standard + 0.15, (best_defended, best_standard)
@@ -76,13 +78,16 @@ def test_trades_loss_is_clean_cross_entropy_plus_beta_times_kl(trained, digits):
     assert losses[6.0] - losses[0.0] == pytest.approx(6 * kl, rel=1e-4)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"beta": -1}, "beta must be a finite number >= 0"),
-    ({"beta": "six"}, "beta must be a finite number >= 0"),
-    ({"beta": float("nan")}, "beta must be a finite number >= 0"),
-    ({"max_iter": 0}, "max_iter must be an integer >= 1"),
-    ({"eps_step": 0}, "eps_step must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"beta": -1}, "beta must be a finite number >= 0"),
+        ({"beta": "six"}, "beta must be a finite number >= 0"),
+        ({"beta": float("nan")}, "beta must be a finite number >= 0"),
+        ({"max_iter": 0}, "max_iter must be an integer >= 1"),
+        ({"eps_step": 0}, "eps_step must be a positive number"),
+    ],
+)
 def test_trades_bad_parameters(digits, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.get_defense("trades", make_classifier(digits), **params)
@@ -99,9 +104,14 @@ def test_project_simplex_solves_the_projection(rng):
         assert (t >= 0).all()
         torch.testing.assert_close(t.sum(-1), torch.ones(20, dtype=v.dtype))
         for row, got in zip(v.numpy()[:5], t.numpy()[:5]):  # brute force: a generic QP solver
-            ref = minimize(lambda s, row=row: ((s - row) ** 2).sum(), np.full(n, 1.0 / n), method="SLSQP",
-                           bounds=[(0, None)] * n, constraints={"type": "eq", "fun": lambda s: s.sum() - 1},
-                           options={"ftol": 1e-12}).x
+            ref = minimize(
+                lambda s, row=row: ((s - row) ** 2).sum(),
+                np.full(n, 1.0 / n),
+                method="SLSQP",
+                bounds=[(0, None)] * n,
+                constraints={"type": "eq", "fun": lambda s: s.sum() - 1},
+                options={"ftol": 1e-12},
+            ).x
             np.testing.assert_allclose(got, ref, atol=1e-5)
     # batched over leading dimensions; a point of the simplex is its own projection
     v = torch.from_numpy(rng.normal(size=(3, 4, 6)))
@@ -153,8 +163,9 @@ def test_minmax_candidates_topk_and_include_clean(trained, digits):
     counts = {}
     for classes in ("all", "topk:2"):
         for include_clean in (False, True):
-            trainer = sd.get_defense("minmax", trained, eps=EPS, max_iter=2, classes=classes,
-                                     include_clean=include_clean, verbose=False)
+            trainer = sd.get_defense(
+                "minmax", trained, eps=EPS, max_iter=2, classes=classes, include_clean=include_clean, verbose=False
+            )
             losses, logits = trainer.candidate_losses(model, x, y)
             assert losses.shape[1] == trainer.nb_candidates and logits.shape == (16, losses.shape[1], 10)
             counts[classes, include_clean] = losses.shape[1]
@@ -191,18 +202,21 @@ def test_minmax_loss_is_the_max_over_candidates_at_lambda_zero(trained, digits):
     model.zero_grad(set_to_none=True)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"classes": "topk:0"}, "K must be between 1 and 9"),
-    ({"classes": "topk:10"}, "K must be between 1 and 9"),
-    ({"classes": "topk:x"}, 'classes must be "all" or "topk:K"'),
-    ({"classes": "some"}, 'classes must be "all" or "topk:K"'),
-    ({"classes": 3}, 'classes must be "all" or "topk:K"'),
-    ({"lam": -0.5}, "lam must be a finite number >= 0"),
-    ({"lam": "big"}, "lam must be a finite number >= 0"),
-    ({"max_iter": 0}, "max_iter must be an integer >= 1"),
-    ({"include_clean": "yes"}, "include_clean must be True or False"),
-    ({"beta": 1.0}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"classes": "topk:0"}, "K must be between 1 and 9"),
+        ({"classes": "topk:10"}, "K must be between 1 and 9"),
+        ({"classes": "topk:x"}, 'classes must be "all" or "topk:K"'),
+        ({"classes": "some"}, 'classes must be "all" or "topk:K"'),
+        ({"classes": 3}, 'classes must be "all" or "topk:K"'),
+        ({"lam": -0.5}, "lam must be a finite number >= 0"),
+        ({"lam": "big"}, "lam must be a finite number >= 0"),
+        ({"max_iter": 0}, "max_iter must be an integer >= 1"),
+        ({"include_clean": "yes"}, "include_clean must be True or False"),
+        ({"beta": 1.0}, "unknown parameter"),
+    ],
+)
 def test_minmax_bad_parameters(digits, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.get_defense("minmax", make_classifier(digits), **params)

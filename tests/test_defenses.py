@@ -26,8 +26,7 @@ def test_defense_raises_robust_accuracy_over_standard_training(digits, baseline,
     clf = make_classifier(digits)
     trainer = sd.get_defense(defense, clf, eps=EPS, max_iter=5, lr=1e-2, eval_samples=200, verbose=False, **params)
     assert isinstance(trainer, Trainer)
-    history = trainer.fit(digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test),
-                          nb_epochs=5)
+    history = trainer.fit(digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=5)
     best_defended = max(r["robust_accuracy"]["pgd-10"] for r in history)
     best_standard = max(r["robust_accuracy"]["pgd-10"] for r in baseline)
     assert best_defended > best_standard + 0.15, (best_defended, best_standard)
@@ -42,8 +41,11 @@ def test_same_seed_same_run_and_one_hot_labels_are_accepted(digits):
     runs = []
     for labels in (y, np.eye(10, dtype=np.float32)[y]):
         clf = make_classifier(digits, seed=3)
-        runs.append(sd.get_defense("pgd-at", clf, eps=EPS, max_iter=2, seed=7, verbose=False).fit(
-            x, labels, validation_data=val, nb_epochs=2))
+        runs.append(
+            sd.get_defense("pgd-at", clf, eps=EPS, max_iter=2, seed=7, verbose=False).fit(
+                x, labels, validation_data=val, nb_epochs=2
+            )
+        )
     for a, b in zip(*runs):
         assert a["train_loss"] == b["train_loss"]
         assert a["robust_accuracy"] == b["robust_accuracy"]
@@ -71,9 +73,14 @@ def test_evaluation_does_not_reseed_the_training_random_stream(digits):
 def test_best_and_last_checkpoints_and_metrics(tmp_path, digits):
     clf = make_classifier(digits)
     trainer = sd.get_defense("pgd-at", clf, eps=EPS, max_iter=2, lr=1e-2, eval_samples=100, verbose=False)
-    history = trainer.fit(digits.x_train[:512], digits.y_train[:512],
-                          validation_data=(digits.x_test, digits.y_test), nb_epochs=3, out_dir=tmp_path,
-                          checkpoint_extra={"dataset": "digits"})
+    history = trainer.fit(
+        digits.x_train[:512],
+        digits.y_train[:512],
+        validation_data=(digits.x_test, digits.y_test),
+        nb_epochs=3,
+        out_dir=tmp_path,
+        checkpoint_extra={"dataset": "digits"},
+    )
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2, 3]
     assert lines == json.loads(json.dumps(history))
@@ -101,14 +108,17 @@ def test_training_pgd_stays_in_bounds_and_raises_the_loss(trained, digits):
         assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y) + 0.5
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"eps": -1}, "eps must be a positive number"),
-    ({"batch_size": 0}, "batch_size must be a positive integer"),
-    ({"lr": "fast"}, "lr must be a positive number"),
-    ({"max_iter": 0}, "max_iter must be an integer >= 1"),
-    ({"act": "softmax"}, "ads must be one of"),
-    ({"epochs": 3}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"eps": -1}, "eps must be a positive number"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"lr": "fast"}, "lr must be a positive number"),
+        ({"max_iter": 0}, "max_iter must be an integer >= 1"),
+        ({"act": "softmax"}, "ads must be one of"),
+        ({"epochs": 3}, "unknown parameter"),
+    ],
+)
 def test_bad_defense_parameters(digits, params, message):
     clf = make_classifier(digits)
     name = "ads" if "act" in params else "pgd-at"
@@ -125,8 +135,9 @@ def test_bad_fit_arguments(digits):
         trainer.fit(digits.x_train[:, :, :4], digits.y_train, nb_epochs=1)
     with pytest.raises(sd.SSMDefenseError, match="labels must lie in"):
         trainer.fit(digits.x_train, digits.y_train + 5, nb_epochs=1)
-    no_clip = sd.SSMClassifier(make_classifier(digits).body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows",
-                               device_type="cpu")
+    no_clip = sd.SSMClassifier(
+        make_classifier(digits).body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", device_type="cpu"
+    )
     with pytest.raises(sd.SSMDefenseError, match="needs clip_values"):
         sd.get_defense("pgd-at", no_clip)
 
@@ -138,8 +149,9 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_run(tmp_path, digi
     val = (digits.x_test[:64], digits.y_test[:64])
 
     def trainer():
-        return sd.get_defense("pgd-at", make_classifier(digits, seed=1, dropout=0.1), eps=EPS, max_iter=2,
-                              lr=1e-2, seed=4, verbose=False)
+        return sd.get_defense(
+            "pgd-at", make_classifier(digits, seed=1, dropout=0.1), eps=EPS, max_iter=2, lr=1e-2, seed=4, verbose=False
+        )
 
     for name in ("whole", "cut", "empty"):
         (tmp_path / name).mkdir()
@@ -203,8 +215,8 @@ def test_a_defense_chooses_its_optimizer_through_configure_optimizers(digits, tm
 
     clf = make_classifier(digits)
     history = PlainSGD(clf, verbose=False, eval_samples=50).fit(
-        digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=2,
-        out_dir=tmp_path)
+        digits.x_train, digits.y_train, validation_data=(digits.x_test, digits.y_test), nb_epochs=2, out_dir=tmp_path
+    )
     steps = 2 * -(-len(digits.x_train) // 64)
     assert used == [("SGD", steps)] and history[-1]["clean_accuracy"] > 0.5  # SGD trains it
     assert all(row["lr"] == 0.05 for row in history)  # its constant schedule, not the cosine default

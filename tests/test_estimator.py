@@ -22,18 +22,22 @@ def test_is_an_art_classifier_on_natural_shapes(digits):
 
 def test_pixels_sequence_feeds_one_channel_per_step(digits):
     body = sd.build_model("s4d", d_input=1, n_classes=10, **TINY)
-    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="pixels", clip_values=(0, 1),
-                           device_type="cpu")
+    clf = sd.SSMClassifier(
+        body, input_shape=(1, 8, 8), nb_classes=10, sequence="pixels", clip_values=(0, 1), device_type="cpu"
+    )
     assert clf.model.serialiser.L == 64 and clf.predict(digits.x_test[:2]).shape == (2, 10)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(sequence="columns"), "unknown sequence mode .columns.; known: frames, mel, pixels, rows, samples"),
-    (dict(input_shape=(1, 8, 16)), "expects d_input=8"),
-    (dict(input_shape=(64,)), "needs image input_shape"),
-    (dict(nb_classes=7), r"logits of shape \(10,\)"),
-    (dict(device_type="tpu"), "device_type must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sequence="columns"), "unknown sequence mode .columns.; known: frames, mel, pixels, rows, samples"),
+        (dict(input_shape=(1, 8, 16)), "expects d_input=8"),
+        (dict(input_shape=(64,)), "needs image input_shape"),
+        (dict(nb_classes=7), r"logits of shape \(10,\)"),
+        (dict(device_type="tpu"), "device_type must be"),
+    ],
+)
 def test_bad_wrapper_arguments(kwargs, message):
     body = sd.build_model("s4d", d_input=8, n_classes=10, **TINY)
     args = dict(input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0, 1), device_type="cpu")
@@ -80,14 +84,17 @@ def test_loading_never_unpickles(tmp_path, trained, monkeypatch):
     sd.load(tmp_path / "ckpt", device_type="cpu")
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("missing", "no checkpoint"),
-    ("bad-json", "corrupt checkpoint metadata"),
-    ("not-ours", "is not an ssmdefense checkpoint"),
-    ("truncated-weights", "does not match its configuration or is corrupt"),
-    ("wrong-shape", "does not match its configuration"),
-    ("unknown-model", "unknown model 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("missing", "no checkpoint"),
+        ("bad-json", "corrupt checkpoint metadata"),
+        ("not-ours", "is not an ssmdefense checkpoint"),
+        ("truncated-weights", "does not match its configuration or is corrupt"),
+        ("wrong-shape", "does not match its configuration"),
+        ("unknown-model", "unknown model 'bogus'"),
+    ],
+)
 def test_corrupt_checkpoints_raise_checkpoint_errors(tmp_path, trained, damage, message):
     stem = tmp_path / "ckpt"
     sd.save(trained, stem)
@@ -114,8 +121,9 @@ def test_corrupt_checkpoints_raise_checkpoint_errors(tmp_path, trained, damage, 
 
 def test_save_refuses_models_it_cannot_rebuild(tmp_path):
     body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0, 1),
-                           device_type="cpu")
+    clf = sd.SSMClassifier(
+        body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0, 1), device_type="cpu"
+    )
     with pytest.raises(sd.SSMDefenseError, match="not built by ssmdefense.build_model"):
         sd.save(clf, tmp_path / "x")
     assert list(tmp_path.iterdir()) == []

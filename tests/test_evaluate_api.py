@@ -27,8 +27,19 @@ from ssmdefense.experiment import (
 def run_dir(tmp_path_factory):
     """Two epochs of standard training of a tiny S4D on digits: best and last checkpoints, eps 0.1."""
     out = tmp_path_factory.mktemp("evaluate-api") / "run"
-    run(RunConfig(defense="none", dataset="digits", epochs=2, eps=0.1, eval_samples=20, out=out, verbose=False,
-                  model_params={"d_model": 16, "n_layers": 1, "d_state": 8}, defense_params={"lr": 0.01}))
+    run(
+        RunConfig(
+            defense="none",
+            dataset="digits",
+            epochs=2,
+            eps=0.1,
+            eval_samples=20,
+            out=out,
+            verbose=False,
+            model_params={"d_model": 16, "n_layers": 1, "d_state": 8},
+            defense_params={"lr": 0.01},
+        )
+    )
     return out
 
 
@@ -37,15 +48,34 @@ def cli_run(*args):
 
 
 def test_the_api_reproduces_the_evaluate_command(run_dir, tmp_path):
-    result = cli_run("evaluate", "--checkpoint", run_dir, "--eps", "0.1,0.2", "--samples", "30", "--attacks",
-                     "fgsm,pgd", "-p", "pgd.max_iter=3", "--out", tmp_path / "cli", "--json")
+    result = cli_run(
+        "evaluate",
+        "--checkpoint",
+        run_dir,
+        "--eps",
+        "0.1,0.2",
+        "--samples",
+        "30",
+        "--attacks",
+        "fgsm,pgd",
+        "-p",
+        "pgd.max_iter=3",
+        "--out",
+        tmp_path / "cli",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
-    report = evaluate_checkpoints(checkpoint=run_dir, eps=[0.1, 0.2], samples=30, attacks=["fgsm", "pgd"],
-                                  attack_params={"pgd": {"max_iter": 3}}, out=tmp_path / "api")
+    report = evaluate_checkpoints(
+        checkpoint=run_dir,
+        eps=[0.1, 0.2],
+        samples=30,
+        attacks=["fgsm", "pgd"],
+        attack_params={"pgd": {"max_iter": 3}},
+        out=tmp_path / "api",
+    )
     from_cli = json.loads((tmp_path / "cli" / "report.json").read_text())
     from_api = json.loads((tmp_path / "api" / "report.json").read_text())
-    assert list(from_api) == list(from_cli) == ["config", "best", "last", "gap",
-                                                "gradient_masking_suspected", "plots"]
+    assert list(from_api) == list(from_cli) == ["config", "best", "last", "gap", "gradient_masking_suspected", "plots"]
     assert from_api == from_cli  # same seed: the same accuracies, curves, checks and plots
     assert (tmp_path / "api" / "report.md").read_text() == (tmp_path / "cli" / "report.md").read_text()
     assert json.loads(result.output) == {k: v for k, v in from_cli.items() if k != "plots"}  # --json: no plots
@@ -58,8 +88,9 @@ def test_the_api_reproduces_the_evaluate_command(run_dir, tmp_path):
 
 
 def test_one_checkpoint_without_checks(run_dir, tmp_path):
-    config = EvaluateConfig(checkpoint=run_dir / "last", attacks=["fgsm"], eps=[0.1], samples=20, checks=False,
-                            out=tmp_path / "eval")
+    config = EvaluateConfig(
+        checkpoint=run_dir / "last", attacks=["fgsm"], eps=[0.1], samples=20, checks=False, out=tmp_path / "eval"
+    )
     report = evaluate_checkpoints(config)
     saved = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert list(report.results) == ["checkpoint"] and report.best is None and report.gap is None
@@ -69,11 +100,13 @@ def test_one_checkpoint_without_checks(run_dir, tmp_path):
 
 
 def test_the_api_reproduces_the_attack_command(run_dir, tmp_path):
-    result = cli_run("attack", "--checkpoint", run_dir, "--attack", "pgd", "-p", "max_iter=3", "--samples", "30",
-                     "--json")
+    result = cli_run(
+        "attack", "--checkpoint", run_dir, "--attack", "pgd", "-p", "max_iter=3", "--samples", "30", "--json"
+    )
     assert result.exit_code == 0, result.output
-    attacked = attack_checkpoint(checkpoint=run_dir, attack="pgd", params={"max_iter": 3}, samples=30,
-                                 save_examples=tmp_path / "adv.npz")
+    attacked = attack_checkpoint(
+        checkpoint=run_dir, attack="pgd", params={"max_iter": 3}, samples=30, save_examples=tmp_path / "adv.npz"
+    )
     from_cli = json.loads(result.output)
     assert from_cli["params"] == {"max_iter": 3, "eps": 0.1}  # the run's eps by default
     assert attacked.to_dict() == {**from_cli, "examples": str(tmp_path / "adv.npz")}
@@ -84,8 +117,14 @@ def test_the_api_reproduces_the_attack_command(run_dir, tmp_path):
 
 
 def test_configs_round_trip_through_json(tmp_path):
-    config = EvaluateConfig(checkpoint=tmp_path / "run", attacks=("pgd", "autoattack"), eps=0.1,
-                            attack_params={"pgd": {"max_iter": 20}}, data_dir=tmp_path, out=tmp_path / "e")
+    config = EvaluateConfig(
+        checkpoint=tmp_path / "run",
+        attacks=("pgd", "autoattack"),
+        eps=0.1,
+        attack_params={"pgd": {"max_iter": 20}},
+        data_dir=tmp_path,
+        out=tmp_path / "e",
+    )
     assert config.eps == [0.1] and config.attacks == ["pgd", "autoattack"]
     assert EvaluateConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     attack = AttackConfig(checkpoint=str(tmp_path / "run" / "best"), attack="fgsm", save_examples="x.npz")
@@ -94,24 +133,53 @@ def test_configs_round_trip_through_json(tmp_path):
         EvaluateConfig.from_dict({"checkpoint": "run", "attack": "pgd"})
 
 
-@pytest.mark.parametrize("call, error, message", [
-    (lambda d: evaluate_checkpoints(checkpoint=d / "missing"), sd.CheckpointError, "no checkpoint at"),
-    (lambda d: attack_checkpoint(checkpoint=d / "missing", attack="pgd"), sd.CheckpointError, "no checkpoint at"),
-    (lambda d: evaluate_checkpoints(checkpoint=d, attacks=["pgd", "zzz"]), sd.UnknownNameError,
-     "unknown attack 'zzz'"),
-    (lambda d: attack_checkpoint(checkpoint=d, attack="boom"), sd.UnknownNameError, "unknown attack 'boom'"),
-    (lambda d: evaluate_checkpoints(checkpoint=d, attacks=[]), OptionError, "attacks: give at least one attack"),
-    (lambda d: evaluate_checkpoints(checkpoint=d, attack_params={"square": {"max_iter": 3}}), OptionError,
-     "attack_params: "),
-    (lambda d: evaluate_checkpoints(checkpoint=d, eps=[0.0, 0.1]), OptionError, "the first eps must be positive"),
-    (lambda d: evaluate_checkpoints(checkpoint=d, attack_params={"pgd": {"steps": 3}}), sd.SSMDefenseError,
-     "unknown parameter(s) steps"),
-    (lambda d: attack_checkpoint(checkpoint=d, attack="pgd", eps=0.1, params={"eps": 0.2}), OptionError,
-     "give eps once"),
-    (lambda d: attack_checkpoint(checkpoint=d, attack="pgd", save_examples=d / "x.txt"), OptionError,
-     "must end in .npz"),
-], ids=["evaluate-missing", "attack-missing", "evaluate-unknown", "attack-unknown", "no-attacks",
-        "params-of-an-unlisted-attack", "first-eps-zero", "bad-attack-param", "eps-twice", "not-npz"])
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda d: evaluate_checkpoints(checkpoint=d / "missing"), sd.CheckpointError, "no checkpoint at"),
+        (lambda d: attack_checkpoint(checkpoint=d / "missing", attack="pgd"), sd.CheckpointError, "no checkpoint at"),
+        (
+            lambda d: evaluate_checkpoints(checkpoint=d, attacks=["pgd", "zzz"]),
+            sd.UnknownNameError,
+            "unknown attack 'zzz'",
+        ),
+        (lambda d: attack_checkpoint(checkpoint=d, attack="boom"), sd.UnknownNameError, "unknown attack 'boom'"),
+        (lambda d: evaluate_checkpoints(checkpoint=d, attacks=[]), OptionError, "attacks: give at least one attack"),
+        (
+            lambda d: evaluate_checkpoints(checkpoint=d, attack_params={"square": {"max_iter": 3}}),
+            OptionError,
+            "attack_params: ",
+        ),
+        (lambda d: evaluate_checkpoints(checkpoint=d, eps=[0.0, 0.1]), OptionError, "the first eps must be positive"),
+        (
+            lambda d: evaluate_checkpoints(checkpoint=d, attack_params={"pgd": {"steps": 3}}),
+            sd.SSMDefenseError,
+            "unknown parameter(s) steps",
+        ),
+        (
+            lambda d: attack_checkpoint(checkpoint=d, attack="pgd", eps=0.1, params={"eps": 0.2}),
+            OptionError,
+            "give eps once",
+        ),
+        (
+            lambda d: attack_checkpoint(checkpoint=d, attack="pgd", save_examples=d / "x.txt"),
+            OptionError,
+            "must end in .npz",
+        ),
+    ],
+    ids=[
+        "evaluate-missing",
+        "attack-missing",
+        "evaluate-unknown",
+        "attack-unknown",
+        "no-attacks",
+        "params-of-an-unlisted-attack",
+        "first-eps-zero",
+        "bad-attack-param",
+        "eps-twice",
+        "not-npz",
+    ],
+)
 def test_bad_input_raises_a_clear_error_and_writes_nothing(run_dir, call, error, message):
     before = sorted(p.name for p in run_dir.iterdir())
     with pytest.raises(error, match=re.escape(message)):

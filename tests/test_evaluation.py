@@ -41,10 +41,13 @@ def test_honest_model_is_not_flagged(trained, batch):
     assert all(c["passed"] is True for c in result["checks"])
 
 
-@pytest.mark.parametrize("cls, must_fail", [
-    (SaturatedSoftmax, {"loss_rises", "black_box_not_stronger"}),
-    (RoundedInput, {"loss_rises", "black_box_not_stronger"}),
-])
+@pytest.mark.parametrize(
+    "cls, must_fail",
+    [
+        (SaturatedSoftmax, {"loss_rises", "black_box_not_stronger"}),
+        (RoundedInput, {"loss_rises", "black_box_not_stronger"}),
+    ],
+)
 def test_masked_model_is_flagged(trained, batch, cls, must_fail):
     x, y = batch
     masked = wrap(trained, cls)
@@ -90,8 +93,9 @@ def test_per_class_accuracy_and_attack_notes(trained, batch):
 
 def test_autoattack_components_reach_the_report(trained, batch):
     x, y = batch[0][:20], batch[1][:20]
-    result = evaluate_robustness(trained, x, y, eps=EPS, attacks=("autoattack",),
-                                 attack_params={"autoattack": {"max_iter": 5, "nb_restarts": 1}})
+    result = evaluate_robustness(
+        trained, x, y, eps=EPS, attacks=("autoattack",), attack_params={"autoattack": {"max_iter": 5, "nb_restarts": 1}}
+    )
     components = result["attacks"]["autoattack"]["components"]
     assert components[0] == "AutoProjectedGradientDescent"
     md = render_markdown({"checkpoint": result, "config": {"eps": EPS}}, "t")
@@ -111,9 +115,15 @@ def test_report_marks_suspected_masking(trained, batch):
 
 def test_attacks_without_a_budget_stay_out_of_the_eps_curve(trained, batch):
     x, y = batch[0][:20], batch[1][:20]
-    result = evaluate_robustness(trained, x, y, eps=EPS, attacks=("pgd", "art-spatial"), eps_list=(0.0, EPS, 0.2),
-                                 attack_params={"art-spatial": {"max_translation": 1, "num_translations": 3,
-                                                                "num_rotations": 3}})
+    result = evaluate_robustness(
+        trained,
+        x,
+        y,
+        eps=EPS,
+        attacks=("pgd", "art-spatial"),
+        eps_list=(0.0, EPS, 0.2),
+        attack_params={"art-spatial": {"max_translation": 1, "num_translations": 3, "num_rotations": 3}},
+    )
     assert result["attacks"]["art-spatial"]["uses_eps"] is False
     assert "art-spatial" in result["robust_accuracy"]
     assert all("art-spatial" not in p and "pgd-10" in p for p in result["curve"])
@@ -121,8 +131,9 @@ def test_attacks_without_a_budget_stay_out_of_the_eps_curve(trained, batch):
 
 def test_gradient_masking_example_flags_only_the_masked_models():
     script = Path(__file__).resolve().parents[1] / "examples" / "gradient_masking.py"
-    proc = subprocess.run([sys.executable, str(script), "--quick", "--samples", "100"], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--samples", "100"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
     assert "no sign of masking" in rows["honest"]

@@ -16,13 +16,15 @@ ROW = re.compile(r"^(clean|[a-z][a-z-]+)\s+(standard|art-madry-pgd-at)\s+(\d+)\s
 
 
 def test_art_pipeline_quick_runs_and_reports_accuracy_per_attack():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
 
-    rows = {(m[1], m[2]): (int(m[3]), float(m[4])) for line in proc.stdout.splitlines()
-            if (m := ROW.match(line.strip()))}
+    rows = {
+        (m[1], m[2]): (int(m[3]), float(m[4])) for line in proc.stdout.splitlines() if (m := ROW.match(line.strip()))
+    }
     for name in ATTACKS:
         assert (name, "standard") in rows, f"no accuracy row for {name}:\n{proc.stdout}"
     assert ("clean", "art-madry-pgd-at") in rows and ("art-pgd", "art-madry-pgd-at") in rows

@@ -51,9 +51,28 @@ def test_cli_lists_the_plugin_attack_defense_and_distribution(plugin_site):
 
 def test_cli_defend_trains_with_the_plugin_defense(plugin_site, tmp_path):
     out = tmp_path / "run"
-    run_cli(plugin_site, "defend", "--defense", "noise-augment", "--dataset", "digits", "--epochs", "1",
-            "-m", "d_model=16", "-m", "n_layers=1", "--eval-samples", "32", "-p", "sigma=0.2",
-            "--out", str(out), "-q", parse_json=False)
+    run_cli(
+        plugin_site,
+        "defend",
+        "--defense",
+        "noise-augment",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "-m",
+        "d_model=16",
+        "-m",
+        "n_layers=1",
+        "--eval-samples",
+        "32",
+        "-p",
+        "sigma=0.2",
+        "--out",
+        str(out),
+        "-q",
+        parse_json=False,
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["defense"] == "noise-augment"
     assert 0.0 <= report["last"]["clean_accuracy"] <= 1.0
@@ -84,8 +103,9 @@ def one_torch_thread():
 def tiny_classifier(seed: int = 0) -> sd.SSMClassifier:
     torch.manual_seed(seed)
     body = sd.build_model("s4d", d_input=8, n_classes=10, d_model=16, n_layers=1)
-    return sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows",
-                            clip_values=(0.0, 1.0), device_type="cpu")
+    return sd.SSMClassifier(
+        body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
 
 
 def test_gaussian_noise_attack_stays_in_eps_ball_and_clip_range(with_plugin, digits):
@@ -152,8 +172,12 @@ def test_noise_augment_trains_on_noisy_inputs_and_updates_weights(with_plugin, d
     assert seen[0].min() >= 0.0 and seen[0].max() <= 1.0
 
     before = [p.detach().clone() for p in clf.model.parameters()]
-    history = trainer.fit(digits.x_train[:256], digits.y_train[:256],
-                          validation_data=(digits.x_test[:64], digits.y_test[:64]), nb_epochs=1)
+    history = trainer.fit(
+        digits.x_train[:256],
+        digits.y_train[:256],
+        validation_data=(digits.x_test[:64], digits.y_test[:64]),
+        nb_epochs=1,
+    )
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
     assert 0.0 <= history[0]["robust_accuracy"]["pgd-10"] <= 1.0
     assert any(not torch.equal(b, p) for b, p in zip(before, clf.model.parameters()))

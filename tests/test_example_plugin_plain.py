@@ -26,8 +26,20 @@ def site(tmp_path_factory):
 @pytest.fixture(scope="module")
 def madry_run(site):
     out = site.parent / "madry-run"
-    run_cli(site, "defend", "--defense", "madry-pgd", "--model", "tiny-gru", "--epochs", "3", "--out", str(out),
-            *FAST, parse_json=False)
+    run_cli(
+        site,
+        "defend",
+        "--defense",
+        "madry-pgd",
+        "--model",
+        "tiny-gru",
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+        *FAST,
+        parse_json=False,
+    )
     return out
 
 
@@ -50,10 +62,13 @@ def test_the_plain_model_checkpoint_is_attacked_like_any_other(site, madry_run):
     assert result["adversarial_accuracy"] <= result["clean_accuracy"]
 
 
-@pytest.mark.parametrize("args,needs", [
-    (("defend", "--defense", "ads", "--model", "tiny-gru", "--epochs", "1"), "SequenceClassifier"),
-    (("defend", "--defense", "yopo", "--model", "tiny-gru", "--epochs", "1"), "encoder"),
-])
+@pytest.mark.parametrize(
+    "args,needs",
+    [
+        (("defend", "--defense", "ads", "--model", "tiny-gru", "--epochs", "1"), "SequenceClassifier"),
+        (("defend", "--defense", "yopo", "--model", "tiny-gru", "--epochs", "1"), "encoder"),
+    ],
+)
 def test_what_needs_ssm_internals_says_so_in_one_line(site, tmp_path, args, needs):
     proc = run_cli(site, *args, "--out", str(tmp_path / "run"), *FAST, parse_json=False, expect=2)
     assert len(proc.stderr.strip().splitlines()) == 1 and needs in proc.stderr, proc.stderr
@@ -61,9 +76,23 @@ def test_what_needs_ssm_internals_says_so_in_one_line(site, tmp_path, args, need
 
 
 def test_components_analysis_of_a_plain_model_says_so_in_one_line(site, madry_run, tmp_path):
-    proc = run_cli(site, "evaluate", "--checkpoint", str(madry_run), "--attacks", "fgsm", "--samples", "16",
-                   "--no-checks", "--analysis", "components", "--out", str(tmp_path / "ev"), parse_json=False,
-                   expect=2)
+    proc = run_cli(
+        site,
+        "evaluate",
+        "--checkpoint",
+        str(madry_run),
+        "--attacks",
+        "fgsm",
+        "--samples",
+        "16",
+        "--no-checks",
+        "--analysis",
+        "components",
+        "--out",
+        str(tmp_path / "ev"),
+        parse_json=False,
+        expect=2,
+    )
     assert len(proc.stderr.strip().splitlines()) == 1 and "components" in proc.stderr, proc.stderr
     assert not (tmp_path / "ev").exists()
 
@@ -83,14 +112,20 @@ def test_the_adapter_wraps_the_plain_trainer_and_refuses_to_resume(with_plugin, 
     from art.defences.trainer import AdversarialTrainerMadryPGD
 
     body = sd.build_model("tiny-gru", d_input=8, n_classes=10)
-    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0),
-                           device_type="cpu")
+    clf = sd.SSMClassifier(
+        body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
     trainer = sd.get_defense("madry-pgd", clf, eps=0.1, seed=0, batch_size=64, eval_samples=32, verbose=False)
     assert isinstance(trainer, AdversarialTrainerMadryPGD)  # the plugin's object, as registered
     defense = as_defense(trainer, "madry-pgd", {"eps": 0.1, "seed": 0, "eval_samples": 32, "verbose": False})
     assert isinstance(defense, ARTTrainerDefense) and defense.get_classifier() is clf
-    history = defense.fit(digits.x_train[:128], digits.y_train[:128], validation_data=(digits.x_test, digits.y_test),
-                          nb_epochs=2, out_dir=tmp_path)
+    history = defense.fit(
+        digits.x_train[:128],
+        digits.y_train[:128],
+        validation_data=(digits.x_test, digits.y_test),
+        nb_epochs=2,
+        out_dir=tmp_path,
+    )
     assert [h["epoch"] for h in history] == [1, 2] and np.isfinite(history[-1]["clean_accuracy"])
     assert (tmp_path / "best.json").is_file()
     with pytest.raises(sd.SSMDefenseError, match="no training state to resume"):

@@ -9,16 +9,37 @@ import ssmdefense as sd
 from ssmdefense.cli import cli
 from ssmdefense.experiment import RunConfig, RunReport, run
 
-SMALL = ["--dataset", "digits", "--epochs", "2", "--eval-samples", "40", "-m", "d_model=16", "-m", "n_layers=1",
-         "-m", "d_state=8", "-p", "lr=0.01"]
+SMALL = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "2",
+    "--eval-samples",
+    "40",
+    "-m",
+    "d_model=16",
+    "-m",
+    "n_layers=1",
+    "-m",
+    "d_state=8",
+    "-p",
+    "lr=0.01",
+]
 
 
 def test_the_api_reproduces_the_command_line_run(tmp_path):
     result = CliRunner().invoke(cli, ["defend", "--defense", "ads", *SMALL, "--out", str(tmp_path / "cli"), "-q"])
     assert result.exit_code == 0, result.output
-    config = RunConfig(defense="ads", dataset="digits", epochs=2, eval_samples=40,
-                       model_params={"d_model": 16, "n_layers": 1, "d_state": 8}, defense_params={"lr": 0.01},
-                       out=tmp_path / "api", verbose=False)
+    config = RunConfig(
+        defense="ads",
+        dataset="digits",
+        epochs=2,
+        eval_samples=40,
+        model_params={"d_model": 16, "n_layers": 1, "d_state": 8},
+        defense_params={"lr": 0.01},
+        out=tmp_path / "api",
+        verbose=False,
+    )
     report = run(config)
     from_cli = json.loads((tmp_path / "cli" / "report.json").read_text())
     from_api = json.loads((tmp_path / "api" / "report.json").read_text())
@@ -29,24 +50,37 @@ def test_the_api_reproduces_the_command_line_run(tmp_path):
     assert report.plots == from_api["plots"] and "plots/training_curves.png" in report.plots
     assert RunReport.load(tmp_path / "api").to_dict() == from_api
     saved = json.loads((tmp_path / "api" / "config.json").read_text())
-    assert saved["defense"] == "ads" and saved["model_params"] == {"d_model": 16, "n_layers": 1, "d_state": 8,
-                                                                   "ads": "relu"}  # the ads defense adds AdS
+    assert saved["defense"] == "ads" and saved["model_params"] == {
+        "d_model": 16,
+        "n_layers": 1,
+        "d_state": 8,
+        "ads": "relu",
+    }  # the ads defense adds AdS
 
 
 def test_run_config_round_trips_through_json(tmp_path):
-    config = RunConfig(defense="pgd-at", model="s5", out=tmp_path / "x", data_dir=tmp_path,
-                       model_params={"kernel": "numba"}, dataset_params={"subset": "all"})
+    config = RunConfig(
+        defense="pgd-at",
+        model="s5",
+        out=tmp_path / "x",
+        data_dir=tmp_path,
+        model_params={"kernel": "numba"},
+        dataset_params={"subset": "all"},
+    )
     again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
     with pytest.raises(sd.SSMDefenseError, match="RunConfig has no field"):
         RunConfig.from_dict({"defence": "ads"})
 
 
-@pytest.mark.parametrize("config, message", [
-    (RunConfig(model="nope"), "unknown model 'nope'"),
-    (RunConfig(defense="pgd-at", defense_params={"eps": 0.3}), "set eps with its own option"),
-    (RunConfig(device="cuda"), "CUDA is not available"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (RunConfig(model="nope"), "unknown model 'nope'"),
+        (RunConfig(defense="pgd-at", defense_params={"eps": 0.3}), "set eps with its own option"),
+        (RunConfig(device="cuda"), "CUDA is not available"),
+    ],
+)
 def test_bad_configs_fail_before_any_work(config, message, tmp_path):
     import torch
 

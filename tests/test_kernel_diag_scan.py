@@ -16,8 +16,9 @@ from ssmdefense.kernels.assoc_scan import associative_scan, diagonal_scan, seque
 from ssmdefense.kernels.diag_ssm import diag_ssm_recurrence, diag_ssm_scan
 from ssmdefense.kernels.long_conv import fft_conv
 
-pytestmark = pytest.mark.skipif(backend.numba_cpu_problem() is not None,
-                                reason=f"Numba unavailable: {backend.numba_cpu_problem()}")
+pytestmark = pytest.mark.skipif(
+    backend.numba_cpu_problem() is not None, reason=f"Numba unavailable: {backend.numba_cpu_problem()}"
+)
 
 F64, C128 = torch.float64, torch.complex128
 
@@ -60,6 +61,7 @@ def assert_outputs_and_grads_close(f, f_ref, inputs, rtol, atol, seed=1):
 
 # --- diagonal SSM scan (S4D / DSS) ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("B,H,L,N", [(2, 3, 7, 5), (1, 2, 1, 4), (3, 1, 13, 33), (2, 2, 64, 8), (1, 1, 2, 1)])
 def test_diag_ssm_scan_matches_the_recurrence(B, H, L, N):
     inputs = ssm_inputs(B, H, L, N, seed=L * N)
@@ -73,8 +75,7 @@ def test_diag_ssm_scan_gradcheck():
 
 def test_diag_ssm_scan_float32_within_float32_tolerance():
     u, dA, dB, C = ssm_inputs(2, 4, 100, 16, seed=5, radius=(0.9, 0.999))
-    f32 = [u.detach().float().requires_grad_(),
-           *(M.detach().to(torch.complex64).requires_grad_() for M in (dA, dB, C))]
+    f32 = [u.detach().float().requires_grad_(), *(M.detach().to(torch.complex64).requires_grad_() for M in (dA, dB, C))]
     y = diag_ssm_scan(*f32)
     assert y.dtype == torch.float32
     y_ref = diag_ssm_recurrence(u, dA, dB, C)
@@ -143,13 +144,16 @@ def test_diag_ssm_scan_long_sequence_stays_finite_and_matches():
     torch.testing.assert_close(y32.double() / y.abs().max(), y.detach() / y.abs().max(), rtol=0, atol=1e-3)
 
 
-@pytest.mark.parametrize("shapes,match", [
-    (((2, 3), (3, 4), (3, 4), (3, 4)), "u must be"),
-    (((2, 3, 5), (2, 4), (2, 4), (2, 4)), "dA must be"),
-    (((2, 3, 5), (3,), (3,), (3,)), "dA must be"),
-    (((2, 3, 5), (3, 4), (3, 5), (3, 4)), "dB must have"),
-    (((2, 3, 5), (3, 4), (3, 4), (4, 3)), "C must have"),
-])
+@pytest.mark.parametrize(
+    "shapes,match",
+    [
+        (((2, 3), (3, 4), (3, 4), (3, 4)), "u must be"),
+        (((2, 3, 5), (2, 4), (2, 4), (2, 4)), "dA must be"),
+        (((2, 3, 5), (3,), (3,), (3,)), "dA must be"),
+        (((2, 3, 5), (3, 4), (3, 5), (3, 4)), "dB must have"),
+        (((2, 3, 5), (3, 4), (3, 4), (4, 3)), "C must have"),
+    ],
+)
 def test_diag_ssm_scan_rejects_bad_shapes(shapes, match):
     u = torch.zeros(shapes[0])
     dA, dB, C = (torch.zeros(s, dtype=torch.complex64) for s in shapes[1:])
@@ -166,6 +170,7 @@ def test_diag_ssm_scan_rejects_bad_dtypes():
 
 
 # --- complex diagonal scan (S5) ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("B,L,P", [(2, 7, 5), (1, 1, 3), (3, 13, 70), (2, 64, 16), (1, 2, 1)])
 def test_diagonal_scan_matches_the_sequential_scan(B, L, P):
@@ -223,12 +228,15 @@ def test_diagonal_scan_long_sequence_stays_finite_and_matches():
     assert torch.isfinite(torch.view_as_real(x32)).all()
 
 
-@pytest.mark.parametrize("a_shape,b_shape,match", [
-    ((5,), (2, 7), "b must be"),
-    ((5,), (2, 7, 5, 1), "b must be"),
-    ((4,), (2, 7, 5), "a must be"),
-    ((2, 5), (2, 7, 5), "a must be"),
-])
+@pytest.mark.parametrize(
+    "a_shape,b_shape,match",
+    [
+        ((5,), (2, 7), "b must be"),
+        ((5,), (2, 7, 5, 1), "b must be"),
+        ((4,), (2, 7, 5), "a must be"),
+        ((2, 5), (2, 7, 5), "a must be"),
+    ],
+)
 def test_diagonal_scan_rejects_bad_shapes(a_shape, b_shape, match):
     with pytest.raises(ValueError, match=match):
         diagonal_scan(torch.zeros(a_shape, dtype=torch.complex64), torch.zeros(b_shape, dtype=torch.complex64))
@@ -243,6 +251,7 @@ def test_diagonal_scan_rejects_real_inputs():
 
 # --- availability --------------------------------------------------------------------------------
 
+
 def test_kernel_unavailable_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(backend, "device_problem", lambda device_type: "numba cannot be imported (test)")
     u, dA, dB, C = ssm_inputs(1, 2, 3, 2)
@@ -253,8 +262,10 @@ def test_kernel_unavailable_is_a_clear_error(monkeypatch):
 
 
 def test_importing_the_wrappers_does_not_import_numba():
-    code = ("import sys, ssmdefense, ssmdefense.kernels.diag_ssm, ssmdefense.kernels.assoc_scan; "
-            "assert 'numba' not in sys.modules, 'numba imported'")
+    code = (
+        "import sys, ssmdefense, ssmdefense.kernels.diag_ssm, ssmdefense.kernels.assoc_scan; "
+        "assert 'numba' not in sys.modules, 'numba imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

@@ -41,8 +41,9 @@ def test_fft_conv_rejects_mismatched_shapes():
 def test_vandermonde_matches_direct_exponentials(L, shifted):
     torch.manual_seed(L)
     H, N = 3, 5
-    log_z = torch.complex(-torch.rand(H, N, dtype=torch.float64) * 0.05,
-                          torch.randn(H, N, dtype=torch.float64)).requires_grad_()  # (H N)
+    log_z = torch.complex(
+        -torch.rand(H, N, dtype=torch.float64) * 0.05, torch.randn(H, N, dtype=torch.float64)
+    ).requires_grad_()  # (H N)
     W = torch.randn(H, N, dtype=torch.complex128, requires_grad=True)  # (H N)
     shift = torch.where(torch.rand(H, N) > 0.5, L - 1.0, 0.0).double() if shifted else None
     out, ref = vandermonde(W, log_z, L, shift), vandermonde_ref(W, log_z, L, shift)

@@ -26,13 +26,13 @@ def loud_and_quiet(n, T, seed=0):
     t = np.arange(T) / SR
     x = np.zeros((n, 1, T))
     for i in range(n):
-        wave = 0.5 * np.sin(2 * np.pi * ((300 + 500 * i) * t + 300 * t ** 2)) + 0.01 * rng.standard_normal(T)
+        wave = 0.5 * np.sin(2 * np.pi * ((300 + 500 * i) * t + 300 * t**2)) + 0.01 * rng.standard_normal(T)
         if i % 3 == 0:
             x[i, 0] = np.where(t < 0.6 * t[-1], wave, 1e-7 * rng.standard_normal(T))
         elif i % 3 == 1:
             x[i, 0] = np.where(t < 0.4 * t[-1], 0.1 * wave, 0.0)
         else:
-            x[i, 0, T // 3: T // 2] = wave[T // 3: T // 2]
+            x[i, 0, T // 3 : T // 2] = wave[T // 3 : T // 2]
     return torch.from_numpy(x)
 
 
@@ -89,7 +89,7 @@ def tiny_spec(seed=0, scale=(-2.0, 1.0)):
     spec = torch.from_numpy(mag * np.exp(2j * np.pi * rng.random((2, 1, 9, 5))))  # (N C F T)
     fb = torch.zeros(9, 3, dtype=torch.float64)  # (F M)
     for m in range(3):
-        fb[1 + 2 * m: 4 + 2 * m, m] = torch.tensor([0.5, 1.0, 0.5]) * (1.0 + m)
+        fb[1 + 2 * m : 4 + 2 * m, m] = torch.tensor([0.5, 1.0, 0.5]) * (1.0 + m)
     return spec, fb
 
 
@@ -112,8 +112,11 @@ def test_gradcheck(amin, top_db):
 
 
 def reference_and_fast_gradients(spec, fb, amin, top_db, seed=3):
-    g = torch.randn((spec.shape[0], spec.shape[1], fb.shape[1], spec.shape[3]), dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(seed))
+    g = torch.randn(
+        (spec.shape[0], spec.shape[1], fb.shape[1], spec.shape[3]),
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(seed),
+    )
     out = []
     for f in (log_mel_ref, log_mel):
         s = spec.clone().requires_grad_()
@@ -211,8 +214,16 @@ def test_log_mel_rejects_what_it_cannot_compute():
 def test_checkpoints_rebuild_the_kernel_and_old_ones_get_the_default(tmp_path):
     torch.manual_seed(0)
     body = sd.build_model("s4d", d_input=40, n_classes=3, d_model=8, n_layers=1, d_state=4)
-    clf = sd.SSMClassifier(body, input_shape=(1, 4000), nb_classes=3, sequence="mel", sample_rate=SR,
-                           sequence_params={"kernel": "torch"}, clip_values=(-1.0, 1.0), device_type="cpu")
+    clf = sd.SSMClassifier(
+        body,
+        input_shape=(1, 4000),
+        nb_classes=3,
+        sequence="mel",
+        sample_rate=SR,
+        sequence_params={"kernel": "torch"},
+        clip_values=(-1.0, 1.0),
+        device_type="cpu",
+    )
     assert clf.kernels["log-mel"] == "torch"
     x = loud_and_quiet(2, 4000).float().numpy()
     stem = sd.save(clf, tmp_path / "mel")

@@ -15,8 +15,14 @@ import ssmdefense as sd
 from ssmdefense.cli import cli
 from ssmdefense.kernels import backend
 
-CASES = [("s4d", {}), ("dss", {"variant": "exp"}), ("dss", {"variant": "softmax"}), ("s5", {}),
-         ("s5", {"discretization": "bilinear"}), ("mamba", {})]
+CASES = [
+    ("s4d", {}),
+    ("dss", {"variant": "exp"}),
+    ("dss", {"variant": "softmax"}),
+    ("s5", {}),
+    ("s5", {"discretization": "bilinear"}),
+    ("mamba", {}),
+]
 
 
 def _pair(name, params, d_input=3):
@@ -58,8 +64,9 @@ def test_numba_kernel_trains_the_same_parameters(name, params):
 
 def test_auto_resolves_per_device_and_the_classifier_reports_it():
     body = sd.build_model("mamba", d_input=8, n_classes=10, d_model=8, n_layers=1)
-    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0),
-                           device_type="cpu")
+    clf = sd.SSMClassifier(
+        body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
     assert clf.kernels == {"mamba": body.blocks[0].mixer.KERNEL_AUTO["cpu"]}
     s4d = sd.build_model("s4d", d_input=8, n_classes=10, kernel="numba")
     assert backend.chosen_kernels(s4d, "cpu") == {"s4d": "numba"}
@@ -68,8 +75,9 @@ def test_auto_resolves_per_device_and_the_classifier_reports_it():
 
 def test_checkpoints_record_the_kernels_that_ran(tmp_path):
     body = sd.build_model("s5", d_input=8, n_classes=10, d_model=8, n_layers=1, kernel="numba")
-    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0),
-                           device_type="cpu")
+    clf = sd.SSMClassifier(
+        body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
     sd.save(clf, tmp_path / "best")
     meta = json.loads((tmp_path / "best.json").read_text())
     assert meta["kernels"] == {"device": "cpu", "s5": "numba"}
@@ -89,7 +97,8 @@ def test_auto_falls_back_with_one_log_line_and_numba_is_a_clear_error_where_numb
         assert backend.resolve("auto", "cpu", {"cpu": "numba"}, "mamba") == "torch"
         assert backend.resolve("auto", "cpu", {"cpu": "numba"}, "mamba") == "torch"
     assert [r.getMessage() for r in caplog.records] == [
-        "mamba: kernel=auto falls back to torch on cpu: numba cannot be imported (test)"]
+        "mamba: kernel=auto falls back to torch on cpu: numba cannot be imported (test)"
+    ]
     with pytest.raises(backend.KernelUnavailableError, match="kernel='numba' cannot run on cpu: numba cannot"):
         backend.resolve("numba", "cpu", {}, "mamba")
     assert backend.resolve("torch", "cpu", {}, "mamba") == "torch"
@@ -122,9 +131,29 @@ def test_importing_the_package_does_not_import_numba():
 
 def test_cli_model_param_kernel_reaches_the_model_and_the_run_records_it(digits, tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["train", "--model", "s5", "--dataset", "digits", "--epochs", "1",
-                                      "--eval-samples", "20", "-m", "d_model=8", "-m", "n_layers=1",
-                                      "-m", "kernel=numba", "--out", str(out), "-q"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--model",
+            "s5",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--eval-samples",
+            "20",
+            "-m",
+            "d_model=8",
+            "-m",
+            "n_layers=1",
+            "-m",
+            "kernel=numba",
+            "--out",
+            str(out),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["model_params"]["kernel"] == "numba" and config["kernels"] == {"s5": "numba"}

@@ -56,8 +56,10 @@ CASES = [  # optional inputs used, softplus, return_last_state
 def test_outputs_and_gradients_equal_the_reference(use, softplus, last_state, L):
     t = scan_inputs(L, seed=L)
     g = torch.Generator().manual_seed(1)
-    weights = [torch.randn(2, 3, L, generator=g, dtype=torch.float64),
-               torch.randn(2, 3, 4, generator=g, dtype=torch.float64)]
+    weights = [
+        torch.randn(2, 3, L, generator=g, dtype=torch.float64),
+        torch.randn(2, 3, 4, generator=g, dtype=torch.float64),
+    ]
     outs, grads = run(selective_scan_fn, t, use, softplus, last_state, weights)
     outs_ref, grads_ref = run(selective_scan_ref, t, use, softplus, last_state, weights)
     assert outs[0].shape == (2, 3, L) and outs[0].dtype == torch.float64
@@ -73,15 +75,19 @@ def test_gradcheck_all_inputs(last_state):
     t = scan_inputs(5, dim=3, N=2, seed=11)
 
     def f(u, delta, A, B, C, D, z, delta_bias):
-        return selective_scan_fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True,
-                                 return_last_state=last_state)
+        return selective_scan_fn(
+            u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True, return_last_state=last_state
+        )
 
     assert torch.autograd.gradcheck(f, tuple(t[k] for k in NAMES), eps=1e-6, atol=1e-7, rtol=1e-6)
 
 
 def test_gradcheck_without_optional_inputs_or_softplus():
     t = scan_inputs(4, batch=1, dim=2, N=3, seed=12)
-    f = lambda u, delta, A, B, C: selective_scan_fn(u, delta, A, B, C)
+
+    def f(u, delta, A, B, C):
+        return selective_scan_fn(u, delta, A, B, C)
+
     assert torch.autograd.gradcheck(f, tuple(t[k] for k in ("u", "delta", "A", "B", "C")), eps=1e-6, atol=1e-7)
 
 
@@ -125,8 +131,14 @@ def test_vectorised_exp_and_softplus_match_numpy_to_two_ulps(dtype):
 
     rng = np.random.default_rng(0)
     big = 120.0 if dtype == np.float32 else 800.0
-    x = np.concatenate([rng.uniform(-big, big, 20000), rng.uniform(-1, 1, 20000), rng.uniform(-30, 0, 20000),
-                        [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(dtype)
+    x = np.concatenate(
+        [
+            rng.uniform(-big, big, 20000),
+            rng.uniform(-1, 1, 20000),
+            rng.uniform(-30, 0, 20000),
+            [0.0, -0.0, np.inf, -np.inf, np.nan],
+        ]
+    ).astype(dtype)
     eps, tiny = np.finfo(dtype).eps, np.finfo(dtype).tiny
     with np.errstate(over="ignore", under="ignore"):
         x64 = x.astype(np.float64)  # float64 results rounded once to float32: correctly rounded there
@@ -157,10 +169,28 @@ def test_float32_matches_the_reference():
 def test_half_inputs_compute_in_float32_and_return_the_input_dtype():
     t = scan_inputs(9, seed=6, dtype=torch.float32)
     half = {k: v.detach().to(torch.bfloat16) for k, v in t.items()}
-    out = selective_scan_fn(half["u"], half["delta"], half["A"], half["B"], half["C"], D=half["D"], z=half["z"],
-                            delta_bias=half["delta_bias"], delta_softplus=True)
-    ref = selective_scan_ref(half["u"], half["delta"], half["A"], half["B"], half["C"], D=half["D"], z=half["z"],
-                             delta_bias=half["delta_bias"], delta_softplus=True)
+    out = selective_scan_fn(
+        half["u"],
+        half["delta"],
+        half["A"],
+        half["B"],
+        half["C"],
+        D=half["D"],
+        z=half["z"],
+        delta_bias=half["delta_bias"],
+        delta_softplus=True,
+    )
+    ref = selective_scan_ref(
+        half["u"],
+        half["delta"],
+        half["A"],
+        half["B"],
+        half["C"],
+        D=half["D"],
+        z=half["z"],
+        delta_bias=half["delta_bias"],
+        delta_softplus=True,
+    )
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref.float(), rtol=1e-2, atol=1e-2)  # bfloat16 rounding
 
@@ -200,21 +230,25 @@ def test_long_sequence_stays_finite_and_matches():
 
 def test_zero_length_gives_empty_output_and_zero_state():
     t = scan_inputs(0)
-    out, last = selective_scan_fn(t["u"], t["delta"], t["A"], t["B"], t["C"], D=t["D"], z=t["z"],
-                                  return_last_state=True)
+    out, last = selective_scan_fn(
+        t["u"], t["delta"], t["A"], t["B"], t["C"], D=t["D"], z=t["z"], return_last_state=True
+    )
     assert out.shape == (2, 3, 0) and torch.equal(last, torch.zeros(2, 3, 4, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(u=torch.zeros(2, 3)), "u must be"),
-    (dict(delta=torch.zeros(2, 3, 6)), "delta must"),
-    (dict(A=torch.zeros(4, 4)), "A must be"),
-    (dict(B=torch.zeros(2, 5, 7)), "B must be"),
-    (dict(C=torch.zeros(1, 4, 7)), "C must be"),
-    (dict(D=torch.zeros(4)), "D must be"),
-    (dict(z=torch.zeros(2, 3, 8)), "z must"),
-    (dict(delta_bias=torch.zeros(2)), "delta_bias must be"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(u=torch.zeros(2, 3)), "u must be"),
+        (dict(delta=torch.zeros(2, 3, 6)), "delta must"),
+        (dict(A=torch.zeros(4, 4)), "A must be"),
+        (dict(B=torch.zeros(2, 5, 7)), "B must be"),
+        (dict(C=torch.zeros(1, 4, 7)), "C must be"),
+        (dict(D=torch.zeros(4)), "D must be"),
+        (dict(z=torch.zeros(2, 3, 8)), "z must"),
+        (dict(delta_bias=torch.zeros(2)), "delta_bias must be"),
+    ],
+)
 def test_bad_shapes_raise_value_error(bad, match):
     t = {k: v.detach() for k, v in scan_inputs(7).items()}
     t.update({k: v.double() for k, v in bad.items()})
@@ -236,8 +270,10 @@ def test_cuda_outputs_and_gradients_equal_the_reference(dtype):
     # 130 channels: two CUDA blocks of threads; 45 steps: two checkpoint blocks
     t = scan_inputs(45, batch=3, dim=130, N=8, seed=9, dtype=dtype, device="cuda")
     g = torch.Generator().manual_seed(2)
-    w = [torch.randn(3, 130, 45, generator=g, dtype=dtype).cuda(),
-         torch.randn(3, 130, 8, generator=g, dtype=dtype).cuda()]
+    w = [
+        torch.randn(3, 130, 45, generator=g, dtype=dtype).cuda(),
+        torch.randn(3, 130, 8, generator=g, dtype=dtype).cuda(),
+    ]
     tol = dict(rtol=1e-9, atol=1e-11) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
     for use, softplus, last_state in CASES[:3]:
         outs, grads = run(selective_scan_fn, t, use, softplus, last_state, w)

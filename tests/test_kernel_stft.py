@@ -46,14 +46,17 @@ def test_float32_gradient_of_one_second_clips_matches():
     torch.testing.assert_close(g_x, g_ref, rtol=1e-4, atol=1e-4 * g_ref.abs().max().item())
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(x=torch.randn(2, 1, 40)), "real clips"),
-    (dict(x=torch.randn(2, 40, dtype=torch.complex64)), "real clips"),
-    (dict(window=torch.hann_window(20)), "at most n_fft"),
-    (dict(window=torch.hann_window(8).requires_grad_()), "constant"),
-    (dict(hop=0), "hop_length"),
-    (dict(x=torch.randn(2, 8)), "longer than"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(x=torch.randn(2, 1, 40)), "real clips"),
+        (dict(x=torch.randn(2, 40, dtype=torch.complex64)), "real clips"),
+        (dict(window=torch.hann_window(20)), "at most n_fft"),
+        (dict(window=torch.hann_window(8).requires_grad_()), "constant"),
+        (dict(hop=0), "hop_length"),
+        (dict(x=torch.randn(2, 8)), "longer than"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(kwargs, match):
     args = dict(x=torch.randn(2, 40), n_fft=16, hop=4, window=torch.hann_window(8)) | kwargs
     with pytest.raises(ValueError, match=match):

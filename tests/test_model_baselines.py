@@ -13,8 +13,9 @@ SIZES = {"lstm": dict(d_model=32), "gru": dict(d_model=32), "mlp": dict(d_hidden
 def make(data, name, seed=0, **params):
     torch.manual_seed(seed)
     body = sd.build_model(name, d_input=8, n_classes=10, **{**SIZES[name], **params})
-    return sd.SSMClassifier(body, input_shape=data.input_shape, nb_classes=10, sequence="rows",
-                            clip_values=(0.0, 1.0), device_type="cpu")
+    return sd.SSMClassifier(
+        body, input_shape=data.input_shape, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -71,8 +72,9 @@ def test_rnn_input_gradients_in_eval_mode_on_cuda(cell):
 def test_mlp_sizes_itself_from_the_first_batch_and_rejects_other_lengths(digits):
     body = sd.build_model("mlp", d_input=8, n_classes=10, d_hidden=16)
     assert body.seq_len is None
-    clf = sd.SSMClassifier(body, input_shape=digits.input_shape, nb_classes=10, sequence="rows",
-                           clip_values=(0.0, 1.0), device_type="cpu")  # its probe batch sizes the model
+    clf = sd.SSMClassifier(
+        body, input_shape=digits.input_shape, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )  # its probe batch sizes the model
     assert body.seq_len == 8 and body.fc1.weight.shape == (16, 64)
     assert clf.predict(digits.x_test[:3]).shape == (3, 10)
     with pytest.raises(ValueError, match="sized for sequences of 8 steps"):
@@ -99,15 +101,18 @@ def test_ads_is_rejected_for_the_baselines():
             sd.build_model(name, d_input=8, n_classes=10, ads="relu")
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("lstm", dict(d_model=0), "d_model must be an integer"),
-    ("gru", dict(n_layers=0), "n_layers must be an integer"),
-    ("lstm", dict(dropout=1.0), "dropout must be a number in"),
-    ("gru", dict(d_model=2.5), "d_model must be an integer"),
-    ("mlp", dict(d_hidden=0), "d_hidden must be an integer"),
-    ("mlp", dict(dropout=-0.1), "dropout must be a number in"),
-    ("mlp", dict(d_model=64), "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("lstm", dict(d_model=0), "d_model must be an integer"),
+        ("gru", dict(n_layers=0), "n_layers must be an integer"),
+        ("lstm", dict(dropout=1.0), "dropout must be a number in"),
+        ("gru", dict(d_model=2.5), "d_model must be an integer"),
+        ("mlp", dict(d_hidden=0), "d_hidden must be an integer"),
+        ("mlp", dict(dropout=-0.1), "dropout must be a number in"),
+        ("mlp", dict(d_model=64), "unknown parameter"),
+    ],
+)
 def test_bad_baseline_parameters_raise_clear_errors(name, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.build_model(name, d_input=8, n_classes=10, **params)
@@ -137,7 +142,8 @@ def test_pgd_adversarial_training_runs_for_the_baselines(digits, name):
     clf = make(digits, name)
     before = {k: v.clone() for k, v in clf.body.state_dict().items()}
     history = sd.get_defense("pgd-at", clf, max_iter=2, lr=1e-2, verbose=False).fit(
-        digits.x_train, digits.y_train, nb_epochs=1)
+        digits.x_train, digits.y_train, nb_epochs=1
+    )
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
     after = clf.body.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values())

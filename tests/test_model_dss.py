@@ -18,8 +18,9 @@ KERNELS = ["exp", "softmax"]
 def _layer(kernel, seed=0, H=4, N=16, dt_min=1e-2, dt_max=0.5) -> DSS:
     """The DSS mixer of a model built by name, in float64."""
     torch.manual_seed(seed)
-    model = sd.build_model("dss", d_input=3, n_classes=2, d_model=H, n_layers=1, d_state=N, variant=kernel,
-                           dt_min=dt_min, dt_max=dt_max)
+    model = sd.build_model(
+        "dss", d_input=3, n_classes=2, d_model=H, n_layers=1, d_state=N, variant=kernel, dt_min=dt_min, dt_max=dt_max
+    )
     layer = model.blocks[0].mixer
     assert isinstance(layer, DSS) and layer.variant == kernel
     return layer.double()
@@ -71,8 +72,9 @@ def test_dss_kernel_follows_the_papers_formula(kernel):
     softmax: K_k = Re Σ_i W_i / λ_i · e^{k λ_i Δ} / Σ_{r<L} e^{r λ_i Δ}"""
     layer = _layer(kernel, H=2, N=6)
     L = 9
-    Lambda = torch.complex(-torch.exp(layer.log_Lambda_re) if kernel == "exp" else layer.Lambda_re,
-                           layer.Lambda_im).detach()
+    Lambda = torch.complex(
+        -torch.exp(layer.log_Lambda_re) if kernel == "exp" else layer.Lambda_re, layer.Lambda_im
+    ).detach()
     W = torch.view_as_complex(layer.W).detach()
     expected = torch.zeros(2, L, dtype=torch.float64)
     for h in range(2):
@@ -83,9 +85,9 @@ def test_dss_kernel_follows_the_papers_formula(kernel):
                 lam, w = complex(Lambda[i]), complex(W[h, i])
                 e = torch.exp(torch.tensor(lam * dt, dtype=torch.complex128)).item()
                 if kernel == "exp":
-                    total += w * (e - 1) / lam * e ** k
+                    total += w * (e - 1) / lam * e**k
                 else:
-                    total += w / lam * e ** k / sum(e ** r for r in range(L))
+                    total += w / lam * e**k / sum(e**r for r in range(L))
             expected[h, k] = total.real
     torch.testing.assert_close(layer.kernel(L).detach(), expected, rtol=1e-10, atol=1e-12)
 
@@ -130,8 +132,9 @@ def test_dss_body_before_pooling_is_causal(kernel):
     """Causal for a fixed L. (DSS-softmax normalises over the whole length, so changing L
     changes every output; changing inputs after t at the same L does not touch steps <= t.)"""
     torch.manual_seed(0)
-    model = sd.build_model("dss", d_input=3, n_classes=5, d_model=8, n_layers=2, d_state=8, variant=kernel,
-                           ads="tanh").double()
+    model = sd.build_model(
+        "dss", d_input=3, n_classes=5, d_model=8, n_layers=2, d_state=8, variant=kernel, ads="tanh"
+    ).double()
     x = torch.randn(2, 16, 3, dtype=torch.float64)
     x2 = x.clone()
     x2[:, 10:] = torch.randn(2, 6, 3, dtype=torch.float64)
@@ -148,16 +151,19 @@ def test_dss_with_ads_in_every_block_gives_logits(kernel):
     assert logits.shape == (4, 10) and torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(variant="cauchy"), "variant must be one of exp, softmax"),
-    (dict(kernel="cauchy"), "kernel must be one of auto, torch, numba"),
-    (dict(d_state=5), "d_state must be an even integer"),
-    (dict(d_state=0), "d_state must be an even integer"),
-    (dict(dt_min=-1e-3), "need 0 < dt_min <= dt_max"),
-    (dict(dt_min=0.5, dt_max=0.1), "need 0 < dt_min <= dt_max"),
-    (dict(dt_min=float("nan")), "dt_min must be a finite number"),
-    (dict(init="lin"), "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(variant="cauchy"), "variant must be one of exp, softmax"),
+        (dict(kernel="cauchy"), "kernel must be one of auto, torch, numba"),
+        (dict(d_state=5), "d_state must be an even integer"),
+        (dict(d_state=0), "d_state must be an even integer"),
+        (dict(dt_min=-1e-3), "need 0 < dt_min <= dt_max"),
+        (dict(dt_min=0.5, dt_max=0.1), "need 0 < dt_min <= dt_max"),
+        (dict(dt_min=float("nan")), "dt_min must be a finite number"),
+        (dict(init="lin"), "unknown parameter"),
+    ],
+)
 def test_dss_bad_parameters_raise_clear_errors(params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.build_model("dss", d_input=4, n_classes=3, **params)

@@ -33,8 +33,9 @@ def scan_inputs(L, batch=2, dim=3, N=4, seed=0, dtype=torch.float64, delta_scale
 @pytest.mark.parametrize("chunk_size", [None, 1, 5, 1000])
 def test_fast_scan_equals_sequential_reference(L, use_D, use_z, chunk_size):
     u, delta, A, B, C, D, z, bias = scan_inputs(L, seed=L)
-    kw = dict(D=D if use_D else None, z=z if use_z else None, delta_bias=bias, delta_softplus=True,
-              return_last_state=True)
+    kw = dict(
+        D=D if use_D else None, z=z if use_z else None, delta_bias=bias, delta_softplus=True, return_last_state=True
+    )
     out, last = selective_scan(u, delta, A, B, C, chunk_size=chunk_size, **kw)
     out_ref, last_ref = selective_scan_ref(u, delta, A, B, C, **kw)
     assert out.shape == (2, 3, L) and out.dtype == torch.float64
@@ -74,8 +75,9 @@ def test_scans_compute_in_float32_for_half_inputs_and_keep_the_input_dtype():
     u, delta, A, B, C, D, z, bias = scan_inputs(10, dtype=torch.float32)
     exact = selective_scan_ref(u, delta, A, B, C, D=D, z=z, delta_softplus=True)
     for fn in (selective_scan, selective_scan_ref):
-        out = fn(u.bfloat16(), delta.bfloat16(), A, B.bfloat16(), C.bfloat16(), D=D, z=z.bfloat16(),
-                 delta_softplus=True)
+        out = fn(
+            u.bfloat16(), delta.bfloat16(), A, B.bfloat16(), C.bfloat16(), D=D, z=z.bfloat16(), delta_softplus=True
+        )
         assert out.dtype == torch.bfloat16
         torch.testing.assert_close(out.float(), exact, rtol=0.05, atol=0.1)
 
@@ -147,9 +149,16 @@ def test_ads_sits_after_the_ssm_output_and_before_the_gate_and_out_projection():
     x, z = block.in_proj(u).chunk(2, dim=-1)
     x = torch.nn.functional.silu(block.conv1d(x.transpose(1, 2))[..., :9])  # (B E L)
     dt, B, C = torch.split(block.x_proj(x.transpose(1, 2)), [block.R, block.N, block.N], dim=-1)
-    y = selective_scan_ref(x, (dt @ block.dt_proj.weight.T).transpose(1, 2), -torch.exp(block.A_log),
-                           B.transpose(1, 2), C.transpose(1, 2), D=block.D, delta_bias=block.dt_proj.bias,
-                           delta_softplus=True)
+    y = selective_scan_ref(
+        x,
+        (dt @ block.dt_proj.weight.T).transpose(1, 2),
+        -torch.exp(block.A_log),
+        B.transpose(1, 2),
+        C.transpose(1, 2),
+        D=block.D,
+        delta_bias=block.dt_proj.bias,
+        delta_softplus=True,
+    )
     torch.testing.assert_close(seen["y"], y.transpose(1, 2))
     # ... and everything after it (gate, out_proj without bias) sees its output: zero in, zero out
     torch.testing.assert_close(out, torch.zeros_like(out))
@@ -181,18 +190,21 @@ def test_mamba_initialisation_follows_the_paper():
     assert MambaMixer(8, dt_rank=3).R == 3
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(d_state=0), "d_state must be an integer"),
-    (dict(expand=0), "expand must be an integer"),
-    (dict(expand=1.5), "expand must be an integer"),
-    (dict(d_conv=0), "d_conv must be an integer"),
-    (dict(dt_rank=0), "dt_rank must be an integer"),
-    (dict(d_model=0), "d_model must be an integer"),
-    (dict(n_layers=0), "n_layers must be an integer"),
-    (dict(dropout=1.0), "dropout must be a number in"),
-    (dict(ads="softmax"), "ads must be one of"),
-    (dict(bogus=1), "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(d_state=0), "d_state must be an integer"),
+        (dict(expand=0), "expand must be an integer"),
+        (dict(expand=1.5), "expand must be an integer"),
+        (dict(d_conv=0), "d_conv must be an integer"),
+        (dict(dt_rank=0), "dt_rank must be an integer"),
+        (dict(d_model=0), "d_model must be an integer"),
+        (dict(n_layers=0), "n_layers must be an integer"),
+        (dict(dropout=1.0), "dropout must be a number in"),
+        (dict(ads="softmax"), "ads must be one of"),
+        (dict(bogus=1), "unknown parameter"),
+    ],
+)
 def test_bad_mamba_parameters_raise_clear_errors(params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.build_model("mamba", d_input=4, n_classes=3, **params)
@@ -201,8 +213,9 @@ def test_bad_mamba_parameters_raise_clear_errors(params, message):
 def make_mamba(data, seed=0, **params):
     torch.manual_seed(seed)
     body = sd.build_model("mamba", d_input=8, n_classes=10, **{"d_model": 32, "n_layers": 1, "d_state": 8, **params})
-    return sd.SSMClassifier(body, input_shape=data.input_shape, nb_classes=10, sequence="rows",
-                            clip_values=(0.0, 1.0), device_type="cpu")
+    return sd.SSMClassifier(
+        body, input_shape=data.input_shape, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
 
 
 def test_mamba_trains_on_digits(digits):

@@ -49,9 +49,10 @@ def test_ema_kernel_is_the_damped_ema_impulse_response():
     torch.manual_seed(0)
     layer = MegaLayer(2, d_qk=4, d_ema=3).double()
     alpha, delta = torch.sigmoid(layer.alpha[0]), torch.sigmoid(layer.delta[0])  # (H N)
-    l = torch.arange(6, dtype=torch.float64)
-    expected = torch.einsum("hn,hnl->hl", layer.eta[0] / np.sqrt(3) * alpha * layer.beta[0],
-                            (1 - alpha * delta)[..., None] ** l)
+    steps = torch.arange(6, dtype=torch.float64)
+    expected = torch.einsum(
+        "hn,hnl->hl", layer.eta[0] / np.sqrt(3) * alpha * layer.beta[0], (1 - alpha * delta)[..., None] ** steps
+    )
     torch.testing.assert_close(layer.ema_kernel(6)[0], expected)
 
 
@@ -108,8 +109,7 @@ def test_unidirectional_mega_is_causal():
     torch.testing.assert_close(layer(u)[:, :20], layer(u2)[:, :20])
     assert not torch.allclose(layer(u)[:, 20:], layer(u2)[:, 20:])
 
-    model = sd.build_model("mega", d_input=3, n_classes=5, d_model=8, n_layers=2, d_qk=4, d_ema=2,
-                           ads="tanh").double()
+    model = sd.build_model("mega", d_input=3, n_classes=5, d_model=8, n_layers=2, d_qk=4, d_ema=2, ads="tanh").double()
     x = torch.randn(2, 16, 3, dtype=torch.float64)
     x2 = _later_inputs_changed(x, 10)
     torch.testing.assert_close(model.features(x)[:, :10], model.features(x2)[:, :10])
@@ -123,8 +123,9 @@ def test_bidirectional_mega_is_not_causal():
     assert not torch.allclose(layer.ema(u)[:, :20], layer.ema(u2)[:, :20])  # the reversed EMA looks ahead
     assert not torch.allclose(layer(u)[:, :20], layer(u2)[:, :20])
 
-    model = sd.build_model("mega", d_input=3, n_classes=5, d_model=8, n_layers=2, d_qk=4, d_ema=2,
-                           bidirectional=True).double()
+    model = sd.build_model(
+        "mega", d_input=3, n_classes=5, d_model=8, n_layers=2, d_qk=4, d_ema=2, bidirectional=True
+    ).double()
     x = torch.randn(2, 16, 3, dtype=torch.float64)
     x2 = _later_inputs_changed(x, 10)
     assert not torch.allclose(model.features(x)[:, :10], model.features(x2)[:, :10])
@@ -153,14 +154,17 @@ def test_ads_sits_on_the_ema_output_in_every_block():
     assert all(isinstance(b.mixer.ads, AdaptiveScaling) for b in plain.blocks)
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(d_qk=0), "d_qk must be an integer"),
-    (dict(d_ema=0), "d_ema must be an integer"),
-    (dict(d_value=0), "d_value must be an integer"),
-    (dict(d_ema=2.5), "d_ema must be an integer"),
-    (dict(bidirectional="yes"), "bidirectional must be"),
-    (dict(ads="softmax"), "ads must be one of"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(d_qk=0), "d_qk must be an integer"),
+        (dict(d_ema=0), "d_ema must be an integer"),
+        (dict(d_value=0), "d_value must be an integer"),
+        (dict(d_ema=2.5), "d_ema must be an integer"),
+        (dict(bidirectional="yes"), "bidirectional must be"),
+        (dict(ads="softmax"), "ads must be one of"),
+    ],
+)
 def test_bad_mega_parameters_raise_clear_errors(params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.build_model("mega", d_input=4, n_classes=3, **params)

@@ -15,8 +15,7 @@ SMALL = dict(d_model=32, n_layers=1, d_state=16, dt_min=1e-2, dt_max=1.0)
 def _layer(seed=0, H=4, N=16, dt_min=1e-2, dt_max=0.5) -> S4:
     """The S4 mixer of a model built by name, in float64."""
     torch.manual_seed(seed)
-    model = sd.build_model("s4", d_input=3, n_classes=2, d_model=H, n_layers=1, d_state=N,
-                           dt_min=dt_min, dt_max=dt_max)
+    model = sd.build_model("s4", d_input=3, n_classes=2, d_model=H, n_layers=1, d_state=N, dt_min=dt_min, dt_max=dt_max)
     layer = model.blocks[0].mixer
     assert isinstance(layer, S4)
     return layer.double()
@@ -41,7 +40,7 @@ def test_hippo_legs_nplr_reconstructs_hippo(N):
 def test_hippo_legs_matrix():
     """A_nk = -sqrt(2n+1) sqrt(2k+1) below the diagonal, -(n+1) on it, 0 above; B_n = sqrt(2n+1)."""
     A, B = hippo_legs(3)
-    r3, r5 = 3 ** 0.5, 5 ** 0.5
+    r3, r5 = 3**0.5, 5**0.5
     expected = torch.tensor([[-1.0, 0, 0], [-r3, -2, 0], [-r5, -r5 * r3, -3]], dtype=torch.float64)
     torch.testing.assert_close(A, expected)
     torch.testing.assert_close(B, torch.tensor([1.0, r3, r5], dtype=torch.float64))
@@ -114,15 +113,18 @@ def test_s4_with_ads_in_every_block_gives_logits():
     assert logits.shape == (4, 10) and torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(d_state=7), "d_state must be an even integer"),
-    (dict(d_state=0), "d_state must be an even integer"),
-    (dict(d_state=16.0), "d_state must be an even integer"),
-    (dict(dt_min=0.0), "need 0 < dt_min <= dt_max"),
-    (dict(dt_min=0.5, dt_max=0.1), "need 0 < dt_min <= dt_max"),
-    (dict(dt_max="big"), "dt_max must be a finite number"),
-    (dict(kernel="exp"), "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(d_state=7), "d_state must be an even integer"),
+        (dict(d_state=0), "d_state must be an even integer"),
+        (dict(d_state=16.0), "d_state must be an even integer"),
+        (dict(dt_min=0.0), "need 0 < dt_min <= dt_max"),
+        (dict(dt_min=0.5, dt_max=0.1), "need 0 < dt_min <= dt_max"),
+        (dict(dt_max="big"), "dt_max must be a finite number"),
+        (dict(kernel="exp"), "unknown parameter"),
+    ],
+)
 def test_s4_bad_parameters_raise_clear_errors(params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.build_model("s4", d_input=4, n_classes=3, **params)

@@ -26,8 +26,9 @@ def test_associative_scan_equals_sequential_scan(L):
     a_lti = 0.9 * _crandn(4) / np.sqrt(2)  # (P) time-invariant, broadcast over B and L
     torch.testing.assert_close(associative_scan(a_lti, b), sequential_scan(a_lti, b), rtol=1e-12, atol=1e-12)
     bt = b.transpose(1, 2).contiguous()  # (B P L): the time axis last
-    torch.testing.assert_close(associative_scan(a_lti[:, None], bt, dim=-1),
-                               sequential_scan(a_lti, b).transpose(1, 2), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        associative_scan(a_lti[:, None], bt, dim=-1), sequential_scan(a_lti, b).transpose(1, 2), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_scans_compute_the_linear_recurrence():
@@ -144,14 +145,17 @@ def test_s5_with_ads_in_every_block_gives_logits():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(d_state=7), "d_state must be an even"),
-    (dict(d_state=0), "d_state must be an even"),
-    (dict(discretization="euler"), "discretization must be one of"),
-    (dict(dt_min=0.0), "dt_min"),
-    (dict(dt_min=0.5, dt_max=0.1), "dt_min"),
-    (dict(ads="softmax"), "ads must be one of"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(d_state=7), "d_state must be an even"),
+        (dict(d_state=0), "d_state must be an even"),
+        (dict(discretization="euler"), "discretization must be one of"),
+        (dict(dt_min=0.0), "dt_min"),
+        (dict(dt_min=0.5, dt_max=0.1), "dt_min"),
+        (dict(ads="softmax"), "ads must be one of"),
+    ],
+)
 def test_bad_s5_parameters_raise_clear_errors(params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.build_model("s5", d_input=4, n_classes=3, **params)

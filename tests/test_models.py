@@ -37,7 +37,9 @@ def test_recurrence_reference_is_a_plain_scan():
     C = torch.tensor([[0.5 + 0.0j]], dtype=torch.complex128)
     u = torch.tensor([[[1.0, 0.0, 0.0]]], dtype=torch.float64)
     # x = 1, 0.5, 0.25 and y = 2 Re(C x) = x
-    torch.testing.assert_close(diag_ssm_recurrence(u, dA, dB, C), torch.tensor([[[1.0, 0.5, 0.25]]], dtype=torch.float64))
+    torch.testing.assert_close(
+        diag_ssm_recurrence(u, dA, dB, C), torch.tensor([[[1.0, 0.5, 0.25]]], dtype=torch.float64)
+    )
 
 
 def test_s4d_layer_is_causal():
@@ -81,13 +83,16 @@ def test_build_model_places_ads_in_every_block_and_outputs_logits():
         plain.enable_ads("tanh")
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(ads="softmax"), "ads must be one of"),
-    (dict(d_state=7), "d_state must be an even"),
-    (dict(init="foo"), "init must be one of"),
-    (dict(d_model=0), "d_model must be an integer"),
-    (dict(bogus=1), "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(ads="softmax"), "ads must be one of"),
+        (dict(d_state=7), "d_state must be an even"),
+        (dict(init="foo"), "init must be one of"),
+        (dict(d_model=0), "d_model must be an integer"),
+        (dict(bogus=1), "unknown parameter"),
+    ],
+)
 def test_bad_model_parameters_raise_clear_errors(params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.build_model("s4d", d_input=4, n_classes=3, **params)

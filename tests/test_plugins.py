@@ -91,9 +91,14 @@ def test_third_party_plugin_is_found_through_entry_points(fake_plugins):
         def hello():
             click.echo("hello from a plugin")
 
-    fake_plugins([FakeEntryPoint("fake", "fake_plugin_mod")],
-                 {"fake_plugin_mod": make_module("fake_plugin_mod", register_attacks=register_attacks,
-                                                 register_commands=register_commands)})
+    fake_plugins(
+        [FakeEntryPoint("fake", "fake_plugin_mod")],
+        {
+            "fake_plugin_mod": make_module(
+                "fake_plugin_mod", register_attacks=register_attacks, register_commands=register_commands
+            )
+        },
+    )
     attack = sd.get_attack("fake-attack", "est", eps=0.5)
     assert (attack.estimator, attack.eps) == ("est", 0.5)
     with pytest.raises(sd.SSMDefenseError, match="unknown parameter.*accepted: eps"):
@@ -117,10 +122,14 @@ def test_duplicate_name_names_both_sources(fake_plugins):
     def register_models(register):
         register("s4d", lambda d_input, n_classes: None, "an impostor")
 
-    fake_plugins([FakeEntryPoint("impostor", "impostor_mod")],
-                 {"impostor_mod": make_module("impostor_mod", register_models=register_models)})
-    with pytest.raises(sd.DuplicateNameError, match="'s4d' is registered twice: by plugin 'ssmdefense.zoo.s4d' "
-                                                    "and by plugin 'impostor'"):
+    fake_plugins(
+        [FakeEntryPoint("impostor", "impostor_mod")],
+        {"impostor_mod": make_module("impostor_mod", register_models=register_models)},
+    )
+    with pytest.raises(
+        sd.DuplicateNameError,
+        match="'s4d' is registered twice: by plugin 'ssmdefense.zoo.s4d' and by plugin 'impostor'",
+    ):
         sd.list_models()
 
 
@@ -129,8 +138,10 @@ def test_broken_plugin_is_reported_and_the_rest_works(fake_plugins):
         register("fake-data", lambda: "data", "fine")
 
     broken = FakeEntryPoint("broken", "broken_plugin_mod_that_does_not_exist", dist="ssmdefense-broken")
-    fake_plugins([broken, FakeEntryPoint("fine", "fine_mod")],
-                 {"fine_mod": make_module("fine_mod", register_datasets=register_datasets)})
+    fake_plugins(
+        [broken, FakeEntryPoint("fine", "fine_mod")],
+        {"fine_mod": make_module("fine_mod", register_datasets=register_datasets)},
+    )
     assert "fake-data" in sd.list_datasets()
     assert "pgd" in sd.list_attacks()
     errors = plugins.load_errors()
@@ -149,8 +160,9 @@ def test_env_switch_limits_third_party_plugins(fake_plugins, monkeypatch):
     def register_datasets(register):
         register("fake-data", lambda: "data", "fine")
 
-    fake_plugins([FakeEntryPoint("fine", "fine_mod")],
-                 {"fine_mod": make_module("fine_mod", register_datasets=register_datasets)})
+    fake_plugins(
+        [FakeEntryPoint("fine", "fine_mod")], {"fine_mod": make_module("fine_mod", register_datasets=register_datasets)}
+    )
     monkeypatch.setenv("SSMDEFENSE_LOAD_PLUGINS", "")
     plugins.reset()
     assert "fake-data" not in sd.list_datasets()
@@ -186,21 +198,53 @@ def test_plugin_dataset_brings_its_own_input_kind(fake_plugins, tmp_path):
             rng = np.random.default_rng(0)
             y = np.arange(200) % 2
             x = np.clip(rng.normal(size=(200, 3, 12)) * 0.2 + 0.4 * (2 * y[:, None, None] - 1), -1, 1)
-            return Dataset("fake-spectra", x[:160], y[:160], x[160:], y[160:], nb_classes=2, clip_values=(-1.0, 1.0),
-                           sequence="columns", eps=0.05, defaults={"epochs": 2, "eval_samples": 30})
+            return Dataset(
+                "fake-spectra",
+                x[:160],
+                y[:160],
+                x[160:],
+                y[160:],
+                nb_classes=2,
+                clip_values=(-1.0, 1.0),
+                sequence="columns",
+                eps=0.05,
+                defaults={"epochs": 2, "eval_samples": 30},
+            )
 
         register("fake-spectra", load, "two classes of 3 x 12 feature matrices")
 
-    fake_plugins([FakeEntryPoint("spectra", "spectra_mod")],
-                 {"spectra_mod": make_module("spectra_mod", register_sequences=register_sequences,
-                                             register_datasets=register_datasets)})
+    fake_plugins(
+        [FakeEntryPoint("spectra", "spectra_mod")],
+        {
+            "spectra_mod": make_module(
+                "spectra_mod", register_sequences=register_sequences, register_datasets=register_datasets
+            )
+        },
+    )
     assert sd.sequence_dims((3, 12), "columns") == (12, 3)
     with pytest.raises(sd.SSMDefenseError, match="columns needs"):
         sd.sequence_dims((1, 3, 12), "columns")
     rows = {r["name"]: r for r in json.loads(CliRunner().invoke(cli, ["sequences", "--json"]).output)}
     assert rows["columns"]["source"] == "spectra" and rows["mel"]["source"] == "ssmdefense.models.audio"
-    result = CliRunner().invoke(cli, ["train", "--dataset", "fake-spectra", "-q", "-m", "d_model=8", "-m", "n_layers=1",
-                                      "-m", "scale=2.0", "-p", "lr=0.01", "--out", tmp_path / "run"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--dataset",
+            "fake-spectra",
+            "-q",
+            "-m",
+            "d_model=8",
+            "-m",
+            "n_layers=1",
+            "-m",
+            "scale=2.0",
+            "-p",
+            "lr=0.01",
+            "--out",
+            tmp_path / "run",
+        ],
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["sequence"], config["sequence_params"], config["eps"]) == ("columns", {"scale": 2.0}, 0.05)
@@ -227,8 +271,14 @@ def test_every_hook_is_tested_and_documented():
     from pathlib import Path
 
     hooks = [n for n in dir(hookspecs) if n.startswith("register_")]
-    assert sorted(hooks) == ["register_attacks", "register_commands", "register_datasets",
-                             "register_defenses", "register_models", "register_sequences"]
+    assert sorted(hooks) == [
+        "register_attacks",
+        "register_commands",
+        "register_datasets",
+        "register_defenses",
+        "register_models",
+        "register_sequences",
+    ]
     tests_text = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
     docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
     for hook in hooks:
@@ -254,12 +304,14 @@ def test_plugin_models_and_defenses_work_through_the_api(fake_plugins, digits):
 
         register("half-eps-at", HalfEpsTrainer, "PGD-AT subclass")
 
-    fake_plugins([FakeEntryPoint("extra", "extra_mod")],
-                 {"extra_mod": make_module("extra_mod", register_models=register_models,
-                                           register_defenses=register_defenses)})
+    fake_plugins(
+        [FakeEntryPoint("extra", "extra_mod")],
+        {"extra_mod": make_module("extra_mod", register_models=register_models, register_defenses=register_defenses)},
+    )
     body = sd.build_model("linear-mixer", d_input=8, n_classes=10, d_model=8)
-    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0, 1),
-                           device_type="cpu")
+    clf = sd.SSMClassifier(
+        body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0, 1), device_type="cpu"
+    )
     trainer = sd.get_defense("half-eps-at", clf, eps=0.05, max_iter=2, verbose=False)
     history = trainer.fit(digits.x_train[:64], digits.y_train[:64], nb_epochs=1)
     assert len(history) == 1 and history[0]["train_loss"] > 0
@@ -275,9 +327,14 @@ def test_a_class_missing_a_protocol_method_is_refused_when_the_plugin_registers(
     def register_defenses(register):
         register("half-trainer", NotATrainer, "lacks get_classifier")
 
-    fake_plugins([FakeEntryPoint("half", "half_mod")], {"half_mod": make_module("half_mod", register_defenses=register_defenses)})
-    with pytest.raises(sd.SSMDefenseError, match=r"plugin 'half': defense 'half-trainer' \(NotATrainer\) lacks "
-                                                 r"get_classifier"):
+    fake_plugins(
+        [FakeEntryPoint("half", "half_mod")], {"half_mod": make_module("half_mod", register_defenses=register_defenses)}
+    )
+    with pytest.raises(
+        sd.SSMDefenseError,
+        match=r"plugin 'half': defense 'half-trainer' \(NotATrainer\) lacks "
+        r"get_classifier",
+    ):
         sd.list_defenses()
 
 
@@ -291,7 +348,10 @@ def test_a_built_object_missing_a_member_is_refused_naming_the_plugin(fake_plugi
     def register_sequences(register):
         register("broken-mode", lambda input_shape: NoLength(), "no L")
 
-    fake_plugins([FakeEntryPoint("modes", "modes_mod")], {"modes_mod": make_module("modes_mod", register_sequences=register_sequences)})
+    fake_plugins(
+        [FakeEntryPoint("modes", "modes_mod")],
+        {"modes_mod": make_module("modes_mod", register_sequences=register_sequences)},
+    )
     with pytest.raises(sd.SSMDefenseError, match=r"plugin 'modes': sequence mode 'broken-mode' \(NoLength\) lacks L"):
         sd.build_serialiser("broken-mode", (1, 8, 8))
 
@@ -316,9 +376,10 @@ def test_factories_with_kwargs_get_what_defend_passes_and_only_own_errors_are_wr
     def register_attacks(register):
         register("buggy", buggy, "raises a TypeError")
 
-    fake_plugins([FakeEntryPoint("plain", "plain_mod")],
-                 {"plain_mod": make_module("plain_mod", register_defenses=register_defenses,
-                                           register_attacks=register_attacks)})
+    fake_plugins(
+        [FakeEntryPoint("plain", "plain_mod")],
+        {"plain_mod": make_module("plain_mod", register_defenses=register_defenses, register_attacks=register_attacks)},
+    )
     assert plugins.registry("defenses").accepted_params("plain") is None
     trainer = sd.get_defense("plain", "clf", eps=0.1, seed=0, batch_size=64, eval_samples=None, verbose=False)
     assert trainer.get_classifier() == "clf"
@@ -330,15 +391,26 @@ def test_factories_with_kwargs_get_what_defend_passes_and_only_own_errors_are_wr
         plugins.registry("attacks").create("buggy", "clf", "extra")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["attacks", "--json"], ["defenses", "--json"], ["datasets", "--json"],
-                                  ["sequences", "--json"], ["plugins", "--json"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["attacks", "--json"],
+        ["defenses", "--json"],
+        ["datasets", "--json"],
+        ["sequences", "--json"],
+        ["plugins", "--json"],
+    ],
+)
 def test_help_and_listings_import_no_training_code(args):
     """The built-ins register from a table (``ssmdefense.builtins``): naming them imports nothing heavy."""
     import subprocess
 
-    code = ("import sys; from click.testing import CliRunner; from ssmdefense.cli import cli; "
-            f"r = CliRunner().invoke(cli, {args!r}); assert r.exit_code == 0, r.output; "
-            "print(sorted(m for m in ('torch', 'art', 'numba', 'torchaudio', 'ssmdefense.defenses') if m in sys.modules))")
+    code = (
+        "import sys; from click.testing import CliRunner; from ssmdefense.cli import cli; "
+        f"r = CliRunner().invoke(cli, {args!r}); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('torch', 'art', 'numba', 'torchaudio', 'ssmdefense.defenses') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"

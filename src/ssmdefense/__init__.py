@@ -16,18 +16,30 @@ from .hookspecs import hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_model": "api", "get_attack": "api", "get_defense": "api", "load_dataset": "api",
-    "list_models": "api", "list_attacks": "api", "list_defenses": "api", "list_datasets": "api",
-    "list_sequences": "api", "sequence_dims": "api", "build_serialiser": "api",
-    "SSMClassifier": "estimators", "save": "checkpoint", "load": "checkpoint",
-    "TrainingLoop": "defenses.loop", "Dataset": "data.base",
+    "build_model": "api",
+    "get_attack": "api",
+    "get_defense": "api",
+    "load_dataset": "api",
+    "list_models": "api",
+    "list_attacks": "api",
+    "list_defenses": "api",
+    "list_datasets": "api",
+    "list_sequences": "api",
+    "sequence_dims": "api",
+    "build_serialiser": "api",
+    "SSMClassifier": "estimators",
+    "save": "checkpoint",
+    "load": "checkpoint",
+    "TrainingLoop": "defenses.loop",
+    "Dataset": "data.base",
 }
 
-__all__ = sorted([*_LAZY, "hookimpl", "SSMDefenseError", "UnknownNameError", "DuplicateNameError",
-                  "CheckpointError", "__version__"])
+__all__ = sorted(
+    [*_LAZY, "hookimpl", "SSMDefenseError", "UnknownNameError", "DuplicateNameError", "CheckpointError", "__version__"]
+)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value

@@ -42,8 +42,12 @@ def build_model(name: str, d_input: int, n_classes: int, **params: Any) -> torch
     except TypeError as exc:
         raise SSMDefenseError(f"model parameters must be JSON values (numbers, strings, lists): {exc}") from None
     model = _create("models", name, d_input, n_classes, **params)
-    model.ssmdefense_config = {"name": name, "d_input": int(d_input), "n_classes": int(n_classes),
-                               "params": dict(params)}
+    model.ssmdefense_config = {
+        "name": name,
+        "d_input": int(d_input),
+        "n_classes": int(n_classes),
+        "params": dict(params),
+    }
     return model
 
 

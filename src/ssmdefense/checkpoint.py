@@ -44,8 +44,10 @@ def save(clf: SSMClassifier, path: str | os.PathLike, extra: dict | None = None)
     body = clf.body
     config = getattr(body, "ssmdefense_config", None)
     if config is None:
-        raise SSMDefenseError("this model was not built by ssmdefense.build_model, so its checkpoint "
-                              "could not be rebuilt; build models by name to save them")
+        raise SSMDefenseError(
+            "this model was not built by ssmdefense.build_model, so its checkpoint "
+            "could not be rebuilt; build models by name to save them"
+        )
     clip = getattr(clf, "natural_clip_values", clf.clip_values)
     stem = _stem(path)
     if not stem.parent.exists():
@@ -92,8 +94,10 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not an ssmdefense checkpoint")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path} has format version {meta.get('format_version')!r}; "
-                              f"this ssmdefense reads version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{meta_path} has format version {meta.get('format_version')!r}; "
+            f"this ssmdefense reads version {FORMAT_VERSION}"
+        )
     for key in ("model", "classifier"):
         if not isinstance(meta.get(key), dict):
             raise CheckpointError(f"{meta_path} lacks its {key!r} section")
@@ -106,7 +110,6 @@ def load(path: str | os.PathLike, device_type: str = "gpu") -> SSMClassifier:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-
     meta = read_meta(path)
     stem = Path(meta["_stem"])
     weights = stem.with_suffix(".safetensors")
@@ -117,11 +120,16 @@ def load(path: str | os.PathLike, device_type: str = "gpu") -> SSMClassifier:
         body = build_model(m["name"], m["d_input"], m["n_classes"], **m.get("params", {}))
         state = load_file(str(weights))
         body.load_state_dict(state, strict=True)
-        clf = SSMClassifier(body, input_shape=tuple(c["input_shape"]), nb_classes=c["nb_classes"],
-                            sequence=c["sequence"], sequence_params=c.get("sequence_params") or {},
-                            sample_rate=c.get("sample_rate"),
-                            clip_values=None if c.get("clip_values") is None else tuple(c["clip_values"]),
-                            device_type=device_type)
+        clf = SSMClassifier(
+            body,
+            input_shape=tuple(c["input_shape"]),
+            nb_classes=c["nb_classes"],
+            sequence=c["sequence"],
+            sequence_params=c.get("sequence_params") or {},
+            sample_rate=c.get("sample_rate"),
+            clip_values=None if c.get("clip_values") is None else tuple(c["clip_values"]),
+            device_type=device_type,
+        )
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {stem} has an invalid configuration: {exc}") from None
     except (SafetensorError, RuntimeError, OSError) as exc:

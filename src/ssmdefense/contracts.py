@@ -44,9 +44,17 @@ class Defense(ARTTrainer, Protocol):
     name: str
     timing: dict
 
-    def fit(self, x: Any, y: Any, validation_data: tuple | None = None, nb_epochs: int = 10,
-            batch_size: int | None = None, out_dir: Any = None, checkpoint_extra: dict | None = None,
-            resume: bool = False) -> list[dict]: ...
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        validation_data: tuple | None = None,
+        nb_epochs: int = 10,
+        batch_size: int | None = None,
+        out_dir: Any = None,
+        checkpoint_extra: dict | None = None,
+        resume: bool = False,
+    ) -> list[dict]: ...
 
     def describe(self) -> dict: ...
 
@@ -95,8 +103,13 @@ class Dataset(Protocol):
 
 
 #: the protocol each registry kind's products must satisfy (defenses: at least an ART trainer)
-PROTOCOLS: dict[str, type] = {"models": ModelBody, "sequences": SequenceMode, "attacks": Attack,
-                              "defenses": ARTTrainer, "datasets": Dataset}
+PROTOCOLS: dict[str, type] = {
+    "models": ModelBody,
+    "sequences": SequenceMode,
+    "attacks": Attack,
+    "defenses": ARTTrainer,
+    "datasets": Dataset,
+}
 
 
 def members(protocol: type, methods_only: bool = False) -> list[str]:
@@ -107,7 +120,7 @@ def members(protocol: type, methods_only: bool = False) -> list[str]:
             continue
         own = [n for n in klass.__dict__ if not n.startswith("_")]
         fields = [n for n in getattr(klass, "__annotations__", {}) if not n.startswith("_")]
-        for name in (own if methods_only else fields + own):
+        for name in own if methods_only else fields + own:
             if name not in names and (not methods_only or callable(klass.__dict__.get(name))):
                 names.append(name)
     return names
@@ -127,6 +140,8 @@ def check(obj: Any, protocol: type, what: str, source: str) -> None:
     lacking = missing(obj, protocol)
     if lacking:
         built = obj.__name__ if isinstance(obj, type) else type(obj).__name__
-        raise SSMDefenseError(f"plugin {source!r}: {what} ({built}) lacks {', '.join(lacking)}: "
-                              f"a {protocol.__name__} must provide {', '.join(members(protocol))} "
-                              f"(ssmdefense.contracts)")
+        raise SSMDefenseError(
+            f"plugin {source!r}: {what} ({built}) lacks {', '.join(lacking)}: "
+            f"a {protocol.__name__} must provide {', '.join(members(protocol))} "
+            f"(ssmdefense.contracts)"
+        )

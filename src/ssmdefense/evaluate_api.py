@@ -184,9 +184,23 @@ class EvaluationReport:
 
     @classmethod
     def from_dict(cls, d: dict, out: Path | None = None) -> EvaluationReport:
-        return cls(config=d["config"], **{k: d.get(k) for k in ("best", "last", "checkpoint", "gap",
-                                                                  "gradient_masking_suspected", "classes",
-                                                                  "budget", "plots")}, out=out)
+        return cls(
+            config=d["config"],
+            **{
+                k: d.get(k)
+                for k in (
+                    "best",
+                    "last",
+                    "checkpoint",
+                    "gap",
+                    "gradient_masking_suspected",
+                    "classes",
+                    "budget",
+                    "plots",
+                )
+            },
+            out=out,
+        )
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> EvaluationReport:
@@ -236,8 +250,20 @@ class AttackResult:
     arrays: dict | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("checkpoint", "dataset", "attack", "params", "samples", "clean_accuracy",
-                                           "adversarial_accuracy", "max_linf", "mean_l2")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "checkpoint",
+                "dataset",
+                "attack",
+                "params",
+                "samples",
+                "clean_accuracy",
+                "adversarial_accuracy",
+                "max_linf",
+                "mean_l2",
+            )
+        }
         d.update(self.snr or {})
         if self.examples is not None:
             d["examples"] = self.examples
@@ -264,9 +290,13 @@ def find_checkpoints(path: str | os.PathLike) -> dict[str, Path]:
     return {"checkpoint": stem}
 
 
-def load_test_data(clf: SSMClassifier, dataset: str | None = None, samples: int | None = None,
-                   data_dir: Path | None = None,
-                   dataset_params: dict | None = None) -> tuple[str, np.ndarray, np.ndarray, Dataset]:
+def load_test_data(
+    clf: SSMClassifier,
+    dataset: str | None = None,
+    samples: int | None = None,
+    data_dir: Path | None = None,
+    dataset_params: dict | None = None,
+) -> tuple[str, np.ndarray, np.ndarray, Dataset]:
     """(name, natural x, y, dataset) of the test split: the checkpoint's dataset with its recorded
     parameters and folder, unless ``dataset``, ``data_dir`` or ``dataset_params`` say otherwise."""
     extra = clf.checkpoint_meta.get("extra", {})
@@ -281,8 +311,9 @@ def load_test_data(clf: SSMClassifier, dataset: str | None = None, samples: int 
     data = load_data(name, data_dir, params)
     natural = tuple(getattr(clf, "natural_shape", clf.input_shape))
     if tuple(data.input_shape) != natural:
-        raise SSMDefenseError(f"dataset {name!r} has inputs of shape {data.input_shape}; "
-                              f"the checkpoint expects {natural}")
+        raise SSMDefenseError(
+            f"dataset {name!r} has inputs of shape {data.input_shape}; the checkpoint expects {natural}"
+        )
     x, y = data.x_test, data.y_test
     if samples is not None:
         x, y = x[:samples], y[:samples]
@@ -330,12 +361,18 @@ def attack_checkpoint(config: AttackConfig | None = None, **settings) -> AttackR
     pred_clean = clf.predict(x).argmax(1)
     pred_adv = clf.predict(x_adv).argmax(1)
     delta = (x_adv - x).reshape(len(x), -1)
-    result = AttackResult(checkpoint=str(stem), dataset=name, attack=c.attack, params=params, samples=len(y),
-                          clean_accuracy=float((pred_clean == y).mean()),
-                          adversarial_accuracy=float((pred_adv == y).mean()),
-                          max_linf=float(np.abs(delta).max()) if delta.size else 0.0,
-                          mean_l2=float(np.linalg.norm(delta, axis=1).mean()) if delta.size else 0.0,
-                          arrays={"x": x, "x_adv": x_adv, "y": y, "pred_clean": pred_clean, "pred_adv": pred_adv})
+    result = AttackResult(
+        checkpoint=str(stem),
+        dataset=name,
+        attack=c.attack,
+        params=params,
+        samples=len(y),
+        clean_accuracy=float((pred_clean == y).mean()),
+        adversarial_accuracy=float((pred_adv == y).mean()),
+        max_linf=float(np.abs(delta).max()) if delta.size else 0.0,
+        mean_l2=float(np.linalg.norm(delta, axis=1).mean()) if delta.size else 0.0,
+        arrays={"x": x, "x_adv": x_adv, "y": y, "pred_clean": pred_clean, "pred_adv": pred_adv},
+    )
     if clf.is_audio and tuple(clf.input_shape) == clf.natural_shape:  # waveforms: the perturbation's SNR
         result.snr = snr_summary(snr_db(x, x_adv))
     if c.save_examples is not None:
@@ -380,8 +417,11 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
     known = [*attacks, *AUDIO_ATTACKS]
     for a, params in c.attack_params.items():
         if a not in known or not isinstance(params, dict):
-            raise OptionError("attack_params", "-p", f"expected {{attack: {{key: value}}}} with attack one of "
-                                                     f"{', '.join(known)}; got {a!r}: {params!r}")
+            raise OptionError(
+                "attack_params",
+                "-p",
+                f"expected {{attack: {{key: value}}}} with attack one of {', '.join(known)}; got {a!r}: {params!r}",
+            )
     attack_params = {a: dict(p) for a, p in c.attack_params.items()}
     for a in c.analysis:
         if a not in ANALYSES:
@@ -417,11 +457,23 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
     if out is None:
         out = (c.checkpoint if c.checkpoint.is_dir() else c.checkpoint.parent) / "evaluation"
     report = EvaluationReport(
-        config={"checkpoint": str(c.checkpoint), "dataset": name, "attacks": attacks, "eps": eps_list[0],
-                "eps_list": sorted(set(eps_list)), "samples": len(y), "attack_params": attack_params,
-                "seed": c.seed, "checks": c.checks, "analysis": list(c.analysis), "sequence": first.sequence,
-                "sequence_params": first.sequence_params},
-        classes=list(data.classes) if getattr(data, "classes", None) else None, out=out)
+        config={
+            "checkpoint": str(c.checkpoint),
+            "dataset": name,
+            "attacks": attacks,
+            "eps": eps_list[0],
+            "eps_list": sorted(set(eps_list)),
+            "samples": len(y),
+            "attack_params": attack_params,
+            "seed": c.seed,
+            "checks": c.checks,
+            "analysis": list(c.analysis),
+            "sequence": first.sequence,
+            "sequence_params": first.sequence_params,
+        },
+        classes=list(data.classes) if getattr(data, "classes", None) else None,
+        out=out,
+    )
     if first.is_audio:
         report.budget = audio_budget(first, natural_x, eps_list[0])
         if audio:
@@ -432,13 +484,24 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
             if which == "last" and epoch is not None and report.best is not None and report.best["epoch"] == epoch:
                 report.last = report.best  # the same epoch's weights: nothing new to measure
                 continue
-            result = {"epoch": epoch, **evaluate_robustness(clf, x, y, eps=eps_list[0], attacks=attacks,
-                                                            eps_list=sorted({0.0, *eps_list}),
-                                                            attack_params=attack_params, seed=c.seed)}
+            result = {
+                "epoch": epoch,
+                **evaluate_robustness(
+                    clf,
+                    x,
+                    y,
+                    eps=eps_list[0],
+                    attacks=attacks,
+                    eps_list=sorted({0.0, *eps_list}),
+                    attack_params=attack_params,
+                    seed=c.seed,
+                ),
+            }
             if c.checks:
                 curve = result["curve"] if "pgd" in attacks else None
-                result["sanity"] = gradient_masking_checks(clf, x, y, eps=eps_list[0], curve=curve,
-                                                           pgd=attack_params.get("pgd"), seed=c.seed)
+                result["sanity"] = gradient_masking_checks(
+                    clf, x, y, eps=eps_list[0], curve=curve, pgd=attack_params.get("pgd"), seed=c.seed
+                )
             if audio:
                 result["audio"] = audio_robustness(clf, x, y, snrs=snrs, seed=c.seed, attack_params=attack_params)
             if "components" in c.analysis:
@@ -447,17 +510,22 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
         if report.best is not None and report.last is not None:
             report.gap = best_last_gap(report.best, report.last)
         if c.checks:
-            report.gradient_masking_suspected = any(r["sanity"]["gradient_masking_suspected"]
-                                                    for r in report.results.values())
+            report.gradient_masking_suspected = any(
+                r["sanity"]["gradient_masking_suspected"] for r in report.results.values()
+            )
         report.plots = write_report(tmp, report.to_dict(), f"ssmdefense evaluate: {c.checkpoint}")
     return report
 
 
-def _components(clf: SSMClassifier, data: Dataset, x_test: np.ndarray, y_test: np.ndarray, eps: float, n: int,
-                seed: int) -> dict:
+def _components(
+    clf: SSMClassifier, data: Dataset, x_test: np.ndarray, y_test: np.ndarray, eps: float, n: int, seed: int
+) -> dict:
     """Component analysis under PGD-10 at ``eps`` on the first ``n`` train and test samples."""
 
     attack = get_attack("pgd", clf, eps=eps, max_iter=10)
     with seeded(seed):
-        return analyse_components(clf, {"train": (clf.prepare_inputs(data.x_train[:n]), data.y_train[:n]),
-                                        "test": (x_test[:n], y_test[:n])}, attack)
+        return analyse_components(
+            clf,
+            {"train": (clf.prepare_inputs(data.x_train[:n]), data.y_train[:n]), "test": (x_test[:n], y_test[:n])},
+            attack,
+        )

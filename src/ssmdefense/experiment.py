@@ -144,9 +144,18 @@ class RunReport:
 
     @classmethod
     def from_dict(cls, d: dict, out: Path | None = None) -> RunReport:
-        return cls(best=d["best"], last=d["last"], gap=d["gap"], config=d["config"], timing=d["timing"],
-                   classes=d.get("classes"), budget=d.get("budget"), examples=d.get("examples"), plots=d.get("plots"),
-                   out=out)
+        return cls(
+            best=d["best"],
+            last=d["last"],
+            gap=d["gap"],
+            config=d["config"],
+            timing=d["timing"],
+            classes=d.get("classes"),
+            budget=d.get("budget"),
+            examples=d.get("examples"),
+            plots=d.get("plots"),
+            out=out,
+        )
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> RunReport:
@@ -164,13 +173,23 @@ def resume_config(out: Path, command: str) -> tuple[RunConfig, Path]:
     c = json.loads((partial / "config.json").read_text())
     if c["command"] != command:
         raise SSMDefenseError(f"--resume: {out} was started by `ssmdefense {c['command']}`")
-    config = RunConfig(defense=c["defense"], model=c["model"], dataset=c["dataset"], epochs=c["epochs"], eps=c["eps"],
-                       seed=c["seed"], out=out, sequence=c["sequence"], batch_size=c["batch_size"],
-                       eval_samples=c.get("eval_samples"),
-                       model_params={**c["model_params"], **c.get("sequence_params", {})},
-                       defense_params=c["defense_params"],
-                       data_dir=None if c.get("data_dir") is None else Path(c["data_dir"]),
-                       dataset_params=c.get("dataset_params", {}), command=command)
+    config = RunConfig(
+        defense=c["defense"],
+        model=c["model"],
+        dataset=c["dataset"],
+        epochs=c["epochs"],
+        eps=c["eps"],
+        seed=c["seed"],
+        out=out,
+        sequence=c["sequence"],
+        batch_size=c["batch_size"],
+        eval_samples=c.get("eval_samples"),
+        model_params={**c["model_params"], **c.get("sequence_params", {})},
+        defense_params=c["defense_params"],
+        data_dir=None if c.get("data_dir") is None else Path(c["data_dir"]),
+        dataset_params=c.get("dataset_params", {}),
+        command=command,
+    )
     return config, partial
 
 
@@ -205,30 +224,69 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
     serialiser = build_serialiser(sequence, data.input_shape, **sequence_params)
     seed_everything(c.seed)  # the initial weights too: same seed, same run
     body = build_model(c.model, serialiser.D, data.nb_classes, **model_params)
-    clf = SSMClassifier(body, input_shape=data.input_shape, nb_classes=data.nb_classes, sequence=sequence,
-                        sequence_params=serialiser.params, sample_rate=getattr(data, "sample_rate", None),
-                        clip_values=data.clip_values, device_type=device_type)
-    run_params = {"eps": eps, "seed": c.seed, "batch_size": c.batch_size, "eval_samples": eval_samples,
-                  "verbose": c.verbose}
+    clf = SSMClassifier(
+        body,
+        input_shape=data.input_shape,
+        nb_classes=data.nb_classes,
+        sequence=sequence,
+        sequence_params=serialiser.params,
+        sample_rate=getattr(data, "sample_rate", None),
+        clip_values=data.clip_values,
+        device_type=device_type,
+    )
+    run_params = {
+        "eps": eps,
+        "seed": c.seed,
+        "batch_size": c.batch_size,
+        "eval_samples": eval_samples,
+        "verbose": c.verbose,
+    }
     # a plugin's plain ART trainer gets the per-epoch evaluation and checkpoints (contracts.Defense)
     trainer = as_defense(get_defense(c.defense, clf, **run_params, **c.defense_params), c.defense, run_params)
     data_dir = None if c.data_dir is None else str(c.data_dir)
-    run_config = {"command": c.command, "model": c.model, "model_params": body.ssmdefense_config["params"],
-                  "dataset": c.dataset, "dataset_params": c.dataset_params, "data_dir": data_dir, "sequence": sequence,
-                  "sequence_params": clf.sequence_params, "sample_rate": clf.sample_rate, "defense": c.defense,
-                  "defense_params": c.defense_params, "eps": eps, "epochs": epochs, "seed": c.seed,
-                  "device": device_type, "threads": threads, "kernels": clf.kernels, "batch_size": c.batch_size,
-                  "eval_samples": eval_samples, "trainer": trainer.describe()}
+    run_config = {
+        "command": c.command,
+        "model": c.model,
+        "model_params": body.ssmdefense_config["params"],
+        "dataset": c.dataset,
+        "dataset_params": c.dataset_params,
+        "data_dir": data_dir,
+        "sequence": sequence,
+        "sequence_params": clf.sequence_params,
+        "sample_rate": clf.sample_rate,
+        "defense": c.defense,
+        "defense_params": c.defense_params,
+        "eps": eps,
+        "epochs": epochs,
+        "seed": c.seed,
+        "device": device_type,
+        "threads": threads,
+        "kernels": clf.kernels,
+        "batch_size": c.batch_size,
+        "eval_samples": eval_samples,
+        "trainer": trainer.describe(),
+    }
     x_train, x_test = clf.prepare_inputs(data.x_train), clf.prepare_inputs(data.x_test)
 
     with staged_directory(out, c.overwrite, keep_interrupted=True, reuse=resume_dir) as tmp:
         if resume_dir is None:
             (tmp / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
         start = time.perf_counter()
-        history = trainer.fit(x_train, data.y_train, validation_data=(x_test, data.y_test), nb_epochs=epochs,
-                              out_dir=tmp, resume=resume_dir is not None,
-                              checkpoint_extra={"dataset": c.dataset, "dataset_params": c.dataset_params,
-                                                "data_dir": data_dir, "eps": eps, "seed": c.seed})
+        history = trainer.fit(
+            x_train,
+            data.y_train,
+            validation_data=(x_test, data.y_test),
+            nb_epochs=epochs,
+            out_dir=tmp,
+            resume=resume_dir is not None,
+            checkpoint_extra={
+                "dataset": c.dataset,
+                "dataset_params": c.dataset_params,
+                "data_dir": data_dir,
+                "eps": eps,
+                "seed": c.seed,
+            },
+        )
         train_seconds = time.perf_counter() - start
         x_eval, y_eval = x_test, data.y_test
         if eval_samples is not None:
@@ -239,28 +297,64 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
             epoch = ckpt.checkpoint_meta["extra"]["epoch"]
             if epoch not in by_epoch:  # best and last are often the same epoch
                 if c.verbose:
-                    print(f"evaluating the {which} checkpoint (clean, FGSM, PGD-10 at eps={eps} and a curve)...",
-                          file=sys.stderr, flush=True)
-                by_epoch[epoch] = evaluate_robustness(ckpt, x_eval, y_eval, eps=eps, attacks=("fgsm", "pgd"),
-                                                      eps_list=[round(f * eps, 10) for f in DEFAULT_EPS_FACTORS],
-                                                      seed=c.seed)
+                    print(
+                        f"evaluating the {which} checkpoint (clean, FGSM, PGD-10 at eps={eps} and a curve)...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                by_epoch[epoch] = evaluate_robustness(
+                    ckpt,
+                    x_eval,
+                    y_eval,
+                    eps=eps,
+                    attacks=("fgsm", "pgd"),
+                    eps_list=[round(f * eps, 10) for f in DEFAULT_EPS_FACTORS],
+                    seed=c.seed,
+                )
             results[which] = {"epoch": epoch, **by_epoch[epoch]}
         report = RunReport(
-            best=results["best"], last=results["last"], gap=best_last_gap(results["best"], results["last"]),
-            config={"model": c.model, "dataset": c.dataset, "defense": c.defense, "eps": eps, "seed": c.seed,
-                    "epochs": epochs, "sequence": sequence, "model_params": run_config["model_params"],
-                    "sequence_params": clf.sequence_params, "dataset_params": c.dataset_params,
-                    "defense_params": c.defense_params, "kernels": clf.kernels},
-            timing={}, classes=list(data.classes) if getattr(data, "classes", None) else None, out=out)
+            best=results["best"],
+            last=results["last"],
+            gap=best_last_gap(results["best"], results["last"]),
+            config={
+                "model": c.model,
+                "dataset": c.dataset,
+                "defense": c.defense,
+                "eps": eps,
+                "seed": c.seed,
+                "epochs": epochs,
+                "sequence": sequence,
+                "model_params": run_config["model_params"],
+                "sequence_params": clf.sequence_params,
+                "dataset_params": c.dataset_params,
+                "defense_params": c.defense_params,
+                "kernels": clf.kernels,
+            },
+            timing={},
+            classes=list(data.classes) if getattr(data, "classes", None) else None,
+            out=out,
+        )
         if clf.is_audio:
-            report.budget = audio_budget(clf, data.x_test[:len(y_eval)], eps)
+            report.budget = audio_budget(clf, data.x_test[: len(y_eval)], eps)
             best = load_checkpoint(tmp / "best", device_type=device_type)
-            report.examples = write_audio_examples(tmp / "examples", best, data.x_test[:len(y_eval)], y_eval,
-                                                   eps=eps, seed=c.seed, classes=getattr(data, "classes", None))
-        report.timing = {"epoch_seconds": [r["epoch_seconds"] for r in history],
-                         "eval_seconds": [r.get("eval_seconds") for r in history],
-                         "train_seconds": train_seconds, "resumed": resume_dir is not None, **trainer.timing,
-                         "total_seconds": time.perf_counter() - start}
-        report.plots = write_report(tmp, report.to_dict(), f"ssmdefense {c.command}: {c.defense} on {c.model} / "
-                                                           f"{c.dataset}", history=history)
+            report.examples = write_audio_examples(
+                tmp / "examples",
+                best,
+                data.x_test[: len(y_eval)],
+                y_eval,
+                eps=eps,
+                seed=c.seed,
+                classes=getattr(data, "classes", None),
+            )
+        report.timing = {
+            "epoch_seconds": [r["epoch_seconds"] for r in history],
+            "eval_seconds": [r.get("eval_seconds") for r in history],
+            "train_seconds": train_seconds,
+            "resumed": resume_dir is not None,
+            **trainer.timing,
+            "total_seconds": time.perf_counter() - start,
+        }
+        report.plots = write_report(
+            tmp, report.to_dict(), f"ssmdefense {c.command}: {c.defense} on {c.model} / {c.dataset}", history=history
+        )
     return report

@@ -26,7 +26,9 @@ def to_indices(y: np.ndarray, nb_classes: int) -> np.ndarray:
     return y
 
 
-def as_training_data(x: ArrayLike, y: ArrayLike, input_shape: Sequence[int], nb_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def as_training_data(
+    x: ArrayLike, y: ArrayLike, input_shape: Sequence[int], nb_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(x as float32 (N, *input_shape), y as class indices (N,)), or an ``SSMDefenseError`` saying what
     does not fit."""
     x = np.asarray(x, dtype=np.float32)

@@ -2,10 +2,10 @@
 
 The built-ins (one plugin, ``ssmdefense.builtins``: a table of names, summaries and
 ``"module:attribute"`` factories, imported on first use) and third-party packages (entry-point group
-``ssmdefense``) register through the same hooks, once per process. Setting ``SSMDEFENSE_LOAD_PLUGINS`` to a comma-separated
-list of entry-point names loads only those third-party plugins (empty: none); built-ins always load.
-A plugin that fails to import is recorded in ``load_errors()`` (shown by ``ssmdefense plugins``) and
-the others keep working.
+``ssmdefense``) register through the same hooks, once per process. Setting
+``SSMDEFENSE_LOAD_PLUGINS`` to a comma-separated list of entry-point names loads only those
+third-party plugins (empty: none); built-ins always load. A plugin that fails to import is recorded
+in ``load_errors()`` (shown by ``ssmdefense plugins``) and the others keep working.
 """
 
 from __future__ import annotations
@@ -30,8 +30,13 @@ if TYPE_CHECKING:  # the CLI's type, only for annotations
 BUILTIN_PLUGIN = "ssmdefense.builtins"  # the table of every built-in; setup.cfg lists no built-ins
 ENTRY_POINT_GROUP = "ssmdefense"
 KINDS = ("models", "attacks", "defenses", "datasets", "sequences")
-_SINGULAR = {"models": "model", "attacks": "attack", "defenses": "defense", "datasets": "dataset",
-             "sequences": "sequence mode"}
+_SINGULAR = {
+    "models": "model",
+    "attacks": "attack",
+    "defenses": "defense",
+    "datasets": "dataset",
+    "sequences": "sequence mode",
+}
 
 _pm: pluggy.PluginManager | None = None
 _load_errors: list[dict] = []
@@ -88,9 +93,13 @@ class Registry:
         if isinstance(factory, LazyFactory):
             source = factory.source
         if not isinstance(name, str) or not name:
-            raise SSMDefenseError(f"plugin {source!r} registered a {_SINGULAR[self.kind]} with an invalid name {name!r}")
+            raise SSMDefenseError(
+                f"plugin {source!r} registered a {_SINGULAR[self.kind]} with an invalid name {name!r}"
+            )
         if not callable(factory):
-            raise SSMDefenseError(f"plugin {source!r} registered {_SINGULAR[self.kind]} {name!r} with a factory that is not callable")
+            raise SSMDefenseError(
+                f"plugin {source!r} registered {_SINGULAR[self.kind]} {name!r} with a factory that is not callable"
+            )
         if isinstance(factory, type):  # a class: its methods can be checked now (a function's product on build)
             contracts.check(factory, contracts.PROTOCOLS[self.kind], f"{_SINGULAR[self.kind]} {name!r}", source)
         if name in self._entries:
@@ -146,8 +155,10 @@ class Registry:
         if accepted is not None:
             unknown = sorted(set(params) - set(accepted))
             if unknown:
-                raise SSMDefenseError(f"{what} got unknown parameter(s) {', '.join(unknown)}; "
-                                      f"accepted: {', '.join(sorted(set(accepted))) or '(none)'}")
+                raise SSMDefenseError(
+                    f"{what} got unknown parameter(s) {', '.join(unknown)}; "
+                    f"accepted: {', '.join(sorted(set(accepted))) or '(none)'}"
+                )
         factory = entry.factory
         try:
             inspect.signature(factory).bind(*args, **params)
@@ -187,12 +198,16 @@ def get_plugin_manager() -> pluggy.PluginManager:
             try:
                 module = ep.load()
             except Exception as exc:  # a broken third-party plugin must not break the others
-                _load_errors.append({
-                    "name": ep.name, "value": ep.value, "distribution": dist_name,
-                    "version": getattr(dist, "version", None) if dist is not None else None,
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": traceback.format_exc(),
-                })
+                _load_errors.append(
+                    {
+                        "name": ep.name,
+                        "value": ep.value,
+                        "distribution": dist_name,
+                        "version": getattr(dist, "version", None) if dist is not None else None,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(),
+                    }
+                )
                 continue
             if pm.is_registered(module):  # declared twice (under two entry-point names)
                 continue
@@ -226,8 +241,10 @@ def registry(kind: str) -> Registry:
         hook = getattr(pm.hook, f"register_{kind}")
         # Call each implementation on its own so every entry knows which plugin added it.
         for impl in hook.get_hookimpls():  # registration order: built-ins first
+
             def register(name: str, factory: Callable, summary: str = "", _source: str = impl.plugin_name) -> None:
                 reg.add(name, factory, summary, _source)
+
             impl.function(register=register)
         _registries[kind] = reg
     return _registries[kind]
@@ -246,8 +263,16 @@ def plugin_info() -> list[dict]:
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         rows.append({"name": name, "hooks": hooks, **_plugin_sources.get(name, {}), "error": None})
     for err in _load_errors:
-        rows.append({"name": err["name"], "hooks": [], "distribution": err["distribution"],
-                     "version": err["version"], "builtin": False, "error": err["error"]})
+        rows.append(
+            {
+                "name": err["name"],
+                "hooks": [],
+                "distribution": err["distribution"],
+                "version": err["version"],
+                "builtin": False,
+                "error": err["error"],
+            }
+        )
     return rows
 
 

@@ -83,8 +83,9 @@ def use_threads(threads: int | None, audio: bool) -> int:
 
 
 @contextmanager
-def staged_directory(target: Path, overwrite: bool, keep_interrupted: bool = False,
-                     reuse: Path | None = None) -> Iterator[Path]:
+def staged_directory(
+    target: Path, overwrite: bool, keep_interrupted: bool = False, reuse: Path | None = None
+) -> Iterator[Path]:
     """Build a directory under a temporary name; move it to ``target`` only on success.
 
     On any error the temporary directory is removed: nothing half-written remains. With
@@ -123,5 +124,3 @@ def interrupted_run(target: Path) -> Path | None:
     target = Path(target)
     found = [p for p in target.parent.glob(f".{target.name}.partial-*") if (p / "state.json").is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-

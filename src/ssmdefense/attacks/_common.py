@@ -95,11 +95,14 @@ def check_waveform_estimator(attack: str, estimator) -> None:
     if len(shape) == 2 and shape[0] == 1:
         return
     if getattr(estimator, "is_audio", False):
-        raise ValueError(f"{attack} needs waveform input (1, T); the estimator takes {shape}: "
-                         f"attack_space=features perturbs spectrograms (log-mel features), not waveforms. "
-                         f"Use a classifier with the default attack_space (waveform)")
-    raise ValueError(f"{attack} needs waveform input (1, T) (audio, natural shape (N, 1, T)); "
-                     f"the estimator takes {shape}")
+        raise ValueError(
+            f"{attack} needs waveform input (1, T); the estimator takes {shape}: "
+            f"attack_space=features perturbs spectrograms (log-mel features), not waveforms. "
+            f"Use a classifier with the default attack_space (waveform)"
+        )
+    raise ValueError(
+        f"{attack} needs waveform input (1, T) (audio, natural shape (N, 1, T)); the estimator takes {shape}"
+    )
 
 
 def check_waveforms(attack: str, x: np.ndarray) -> tuple[np.ndarray, np.dtype]:
@@ -117,8 +120,10 @@ def resolve_sample_rate(attack: str, sample_rate, estimator) -> int:
     if sample_rate is None:
         sample_rate = getattr(estimator, "sample_rate", None)
         if sample_rate is None:
-            raise ValueError(f"{attack} needs the sample rate: pass sample_rate=... or use an estimator built "
-                             f"with sample_rate (sd.SSMClassifier(..., sample_rate=16000))")
+            raise ValueError(
+                f"{attack} needs the sample rate: pass sample_rate=... or use an estimator built "
+                f"with sample_rate (sd.SSMClassifier(..., sample_rate=16000))"
+            )
     return int(positive("sample_rate", sample_rate, integer=True, hint="samples per second", numpy=True))
 
 
@@ -183,8 +188,8 @@ class WaveformSearchAttack:
         starts = range(0, len(x), bs)
         with tqdm(total=len(starts) * len(candidates), desc=self.name, disable=not self.verbose) as bar:
             for start in starts:
-                xb = x[start:start + bs]  # (B 1 T)
-                yb = labels[start:start + bs]  # (B)
+                xb = x[start : start + bs]  # (B 1 T)
+                yb = labels[start : start + bs]  # (B)
                 # Already misclassified: the input itself is the answer (as in Foolbox).
                 active = np.flatnonzero(self.estimator.predict(xb, batch_size=bs).argmax(axis=1) == yb)  # (A)
                 xt = torch.from_numpy(xb).to(device)  # (B 1 T)

@@ -54,11 +54,25 @@ class PixelSpatialTransformation(SpatialTransformation):
 
     attack_params = SpatialTransformation.attack_params + ["batch_size"]
 
-    def __init__(self, classifier, max_translation: float = 3.0, num_translations: int = 5,
-                 max_rotation: float = 30.0, num_rotations: int = 5, batch_size: int = 128, verbose: bool = False):
+    def __init__(
+        self,
+        classifier,
+        max_translation: float = 3.0,
+        num_translations: int = 5,
+        max_rotation: float = 30.0,
+        num_rotations: int = 5,
+        batch_size: int = 128,
+        verbose: bool = False,
+    ):
         self.batch_size = batch_size  # before ART's __init__, which calls _check_params
-        super().__init__(classifier, max_translation=max_translation, num_translations=num_translations,
-                         max_rotation=max_rotation, num_rotations=num_rotations, verbose=verbose)
+        super().__init__(
+            classifier,
+            max_translation=max_translation,
+            num_translations=num_translations,
+            max_rotation=max_rotation,
+            num_rotations=num_rotations,
+            verbose=verbose,
+        )
 
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
         x = np.asarray(x)
@@ -99,12 +113,26 @@ class PixelSpatialTransformation(SpatialTransformation):
         boolean("verbose", self.verbose)
 
 
-def art_spatial(estimator, *, max_translation: float = 3.0, num_translations: int = 5, max_rotation: float = 30.0,
-                num_rotations: int = 5, eps: float | None = None, batch_size: int = 128,
-                verbose: bool = False) -> PixelSpatialTransformation:
+def art_spatial(
+    estimator,
+    *,
+    max_translation: float = 3.0,
+    num_translations: int = 5,
+    max_rotation: float = 30.0,
+    num_rotations: int = 5,
+    eps: float | None = None,
+    batch_size: int = 128,
+    verbose: bool = False,
+) -> PixelSpatialTransformation:
     """The ``art-spatial`` attack bound to ``estimator`` (see the module docstring)."""
     check_ignored_eps("art-spatial", eps)
     check_image_estimator("art-spatial", estimator)
-    return PixelSpatialTransformation(estimator, max_translation=max_translation, num_translations=num_translations,
-                                      max_rotation=max_rotation, num_rotations=num_rotations,
-                                      batch_size=batch_size, verbose=verbose)
+    return PixelSpatialTransformation(
+        estimator,
+        max_translation=max_translation,
+        num_translations=num_translations,
+        max_rotation=max_rotation,
+        num_rotations=num_rotations,
+        batch_size=batch_size,
+        verbose=verbose,
+    )

@@ -26,21 +26,49 @@ from ..validation import number
 from ._common import check_positive, parse_norm, within_budget
 
 
-def cw(estimator, *, eps: float = 0.1, norm: str = "inf", confidence: float = 0.0, learning_rate: float = 0.01,
-       max_iter: int = 10, binary_search_steps: int = 5, initial_const: float = 0.01, batch_size: int = 128,
-       verbose: bool = False):
+def cw(
+    estimator,
+    *,
+    eps: float = 0.1,
+    norm: str = "inf",
+    confidence: float = 0.0,
+    learning_rate: float = 0.01,
+    max_iter: int = 10,
+    binary_search_steps: int = 5,
+    initial_const: float = 0.01,
+    batch_size: int = 128,
+    verbose: bool = False,
+):
     from art.attacks.evasion import CarliniL2Method, CarliniLInfMethod
 
-    check_positive(eps=eps, learning_rate=learning_rate, max_iter=max_iter, initial_const=initial_const,
-                   binary_search_steps=binary_search_steps, batch_size=batch_size)
+    check_positive(
+        eps=eps,
+        learning_rate=learning_rate,
+        max_iter=max_iter,
+        initial_const=initial_const,
+        binary_search_steps=binary_search_steps,
+        batch_size=batch_size,
+    )
     number("confidence", confidence, 0.0)
     norm = parse_norm(norm)
     if norm == 2:
-        attack = CarliniL2Method(estimator, confidence=confidence, learning_rate=learning_rate,
-                                 binary_search_steps=int(binary_search_steps), max_iter=int(max_iter),
-                                 initial_const=initial_const,
-                                 batch_size=int(batch_size), verbose=verbose)
+        attack = CarliniL2Method(
+            estimator,
+            confidence=confidence,
+            learning_rate=learning_rate,
+            binary_search_steps=int(binary_search_steps),
+            max_iter=int(max_iter),
+            initial_const=initial_const,
+            batch_size=int(batch_size),
+            verbose=verbose,
+        )
     else:
-        attack = CarliniLInfMethod(estimator, confidence=confidence, learning_rate=learning_rate,
-                                   max_iter=int(max_iter), batch_size=int(batch_size), verbose=verbose)
+        attack = CarliniLInfMethod(
+            estimator,
+            confidence=confidence,
+            learning_rate=learning_rate,
+            max_iter=int(max_iter),
+            batch_size=int(batch_size),
+            verbose=verbose,
+        )
     return within_budget(attack, eps, norm)

@@ -21,10 +21,24 @@ Examples::
 from ._common import check_positive, parse_norm
 
 
-def fgsm(estimator, *, eps: float = 0.1, norm: str = "inf", targeted: bool = False,
-         random_start: bool = False, batch_size: int = 128):
+def fgsm(
+    estimator,
+    *,
+    eps: float = 0.1,
+    norm: str = "inf",
+    targeted: bool = False,
+    random_start: bool = False,
+    batch_size: int = 128,
+):
     from art.attacks.evasion import FastGradientMethod
 
     check_positive(eps=eps, batch_size=batch_size)
-    return FastGradientMethod(estimator, norm=parse_norm(norm), eps=eps, eps_step=eps, targeted=targeted,
-                              num_random_init=int(bool(random_start)), batch_size=int(batch_size))
+    return FastGradientMethod(
+        estimator,
+        norm=parse_norm(norm),
+        eps=eps,
+        eps_step=eps,
+        targeted=targeted,
+        num_random_init=int(bool(random_start)),
+        batch_size=int(batch_size),
+    )

@@ -67,8 +67,17 @@ class NoiseAttack(EvasionAttack):
     attack_params = EvasionAttack.attack_params + ["eps", "norm", "snr_db", "color", "seed", "batch_size", "verbose"]
     _estimator_requirements = (BaseEstimator,)
 
-    def __init__(self, estimator, eps: float = 0.1, norm: str = "inf", seed: int | None = None,
-                 batch_size: int = 128, verbose: bool = False, snr_db: float | None = None, color: str = "white"):
+    def __init__(
+        self,
+        estimator,
+        eps: float = 0.1,
+        norm: str = "inf",
+        seed: int | None = None,
+        batch_size: int = 128,
+        verbose: bool = False,
+        snr_db: float | None = None,
+        color: str = "white",
+    ):
         super().__init__(estimator=estimator)
         self.eps = eps
         self.norm = norm
@@ -92,13 +101,13 @@ class NoiseAttack(EvasionAttack):
         x_adv = np.empty(x.shape, dtype=dtype)
         starts = range(0, len(x), int(self.batch_size))
         for start in tqdm(starts, desc="noise", disable=not self.verbose):
-            xb = x[start:start + int(self.batch_size)].astype(dtype)  # (B ...)
+            xb = x[start : start + int(self.batch_size)].astype(dtype)  # (B ...)
             delta = self._sample(rng, len(xb), xb[0].size, norm).reshape(xb.shape)  # (B ...)
             xb = xb + delta.astype(dtype)
             if clip is not None:
                 # Clipping moves each value towards x (x itself is in range), so it stays in the ball.
                 xb = np.clip(xb, clip[0], clip[1])
-            x_adv[start:start + len(xb)] = xb
+            x_adv[start : start + len(xb)] = xb
         return x_adv
 
     def _background(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -116,20 +125,23 @@ class NoiseAttack(EvasionAttack):
         x_adv = np.empty_like(x)
         starts = range(0, len(x), int(self.batch_size))
         for start in tqdm(starts, desc="noise", disable=not self.verbose):
-            xb = x[start:start + int(self.batch_size)]  # (B 1 T)
+            xb = x[start : start + int(self.batch_size)]  # (B 1 T)
             if self.color == "dataset":
-                noise = background[start:start + len(xb)].astype(np.float64)  # (B 1 T)
+                noise = background[start : start + len(xb)].astype(np.float64)  # (B 1 T)
             else:
                 noise = self._colored(rng, len(xb), xb.shape[-1]).reshape(xb.shape)  # (B 1 T)
             # add_noise scales each row of noise to the SNR; float64 so that it is exact to ~1e-12 dB.
-            noisy = AF.add_noise(torch.from_numpy(xb.astype(np.float64)), torch.from_numpy(noise),
-                                 torch.full((len(xb), 1), float(self.snr_db), dtype=torch.float64)).numpy()
+            noisy = AF.add_noise(
+                torch.from_numpy(xb.astype(np.float64)),
+                torch.from_numpy(noise),
+                torch.full((len(xb), 1), float(self.snr_db), dtype=torch.float64),
+            ).numpy()
             # A silent background (or silent clip and background) gives 0 * inf: keep the clip as it is.
             bad = ~np.isfinite(noisy).all(axis=(1, 2))  # (B)
             noisy[bad] = xb[bad]
             if clip is not None:
                 noisy = np.clip(noisy, clip[0], clip[1])
-            x_adv[start:start + len(xb)] = noisy.astype(x.dtype)
+            x_adv[start : start + len(xb)] = noisy.astype(x.dtype)
         return x_adv
 
     def _colored(self, rng: np.random.Generator, n: int, T: int) -> np.ndarray:
@@ -162,15 +174,27 @@ class NoiseAttack(EvasionAttack):
         if self.color not in COLORS:
             raise ValueError(f"color must be one of {', '.join(COLORS)}; got {self.color!r}")
         if self.color != "white" and self.snr_db is None:
-            raise ValueError(f"color={self.color!r} needs snr_db (background noise at an SNR); the eps-ball "
-                             f"noise (snr_db=None) is uniform")
+            raise ValueError(
+                f"color={self.color!r} needs snr_db (background noise at an SNR); the eps-ball "
+                f"noise (snr_db=None) is uniform"
+            )
         check_count("batch_size", self.batch_size)
         integer("seed", self.seed, 0, optional=True, numpy=True)
         boolean("verbose", self.verbose)
 
 
-def noise(estimator, *, eps: float = 0.1, norm: str = "inf", snr_db: float | None = None, color: str = "white",
-          seed: int | None = None, batch_size: int = 128, verbose: bool = False) -> NoiseAttack:
+def noise(
+    estimator,
+    *,
+    eps: float = 0.1,
+    norm: str = "inf",
+    snr_db: float | None = None,
+    color: str = "white",
+    seed: int | None = None,
+    batch_size: int = 128,
+    verbose: bool = False,
+) -> NoiseAttack:
     """The ``noise`` attack bound to ``estimator`` (see the module docstring)."""
-    return NoiseAttack(estimator, eps=eps, norm=norm, seed=seed, batch_size=batch_size, verbose=verbose,
-                       snr_db=snr_db, color=color)
+    return NoiseAttack(
+        estimator, eps=eps, norm=norm, seed=seed, batch_size=batch_size, verbose=verbose, snr_db=snr_db, color=color
+    )

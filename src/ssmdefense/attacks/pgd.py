@@ -24,15 +24,32 @@ from ..validation import integer
 from ._common import check_positive, parse_norm
 
 
-def pgd(estimator, *, eps: float = 0.1, eps_step: float | None = None, max_iter: int = 10, norm: str = "inf",
-        num_random_init: int = 1, targeted: bool = False, batch_size: int = 128, verbose: bool = False):
+def pgd(
+    estimator,
+    *,
+    eps: float = 0.1,
+    eps_step: float | None = None,
+    max_iter: int = 10,
+    norm: str = "inf",
+    num_random_init: int = 1,
+    targeted: bool = False,
+    batch_size: int = 128,
+    verbose: bool = False,
+):
     from art.attacks.evasion import ProjectedGradientDescent
 
     check_positive(eps=eps, eps_step=eps_step, max_iter=max_iter, batch_size=batch_size, optional=("eps_step",))
     integer("num_random_init", num_random_init, 0)
     if eps_step is None:
         eps_step = 2.5 * eps / max_iter
-    return ProjectedGradientDescent(estimator, norm=parse_norm(norm), eps=eps, eps_step=eps_step,
-                                    max_iter=int(max_iter), targeted=targeted,
-                                    num_random_init=num_random_init, batch_size=int(batch_size),
-                                    verbose=verbose)
+    return ProjectedGradientDescent(
+        estimator,
+        norm=parse_norm(norm),
+        eps=eps,
+        eps_step=eps_step,
+        max_iter=int(max_iter),
+        targeted=targeted,
+        num_random_init=num_random_init,
+        batch_size=int(batch_size),
+        verbose=verbose,
+    )

@@ -95,13 +95,23 @@ def shift_pitch(x, n_steps: float, n_fft: int = 512):
     shape, T = x.shape, x.shape[-1]
     hop = n_fft // 4
     window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
-    spec = torch.stft(x.reshape(-1, T), n_fft=n_fft, hop_length=hop, win_length=n_fft, window=window,
-                      center=True, pad_mode="reflect", normalized=False, onesided=True,
-                      return_complex=True)  # (B F frames)
+    spec = torch.stft(
+        x.reshape(-1, T),
+        n_fft=n_fft,
+        hop_length=hop,
+        win_length=n_fft,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    )  # (B F frames)
     phase_advance = torch.linspace(0, math.pi * hop, spec.shape[-2], device=x.device, dtype=x.dtype)[..., None]  # (F 1)
     stretched = AF.phase_vocoder(spec, float(rate), phase_advance)  # (B F ~frames / r)
-    y = torch.istft(stretched, n_fft=n_fft, hop_length=hop, win_length=n_fft, window=window,
-                    length=int(round(T / float(rate))))  # (B ~T / r)
+    y = torch.istft(
+        stretched, n_fft=n_fft, hop_length=hop, win_length=n_fft, window=window, length=int(round(T / float(rate)))
+    )  # (B ~T / r)
     y = AF.resample(y, orig_freq=b, new_freq=a)  # (B ~T): back to the original duration, pitch times 1 / r
     y = y[..., :T] if y.shape[-1] >= T else torch.nn.functional.pad(y, (0, T - y.shape[-1]))  # (B T)
     return y.reshape(shape)
@@ -111,13 +121,26 @@ class PitchShiftAttack(WaveformSearchAttack, EvasionAttack):
     """Per example, the smallest transposition (within +-``max_semitones``) that fools the model."""
 
     attack_params = EvasionAttack.attack_params + [
-        "max_semitones", "num_steps", "sample_rate", "n_fft", "batch_size", "verbose",
+        "max_semitones",
+        "num_steps",
+        "sample_rate",
+        "n_fft",
+        "batch_size",
+        "verbose",
     ]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
     name = "pitch-shift"
 
-    def __init__(self, estimator, max_semitones: float = 2.0, num_steps: int = 9, sample_rate: int | None = None,
-                 n_fft: int | None = None, batch_size: int = 128, verbose: bool = False):
+    def __init__(
+        self,
+        estimator,
+        max_semitones: float = 2.0,
+        num_steps: int = 9,
+        sample_rate: int | None = None,
+        n_fft: int | None = None,
+        batch_size: int = 128,
+        verbose: bool = False,
+    ):
         super().__init__(estimator=estimator)
         self.max_semitones = max_semitones
         self.num_steps = num_steps
@@ -141,8 +164,10 @@ class PitchShiftAttack(WaveformSearchAttack, EvasionAttack):
     def candidates(self, length: int) -> list:
         n_fft = self._n_fft()
         if length < n_fft // 2 + 1:
-            raise ValueError(f"pitch-shift needs waveforms of at least n_fft // 2 + 1 = {n_fft // 2 + 1} samples "
-                             f"(n_fft={n_fft}); got T={length}: pass a smaller n_fft")
+            raise ValueError(
+                f"pitch-shift needs waveforms of at least n_fft // 2 + 1 = {n_fft // 2 + 1} samples "
+                f"(n_fft={n_fft}); got T={length}: pass a smaller n_fft"
+            )
         return [(s, lambda xb, s=s: shift_pitch(xb, s, n_fft)) for s in self.steps()]
 
     def _check_params(self) -> None:
@@ -159,11 +184,26 @@ class PitchShiftAttack(WaveformSearchAttack, EvasionAttack):
         boolean("verbose", self.verbose)
 
 
-def pitch_shift(estimator, *, max_semitones: float = 2.0, num_steps: int = 9, sample_rate: int | None = None,
-                n_fft: int | None = None, eps: float | None = None, batch_size: int = 128,
-                verbose: bool = False) -> PitchShiftAttack:
+def pitch_shift(
+    estimator,
+    *,
+    max_semitones: float = 2.0,
+    num_steps: int = 9,
+    sample_rate: int | None = None,
+    n_fft: int | None = None,
+    eps: float | None = None,
+    batch_size: int = 128,
+    verbose: bool = False,
+) -> PitchShiftAttack:
     """The ``pitch-shift`` attack bound to ``estimator`` (see the module docstring)."""
     check_ignored_eps("pitch-shift", eps)
     check_waveform_estimator("pitch-shift", estimator)
-    return PitchShiftAttack(estimator, max_semitones=max_semitones, num_steps=num_steps, sample_rate=sample_rate,
-                            n_fft=n_fft, batch_size=batch_size, verbose=verbose)
+    return PitchShiftAttack(
+        estimator,
+        max_semitones=max_semitones,
+        num_steps=num_steps,
+        sample_rate=sample_rate,
+        n_fft=n_fft,
+        batch_size=batch_size,
+        verbose=verbose,
+    )

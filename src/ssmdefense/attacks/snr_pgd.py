@@ -78,12 +78,27 @@ class SNRPGDAttack(EvasionAttack):
     """L2 PGD inside each example's ball ``||delta|| <= ||x|| * 10 ** (-snr_db / 20)``."""
 
     attack_params = EvasionAttack.attack_params + [
-        "snr_db", "max_iter", "rel_step", "num_random_init", "targeted", "batch_size", "verbose",
+        "snr_db",
+        "max_iter",
+        "rel_step",
+        "num_random_init",
+        "targeted",
+        "batch_size",
+        "verbose",
     ]
     _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
 
-    def __init__(self, estimator, snr_db: float = 30.0, max_iter: int = 10, rel_step: float | None = None,
-                 num_random_init: int = 1, targeted: bool = False, batch_size: int = 128, verbose: bool = False):
+    def __init__(
+        self,
+        estimator,
+        snr_db: float = 30.0,
+        max_iter: int = 10,
+        rel_step: float | None = None,
+        num_random_init: int = 1,
+        targeted: bool = False,
+        batch_size: int = 128,
+        verbose: bool = False,
+    ):
         super().__init__(estimator=estimator)
         self.snr_db = snr_db
         self.max_iter = max_iter
@@ -114,9 +129,9 @@ class SNRPGDAttack(EvasionAttack):
         starts = range(0, len(x), bs)
         with tqdm(total=len(starts) * restarts, desc="snr-pgd", disable=not self.verbose) as bar:
             for start in starts:
-                xb = torch.from_numpy(x[start:start + bs]).to(device)  # (B 1 T)
-                yb = labels[start:start + bs]  # (B)
-                r = torch.from_numpy(radius[start:start + bs]).to(device, xb.dtype).view(-1, 1, 1)  # (B 1 1)
+                xb = torch.from_numpy(x[start : start + bs]).to(device)  # (B 1 T)
+                yb = labels[start : start + bs]  # (B)
+                r = torch.from_numpy(radius[start : start + bs]).to(device, xb.dtype).view(-1, 1, 1)  # (B 1 1)
                 best, best_score = None, None
                 for _ in range(restarts):
                     xa = self._pgd(xb, yb, r, rel_step, gen)  # (B 1 T)
@@ -130,10 +145,11 @@ class SNRPGDAttack(EvasionAttack):
                         best, best_score = xa_np, score
                         continue
                     better = (score[:, 0] > best_score[:, 0]) | (
-                        (score[:, 0] == best_score[:, 0]) & (score[:, 1] > best_score[:, 1]))  # (B)
+                        (score[:, 0] == best_score[:, 0]) & (score[:, 1] > best_score[:, 1])
+                    )  # (B)
                     best[better], best_score[better] = xa_np[better], score[better]
                 best = best.cpu().numpy() if isinstance(best, torch.Tensor) else best
-                x_adv[start:start + bs] = best
+                x_adv[start : start + bs] = best
         return self._enforce_budget(np.asarray(x_in), x_adv.astype(dtype, copy=False), radius)
 
     def _pgd(self, xb, yb: np.ndarray, r, rel_step: float, gen):
@@ -214,11 +230,28 @@ def _norm(t):
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
 
 
-def snr_pgd(estimator, *, snr_db: float = 30.0, max_iter: int = 10, rel_step: float | None = None,
-            num_random_init: int = 1, targeted: bool = False, eps: float | None = None, batch_size: int = 128,
-            verbose: bool = False) -> SNRPGDAttack:
+def snr_pgd(
+    estimator,
+    *,
+    snr_db: float = 30.0,
+    max_iter: int = 10,
+    rel_step: float | None = None,
+    num_random_init: int = 1,
+    targeted: bool = False,
+    eps: float | None = None,
+    batch_size: int = 128,
+    verbose: bool = False,
+) -> SNRPGDAttack:
     """The ``snr-pgd`` attack bound to ``estimator`` (see the module docstring)."""
     check_ignored_eps("snr-pgd", eps)
     check_waveform_estimator("snr-pgd", estimator)
-    return SNRPGDAttack(estimator, snr_db=snr_db, max_iter=max_iter, rel_step=rel_step,
-                        num_random_init=num_random_init, targeted=targeted, batch_size=batch_size, verbose=verbose)
+    return SNRPGDAttack(
+        estimator,
+        snr_db=snr_db,
+        max_iter=max_iter,
+        rel_step=rel_step,
+        num_random_init=num_random_init,
+        targeted=targeted,
+        batch_size=batch_size,
+        verbose=verbose,
+    )

@@ -58,14 +58,29 @@ class FoolboxSpatialAttack(EvasionAttack):
     """ART wrapper of ``foolbox.attacks.SpatialAttack`` on a PyTorch estimator."""
 
     attack_params = EvasionAttack.attack_params + [
-        "max_rotation", "max_translation", "num_rotations", "num_translations", "grid_search", "random_steps",
-        "batch_size", "verbose",
+        "max_rotation",
+        "max_translation",
+        "num_rotations",
+        "num_translations",
+        "grid_search",
+        "random_steps",
+        "batch_size",
+        "verbose",
     ]
     _estimator_requirements = (PyTorchClassifier,)
 
-    def __init__(self, estimator, max_rotation: float = 30.0, max_translation: float = 3.0, num_rotations: int = 5,
-                 num_translations: int = 5, grid_search: bool = True, random_steps: int = 100,
-                 batch_size: int = 128, verbose: bool = False):
+    def __init__(
+        self,
+        estimator,
+        max_rotation: float = 30.0,
+        max_translation: float = 3.0,
+        num_rotations: int = 5,
+        num_translations: int = 5,
+        grid_search: bool = True,
+        random_steps: int = 100,
+        batch_size: int = 128,
+        verbose: bool = False,
+    ):
         super().__init__(estimator=estimator)
         self.max_rotation = max_rotation
         self.max_translation = max_translation
@@ -91,9 +106,13 @@ class FoolboxSpatialAttack(EvasionAttack):
         was_training = model.training
         fmodel = fb.PyTorchModel(model.eval(), bounds=(lo, hi), device=self.estimator.device)
         attack = fb.attacks.SpatialAttack(
-            max_translation=self.max_translation, max_rotation=self.max_rotation,
-            num_translations=int(self.num_translations), num_rotations=int(self.num_rotations),
-            grid_search=self.grid_search, random_steps=int(self.random_steps))
+            max_translation=self.max_translation,
+            max_rotation=self.max_rotation,
+            num_translations=int(self.num_translations),
+            num_rotations=int(self.num_rotations),
+            grid_search=self.grid_search,
+            random_steps=int(self.random_steps),
+        )
         param = next(model.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32
         x_adv = np.empty_like(x)
@@ -125,15 +144,32 @@ class FoolboxSpatialAttack(EvasionAttack):
             boolean(name, getattr(self, name))
 
 
-def spatial(estimator, *, max_rotation: float = 30.0, max_translation: float = 3.0, num_rotations: int = 5,
-            num_translations: int = 5, grid_search: bool = True, random_steps: int = 100,
-            eps: float | None = None, batch_size: int = 128, verbose: bool = False) -> FoolboxSpatialAttack:
+def spatial(
+    estimator,
+    *,
+    max_rotation: float = 30.0,
+    max_translation: float = 3.0,
+    num_rotations: int = 5,
+    num_translations: int = 5,
+    grid_search: bool = True,
+    random_steps: int = 100,
+    eps: float | None = None,
+    batch_size: int = 128,
+    verbose: bool = False,
+) -> FoolboxSpatialAttack:
     """The ``spatial`` attack bound to ``estimator`` (see the module docstring)."""
     check_ignored_eps("spatial", eps)
     check_image_estimator("spatial", estimator)
     if not getattr(estimator, "channels_first", True):
         raise ValueError("spatial needs channels-first images (N, C, H, W); the estimator is channels-last")
-    return FoolboxSpatialAttack(estimator, max_rotation=max_rotation, max_translation=max_translation,
-                                num_rotations=num_rotations, num_translations=num_translations,
-                                grid_search=grid_search, random_steps=random_steps, batch_size=batch_size,
-                                verbose=verbose)
+    return FoolboxSpatialAttack(
+        estimator,
+        max_rotation=max_rotation,
+        max_translation=max_translation,
+        num_rotations=num_rotations,
+        num_translations=num_translations,
+        grid_search=grid_search,
+        random_steps=random_steps,
+        batch_size=batch_size,
+        verbose=verbose,
+    )

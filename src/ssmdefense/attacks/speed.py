@@ -83,8 +83,9 @@ class SpeedAttack(WaveformSearchAttack, EvasionAttack):
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
     name = "speed"
 
-    def __init__(self, estimator, max_change: float = 0.1, num_factors: int = 9, batch_size: int = 128,
-                 verbose: bool = False):
+    def __init__(
+        self, estimator, max_change: float = 0.1, num_factors: int = 9, batch_size: int = 128, verbose: bool = False
+    ):
         super().__init__(estimator=estimator)
         self.max_change = max_change
         self.num_factors = num_factors
@@ -109,10 +110,18 @@ class SpeedAttack(WaveformSearchAttack, EvasionAttack):
         boolean("verbose", self.verbose)
 
 
-def speed(estimator, *, max_change: float = 0.1, num_factors: int = 9, eps: float | None = None,
-          batch_size: int = 128, verbose: bool = False) -> SpeedAttack:
+def speed(
+    estimator,
+    *,
+    max_change: float = 0.1,
+    num_factors: int = 9,
+    eps: float | None = None,
+    batch_size: int = 128,
+    verbose: bool = False,
+) -> SpeedAttack:
     """The ``speed`` attack bound to ``estimator`` (see the module docstring)."""
     check_ignored_eps("speed", eps)
     check_waveform_estimator("speed", estimator)
-    return SpeedAttack(estimator, max_change=max_change, num_factors=num_factors, batch_size=batch_size,
-                       verbose=verbose)
+    return SpeedAttack(
+        estimator, max_change=max_change, num_factors=num_factors, batch_size=batch_size, verbose=verbose
+    )

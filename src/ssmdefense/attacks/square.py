@@ -23,12 +23,29 @@ Examples::
 from ._common import check_positive, parse_norm
 
 
-def square(estimator, *, eps: float = 0.1, norm: str = "inf", max_iter: int = 1000, p_init: float = 0.8,
-           nb_restarts: int = 1, batch_size: int = 128, verbose: bool = False):
+def square(
+    estimator,
+    *,
+    eps: float = 0.1,
+    norm: str = "inf",
+    max_iter: int = 1000,
+    p_init: float = 0.8,
+    nb_restarts: int = 1,
+    batch_size: int = 128,
+    verbose: bool = False,
+):
     from art.attacks.evasion import SquareAttack
 
     check_positive(eps=eps, max_iter=max_iter, p_init=p_init, nb_restarts=nb_restarts, batch_size=batch_size)
     if len(estimator.input_shape) != 3:
         raise ValueError(f"square needs image-shaped input (C, H, W); the estimator takes {estimator.input_shape}")
-    return SquareAttack(estimator, norm=parse_norm(norm), eps=eps, max_iter=int(max_iter), p_init=p_init,
-                        nb_restarts=int(nb_restarts), batch_size=int(batch_size), verbose=verbose)
+    return SquareAttack(
+        estimator,
+        norm=parse_norm(norm),
+        eps=eps,
+        max_iter=int(max_iter),
+        p_init=p_init,
+        nb_restarts=int(nb_restarts),
+        batch_size=int(batch_size),
+        verbose=verbose,
+    )

@@ -77,9 +77,9 @@ def shift_waveform(x, shift: int, mode: str = "circular"):
     s = max(-T, min(T, int(shift)))
     out = torch.zeros_like(x)  # (... T)
     if s >= 0:
-        out[..., s:] = x[..., :T - s]
+        out[..., s:] = x[..., : T - s]
     else:
-        out[..., :T + s] = x[..., -s:]
+        out[..., : T + s] = x[..., -s:]
     return out
 
 
@@ -87,13 +87,26 @@ class TimeShiftAttack(WaveformSearchAttack, EvasionAttack):
     """Per example, the smallest shift (on a grid of +-``max_shift_ms``) that fools the model."""
 
     attack_params = EvasionAttack.attack_params + [
-        "max_shift_ms", "num_shifts", "mode", "sample_rate", "batch_size", "verbose",
+        "max_shift_ms",
+        "num_shifts",
+        "mode",
+        "sample_rate",
+        "batch_size",
+        "verbose",
     ]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
     name = "time-shift"
 
-    def __init__(self, estimator, max_shift_ms: float = 100.0, num_shifts: int = 21, mode: str = "both",
-                 sample_rate: int | None = None, batch_size: int = 128, verbose: bool = False):
+    def __init__(
+        self,
+        estimator,
+        max_shift_ms: float = 100.0,
+        num_shifts: int = 21,
+        mode: str = "both",
+        sample_rate: int | None = None,
+        batch_size: int = 128,
+        verbose: bool = False,
+    ):
         super().__init__(estimator=estimator)
         self.max_shift_ms = max_shift_ms
         self.num_shifts = num_shifts
@@ -112,8 +125,9 @@ class TimeShiftAttack(WaveformSearchAttack, EvasionAttack):
 
     def candidates(self, length: int) -> list:
         modes = ("circular", "zero") if self.mode == "both" else (self.mode,)
-        return [((mode, s), lambda xb, s=s, mode=mode: shift_waveform(xb, s, mode))
-                for s in self.shifts() for mode in modes]
+        return [
+            ((mode, s), lambda xb, s=s, mode=mode: shift_waveform(xb, s, mode)) for s in self.shifts() for mode in modes
+        ]
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -126,11 +140,26 @@ class TimeShiftAttack(WaveformSearchAttack, EvasionAttack):
         boolean("verbose", self.verbose)
 
 
-def time_shift(estimator, *, max_shift_ms: float = 100.0, num_shifts: int = 21, mode: str = "both",
-               sample_rate: int | None = None, eps: float | None = None, batch_size: int = 128,
-               verbose: bool = False) -> TimeShiftAttack:
+def time_shift(
+    estimator,
+    *,
+    max_shift_ms: float = 100.0,
+    num_shifts: int = 21,
+    mode: str = "both",
+    sample_rate: int | None = None,
+    eps: float | None = None,
+    batch_size: int = 128,
+    verbose: bool = False,
+) -> TimeShiftAttack:
     """The ``time-shift`` attack bound to ``estimator`` (see the module docstring)."""
     check_ignored_eps("time-shift", eps)
     check_waveform_estimator("time-shift", estimator)
-    return TimeShiftAttack(estimator, max_shift_ms=max_shift_ms, num_shifts=num_shifts, mode=mode,
-                           sample_rate=sample_rate, batch_size=batch_size, verbose=verbose)
+    return TimeShiftAttack(
+        estimator,
+        max_shift_ms=max_shift_ms,
+        num_shifts=num_shifts,
+        mode=mode,
+        sample_rate=sample_rate,
+        batch_size=batch_size,
+        verbose=verbose,
+    )

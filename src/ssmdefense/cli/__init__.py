@@ -39,8 +39,13 @@ class RootGroup(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            rv = super().main(args=args, prog_name=prog_name or "ssmdefense", complete_var=complete_var,
-                              standalone_mode=False, **extra)
+            rv = super().main(
+                args=args,
+                prog_name=prog_name or "ssmdefense",
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
         except click.exceptions.Abort as exc:
             # click turns Ctrl-C into Abort; keep the shell's convention for an interrupt (128 + SIGINT)
             ctrl_c = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)

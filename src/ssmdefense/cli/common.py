@@ -38,9 +38,11 @@ def parse_float_list(text: str | None, option: str) -> list[float] | None:
     return values
 
 
-THREADS_HELP = ("Torch CPU threads. Default: 1 for images (these small models spend longer synchronising "
-                "threads than computing) and every core up to 4 for audio (the mel front end's FFTs over "
-                "thousands of samples parallelise: 1.65x faster on 2 cores).")
+THREADS_HELP = (
+    "Torch CPU threads. Default: 1 for images (these small models spend longer synchronising "
+    "threads than computing) and every core up to 4 for audio (the mel front end's FFTs over "
+    "thousands of samples parallelise: 1.65x faster on 2 cores)."
+)
 
 
 def echo_json(obj) -> None:

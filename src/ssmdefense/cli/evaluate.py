@@ -24,14 +24,28 @@ def _call(fn, config):
 
 
 common_options = [
-    click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-                 help="A run directory (its best checkpoint) or a checkpoint path like run/last."),
+    click.option(
+        "--checkpoint",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="A run directory (its best checkpoint) or a checkpoint path like run/last.",
+    ),
     click.option("--dataset", default=None, help="Dataset to use (default: the one recorded in the checkpoint)."),
     click.option("--samples", type=click.IntRange(min=1), default=None, help="Use the first N test samples."),
-    click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                 help="Folder of a real dataset (default: the one the run used)."),
-    click.option("-D", "--dataset-param", "dataset_params", multiple=True, metavar="KEY=VALUE",
-                 help="Dataset parameter (default: the run's), e.g. -D test_fold=3 (repeatable)."),
+    click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Folder of a real dataset (default: the one the run used).",
+    ),
+    click.option(
+        "-D",
+        "--dataset-param",
+        "dataset_params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Dataset parameter (default: the run's), e.g. -D test_fold=3 (repeatable).",
+    ),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
     click.option("--threads", type=click.IntRange(min=1), default=None, help=THREADS_HELP),
     click.option("--seed", type=int, default=0, show_default=True),
@@ -48,55 +62,145 @@ def with_common(fn):
 @cli.command()
 @with_common
 @click.option("--attack", "attack_name", required=True, help="Registered attack name (see `ssmdefense attacks`).")
-@click.option("--eps", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Attack budget (default: the run's eps, else the attack's default).")
+@click.option(
+    "--eps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Attack budget (default: the run's eps, else the attack's default).",
+)
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Attack parameter (repeatable).")
-@click.option("--save-examples", type=click.Path(path_type=Path), default=None,
-              help="Write x, x_adv, y and predictions to this .npz file.")
-def attack(checkpoint, dataset, samples, data_dir, dataset_params, device, threads, seed, as_json, attack_name, eps,
-           params, save_examples):
+@click.option(
+    "--save-examples",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write x, x_adv, y and predictions to this .npz file.",
+)
+def attack(
+    checkpoint,
+    dataset,
+    samples,
+    data_dir,
+    dataset_params,
+    device,
+    threads,
+    seed,
+    as_json,
+    attack_name,
+    eps,
+    params,
+    save_examples,
+):
     """Run one attack on a checkpoint's test data; report clean and adversarial accuracy (and, for audio,
     the SNR of the perturbations)."""
     from ..experiment import AttackConfig, attack_checkpoint  # here, not at the top: --help stays fast
 
-    config = AttackConfig(checkpoint=checkpoint, attack=attack_name, eps=eps, params=parse_params(params, "-p"),
-                          samples=samples, dataset=dataset, data_dir=data_dir,
-                          dataset_params=parse_params(dataset_params, "-D"), seed=seed, device=device,
-                          threads=threads, save_examples=save_examples)
+    config = AttackConfig(
+        checkpoint=checkpoint,
+        attack=attack_name,
+        eps=eps,
+        params=parse_params(params, "-p"),
+        samples=samples,
+        dataset=dataset,
+        data_dir=data_dir,
+        dataset_params=parse_params(dataset_params, "-D"),
+        seed=seed,
+        device=device,
+        threads=threads,
+        save_examples=save_examples,
+    )
     result = _call(attack_checkpoint, config).to_dict()
     if as_json:
         echo_json(result)
     else:
-        snr = "" if result.get("min_snr_db") is None else \
-            f", SNR min {result['min_snr_db']:.1f} dB mean {result['mean_snr_db']:.1f} dB"
-        click.echo(f"{attack_name} on {result['samples']} {result['dataset']} test samples ({result['checkpoint']}): "
-                   f"clean {result['clean_accuracy']:.3f} -> adversarial {result['adversarial_accuracy']:.3f} "
-                   f"(max L-inf {result['max_linf']:.4f}, mean L2 {result['mean_l2']:.4f}{snr})")
+        snr = (
+            ""
+            if result.get("min_snr_db") is None
+            else f", SNR min {result['min_snr_db']:.1f} dB mean {result['mean_snr_db']:.1f} dB"
+        )
+        click.echo(
+            f"{attack_name} on {result['samples']} {result['dataset']} test samples ({result['checkpoint']}): "
+            f"clean {result['clean_accuracy']:.3f} -> adversarial {result['adversarial_accuracy']:.3f} "
+            f"(max L-inf {result['max_linf']:.4f}, mean L2 {result['mean_l2']:.4f}{snr})"
+        )
 
 
 @cli.command()
 @with_common
-@click.option("--attacks", "attack_list", default="fgsm,pgd", show_default=True,
-              help="Comma-separated attack names (pgd runs 10 steps: pgd-10).")
-@click.option("--eps", "eps_text", default=None,
-              help="Comma-separated eps values; the first is the headline eps "
-                   "(default: the run's eps, then 0.5x, 1.5x, 2x of it).")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Where to write report.json/report.md/plots (default: <run>/evaluation).")
-@click.option("-p", "--param", "params", multiple=True, metavar="ATTACK.KEY=VALUE",
-              help="Attack parameter, e.g. -p autoattack.max_iter=20 -p pgd.max_iter=20 (repeatable).")
-@click.option("--checks/--no-checks", default=True, show_default=True,
-              help="Run the gradient-masking sanity checks (docs/evaluation.md); they cost about 25 PGD-10 runs.")
-@click.option("--analysis", multiple=True, type=click.Choice(["components"]),
-              help="Extra analyses: 'components' measures how each block component changes the gap between "
-                   "clean and PGD hidden states (AdS paper), on train and test data.")
-@click.option("--analysis-samples", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Train and test samples used by --analysis.")
-@click.option("--snr", "snr_text", default="40,30,20", show_default=True,
-              help="Audio runs: SNRs (dB) of the snr-pgd accuracy curve; the time-shift and speed attacks run "
-                   "too ('none' skips all three).")
-def evaluate(checkpoint, dataset, samples, data_dir, dataset_params, device, threads, seed, as_json, attack_list,
-             eps_text, out, params, checks, analysis, analysis_samples, snr_text):
+@click.option(
+    "--attacks",
+    "attack_list",
+    default="fgsm,pgd",
+    show_default=True,
+    help="Comma-separated attack names (pgd runs 10 steps: pgd-10).",
+)
+@click.option(
+    "--eps",
+    "eps_text",
+    default=None,
+    help="Comma-separated eps values; the first is the headline eps "
+    "(default: the run's eps, then 0.5x, 1.5x, 2x of it).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write report.json/report.md/plots (default: <run>/evaluation).",
+)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="ATTACK.KEY=VALUE",
+    help="Attack parameter, e.g. -p autoattack.max_iter=20 -p pgd.max_iter=20 (repeatable).",
+)
+@click.option(
+    "--checks/--no-checks",
+    default=True,
+    show_default=True,
+    help="Run the gradient-masking sanity checks (docs/evaluation.md); they cost about 25 PGD-10 runs.",
+)
+@click.option(
+    "--analysis",
+    multiple=True,
+    type=click.Choice(["components"]),
+    help="Extra analyses: 'components' measures how each block component changes the gap between "
+    "clean and PGD hidden states (AdS paper), on train and test data.",
+)
+@click.option(
+    "--analysis-samples",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Train and test samples used by --analysis.",
+)
+@click.option(
+    "--snr",
+    "snr_text",
+    default="40,30,20",
+    show_default=True,
+    help="Audio runs: SNRs (dB) of the snr-pgd accuracy curve; the time-shift and speed attacks run "
+    "too ('none' skips all three).",
+)
+def evaluate(
+    checkpoint,
+    dataset,
+    samples,
+    data_dir,
+    dataset_params,
+    device,
+    threads,
+    seed,
+    as_json,
+    attack_list,
+    eps_text,
+    out,
+    params,
+    checks,
+    analysis,
+    analysis_samples,
+    snr_text,
+):
     """Clean, per-attack, per-class and per-eps accuracy with gradient-masking checks; best and last side by side."""
     from ..evaluate_api import AUDIO_ATTACKS  # here, not at the top: --help stays fast
     from ..experiment import EvaluateConfig, evaluate_checkpoints
@@ -104,12 +208,24 @@ def evaluate(checkpoint, dataset, samples, data_dir, dataset_params, device, thr
     attacks = [a.strip() for a in attack_list.split(",") if a.strip()]
     if not attacks:
         raise click.BadParameter("give at least one attack", param_hint="--attacks")
-    config = EvaluateConfig(checkpoint=checkpoint, attacks=attacks, eps=parse_float_list(eps_text, "--eps"),
-                            samples=samples, attack_params=_attack_params(params, [*attacks, *AUDIO_ATTACKS]),
-                            checks=checks, analysis=list(analysis), analysis_samples=analysis_samples,
-                            snr_db=[] if snr_text.strip().lower() == "none" else parse_float_list(snr_text, "--snr"),
-                            dataset=dataset, data_dir=data_dir, dataset_params=parse_params(dataset_params, "-D"),
-                            seed=seed, device=device, threads=threads, out=out)
+    config = EvaluateConfig(
+        checkpoint=checkpoint,
+        attacks=attacks,
+        eps=parse_float_list(eps_text, "--eps"),
+        samples=samples,
+        attack_params=_attack_params(params, [*attacks, *AUDIO_ATTACKS]),
+        checks=checks,
+        analysis=list(analysis),
+        analysis_samples=analysis_samples,
+        snr_db=[] if snr_text.strip().lower() == "none" else parse_float_list(snr_text, "--snr"),
+        dataset=dataset,
+        data_dir=data_dir,
+        dataset_params=parse_params(dataset_params, "-D"),
+        seed=seed,
+        device=device,
+        threads=threads,
+        out=out,
+    )
     report = _call(evaluate_checkpoints, config)
     if as_json:
         echo_json({k: v for k, v in report.to_dict().items() if k != "plots"})  # the measurements, as before
@@ -119,19 +235,25 @@ def evaluate(checkpoint, dataset, samples, data_dir, dataset_params, device, thr
     click.echo(f"eps={report.config['eps']} on {report.config['samples']} {report.config['dataset']} test samples")
     click.echo("checkpoint  epoch  clean  " + "  ".join(keys))
     for which, r in results.items():
-        click.echo(f"{which:<10}  {r['epoch']!s:>5}  {r['clean_accuracy']:.3f}  "
-                   + "  ".join(f"{r['robust_accuracy'][k]:.3f}" for k in keys))
+        click.echo(
+            f"{which:<10}  {r['epoch']!s:>5}  {r['clean_accuracy']:.3f}  "
+            + "  ".join(f"{r['robust_accuracy'][k]:.3f}" for k in keys)
+        )
     for which, r in results.items():
         if r.get("audio"):
             a = r["audio"]
-            click.echo(f"{which:<10}  "
-                       + "  ".join(f"snr-pgd {p['snr_db']:g} dB {p['accuracy']:.3f}" for p in a["snr_curve"])
-                       + "".join(f"  {k} {v['accuracy']:.3f}" for k, v in a["search"].items()))
+            click.echo(
+                f"{which:<10}  "
+                + "  ".join(f"snr-pgd {p['snr_db']:g} dB {p['accuracy']:.3f}" for p in a["snr_curve"])
+                + "".join(f"  {k} {v['accuracy']:.3f}" for k, v in a["search"].items())
+            )
     if checks:
         failed = {k: [c["name"] for c in r["sanity"]["checks"] if c["passed"] is False] for k, r in results.items()}
-        click.echo("GRADIENT MASKING SUSPECTED: " + "; ".join(f"{k} fails {', '.join(v)}" for k, v in failed.items()
-                                                              if v)
-                   if report.gradient_masking_suspected else "gradient-masking checks: all passed")
+        click.echo(
+            "GRADIENT MASKING SUSPECTED: " + "; ".join(f"{k} fails {', '.join(v)}" for k, v in failed.items() if v)
+            if report.gradient_masking_suspected
+            else "gradient-masking checks: all passed"
+        )
     click.echo(f"report: {report.out / 'report.md'}")
 
 
@@ -141,8 +263,8 @@ def _attack_params(items, attacks) -> dict:
     for item in items:
         name, dot, rest = item.partition(".")
         if not dot or name not in attacks:
-            raise click.BadParameter(f"expected ATTACK.KEY=VALUE with ATTACK one of {', '.join(attacks)}; "
-                                     f"got {item!r}", param_hint="-p")
+            raise click.BadParameter(
+                f"expected ATTACK.KEY=VALUE with ATTACK one of {', '.join(attacks)}; got {item!r}", param_hint="-p"
+            )
         out.setdefault(name, {}).update(parse_params([rest], "-p"))
     return out
-

@@ -29,8 +29,9 @@ def _registry_command(kind: str):
         if as_json:
             echo_json(rows)
         else:
-            _table(kind.capitalize(), ["name", "summary", "source"],
-                   [(r["name"], r["summary"], r["source"]) for r in rows])
+            _table(
+                kind.capitalize(), ["name", "summary", "source"], [(r["name"], r["summary"], r["source"]) for r in rows]
+            )
 
     command.__doc__ = f"List the registered {kind}."
     return cli.command(name=kind, help=f"List the registered {kind}.")(command)
@@ -42,13 +43,29 @@ for _kind in ("attacks", "defenses", "datasets", "sequences"):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--d-input", type=click.IntRange(min=1), default=28, show_default=True,
-              help="Features per step used to count parameters (28: mnist rows).")
-@click.option("--seq-len", type=click.IntRange(min=1), default=28, show_default=True,
-              help="Sequence length of the probe batch (models with lazily sized layers need it).")
+@click.option(
+    "--d-input",
+    type=click.IntRange(min=1),
+    default=28,
+    show_default=True,
+    help="Features per step used to count parameters (28: mnist rows).",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(min=1),
+    default=28,
+    show_default=True,
+    help="Sequence length of the probe batch (models with lazily sized layers need it).",
+)
 @click.option("--n-classes", type=click.IntRange(min=2), default=10, show_default=True)
-@click.option("-m", "--model-param", "model_params", multiple=True, metavar="KEY=VALUE",
-              help="Model parameter applied to every model that accepts it, e.g. -m d_model=128.")
+@click.option(
+    "-m",
+    "--model-param",
+    "model_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Model parameter applied to every model that accepts it, e.g. -m d_model=128.",
+)
 def models(as_json, d_input, seq_len, n_classes, model_params):
     """List the registered models with their parameter counts at the given sizes."""
     import torch
@@ -63,8 +80,14 @@ def models(as_json, d_input, seq_len, n_classes, model_params):
     for entry in reg.entries():
         accepted = reg.accepted_params(entry.name)
         own = params if accepted is None else {k: v for k, v in params.items() if k in accepted}
-        row = {"name": entry.name, "summary": entry.summary, "source": entry.source, "params": own,
-               "parameters": None, "error": None}
+        row = {
+            "name": entry.name,
+            "summary": entry.summary,
+            "source": entry.source,
+            "params": own,
+            "parameters": None,
+            "error": None,
+        }
         try:
             model = build_model(entry.name, d_input, n_classes, **own)
             with torch.no_grad():
@@ -76,10 +99,14 @@ def models(as_json, d_input, seq_len, n_classes, model_params):
     if as_json:
         echo_json(rows)
     else:
-        _table(f"Models (d_input={d_input}, L={seq_len}, {n_classes} classes)",
-               ["name", "parameters", "summary", "source"],
-               [(r["name"], r["parameters"] if r["error"] is None else r["error"], r["summary"], r["source"])
-                for r in rows])
+        _table(
+            f"Models (d_input={d_input}, L={seq_len}, {n_classes} classes)",
+            ["name", "parameters", "summary", "source"],
+            [
+                (r["name"], r["parameters"] if r["error"] is None else r["error"], r["summary"], r["source"])
+                for r in rows
+            ],
+        )
 
 
 @cli.command()
@@ -92,6 +119,8 @@ def plugins(as_json):
     if as_json:
         echo_json(rows)
         return
-    _table("Plugins", ["name", "distribution", "version", "hooks", "error"],
-           [(r["name"], r.get("distribution"), r.get("version"), ", ".join(r["hooks"]), r.get("error"))
-            for r in rows])
+    _table(
+        "Plugins",
+        ["name", "distribution", "version", "hooks", "error"],
+        [(r["name"], r.get("distribution"), r.get("version"), ", ".join(r["hooks"]), r.get("error")) for r in rows],
+    )

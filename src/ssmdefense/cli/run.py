@@ -20,37 +20,82 @@ def run_options(fn):
     options = [
         click.option("--model", default="s4d", show_default=True, help="Registered model name."),
         click.option("--dataset", default="mnist-5k", show_default=True, help="Registered dataset name."),
-        click.option("--epochs", type=click.IntRange(min=1), default=None,
-                     help="Training epochs (default: 10, or the dataset's, e.g. 8 for spoken-digits)."),
-        click.option("--eps", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="L-inf budget for training attacks and the PGD-10/FGSM evaluation "
-                          "(default: the dataset's, e.g. 0.1 for images; audio states it also as SNR in dB)."),
+        click.option(
+            "--epochs",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Training epochs (default: 10, or the dataset's, e.g. 8 for spoken-digits).",
+        ),
+        click.option(
+            "--eps",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="L-inf budget for training attacks and the PGD-10/FGSM evaluation "
+            "(default: the dataset's, e.g. 0.1 for images; audio states it also as SNR in dB).",
+        ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, same run."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--threads", type=click.IntRange(min=1), default=None, help=THREADS_HELP),
-        click.option("--out", type=click.Path(path_type=Path), default=None,
-                     help="Run directory (default: runs/<defense>-<model>-<dataset>-<time>)."),
+        click.option(
+            "--out",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Run directory (default: runs/<defense>-<model>-<dataset>-<time>).",
+        ),
         click.option("--overwrite", is_flag=True, help="Replace --out if it exists."),
-        click.option("--sequence", default=None,
-                     help="How inputs become sequences: pixels|rows for images, mel|frames|samples for audio, "
-                          "or a plugin's (default: the dataset's; see `ssmdefense sequences`)."),
-        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                     help="Folder holding a real dataset in its official layout (passed as root=)."),
-        click.option("-D", "--dataset-param", "dataset_params", multiple=True, metavar="KEY=VALUE",
-                     help="Dataset parameter, e.g. -D subset=all -D test_fold=3 (repeatable)."),
+        click.option(
+            "--sequence",
+            default=None,
+            help="How inputs become sequences: pixels|rows for images, mel|frames|samples for audio, "
+            "or a plugin's (default: the dataset's; see `ssmdefense sequences`).",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Folder holding a real dataset in its official layout (passed as root=).",
+        ),
+        click.option(
+            "-D",
+            "--dataset-param",
+            "dataset_params",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Dataset parameter, e.g. -D subset=all -D test_fold=3 (repeatable).",
+        ),
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
-        click.option("--eval-samples", type=click.IntRange(min=1), default=None,
-                     help="Evaluate on the first N test samples (default: all, or the dataset's)."),
-        click.option("-m", "--model-param", "model_params", multiple=True, metavar="KEY=VALUE",
-                     help="Model parameter, e.g. -m d_model=128, or a setting of the sequence mode, e.g. "
-                          "-m n_mels=64 -m attack_space=features (repeatable)."),
-        click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-                     help="Defense parameter, e.g. -p act=tanh (repeatable)."),
+        click.option(
+            "--eval-samples",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Evaluate on the first N test samples (default: all, or the dataset's).",
+        ),
+        click.option(
+            "-m",
+            "--model-param",
+            "model_params",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Model parameter, e.g. -m d_model=128, or a setting of the sequence mode, e.g. "
+            "-m n_mels=64 -m attack_space=features (repeatable).",
+        ),
+        click.option(
+            "-p",
+            "--param",
+            "params",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Defense parameter, e.g. -p act=tanh (repeatable).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
-        click.option("--resume", type=click.Path(path_type=Path), default=None,
-                     help="Continue an interrupted run: give its --out directory. Its settings come from the "
-                          "run's config.json; the result equals an uninterrupted run."),
+        click.option(
+            "--resume",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Continue an interrupted run: give its --out directory. Its settings come from the "
+            "run's config.json; the result equals an uninterrupted run.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -58,13 +103,46 @@ def run_options(fn):
 
 
 # options a resumed run takes from its config.json (anything else may be given again)
-RESUMED = ("model", "dataset", "epochs", "eps", "seed", "sequence", "batch_size", "eval_samples", "model_params",
-           "params", "defense", "data_dir", "dataset_params")
+RESUMED = (
+    "model",
+    "dataset",
+    "epochs",
+    "eps",
+    "seed",
+    "sequence",
+    "batch_size",
+    "eval_samples",
+    "model_params",
+    "params",
+    "defense",
+    "data_dir",
+    "dataset_params",
+)
 
 
-def run_training(defense, model, dataset, epochs, eps, seed, device, threads, out, overwrite, sequence, batch_size,
-                 eval_samples, model_params, params, as_json, quiet, command, data_dir=None, dataset_params=(),
-                 resume=None):
+def run_training(
+    defense,
+    model,
+    dataset,
+    epochs,
+    eps,
+    seed,
+    device,
+    threads,
+    out,
+    overwrite,
+    sequence,
+    batch_size,
+    eval_samples,
+    model_params,
+    params,
+    as_json,
+    quiet,
+    command,
+    data_dir=None,
+    dataset_params=(),
+    resume=None,
+):
     """Parse the options into a ``RunConfig``, run it (``ssmdefense.experiment.run``), print the report."""
     from ..experiment import RunConfig, resume_config, run
 
@@ -73,26 +151,44 @@ def run_training(defense, model, dataset, epochs, eps, seed, device, threads, ou
         ctx = click.get_current_context()
         given = [k for k in RESUMED if k in ctx.params and ctx.get_parameter_source(k).name != "DEFAULT"]
         if given or out is not None:
-            raise click.BadParameter(f"--resume takes the run's settings from its config.json; drop "
-                                     f"{', '.join('--' + k.replace('_', '-') for k in given) or '--out'}",
-                                     param_hint="--resume")
+            raise click.BadParameter(
+                f"--resume takes the run's settings from its config.json; drop "
+                f"{', '.join('--' + k.replace('_', '-') for k in given) or '--out'}",
+                param_hint="--resume",
+            )
         config, partial = resume_config(resume, command)
         config.device, config.threads, config.verbose = device, threads, not quiet
     else:
-        config = RunConfig(defense=defense, model=model, dataset=dataset, epochs=epochs, eps=eps, seed=seed,
-                           device=device, threads=threads, out=out, overwrite=overwrite, sequence=sequence,
-                           batch_size=batch_size, eval_samples=eval_samples,
-                           model_params=parse_params(model_params, "-m"), defense_params=parse_params(params, "-p"),
-                           data_dir=data_dir, dataset_params=parse_params(dataset_params, "-D"), command=command,
-                           verbose=not quiet)
+        config = RunConfig(
+            defense=defense,
+            model=model,
+            dataset=dataset,
+            epochs=epochs,
+            eps=eps,
+            seed=seed,
+            device=device,
+            threads=threads,
+            out=out,
+            overwrite=overwrite,
+            sequence=sequence,
+            batch_size=batch_size,
+            eval_samples=eval_samples,
+            model_params=parse_params(model_params, "-m"),
+            defense_params=parse_params(params, "-p"),
+            data_dir=data_dir,
+            dataset_params=parse_params(dataset_params, "-D"),
+            command=command,
+            verbose=not quiet,
+        )
     try:
         report = run(config, resume_dir=partial)
     except (KeyboardInterrupt, SystemExit):
         kept = interrupted_run(config.out) if config.out is not None else None
         if kept is not None and (kept / "state.json").is_file():
             done = json.loads((kept / "state.json").read_text())["epoch"]
-            click.echo(f"interrupted after epoch {done}; continue with: ssmdefense {command} --resume {config.out}",
-                       err=True)
+            click.echo(
+                f"interrupted after epoch {done}; continue with: ssmdefense {command} --resume {config.out}", err=True
+            )
         raise
     if as_json:
         echo_json(report.to_dict())
@@ -111,15 +207,17 @@ def _print_summary(report, out):
         table.add_column(c)
     for which in ("best", "last"):
         r = report[which]
-        table.add_row(which, str(r["epoch"]), f"{r['clean_accuracy']:.3f}",
-                      *[f"{r['robust_accuracy'][k]:.3f}" for k in keys])
+        table.add_row(
+            which, str(r["epoch"]), f"{r['clean_accuracy']:.3f}", *[f"{r['robust_accuracy'][k]:.3f}" for k in keys]
+        )
     Console().print(table)
     click.echo(f"report: {out / 'report.md'}")
 
 
 @cli.command()
-@click.option("--defense", default=None, help="Registered defense name (see `ssmdefense defenses`); required "
-              "unless --resume.")
+@click.option(
+    "--defense", default=None, help="Registered defense name (see `ssmdefense defenses`); required unless --resume."
+)
 @run_options
 def defend(defense, **options):
     """Train with a defense and write a run directory with best/last checkpoints and a report.
@@ -128,8 +226,9 @@ def defend(defense, **options):
     `ssmdefense defend --defense ads` is AdS + PGD adversarial training.
     """
     if defense is None and options["resume"] is None:
-        raise click.BadParameter("give a defense, e.g. --defense ads (see `ssmdefense defenses`)",
-                                 param_hint="--defense")
+        raise click.BadParameter(
+            "give a defense, e.g. --defense ads (see `ssmdefense defenses`)", param_hint="--defense"
+        )
     run_training(defense=defense, command="defend", **options)
 
 

@@ -158,10 +158,10 @@ def fix_length(wave: np.ndarray, length: int, *, align: str = "start") -> np.nda
         return wave
     if n > length:
         start = 0 if align == "start" else (n - length) // 2
-        return wave[..., start:start + length]
+        return wave[..., start : start + length]
     before = 0 if align == "start" else (length - n) // 2
     out = np.zeros(wave.shape[:-1] + (length,), dtype=wave.dtype)
-    out[..., before:before + n] = wave
+    out[..., before : before + n] = wave
     return out
 
 
@@ -189,8 +189,12 @@ class ClipSet:
 
     def conversions(self) -> dict:
         return {
-            "resampled": self.resampled, "downmixed": self.downmixed, "padded": self.padded,
-            "cropped": self.cropped, "clipped": self.clipped, "decoder_fallback": self.decoder_fallback,
+            "resampled": self.resampled,
+            "downmixed": self.downmixed,
+            "padded": self.padded,
+            "cropped": self.cropped,
+            "clipped": self.clipped,
+            "decoder_fallback": self.decoder_fallback,
             "source_rates": dict(sorted(self.source_rates.items())),
             "source_channels": dict(sorted(self.channels.items())),
             "source_subtypes": dict(sorted(self.subtypes.items())),
@@ -274,7 +278,7 @@ def load_clips(paths, *, sample_rate: int, length: int, num_workers: int | None 
         try:
             out.x.resize((len(kept), 1, length), refcheck=False)  # shrink in place, no copy
         except ValueError:
-            out.x = out.x[:len(kept)].copy()
+            out.x = out.x[: len(kept)].copy()
     out.kept = np.asarray(kept, dtype=np.int64)
     return out
 
@@ -299,8 +303,7 @@ def _relative(path, root) -> str:
 
 def skipped_examples(skipped, root=None, limit: int = 100) -> list[dict]:
     """Up to ``limit`` skipped files as {"path", "reason", "detail"} (paths relative to ``root``)."""
-    return [{"path": _relative(p, root), "reason": r, **({"detail": d} if d else {})}
-            for p, r, d in skipped[:limit]]
+    return [{"path": _relative(p, root), "reason": r, **({"detail": d} if d else {})} for p, r, d in skipped[:limit]]
 
 
 def check_positive_int(name: str, value, dataset: str, *, allow_none: bool = False) -> int | None:

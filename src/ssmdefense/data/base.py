@@ -18,6 +18,7 @@ class Dataset:
     other settings the command line uses when they are not given (``epochs``, ``eval_samples``), so
     that the default command fits the dataset's cost.
     """
+
     DEFAULT_KEYS = ("epochs", "eval_samples")
 
     name: str
@@ -55,5 +56,7 @@ class Dataset:
 
     def __repr__(self) -> str:
         audio = f", sample_rate={self.sample_rate}" if self.is_audio else ""
-        return (f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
-                f"input_shape={self.input_shape}, nb_classes={self.nb_classes}{audio})")
+        return (
+            f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
+            f"input_shape={self.input_shape}, nb_classes={self.nb_classes}{audio})"
+        )

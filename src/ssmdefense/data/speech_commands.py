@@ -73,15 +73,51 @@ URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 LIST_FILES = {"testing": "testing_list.txt", "validation": "validation_list.txt"}
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-ALL_WORDS = sorted([
-    "backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four",
-    "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right",
-    "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero",
-])
+ALL_WORDS = sorted(
+    [
+        "backward",
+        "bed",
+        "bird",
+        "cat",
+        "dog",
+        "down",
+        "eight",
+        "five",
+        "follow",
+        "forward",
+        "four",
+        "go",
+        "happy",
+        "house",
+        "learn",
+        "left",
+        "marvin",
+        "nine",
+        "no",
+        "off",
+        "on",
+        "one",
+        "right",
+        "seven",
+        "sheila",
+        "six",
+        "stop",
+        "three",
+        "tree",
+        "two",
+        "up",
+        "visual",
+        "wow",
+        "yes",
+        "zero",
+    ]
+)
 SUBSETS = {"digits": DIGITS, "all": ALL_WORDS}
 
-LAYOUT = (f"<root>/{FOLDER}/{VERSION_FOLDER}/<word>/*.wav with testing_list.txt and "
-          f"validation_list.txt (root may also be {VERSION_FOLDER}/ itself)")
+LAYOUT = (
+    f"<root>/{FOLDER}/{VERSION_FOLDER}/<word>/*.wav with testing_list.txt and "
+    f"validation_list.txt (root may also be {VERSION_FOLDER}/ itself)"
+)
 
 
 def _is_dataset_dir(path: Path) -> bool:
@@ -112,8 +148,9 @@ def _missing_error(root: Path) -> SSMDefenseError:
             where = f"{root} holds {v1[0].name}, not {VERSION_FOLDER}"
         else:
             where = f"no Speech Commands v0.02 found in {root}"
-    return SSMDefenseError(f"{NAME}: {where}; expected {LAYOUT}; download it with -D download=true "
-                           f"(download=True in Python) or from {URL}")
+    return SSMDefenseError(
+        f"{NAME}: {where}; expected {LAYOUT}; download it with -D download=true (download=True in Python) or from {URL}"
+    )
 
 
 def _download(root: Path) -> None:
@@ -124,17 +161,21 @@ def _download(root: Path) -> None:
         torchaudio.datasets.SPEECHCOMMANDS(str(root), url=VERSION_FOLDER, download=True)
     except Exception as exc:  # URLError, checksum mismatch, broken archive, torchaudio missing
         cause = audio_io._one_line(f"{type(exc).__name__}: {exc}")
-        raise SSMDefenseError(f"{NAME}: downloading {URL} into {root / FOLDER / VERSION_FOLDER} failed "
-                              f"({cause}); check the network, or download and extract it by hand "
-                              f"so that {LAYOUT}") from None
+        raise SSMDefenseError(
+            f"{NAME}: downloading {URL} into {root / FOLDER / VERSION_FOLDER} failed "
+            f"({cause}); check the network, or download and extract it by hand "
+            f"so that {LAYOUT}"
+        ) from None
 
 
 def _read_list(base: Path, which: str) -> list[str]:
     path = base / LIST_FILES[which]
     if not path.is_file():
-        raise SSMDefenseError(f"{NAME}: {path} is missing; the official split needs both "
-                              f"{LIST_FILES['testing']} and {LIST_FILES['validation']} in {base} "
-                              f"(expected {LAYOUT})")
+        raise SSMDefenseError(
+            f"{NAME}: {path} is missing; the official split needs both "
+            f"{LIST_FILES['testing']} and {LIST_FILES['validation']} in {base} "
+            f"(expected {LAYOUT})"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -159,9 +200,16 @@ def _scan_word(folder: Path) -> list[str]:
         return sorted(e.name for e in it if e.name.lower().endswith(".wav") and e.is_file())
 
 
-def speech_commands(*, root=None, subset: str = "digits", test_list: str = "testing",
-                    max_per_class: int | None = None, sample_rate: int = SAMPLE_RATE,
-                    download: bool = False, num_workers: int | None = None) -> Dataset:
+def speech_commands(
+    *,
+    root=None,
+    subset: str = "digits",
+    test_list: str = "testing",
+    max_per_class: int | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    download: bool = False,
+    num_workers: int | None = None,
+) -> Dataset:
     """Speech Commands v0.02 from ``root`` (official layout and split; see the module docstring).
 
     ``subset``: "digits" (zero..nine) or "all" (35 words, alphabetical). ``test_list``: "testing"
@@ -172,8 +220,10 @@ def speech_commands(*, root=None, subset: str = "digits", test_list: str = "test
     ``num_workers``: decoding threads (None: up to 8).
     """
     if root is None:
-        raise SSMDefenseError(f"{NAME}: this dataset is read from disk; give its folder with "
-                              f"--data-dir DIR (root=DIR in Python), where {LAYOUT}")
+        raise SSMDefenseError(
+            f"{NAME}: this dataset is read from disk; give its folder with "
+            f"--data-dir DIR (root=DIR in Python), where {LAYOUT}"
+        )
     if subset not in SUBSETS:
         raise SSMDefenseError(f"{NAME}: unknown subset {subset!r}; valid: {', '.join(SUBSETS)}")
     if test_list not in LIST_FILES:
@@ -196,8 +246,10 @@ def speech_commands(*, root=None, subset: str = "digits", test_list: str = "test
     label_of = {w: i for i, w in enumerate(words)}
     missing = [w for w in words if not (base / w).is_dir()]
     if missing:
-        raise SSMDefenseError(f"{NAME}: {base} has no folder for {len(missing)} word(s) of subset "
-                              f"{subset!r}: {', '.join(missing)}; expected {LAYOUT}")
+        raise SSMDefenseError(
+            f"{NAME}: {base} has no folder for {len(missing)} word(s) of subset "
+            f"{subset!r}: {', '.join(missing)}; expected {LAYOUT}"
+        )
     files = {w: _scan_word(base / w) for w in words}
     present = {f"{w}/{name}" for w, names in files.items() for name in names}
 
@@ -234,19 +286,27 @@ def speech_commands(*, root=None, subset: str = "digits", test_list: str = "test
             by_class: dict[int, list] = {}
             for item in items:
                 by_class.setdefault(item[0], []).append(item)
-            splits[split] = sorted(it for group in by_class.values() for it in
-                                   sorted(group, key=lambda it: audio_io.stable_order_key(it[1]))[:max_per_class])
+            splits[split] = sorted(
+                it
+                for group in by_class.values()
+                for it in sorted(group, key=lambda it: audio_io.stable_order_key(it[1]))[:max_per_class]
+            )
 
     arrays, skipped, converted, total = {}, [], [], 0
     for split, items in splits.items():
         if not items:
-            raise SSMDefenseError(f"{NAME}: no clips for the {split} split in {base} (subset {subset!r}, "
-                                  f"test_list {test_list!r}); expected {LAYOUT}")
-        clips = audio_io.load_clips([base / rel for _, rel in items], sample_rate=sample_rate,
-                                    length=sample_rate, num_workers=num_workers)
+            raise SSMDefenseError(
+                f"{NAME}: no clips for the {split} split in {base} (subset {subset!r}, "
+                f"test_list {test_list!r}); expected {LAYOUT}"
+            )
+        clips = audio_io.load_clips(
+            [base / rel for _, rel in items], sample_rate=sample_rate, length=sample_rate, num_workers=num_workers
+        )
         if clips.x.shape[0] == 0:
-            raise SSMDefenseError(f"{NAME}: none of the {len(items)} {split} files in {base} could be "
-                                  f"decoded ({audio_io.describe_skips(clips.skipped, len(items), base)})")
+            raise SSMDefenseError(
+                f"{NAME}: none of the {len(items)} {split} files in {base} could be "
+                f"decoded ({audio_io.describe_skips(clips.skipped, len(items), base)})"
+            )
         y = np.asarray([items[i][0] for i in clips.kept], dtype=np.int64)
         arrays[split] = (clips.x, y)
         skipped += clips.skipped
@@ -263,21 +323,41 @@ def speech_commands(*, root=None, subset: str = "digits", test_list: str = "test
         "source": "Speech Commands v0.02 (Warden 2018), official split",
         "root": str(base),
         "counts": {"train": int(len(y_tr)), "test": int(len(y_te))},
-        "per_class": {"train": np.bincount(y_tr, minlength=len(words)).tolist(),
-                      "test": np.bincount(y_te, minlength=len(words)).tolist()},
+        "per_class": {
+            "train": np.bincount(y_tr, minlength=len(words)).tolist(),
+            "test": np.bincount(y_te, minlength=len(words)).tolist(),
+        },
         "left_out": {"list": LIST_FILES[held_out_name], "files": len(held_out)},
-        "skipped": {**Counter(r for _, r, _ in skipped),
-                    **{k: len(v) for k, v in list_problems.items() if v}},
+        "skipped": {**Counter(r for _, r, _ in skipped), **{k: len(v) for k, v in list_problems.items() if v}},
         "skipped_files": audio_io.skipped_examples(skipped, base),
         "skipped_list_entries": [e for v in list_problems.values() for e in v][:100],
         "converted": {**conv, "not_16k": odd_rate, "not_mono": multi},
-        "settings": {"subset": subset, "test_list": test_list, "max_per_class": max_per_class,
-                     "sample_rate": sample_rate, "length": sample_rate, "pad": "zeros at end",
-                     "crop": "keep start", "resampler": f"librosa {audio_io.RES_TYPE}",
-                     "downmix": "mean of channels"},
+        "settings": {
+            "subset": subset,
+            "test_list": test_list,
+            "max_per_class": max_per_class,
+            "sample_rate": sample_rate,
+            "length": sample_rate,
+            "pad": "zeros at end",
+            "crop": "keep start",
+            "resampler": f"librosa {audio_io.RES_TYPE}",
+            "downmix": "mean of channels",
+        },
     }
-    return Dataset(NAME, x_tr, y_tr, x_te, y_te, nb_classes=len(words), clip_values=(-1.0, 1.0),
-                   sequence="mel", info=info, sample_rate=sample_rate, eps=EPS, classes=list(words))
+    return Dataset(
+        NAME,
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        nb_classes=len(words),
+        clip_values=(-1.0, 1.0),
+        sequence="mel",
+        info=info,
+        sample_rate=sample_rate,
+        eps=EPS,
+        classes=list(words),
+    )
 
 
 def _merge_conversions(clipsets) -> dict:
@@ -300,15 +380,19 @@ def _warn(base, skipped, total, list_problems, odd_rate, multi) -> None:
     parts = []
     if skipped:
         parts.append(audio_io.describe_skips(skipped, total, base))
-    labels = {"missing_list_entries": "naming no existing file",
-              "unknown_word_list_entries": "naming an unknown word",
-              "malformed_list_entries": "not of the form <word>/<file>.wav"}
+    labels = {
+        "missing_list_entries": "naming no existing file",
+        "unknown_word_list_entries": "naming an unknown word",
+        "malformed_list_entries": "not of the form <word>/<file>.wav",
+    }
     for key, entries in list_problems.items():
         if entries:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             parts.append(f"skipped {len(entries)} list entries {labels[key]} ({shown})")
     if odd_rate or multi:
-        parts.append(f"converted files that are not 16 kHz mono: {odd_rate} resampled from another "
-                     f"rate, {multi} downmixed from several channels")
+        parts.append(
+            f"converted files that are not 16 kHz mono: {odd_rate} resampled from another "
+            f"rate, {multi} downmixed from several channels"
+        )
     if parts:
         log.warning("%s: %s (in %s)", NAME, "; ".join(parts), base)

@@ -91,12 +91,12 @@ WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 # accent (an eSpeak NG language in espeak-ng-data/lang/gmw) -> (4 train variants, 1 test variant);
 # variants are files in espeak-ng-data/voices/!v. Every variant is used by exactly one voice.
 VOICES = {
-    "en-us":          (("m1", "f1", "Alex", "klatt"), "f3"),
-    "en":             (("m2", "f2", "Andy", "edward"), "m3"),
+    "en-us": (("m1", "f1", "Alex", "klatt"), "f3"),
+    "en": (("m2", "f2", "Andy", "edward"), "m3"),
     "en-gb-scotland": (("m4", "f4", "Denis", "adam"), "Annie"),
-    "en-gb-x-rp":     (("m6", "f5", "Jacky", "Reed"), "david"),
-    "en-029":         (("m7", "Alicia", "Mario", "mike2"), "belinda"),
-    "en-us-nyc":      (("m8", "Andrea", "Michael", "zac"), "Gene"),
+    "en-gb-x-rp": (("m6", "f5", "Jacky", "Reed"), "david"),
+    "en-029": (("m7", "Alicia", "Mario", "mike2"), "belinda"),
+    "en-us-nyc": (("m8", "Andrea", "Michael", "zac"), "Gene"),
     "en-gb-x-gbclan": (("antonio", "anika", "robert", "grandma"), "quincy"),
     "en-gb-x-gbcwmd": (("travis", "linda", "paul", "grandpa"), "steph"),
 }
@@ -125,8 +125,19 @@ _PROTOTYPES = {  # name: (argtypes, restype)
     "espeak_SetSynthCallback": ([_SYNTH_CALLBACK], None),
     "espeak_SetVoiceByName": ([ctypes.c_char_p], ctypes.c_int),
     "espeak_SetParameter": ([ctypes.c_int, ctypes.c_int, ctypes.c_int], ctypes.c_int),
-    "espeak_Synth": ([ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                      ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p], ctypes.c_int),
+    "espeak_Synth": (
+        [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.c_void_p,
+        ],
+        ctypes.c_int,
+    ),
     "espeak_Synchronize": ([], ctypes.c_int),
     "espeak_Terminate": ([], ctypes.c_int),
     "espeak_ng_SetRandSeed": ([ctypes.c_long], ctypes.c_int),
@@ -235,14 +246,16 @@ class _ESpeak:
     def close(self) -> None:
         self.lib.espeak_Terminate()
         import _ctypes
+
         unload = getattr(_ctypes, "dlclose", None) or getattr(_ctypes, "FreeLibrary", None)
         if unload is not None:
             unload(self.lib._handle)
 
 
 def _check_variants(data: str, accents) -> None:
-    missing = [v for a in accents for v in (*VOICES[a][0], VOICES[a][1])
-               if not (Path(data) / "voices" / "!v" / v).is_file()]
+    missing = [
+        v for a in accents for v in (*VOICES[a][0], VOICES[a][1]) if not (Path(data) / "voices" / "!v" / v).is_file()
+    ]
     if missing:
         raise _fail(f"eSpeak NG data in {data} lacks the voice variant(s) {', '.join(missing)}")
 
@@ -253,9 +266,9 @@ def _place(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     offset = int(rng.integers(0, min(MAX_OFFSET, CLIP_SAMPLES - len(wave)) + 1))
     peak, snr_db = rng.uniform(*PEAK), rng.uniform(*SNR_DB)
     wave = wave * (peak / np.abs(wave).max())
-    noise_std = np.sqrt(np.mean(wave ** 2) / 10.0 ** (snr_db / 10.0))
+    noise_std = np.sqrt(np.mean(wave**2) / 10.0 ** (snr_db / 10.0))
     clip = rng.standard_normal(CLIP_SAMPLES) * noise_std  # (T)
-    clip[offset:offset + len(wave)] += wave
+    clip[offset : offset + len(wave)] += wave
     return np.clip(clip, -1.0, 1.0)
 
 
@@ -281,9 +294,10 @@ def _synthesise(accents, rates, pitches, seed: int) -> tuple[dict, dict]:
                         key = zlib.crc32(f"{voice}|{word}|{rate}|{pitch}".encode())
                         rng = np.random.default_rng([seed, key])
                         pitch_range = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
-                        raw = engine.say(word, rate, pitch, pitch_range, seed=int(rng.integers(2 ** 31)))  # (T)
-                        wave = librosa.resample(raw / 32768.0, orig_sr=engine.sample_rate, target_sr=SAMPLE_RATE,
-                                                res_type=RESAMPLER)  # (T)
+                        raw = engine.say(word, rate, pitch, pitch_range, seed=int(rng.integers(2**31)))  # (T)
+                        wave = librosa.resample(
+                            raw / 32768.0, orig_sr=engine.sample_rate, target_sr=SAMPLE_RATE, res_type=RESAMPLER
+                        )  # (T)
                         wave, _ = librosa.effects.trim(wave, top_db=TRIM_DB)  # (T')
                         if not np.abs(wave).max() > 0:
                             raise _fail(f"eSpeak NG voice {voice} produced silence for {word!r}")
@@ -301,11 +315,14 @@ def _synthesise(accents, rates, pitches, seed: int) -> tuple[dict, dict]:
         arrays[f"y_{name}"] = np.asarray(labels, dtype=np.int64)[order]  # (N)
         arrays[f"voice_{name}"] = np.asarray(voice_ix, dtype=np.int16)[order]  # (N)
     info = {
-        "train_voices": train_voices, "test_voices": test_voices,
+        "train_voices": train_voices,
+        "test_voices": test_voices,
         "voices_disjoint": not set(train_voices) & set(test_voices),
         "n_clips": len(split["train"][1]) + len(split["test"][1]),
-        "n_train": len(split["train"][1]), "n_test": len(split["test"][1]),
-        "source": f"eSpeak NG via espeakng-loader {loader_version}", "espeak_ng_version": version,
+        "n_train": len(split["train"][1]),
+        "n_test": len(split["test"][1]),
+        "source": f"eSpeak NG via espeakng-loader {loader_version}",
+        "espeak_ng_version": version,
         "longest_word_seconds": round(longest / SAMPLE_RATE, 3),  # above 1: some words were cropped
     }
     return arrays, info
@@ -318,21 +335,33 @@ def _settings(accents, rates, pitches, seed: int) -> dict:
     except importlib.metadata.PackageNotFoundError:
         loader_version = None  # a rebuild then says that it is missing
     return {
-        "format": FORMAT_VERSION, "espeakng_loader": loader_version, "seed": seed,
+        "format": FORMAT_VERSION,
+        "espeakng_loader": loader_version,
+        "seed": seed,
         "voices": {a: [list(VOICES[a][0]), VOICES[a][1]] for a in accents},
-        "words": list(WORDS), "rates": list(rates), "pitches": list(pitches), "pitch_range": list(PITCH_RANGE),
-        "snr_db": list(SNR_DB), "peak": list(PEAK), "max_offset": MAX_OFFSET, "trim_db": TRIM_DB,
-        "sample_rate": SAMPLE_RATE, "clip_samples": CLIP_SAMPLES, "resampler": RESAMPLER,
+        "words": list(WORDS),
+        "rates": list(rates),
+        "pitches": list(pitches),
+        "pitch_range": list(PITCH_RANGE),
+        "snr_db": list(SNR_DB),
+        "peak": list(PEAK),
+        "max_offset": MAX_OFFSET,
+        "trim_db": TRIM_DB,
+        "sample_rate": SAMPLE_RATE,
+        "clip_samples": CLIP_SAMPLES,
+        "resampler": RESAMPLER,
     }
 
 
 # ----------------------------------------------------------------------------------------- cache
+
 
 def cache_folder(cache_dir=None) -> Path:
     """Where the dataset is cached: ``<cache_dir or $SSMDEFENSE_CACHE_DIR or the user cache>/spoken-digits-v1``."""
     root = cache_dir or os.environ.get("SSMDEFENSE_CACHE_DIR")
     if not root:
         import platformdirs
+
         root = platformdirs.user_cache_dir("ssmdefense")
     return Path(root).expanduser() / CACHE_FOLDER
 
@@ -377,8 +406,13 @@ def _save(folder: Path, arrays: dict, settings: dict, info: dict) -> None:
             pass
     data_path = folder / DATA_FILE
     _atomic_write(data_path, lambda f: _write_npz(f, arrays))
-    manifest = {"format": FORMAT_VERSION, "settings": settings, "sha256": _sha256(data_path),
-                "data_file": DATA_FILE, "info": info}
+    manifest = {
+        "format": FORMAT_VERSION,
+        "settings": settings,
+        "sha256": _sha256(data_path),
+        "data_file": DATA_FILE,
+        "info": info,
+    }
     _atomic_write(folder / MANIFEST_FILE, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
 
 
@@ -423,14 +457,22 @@ def _load(folder: Path, settings: dict) -> tuple[dict, dict]:
 
 # --------------------------------------------------------------------------------------- dataset
 
+
 def _from_pcm(pcm: np.ndarray) -> np.ndarray:
     x = pcm.astype(np.float32)  # (N 1 T)
     x /= 32767.0
     return x
 
 
-def spoken_digits(*, cache_dir: str | os.PathLike | None = None, rebuild: bool = False, seed: int = 0,
-                  accents=None, rates=None, pitches=None) -> Dataset:
+def spoken_digits(
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    rebuild: bool = False,
+    seed: int = 0,
+    accents=None,
+    rates=None,
+    pitches=None,
+) -> Dataset:
     """The words "zero" ... "nine" by 40 eSpeak NG voices, 1,920 train / 480 test clips (disjoint voices).
 
     Built on first use (a few seconds) and cached; see the module docstring for the details.
@@ -469,8 +511,25 @@ def spoken_digits(*, cache_dir: str | os.PathLike | None = None, rebuild: bool =
                 _save(folder, arrays, settings, info)
             except OSError as exc:
                 log.warning("%s: could not write the cache in %s (%s); using the dataset uncached", NAME, folder, exc)
-    info = {**info, "cache": str(folder), "settings": settings,
-            "voice_train": arrays["voice_train"], "voice_test": arrays["voice_test"]}
-    return Dataset(NAME, _from_pcm(arrays["x_train"]), arrays["y_train"], _from_pcm(arrays["x_test"]), arrays["y_test"],
-                   nb_classes=len(WORDS), clip_values=(-1.0, 1.0), sequence="mel", info=info,
-                   sample_rate=SAMPLE_RATE, eps=DEFAULT_EPS, classes=list(WORDS), defaults=dict(RUN_DEFAULTS))
+    info = {
+        **info,
+        "cache": str(folder),
+        "settings": settings,
+        "voice_train": arrays["voice_train"],
+        "voice_test": arrays["voice_test"],
+    }
+    return Dataset(
+        NAME,
+        _from_pcm(arrays["x_train"]),
+        arrays["y_train"],
+        _from_pcm(arrays["x_test"]),
+        arrays["y_test"],
+        nb_classes=len(WORDS),
+        clip_values=(-1.0, 1.0),
+        sequence="mel",
+        info=info,
+        sample_rate=SAMPLE_RATE,
+        eps=DEFAULT_EPS,
+        classes=list(WORDS),
+        defaults=dict(RUN_DEFAULTS),
+    )

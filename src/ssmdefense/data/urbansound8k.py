@@ -68,12 +68,24 @@ EPS = 0.001  # default L-inf budget of `ssmdefense defend`: -60 dBFS, as for spo
 FOLDER = "UrbanSound8K"
 CSV_PATH = ("metadata", "UrbanSound8K.csv")
 FOLDS = range(1, 11)
-CLASSES = ["air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",
-           "engine_idling", "gun_shot", "jackhammer", "siren", "street_music"]
+CLASSES = [
+    "air_conditioner",
+    "car_horn",
+    "children_playing",
+    "dog_bark",
+    "drilling",
+    "engine_idling",
+    "gun_shot",
+    "jackhammer",
+    "siren",
+    "street_music",
+]
 REQUIRED_COLUMNS = ("slice_file_name", "fold", "classID", "class")
 URL = "https://urbansounddataset.weebly.com/urbansound8k.html"
-LAYOUT = (f"<root>/{FOLDER}/metadata/UrbanSound8K.csv and <root>/{FOLDER}/audio/fold1..fold10/*.wav "
-          f"(root may also be {FOLDER}/ itself)")
+LAYOUT = (
+    f"<root>/{FOLDER}/metadata/UrbanSound8K.csv and <root>/{FOLDER}/audio/fold1..fold10/*.wav "
+    f"(root may also be {FOLDER}/ itself)"
+)
 
 
 def find_dataset_dir(root) -> Path | None:
@@ -103,8 +115,9 @@ def _int_field(row, column, csv_path, line, valid: range) -> int:
     except ValueError:
         value = None
     if value is None or value not in valid:
-        raise SSMDefenseError(f"{NAME}: {csv_path} line {line}: {column} {raw!r} is not an integer in "
-                              f"{valid.start}..{valid.stop - 1}")
+        raise SSMDefenseError(
+            f"{NAME}: {csv_path} line {line}: {column} {raw!r} is not an integer in {valid.start}..{valid.stop - 1}"
+        )
     return value
 
 
@@ -118,28 +131,35 @@ def read_metadata(csv_path: Path) -> tuple[list[tuple[int, str, int]], int]:
             missing = [c for c in REQUIRED_COLUMNS if c not in reader.fieldnames]
             if missing:
                 found = ", ".join(reader.fieldnames) or "(no header)"
-                raise SSMDefenseError(f"{NAME}: {csv_path} has no column {', '.join(missing)}; expected "
-                                      f"the columns slice_file_name, fsID, start, end, salience, fold, "
-                                      f"classID, class (found: {found})")
+                raise SSMDefenseError(
+                    f"{NAME}: {csv_path} has no column {', '.join(missing)}; expected "
+                    f"the columns slice_file_name, fsID, start, end, salience, fold, "
+                    f"classID, class (found: {found})"
+                )
             rows, seen, duplicates = [], {}, 0
             for row in reader:
                 line = reader.line_num
                 name = (row.get("slice_file_name") or "").strip()
                 if not name or "/" in name or "\\" in name or name in (".", ".."):
-                    raise SSMDefenseError(f"{NAME}: {csv_path} line {line}: slice_file_name {name!r} is not "
-                                          f"a file name")
+                    raise SSMDefenseError(
+                        f"{NAME}: {csv_path} line {line}: slice_file_name {name!r} is not a file name"
+                    )
                 fold = _int_field(row, "fold", csv_path, line, FOLDS)
                 label = _int_field(row, "classID", csv_path, line, range(len(CLASSES)))
                 cls = (row.get("class") or "").strip()
                 if cls != CLASSES[label]:
-                    raise SSMDefenseError(f"{NAME}: {csv_path} line {line}: classID {label} with class "
-                                          f"{cls!r} contradicts the dataset's classes (classID {label} is "
-                                          f"{CLASSES[label]!r})")
+                    raise SSMDefenseError(
+                        f"{NAME}: {csv_path} line {line}: classID {label} with class "
+                        f"{cls!r} contradicts the dataset's classes (classID {label} is "
+                        f"{CLASSES[label]!r})"
+                    )
                 key = (fold, name)
                 if key in seen:
                     if seen[key] != label:
-                        raise SSMDefenseError(f"{NAME}: {csv_path} line {line}: fold{fold}/{name} is listed "
-                                              f"again with classID {label} (earlier: {seen[key]})")
+                        raise SSMDefenseError(
+                            f"{NAME}: {csv_path} line {line}: fold{fold}/{name} is listed "
+                            f"again with classID {label} (earlier: {seen[key]})"
+                        )
                     duplicates += 1
                     continue
                 seen[key] = label
@@ -160,8 +180,15 @@ def _scan_fold(folder: Path) -> set[str]:
         return {e.name for e in it if e.is_file()}
 
 
-def urbansound8k(*, root=None, test_fold: int = 10, sample_rate: int = 16000, duration: float = 4.0,
-                 max_per_class: int | None = None, num_workers: int | None = None) -> Dataset:
+def urbansound8k(
+    *,
+    root=None,
+    test_fold: int = 10,
+    sample_rate: int = 16000,
+    duration: float = 4.0,
+    max_per_class: int | None = None,
+    num_workers: int | None = None,
+) -> Dataset:
     """UrbanSound8K from ``root`` (official layout; see the module docstring).
 
     ``test_fold``: the fold (1..10) used as test set, the other nine train. ``sample_rate``: rate
@@ -171,8 +198,10 @@ def urbansound8k(*, root=None, test_fold: int = 10, sample_rate: int = 16000, du
     ``num_workers``: decoding threads (None: up to 8).
     """
     if root is None:
-        raise SSMDefenseError(f"{NAME}: this dataset is read from disk; give its folder with "
-                              f"--data-dir DIR (root=DIR in Python), where {LAYOUT}; get it from {URL}")
+        raise SSMDefenseError(
+            f"{NAME}: this dataset is read from disk; give its folder with "
+            f"--data-dir DIR (root=DIR in Python), where {LAYOUT}; get it from {URL}"
+        )
     if not is_number(test_fold, integer=True, numpy=True) or test_fold not in FOLDS:
         raise SSMDefenseError(f"{NAME}: test_fold must be one of 1..10; got {test_fold!r}")
     test_fold = int(test_fold)
@@ -196,33 +225,43 @@ def urbansound8k(*, root=None, test_fold: int = 10, sample_rate: int = 16000, du
 
     on_disk = {fold: _scan_fold(audio / f"fold{fold}") for fold in FOLDS}
     listed = {(fold, name) for fold, name, _ in rows}
-    unlisted = sum(1 for fold, names in on_disk.items() for n in names
-                   if n.lower().endswith(".wav") and (fold, n) not in listed)
+    unlisted = sum(
+        1 for fold, names in on_disk.items() for n in names if n.lower().endswith(".wav") and (fold, n) not in listed
+    )
     missing = [f"fold{fold}/{name}" for fold, name, _ in sorted(rows) if name not in on_disk[fold]]
     present = sorted(r for r in rows if r[1] in on_disk[r[0]])
 
-    splits = {"train": [r for r in present if r[0] != test_fold],
-              "test": [r for r in present if r[0] == test_fold]}
+    splits = {"train": [r for r in present if r[0] != test_fold], "test": [r for r in present if r[0] == test_fold]}
     if max_per_class is not None:
         for split, items in splits.items():
             by_class: dict[int, list] = {}
             for item in items:
                 by_class.setdefault(item[2], []).append(item)
-            splits[split] = sorted(it for group in by_class.values() for it in sorted(
-                group, key=lambda r: audio_io.stable_order_key(f"fold{r[0]}/{r[1]}"))[:max_per_class])
+            splits[split] = sorted(
+                it
+                for group in by_class.values()
+                for it in sorted(group, key=lambda r: audio_io.stable_order_key(f"fold{r[0]}/{r[1]}"))[:max_per_class]
+            )
 
     arrays, skipped, clipsets, total = {}, [], [], 0
     for split, items in splits.items():
         if not items:
             what = f"fold {test_fold}" if split == "test" else f"the folds other than {test_fold}"
             extra = f" ({len(missing)} CSV rows name files that do not exist)" if missing else ""
-            raise SSMDefenseError(f"{NAME}: no clips for the {split} split ({what}) in {base}{extra}; "
-                                  f"expected {LAYOUT}")
-        clips = audio_io.load_clips([audio / f"fold{fold}" / name for fold, name, _ in items],
-                                    sample_rate=sample_rate, length=length, num_workers=num_workers)
+            raise SSMDefenseError(
+                f"{NAME}: no clips for the {split} split ({what}) in {base}{extra}; expected {LAYOUT}"
+            )
+        clips = audio_io.load_clips(
+            [audio / f"fold{fold}" / name for fold, name, _ in items],
+            sample_rate=sample_rate,
+            length=length,
+            num_workers=num_workers,
+        )
         if clips.x.shape[0] == 0:
-            raise SSMDefenseError(f"{NAME}: none of the {len(items)} {split} files in {audio} could be "
-                                  f"decoded ({audio_io.describe_skips(clips.skipped, len(items), audio)})")
+            raise SSMDefenseError(
+                f"{NAME}: none of the {len(items)} {split} files in {audio} could be "
+                f"decoded ({audio_io.describe_skips(clips.skipped, len(items), audio)})"
+            )
         arrays[split] = (clips.x, np.asarray([items[i][2] for i in clips.kept], dtype=np.int64))
         skipped += clips.skipped
         clipsets.append(clips)
@@ -247,28 +286,57 @@ def urbansound8k(*, root=None, test_fold: int = 10, sample_rate: int = 16000, du
         parts.append(audio_io.describe_skips(skipped, total, audio))
     if parts:
         log.warning("%s: %s (in %s)", NAME, "; ".join(parts), base)
-    log.info("%s: converted to mono %d Hz, %d samples: %d resampled, %d downmixed, %d padded, %d cropped",
-             NAME, sample_rate, length, conv["resampled"], conv["downmixed"], conv["padded"], conv["cropped"])
+    log.info(
+        "%s: converted to mono %d Hz, %d samples: %d resampled, %d downmixed, %d padded, %d cropped",
+        NAME,
+        sample_rate,
+        length,
+        conv["resampled"],
+        conv["downmixed"],
+        conv["padded"],
+        conv["cropped"],
+    )
 
     (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
     info = {
         "source": "UrbanSound8K (Salamon, Jacoby and Bello 2014), predefined folds",
         "root": str(base),
         "counts": {"train": int(len(y_tr)), "test": int(len(y_te))},
-        "per_class": {"train": np.bincount(y_tr, minlength=len(CLASSES)).tolist(),
-                      "test": np.bincount(y_te, minlength=len(CLASSES)).tolist()},
+        "per_class": {
+            "train": np.bincount(y_tr, minlength=len(CLASSES)).tolist(),
+            "test": np.bincount(y_te, minlength=len(CLASSES)).tolist(),
+        },
         "folds": {"train": [f for f in FOLDS if f != test_fold], "test": [test_fold]},
-        "skipped": {**({"missing_file": len(missing)} if missing else {}),
-                    **Counter(r for _, r, _ in skipped)},
-        "skipped_files": ([{"path": m, "reason": "missing_file"} for m in missing[:100]]
-                          + audio_io.skipped_examples(skipped, audio))[:100],
+        "skipped": {**({"missing_file": len(missing)} if missing else {}), **Counter(r for _, r, _ in skipped)},
+        "skipped_files": (
+            [{"path": m, "reason": "missing_file"} for m in missing[:100]] + audio_io.skipped_examples(skipped, audio)
+        )[:100],
         "duplicate_csv_rows": duplicates,
         "unlisted_files": unlisted,
         "converted": conv,
-        "settings": {"test_fold": test_fold, "sample_rate": sample_rate, "duration": float(duration),
-                     "length": length, "max_per_class": max_per_class, "pad": "zeros at end",
-                     "crop": "keep start", "resampler": f"librosa {audio_io.RES_TYPE}",
-                     "downmix": "mean of channels"},
+        "settings": {
+            "test_fold": test_fold,
+            "sample_rate": sample_rate,
+            "duration": float(duration),
+            "length": length,
+            "max_per_class": max_per_class,
+            "pad": "zeros at end",
+            "crop": "keep start",
+            "resampler": f"librosa {audio_io.RES_TYPE}",
+            "downmix": "mean of channels",
+        },
     }
-    return Dataset(NAME, x_tr, y_tr, x_te, y_te, nb_classes=len(CLASSES), clip_values=(-1.0, 1.0),
-                   sequence="mel", info=info, sample_rate=sample_rate, eps=EPS, classes=list(CLASSES))
+    return Dataset(
+        NAME,
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        nb_classes=len(CLASSES),
+        clip_values=(-1.0, 1.0),
+        sequence="mel",
+        info=info,
+        sample_rate=sample_rate,
+        eps=EPS,
+        classes=list(CLASSES),
+    )

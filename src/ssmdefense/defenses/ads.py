@@ -36,8 +36,9 @@ class AdSTrainer(WithBase):
     def _check_params(self) -> None:
         super()._check_params()
         if not hasattr(getattr(self._classifier, "body", None), "enable_ads"):
-            raise SSMDefenseError("the ads defense needs a model built on ssmdefense's SequenceClassifier "
-                                  "(one with enable_ads)")
+            raise SSMDefenseError(
+                "the ads defense needs a model built on ssmdefense's SequenceClassifier (one with enable_ads)"
+            )
 
 
 def ads(classifier, *, base: str = "pgd-at", **params) -> AdSTrainer:

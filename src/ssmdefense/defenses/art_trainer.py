@@ -38,8 +38,18 @@ RUN_PARAMS = ("eps", "seed", "batch_size", "eval_samples", "verbose")
 class ARTTrainerDefense:
     """``contracts.Defense`` around the ART trainer ``trainer`` registered as defense ``name``."""
 
-    def __init__(self, trainer, name: str, *, eps: float = 0.1, seed: int = 0, batch_size: int = 64,
-                 eval_samples: int | None = None, verbose: bool = True, eval_max_iter: int = 10):
+    def __init__(
+        self,
+        trainer,
+        name: str,
+        *,
+        eps: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 64,
+        eval_samples: int | None = None,
+        verbose: bool = True,
+        eval_max_iter: int = 10,
+    ):
         self.trainer, self.name = trainer, name
         self.eps, self.seed, self.batch_size = eps, seed, batch_size
         self.eval_samples, self.verbose, self.eval_max_iter = eval_samples, verbose, eval_max_iter
@@ -51,16 +61,32 @@ class ARTTrainerDefense:
         return self.trainer.get_classifier()
 
     def describe(self) -> dict:
-        return {"art_trainer": f"{type(self.trainer).__module__}.{type(self.trainer).__name__}", "eps": self.eps,
-                "batch_size": self.batch_size, "eval_max_iter": self.eval_max_iter, "seed": self.seed}
+        return {
+            "art_trainer": f"{type(self.trainer).__module__}.{type(self.trainer).__name__}",
+            "eps": self.eps,
+            "batch_size": self.batch_size,
+            "eval_max_iter": self.eval_max_iter,
+            "seed": self.seed,
+        }
 
-    def fit(self, x, y, validation_data=None, nb_epochs: int = 10, batch_size: int | None = None, out_dir=None,
-            checkpoint_extra: dict | None = None, resume: bool = False) -> list[dict]:
+    def fit(
+        self,
+        x,
+        y,
+        validation_data=None,
+        nb_epochs: int = 10,
+        batch_size: int | None = None,
+        out_dir=None,
+        checkpoint_extra: dict | None = None,
+        resume: bool = False,
+    ) -> list[dict]:
         """Train with the ART trainer, epoch by epoch, evaluating and checkpointing like ``TrainingLoop.fit``
         (same arguments; ``resume`` is refused, see the module docstring). Returns one dict per epoch."""
         if resume:
-            raise SSMDefenseError(f"defense {self.name!r} is a plain ART trainer ({type(self.trainer).__name__}): "
-                                  f"it keeps no training state to resume from; start the run again")
+            raise SSMDefenseError(
+                f"defense {self.name!r} is a plain ART trainer ({type(self.trainer).__name__}): "
+                f"it keeps no training state to resume from; start the run again"
+            )
         clf = self.get_classifier()
         x, y = as_training_data(x, y, clf.input_shape, clf.nb_classes)
         if validation_data is not None:
@@ -76,8 +102,16 @@ class ARTTrainerDefense:
             row = {"epoch": epoch, "epoch_seconds": time.perf_counter() - start}
             if validation_data is not None:
                 t_eval = time.perf_counter()
-                row.update(evaluate_epoch(clf, *validation_data, eps=self.eps, max_iter=self.eval_max_iter,
-                                          seed=self.seed, samples=self.eval_samples))
+                row.update(
+                    evaluate_epoch(
+                        clf,
+                        *validation_data,
+                        eps=self.eps,
+                        max_iter=self.eval_max_iter,
+                        seed=self.seed,
+                        samples=self.eval_samples,
+                    )
+                )
                 row["eval_seconds"] = time.perf_counter() - t_eval
             self.history.append(row)
             key = best_checkpoint_key(row, self.eval_max_iter) if validation_data is not None else (epoch,)
@@ -87,16 +121,21 @@ class ARTTrainerDefense:
                 meta = {**(checkpoint_extra or {}), "epoch": epoch, "defense": self.name, "metrics": row}
                 write_epoch(clf, out, meta, improved)
             if self.verbose:
-                print(f"{self.name} epoch {epoch}/{epochs}: " + _summary(row, self.eval_max_iter), file=sys.stderr,
-                      flush=True)
+                print(
+                    f"{self.name} epoch {epoch}/{epochs}: " + _summary(row, self.eval_max_iter),
+                    file=sys.stderr,
+                    flush=True,
+                )
         return self.history
 
 
 def _summary(row: dict, max_iter: int) -> str:
     if "clean_accuracy" not in row:
         return f"{row['epoch_seconds']:.1f}s"
-    return (f"clean {row['clean_accuracy']:.3f}  pgd-{max_iter} {row['robust_accuracy'][f'pgd-{max_iter}']:.3f}  "
-            f"({row['epoch_seconds']:.1f}s)")
+    return (
+        f"clean {row['clean_accuracy']:.3f}  pgd-{max_iter} {row['robust_accuracy'][f'pgd-{max_iter}']:.3f}  "
+        f"({row['epoch_seconds']:.1f}s)"
+    )
 
 
 def as_defense(trainer, name: str, params: dict):

@@ -128,11 +128,16 @@ def _snr_range(value) -> tuple[float, float] | None:
         return None
     if is_number(value):
         return float(value), float(value)
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(v) for v in value) \
-            and value[0] <= value[1]:
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(is_number(v) for v in value)
+        and value[0] <= value[1]
+    ):
         return float(value[0]), float(value[1])
-    raise ValueError(f"snr_db must be a number or a pair [lo, hi] of numbers with lo <= hi, in dB "
-                     f"(e.g. [10, 40]); got {value!r}")
+    raise ValueError(
+        f"snr_db must be a number or a pair [lo, hi] of numbers with lo <= hi, in dB (e.g. [10, 40]); got {value!r}"
+    )
 
 
 def _per_sample(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -140,24 +145,27 @@ def _per_sample(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return mask.view(len(x), *[1] * (x.dim() - 1))
 
 
-def affine_resample(x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                    fill: float = 0.0) -> torch.Tensor:
+def affine_resample(
+    x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, fill: float = 0.0
+) -> torch.Tensor:
     """Images ``x`` (N, C, H, W) rotated by ``angle`` (N) radians about their centre, zoomed by
     ``scale`` (N) and cropped at ``shift`` (N, 2) (normalised (u, v) offsets of the crop centre),
     resampled bilinearly; pixels from outside the image take ``fill``. Samples the input at
     ``R (o / s + t)`` for each output point o (see the module docstring)."""
     n, _, h, w = x.shape
     cos, sin = angle.cos(), angle.sin()  # (N)
-    rot = torch.stack([torch.stack([cos, -sin * (h / w)], 1),
-                       torch.stack([sin * (w / h), cos], 1)], 1)  # (N 2 2), rigid in pixel units
+    rot = torch.stack(
+        [torch.stack([cos, -sin * (h / w)], 1), torch.stack([sin * (w / h), cos], 1)], 1
+    )  # (N 2 2), rigid in pixel units
     theta = torch.cat([rot / scale[:, None, None], rot @ shift[:, :, None]], 2)  # (N 2 3)
     grid = F.affine_grid(theta.to(x.dtype), [n, *x.shape[1:]], align_corners=False)  # (N H W 2)
     # Resample x - fill so that zero padding brings in fill (the background), not 0.
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
-def augment_batch(x: torch.Tensor, *, noise: float, rotation: float, resize: float, p: float,
-                  clip: tuple[float, float]) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor, *, noise: float, rotation: float, resize: float, p: float, clip: tuple[float, float]
+) -> torch.Tensor:
     """Randomly rotated, resized/cropped and noised copy of ``x`` (see the module docstring).
 
     ``x``: (N, C, H, W) images, or any (N, ...) batch when rotation = resize = 0 (noise only).
@@ -208,7 +216,7 @@ def change_speed(x: torch.Tensor, percent: torch.Tensor) -> torch.Tensor:
             y = torchaudio.functional.resample(x[chosen], int(k), SPEED_STEPS)  # (n C T')
             extra = y.shape[-1] - T
             if extra >= 0:
-                y = y[..., extra // 2: extra // 2 + T]  # (n C T): the middle
+                y = y[..., extra // 2 : extra // 2 + T]  # (n C T): the middle
             else:
                 y = F.pad(y, (-extra // 2, -extra - (-extra // 2)))  # (n C T): centred
             out[chosen] = y
@@ -230,8 +238,15 @@ def noise_at_snr(x: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
     return x + _per_sample(sigma, x) * torch.randn_like(x)
 
 
-def augment_audio(x: torch.Tensor, *, speed: float, max_shift: int, snr_db: tuple[float, float] | None,
-                  p: float, clip: tuple[float, float]) -> torch.Tensor:
+def augment_audio(
+    x: torch.Tensor,
+    *,
+    speed: float,
+    max_shift: int,
+    snr_db: tuple[float, float] | None,
+    p: float,
+    clip: tuple[float, float],
+) -> torch.Tensor:
     """Speed-perturbed, circularly shifted (by up to ``max_shift`` samples) and noised (at an SNR in
     ``snr_db``) copy of waveforms ``x`` (N, 1, T), each drawn per example with probability ``p``
     (see the module docstring). Transforms that are off draw no random numbers. Returns a tensor in
@@ -254,8 +269,9 @@ def augment_audio(x: torch.Tensor, *, speed: float, max_shift: int, snr_db: tupl
         return x.clamp(*clip)
 
 
-def mask_spectrogram(spec: torch.Tensor, *, freq_mask: int, time_mask: int, p: float,
-                     value: float = DB_REFERENCE) -> torch.Tensor:
+def mask_spectrogram(
+    spec: torch.Tensor, *, freq_mask: int, time_mask: int, p: float, value: float = DB_REFERENCE
+) -> torch.Tensor:
     """SpecAugment: log-mel spectrograms ``spec`` (N, C, n_mels, frames) with one band of mel bins
     (torchaudio ``FrequencyMasking(freq_mask, iid_masks=True)``) and one of frames
     (``TimeMasking(time_mask, iid_masks=True)``) set to ``value``, each per example with
@@ -263,8 +279,10 @@ def mask_spectrogram(spec: torch.Tensor, *, freq_mask: int, time_mask: int, p: f
     import torchaudio  # slow to import; only audio runs need it
 
     n = len(spec)
-    for size, masking in ((freq_mask, torchaudio.transforms.FrequencyMasking),
-                          (time_mask, torchaudio.transforms.TimeMasking)):
+    for size, masking in (
+        (freq_mask, torchaudio.transforms.FrequencyMasking),
+        (time_mask, torchaudio.transforms.TimeMasking),
+    ):
         if size > 0:
             chosen = torch.rand(n, device=spec.device) < p  # (N)
             spec = torch.where(_per_sample(chosen, spec), masking(size, iid_masks=True)(spec, value), spec)
@@ -279,9 +297,22 @@ def _input_kind(classifier) -> tuple[tuple, bool]:
 class AugmentTrainer(WithBase):
     name = "augment"
 
-    def __init__(self, classifier, *, base: TrainingLoop, noise: float | None = None, rotation: float | None = None,
-                 resize: float | None = None, snr_db=None, shift_ms: float = 0.0, speed: float = 0.0,
-                 freq_mask: int = 0, time_mask: int = 0, p: float = 0.5, **loop_params):
+    def __init__(
+        self,
+        classifier,
+        *,
+        base: TrainingLoop,
+        noise: float | None = None,
+        rotation: float | None = None,
+        resize: float | None = None,
+        snr_db=None,
+        shift_ms: float = 0.0,
+        speed: float = 0.0,
+        freq_mask: int = 0,
+        time_mask: int = 0,
+        p: float = 0.5,
+        **loop_params,
+    ):
         _, audio = _input_kind(classifier)
         self.noise, self.snr_db, self.shift_ms, self.speed, self.p = noise, snr_db, shift_ms, speed, p
         # None: the image defaults, 0 (off) for audio, where _check_params refuses any other value
@@ -302,21 +333,27 @@ class AugmentTrainer(WithBase):
         shape, audio = _input_kind(self._classifier)
         for key in ("rotation", "resize"):
             if audio and getattr(self, key) != 0:
-                raise ValueError(f"{key} is an image transform and this classifier takes audio: leave it "
-                                 f"out (it is 0 for audio); use snr_db, shift_ms, speed, freq_mask, time_mask")
+                raise ValueError(
+                    f"{key} is an image transform and this classifier takes audio: leave it "
+                    f"out (it is 0 for audio); use snr_db, shift_ms, speed, freq_mask, time_mask"
+                )
         number("rotation", self.rotation, 0.0, 180.0)
         number("resize", self.resize, 0.0)
         number("p", self.p, 0.0, 1.0)
         number("noise", self.noise, 0.0, optional=True)
         if len(shape) != 3 and (self.rotation > 0 or self.resize > 0):
-            raise ValueError(f"rotation and resize need image input (C, H, W); this classifier takes {shape}: "
-                             f"pass rotation=0 and resize=0 to train with noise only")
+            raise ValueError(
+                f"rotation and resize need image input (C, H, W); this classifier takes {shape}: "
+                f"pass rotation=0 and resize=0 to train with noise only"
+            )
         _snr_range(self.snr_db)
         number("shift_ms", self.shift_ms, 0.0)
         number("speed", self.speed, 0.0)
         if not (self.speed == 0 or 1 / SPEED_STEPS <= self.speed < 1):
-            raise ValueError(f"speed must be 0 (off) or a number in [{1 / SPEED_STEPS:g}, 1) (factors "
-                             f"1 +- speed in steps of {1 / SPEED_STEPS:g}); got {self.speed!r}")
+            raise ValueError(
+                f"speed must be 0 (off) or a number in [{1 / SPEED_STEPS:g}, 1) (factors "
+                f"1 +- speed in steps of {1 / SPEED_STEPS:g}); got {self.speed!r}"
+            )
         for key in ("freq_mask", "time_mask"):
             integer(key, getattr(self, key), 0, hint="0 turns it off")
         self._max_shift()
@@ -325,21 +362,31 @@ class AugmentTrainer(WithBase):
     def _max_shift(self) -> int:
         """The largest shift in samples; refuses the waveform transforms without waveform input."""
         shape, audio = _input_kind(self._classifier)
-        wanted = [k for k, on in (("snr_db", self.snr_db is not None), ("shift_ms", self.shift_ms > 0),
-                                  ("speed", self.speed > 0)) if on]
+        wanted = [
+            k
+            for k, on in (
+                ("snr_db", self.snr_db is not None),
+                ("shift_ms", self.shift_ms > 0),
+                ("speed", self.speed > 0),
+            )
+            if on
+        ]
         if not wanted:
             return 0
         rate = getattr(self._classifier, "sample_rate", None)
         if not audio or rate is None or len(shape) != 2:
             what = "a spectrogram (attack_space='features')" if audio else f"input {shape} without a sample rate"
-            raise ValueError(f"{', '.join(wanted)} transform(s) waveforms (1, T) with a sample rate; this "
-                             f"classifier takes {what}")
+            raise ValueError(
+                f"{', '.join(wanted)} transform(s) waveforms (1, T) with a sample rate; this classifier takes {what}"
+            )
         if self.shift_ms == 0:
             return 0
         max_shift = math.floor(self.shift_ms * rate / 1000 + 1e-9)
         if not 1 <= max_shift < shape[-1]:
-            raise ValueError(f"shift_ms={self.shift_ms:g} is {max_shift} samples at {rate} Hz; it must be at least "
-                             f"one sample and shorter than the clip ({shape[-1]} samples)")
+            raise ValueError(
+                f"shift_ms={self.shift_ms:g} is {max_shift} samples at {rate} Hz; it must be at least "
+                f"one sample and shorter than the clip ({shape[-1]} samples)"
+            )
         return max_shift
 
     def _mask_target(self) -> str | None:
@@ -352,12 +399,16 @@ class AugmentTrainer(WithBase):
         front_end = getattr(serialiser, "front_end", None)
         if front_end is None:
             sequence = getattr(classifier, "sequence", None)
-            raise ValueError(f"freq_mask and time_mask mask a mel spectrogram: they need an audio classifier with "
-                             f"sequence='mel' (attack_space waveform or features); this one has sequence={sequence!r} "
-                             f"and input {_input_kind(classifier)[0]}")
+            raise ValueError(
+                f"freq_mask and time_mask mask a mel spectrogram: they need an audio classifier with "
+                f"sequence='mel' (attack_space waveform or features); this one has sequence={sequence!r} "
+                f"and input {_input_kind(classifier)[0]}"
+            )
         n_mels, frames = int(serialiser.D), int(serialiser.L)
-        for key, value, size, unit in (("freq_mask", self.freq_mask, n_mels, "mel bins"),
-                                       ("time_mask", self.time_mask, frames, "frames")):
+        for key, value, size, unit in (
+            ("freq_mask", self.freq_mask, n_mels, "mel bins"),
+            ("time_mask", self.time_mask, frames, "frames"),
+        ):
             if value > size:
                 raise ValueError(f"{key} must be at most the spectrogram's {size} {unit}; got {value}")
         if getattr(serialiser, "attack_space", "waveform") == "features":
@@ -370,8 +421,11 @@ class AugmentTrainer(WithBase):
         return (self.freq_mask > 0 or self.time_mask > 0) and self._front_end_name is None
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        x = augment_audio(x, speed=self.speed, max_shift=self.max_shift, snr_db=self.snr_db, p=self.p,
-                          clip=self.clip) if self.max_shift or self.speed or self.snr_db else x
+        x = (
+            augment_audio(x, speed=self.speed, max_shift=self.max_shift, snr_db=self.snr_db, p=self.p, clip=self.clip)
+            if self.max_shift or self.speed or self.snr_db
+            else x
+        )
         x = augment_batch(x, noise=self.noise, rotation=self.rotation, resize=self.resize, p=self.p, clip=self.clip)
         if self.masks_input:
             with torch.no_grad():

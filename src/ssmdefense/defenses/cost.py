@@ -35,8 +35,11 @@ def measure_overhead(trainer, x: np.ndarray, y: np.ndarray, batch_size: int, bat
         defense = timed(trainer.train_batch)
         standard = timed(standard_batch)
         trainer.load_extra_state(extra)
-    return {"defense_batch_seconds": defense, "standard_batch_seconds": standard,
-            "overhead_ratio": defense / standard / trainer.epoch_divisor}
+    return {
+        "defense_batch_seconds": defense,
+        "standard_batch_seconds": standard,
+        "overhead_ratio": defense / standard / trainer.epoch_divisor,
+    }
 
 
 def standard_batch(model, optimizer, scheduler, x, y):

@@ -97,8 +97,7 @@ class DistillationTrainer(TrainingLoop):
     defense_params = TrainingLoop.defense_params + ("temperature", "teacher_epochs")
     batch_by_batch = False  # the teacher trains first: not a base for ads or augment
 
-    def __init__(self, classifier, *, temperature: float = 100.0, teacher_epochs: int | None = None,
-                 **loop_params):
+    def __init__(self, classifier, *, temperature: float = 100.0, teacher_epochs: int | None = None, **loop_params):
         self.temperature, self.teacher_epochs = temperature, teacher_epochs
         super().__init__(classifier, **loop_params)  # stores the loop's parameters, checks them all
         self.temperature = float(self.temperature)
@@ -111,30 +110,47 @@ class DistillationTrainer(TrainingLoop):
         integer("teacher_epochs", self.teacher_epochs, 1, optional=True, hint="the nb_epochs of fit")
 
     # ---- the teacher, before the loop trains the student ------------------------------------------
-    def on_fit_start(self, x: np.ndarray, y: np.ndarray, *, nb_epochs: int, batch_size: int, out: Path | None,
-                     resume: bool) -> None:
+    def on_fit_start(
+        self, x: np.ndarray, y: np.ndarray, *, nb_epochs: int, batch_size: int, out: Path | None, resume: bool
+    ) -> None:
         """Train the teacher, from the classifier's weights as they are before any training (or, with
         ``resume=True``, load it from ``out``), and keep it as ``self.teacher``."""
         if resume and not (out / "state.json").is_file():
             return  # nothing to resume: the loop says so next
         teacher_epochs = self.teacher_epochs or nb_epochs
         teacher_clf = copy.deepcopy(self._classifier)
-        teacher_meta = {"role": "teacher", "defense": self.name, "temperature": self.temperature,
-                        "epochs": teacher_epochs, "seed": self.seed}
+        teacher_meta = {
+            "role": "teacher",
+            "defense": self.name,
+            "temperature": self.temperature,
+            "epochs": teacher_epochs,
+            "seed": self.seed,
+        }
         if resume:
             self.teacher_seconds = self._load_teacher(teacher_clf, out, teacher_meta)
         else:
             if self.verbose:
                 tqdm.write(f"distillation: training the teacher at T={self.temperature:g} for {teacher_epochs} epochs")
-            loop = _TeacherLoop(teacher_clf, temperature=self.temperature, eps=self.eps, batch_size=batch_size,
-                                lr=self.lr, weight_decay=self.weight_decay, eval_max_iter=self.eval_max_iter,
-                                seed=self.seed, verbose=self.verbose)
+            loop = _TeacherLoop(
+                teacher_clf,
+                temperature=self.temperature,
+                eps=self.eps,
+                batch_size=batch_size,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                eval_max_iter=self.eval_max_iter,
+                seed=self.seed,
+                verbose=self.verbose,
+            )
             start = time.perf_counter()
             loop.fit(x, y, nb_epochs=teacher_epochs)  # no validation, no out_dir: not the run's model
             self.teacher_seconds = time.perf_counter() - start
             if out is not None:
-                save(teacher_clf, out / "teacher", extra={**teacher_meta, "seconds": self.teacher_seconds,
-                                                          "metrics": loop.history[-1]})
+                save(
+                    teacher_clf,
+                    out / "teacher",
+                    extra={**teacher_meta, "seconds": self.teacher_seconds, "metrics": loop.history[-1]},
+                )
             if self.verbose:
                 tqdm.write("distillation: training the student on the teacher's soft labels")
         teacher_clf.model.eval()
@@ -151,8 +167,9 @@ class DistillationTrainer(TrainingLoop):
             raise CheckpointError(f"{out} has no usable teacher checkpoint to resume from: {exc}") from None
         for key in ("temperature", "epochs", "seed"):
             if meta.get(key) != expected[key]:
-                raise CheckpointError(f"{out}'s teacher was trained with {key}={meta.get(key)!r}, "
-                                      f"not {expected[key]!r}")
+                raise CheckpointError(
+                    f"{out}'s teacher was trained with {key}={meta.get(key)!r}, not {expected[key]!r}"
+                )
         teacher_clf.body.load_state_dict(weights)
         return meta["seconds"]
 
@@ -169,6 +186,9 @@ class DistillationTrainer(TrainingLoop):
         """The teacher's training, counted: a teacher batch costs one standard batch."""
         teacher_epochs = self.teacher_epochs or nb_epochs
         student = timing.get("overhead_ratio")
-        return {"teacher_seconds": self.teacher_seconds, "teacher_epochs": teacher_epochs,
-                "student_overhead_ratio": student,
-                "overhead_ratio": None if student is None else student + teacher_epochs / nb_epochs}
+        return {
+            "teacher_seconds": self.teacher_seconds,
+            "teacher_epochs": teacher_epochs,
+            "student_overhead_ratio": student,
+            "overhead_ratio": None if student is None else student + teacher_epochs / nb_epochs,
+        }

@@ -9,8 +9,17 @@ from ..api import get_attack
 from ..seeding import seeded
 
 
-def evaluate_epoch(clf, x: np.ndarray, y: np.ndarray, *, eps: float, max_iter: int, seed: int,
-                   samples: int | None = None, attack: str = "pgd") -> dict:
+def evaluate_epoch(
+    clf,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    eps: float,
+    max_iter: int,
+    seed: int,
+    samples: int | None = None,
+    attack: str = "pgd",
+) -> dict:
     """``{"clean_accuracy", "robust_accuracy": {"<attack>-<max_iter>": ...}}`` of ``clf`` on the first
     ``samples`` of (x, y) (all when None)."""
 

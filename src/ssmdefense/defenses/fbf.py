@@ -95,5 +95,9 @@ class FBFTrainer(TrainingLoop):
         return loss, outputs[-1]  # the logits of ART's training forward pass on x_adv
 
     def describe(self) -> dict:
-        return {**super().describe(), "eps_step": 1.25 * self.eps, "grad_norm_clip": 0.5,
-                "implementation": "art.defences.trainer.AdversarialTrainerFBFPyTorch._batch_process"}
+        return {
+            **super().describe(),
+            "eps_step": 1.25 * self.eps,
+            "grad_norm_clip": 0.5,
+            "implementation": "art.defences.trainer.AdversarialTrainerFBFPyTorch._batch_process",
+        }

@@ -13,7 +13,8 @@ pass at the perturbed batch, and that one pass gives both gradients::
 minibatch to minibatch, as in the paper's code (``global_noise_data``, zeros at the start): a
 minibatch starts from the perturbation the previous one ended with. A smaller last batch uses and
 updates the first rows ``delta[:B]``. ``delta`` is saved with the resume state (``extra_state``),
-so ``fit(..., resume=True)`` continues exactly; a new ``fit`` starts again from zero. The model stays in train mode throughout (the paper's code).
+so ``fit(..., resume=True)`` continues exactly; a new ``fit`` starts again from zero. The model
+stays in train mode throughout (the paper's code).
 
 The budget: ``fit(nb_epochs)`` runs ``ceil(nb_epochs / m)`` epochs of ``m`` optimizer steps per
 batch, so FreeAT-m takes about as many optimizer steps (and forward/backward passes) as
@@ -46,8 +47,7 @@ class FreeATTrainer(TrainingLoop):
     name = "free-at"
     defense_params = TrainingLoop.defense_params + ("replays", "eps_step")
 
-    def __init__(self, classifier, *, eps: float = 0.1, replays: int = 4, eps_step: float | None = None,
-                 **loop_params):
+    def __init__(self, classifier, *, eps: float = 0.1, replays: int = 4, eps_step: float | None = None, **loop_params):
         self.replays, self.eps_step = replays, eps_step
         super().__init__(classifier, eps=eps, **loop_params)  # stores the loop's parameters, checks them all
         if self.eps_step is None:
@@ -69,7 +69,7 @@ class FreeATTrainer(TrainingLoop):
         if delta is None or delta.shape[1:] != x.shape[1:] or delta.device != x.device or delta.dtype != x.dtype:
             delta = torch.zeros_like(x)  # (B ...)
         elif len(delta) < len(x):
-            delta = torch.cat([delta, torch.zeros_like(x[len(delta):])])  # (B ...)
+            delta = torch.cat([delta, torch.zeros_like(x[len(delta) :])])  # (B ...)
         self.delta = delta
         return delta
 

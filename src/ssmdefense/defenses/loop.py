@@ -70,17 +70,31 @@ class TrainingLoop(Trainer):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
-        own = () if init is None else tuple(p.name for p in inspect.signature(init).parameters.values()
-                                            if p.kind is p.KEYWORD_ONLY)
+        own = (
+            ()
+            if init is None
+            else tuple(p.name for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY)
+        )
         if "defense_params" not in cls.__dict__:
             cls.defense_params = tuple(dict.fromkeys(super(cls, cls).defense_params + own))
         elif missing := [name for name in own if name not in cls.defense_params]:
-            raise TypeError(f"{cls.__name__}.defense_params does not declare {', '.join(missing)}, "
-                            f"which its __init__ takes")
+            raise TypeError(
+                f"{cls.__name__}.defense_params does not declare {', '.join(missing)}, which its __init__ takes"
+            )
 
-    def __init__(self, classifier, *, eps: float = 0.1, batch_size: int = 64, lr: float = 1e-3,
-                 weight_decay: float = 2e-4, eval_max_iter: int = 10, eval_samples: int | None = None,
-                 seed: int = 0, verbose: bool = True):
+    def __init__(
+        self,
+        classifier,
+        *,
+        eps: float = 0.1,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 2e-4,
+        eval_max_iter: int = 10,
+        eval_samples: int | None = None,
+        seed: int = 0,
+        verbose: bool = True,
+    ):
         super().__init__(classifier)
         self.eps, self.batch_size, self.lr, self.weight_decay = eps, batch_size, lr, weight_decay
         self.eval_max_iter, self.eval_samples, self.seed, self.verbose = eval_max_iter, eval_samples, seed, verbose
@@ -127,8 +141,9 @@ class TrainingLoop(Trainer):
         scheduler.step()
         return loss.detach(), logits.detach()
 
-    def on_fit_start(self, x: np.ndarray, y: np.ndarray, *, nb_epochs: int, batch_size: int, out: Path | None,
-                     resume: bool) -> None:
+    def on_fit_start(
+        self, x: np.ndarray, y: np.ndarray, *, nb_epochs: int, batch_size: int, out: Path | None, resume: bool
+    ) -> None:
         """Called by ``fit`` before the seed is set, with its data (y as class indices) and settings
         (``out``: None without ``out_dir``). Resets what a defense carries from batch to batch, so
         each ``fit`` starts afresh; a defense that trains something first does it here."""
@@ -160,12 +175,22 @@ class TrainingLoop(Trainer):
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
         """Clean and PGD-``eval_max_iter`` accuracy of the current weights on (x, y) (``evaluator.py``)."""
-        return evaluate_epoch(self._classifier, x, y, eps=self.eps, max_iter=self.eval_max_iter, seed=self.seed,
-                              samples=self.eval_samples)
+        return evaluate_epoch(
+            self._classifier, x, y, eps=self.eps, max_iter=self.eval_max_iter, seed=self.seed, samples=self.eval_samples
+        )
 
-    def fit(self, x: np.ndarray, y: np.ndarray, validation_data=None, nb_epochs: int = 10,
-            batch_size: int | None = None, out_dir=None, checkpoint_extra: dict | None = None,
-            resume: bool = False, **kwargs):
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        validation_data=None,
+        nb_epochs: int = 10,
+        batch_size: int | None = None,
+        out_dir=None,
+        checkpoint_extra: dict | None = None,
+        resume: bool = False,
+        **kwargs,
+    ):
         """Train the classifier's model in place; returns ``self.history``, one dict per epoch.
 
         Args:
@@ -197,7 +222,10 @@ class TrainingLoop(Trainer):
         generator = torch.Generator().manual_seed(self.seed)
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-            batch_size=batch_size, shuffle=True, generator=generator)
+            batch_size=batch_size,
+            shuffle=True,
+            generator=generator,
+        )
         optimizer, scheduler = self.configure_optimizers(model, epochs * len(loader) * self.steps_per_batch)
         best_key, first, self.history = None, 1, []
         if resume:
@@ -206,8 +234,9 @@ class TrainingLoop(Trainer):
             model.train()
             start = time.perf_counter()
             loss_sum, correct, seen = 0.0, 0, 0
-            bar = tqdm(loader, desc=f"{self.name} epoch {epoch}/{epochs}", disable=not self.verbose,
-                       leave=False, unit="batch")
+            bar = tqdm(
+                loader, desc=f"{self.name} epoch {epoch}/{epochs}", disable=not self.verbose, leave=False, unit="batch"
+            )
             for xb, yb in bar:
                 xb, yb = xb.to(device), yb.to(device)  # (B ...), (B)
                 loss, logits = self.train_batch(model, optimizer, scheduler, xb, yb)
@@ -216,8 +245,13 @@ class TrainingLoop(Trainer):
                 correct += int((logits.argmax(1) == yb).sum())
                 seen += len(yb)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - start}
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / seen,
+                "train_accuracy": correct / seen,
+                "lr": optimizer.param_groups[0]["lr"],
+                "epoch_seconds": time.perf_counter() - start,
+            }
             if validation_data is not None:
                 t_eval = time.perf_counter()
                 row.update(self.evaluate(x_val, y_val))
@@ -225,7 +259,12 @@ class TrainingLoop(Trainer):
             self.history.append(row)
             best_key, improved = update_best(self, row, epoch, best_key, validation_data is not None)
             if out is not None:
-                write_epoch(clf, out, {**(checkpoint_extra or {}), "epoch": epoch, "defense": self.name, "metrics": row}, improved)
+                write_epoch(
+                    clf,
+                    out,
+                    {**(checkpoint_extra or {}), "epoch": epoch, "defense": self.name, "metrics": row},
+                    improved,
+                )
                 self._save_state(out, epoch, best_key, optimizer, scheduler, generator)
             if self.verbose:
                 tqdm.write(epoch_summary(row, epochs, self.eval_max_iter, improved))

@@ -98,8 +98,7 @@ def parse_classes(classes, nb_classes: int) -> int | None:
         raise ValueError(f'classes must be "all" or "topk:K" with K an integer; got {classes!r}')
     k = int(match.group(1))
     if not 1 <= k < nb_classes:
-        raise ValueError(f"classes={classes!r}: K must be between 1 and {nb_classes - 1} (the number of wrong "
-                         f"classes)")
+        raise ValueError(f"classes={classes!r}: K must be between 1 and {nb_classes - 1} (the number of wrong classes)")
     return k
 
 
@@ -107,8 +106,18 @@ class MinMaxTrainer(TrainingLoop):
     name = "minmax"
     defense_params = TrainingLoop.defense_params + ("lam", "max_iter", "eps_step", "include_clean", "classes")
 
-    def __init__(self, classifier, *, eps: float = 0.1, lam: float = 0.0, max_iter: int = 10,
-                 eps_step: float | None = None, include_clean: bool = False, classes: str = "all", **loop_params):
+    def __init__(
+        self,
+        classifier,
+        *,
+        eps: float = 0.1,
+        lam: float = 0.0,
+        max_iter: int = 10,
+        eps_step: float | None = None,
+        include_clean: bool = False,
+        classes: str = "all",
+        **loop_params,
+    ):
         self.lam, self.max_iter, self.eps_step = lam, max_iter, eps_step
         self.include_clean, self.classes = include_clean, classes
         super().__init__(classifier, eps=eps, **loop_params)  # stores the loop's parameters, checks them all
@@ -160,8 +169,17 @@ class MinMaxTrainer(TrainingLoop):
         def margin(logits, labels):  # sum over the batch: each example's gradient is its own
             return (logits.gather(1, t_rep) - logits.gather(1, labels[:, None])).sum()
 
-        x_adv = pgd_linf(model, x_rep, y_rep, eps=self.eps, eps_step=self.eps_step, steps=self.max_iter,
-                         clip=self.clip, random_start=True, loss_fn=margin)  # (B*J ...)
+        x_adv = pgd_linf(
+            model,
+            x_rep,
+            y_rep,
+            eps=self.eps,
+            eps_step=self.eps_step,
+            steps=self.max_iter,
+            clip=self.clip,
+            random_start=True,
+            loss_fn=margin,
+        )  # (B*J ...)
         return x_adv.reshape(b, j, *x.shape[1:]), targets
 
     def candidate_losses(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -176,7 +194,7 @@ class MinMaxTrainer(TrainingLoop):
         logits = model(inputs)  # (B*J [+ B], C)
         adv = logits[: b * j].reshape(b, j, -1)  # (B J C)
         if self.include_clean:
-            adv = torch.cat([adv, logits[b * j:, None]], dim=1)  # (B J+1 C)
+            adv = torch.cat([adv, logits[b * j :, None]], dim=1)  # (B J+1 C)
         labels = y[:, None].expand(adv.shape[:2])  # (B J')
         losses = F.cross_entropy(adv.reshape(-1, adv.shape[-1]), labels.reshape(-1), reduction="none")
         return losses.reshape(adv.shape[:2]), adv

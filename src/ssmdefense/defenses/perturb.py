@@ -6,16 +6,25 @@ torch attack that stays on the device and takes any loss (TRADES maximises a KL 
 Evaluation always uses ART's own PGD (the ``pgd`` attack plugin).
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 
-def pgd_linf(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, eps_step: float,
-             steps: int, clip: tuple[float, float], random_start: bool = True,
-             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-             x_init: torch.Tensor | None = None) -> torch.Tensor:
+def pgd_linf(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    eps_step: float,
+    steps: int,
+    clip: tuple[float, float],
+    random_start: bool = True,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    x_init: torch.Tensor | None = None,
+) -> torch.Tensor:
     """L-inf PGD maximising ``loss_fn(model(x_adv), y)`` (default cross-entropy); ``y`` is passed
     to ``loss_fn`` as it is (labels, or clean probabilities for TRADES' KL).
 

@@ -26,8 +26,16 @@ class PGDATTrainer(TrainingLoop):
     name = "pgd-at"
     defense_params = TrainingLoop.defense_params + ("eps_step", "max_iter", "random_start")
 
-    def __init__(self, classifier, *, eps: float = 0.1, eps_step: float | None = None, max_iter: int = 10,
-                 random_start: bool = True, **loop_params):
+    def __init__(
+        self,
+        classifier,
+        *,
+        eps: float = 0.1,
+        eps_step: float | None = None,
+        max_iter: int = 10,
+        random_start: bool = True,
+        **loop_params,
+    ):
         self.eps_step, self.max_iter, self.random_start = eps_step, max_iter, bool(random_start)
         super().__init__(classifier, eps=eps, **loop_params)  # stores the loop's parameters, checks them all
         if self.eps_step is None:
@@ -39,7 +47,15 @@ class PGDATTrainer(TrainingLoop):
         positive("eps_step", self.eps_step, optional=True)
 
     def training_step(self, model, x, y):
-        x_adv = pgd_linf(model, x, y, eps=self.eps, eps_step=self.eps_step, steps=self.max_iter,
-                         clip=self.clip, random_start=self.random_start)  # (B ...)
+        x_adv = pgd_linf(
+            model,
+            x,
+            y,
+            eps=self.eps,
+            eps_step=self.eps_step,
+            steps=self.max_iter,
+            clip=self.clip,
+            random_start=self.random_start,
+        )  # (B ...)
         logits = model(x_adv)  # (B C)
         return F.cross_entropy(logits, y), logits

@@ -33,11 +33,18 @@ def save_state(trainer, out: Path, epoch, best_key, optimizer, scheduler, genera
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in trainer.extra_state().items()})
-    meta = {"epoch": epoch, "best_key": list(best_key), "best_epoch": trainer.best_epoch, "history": trainer.history,
-            "defense": trainer.name, "describe": trainer.describe(),
-            "optim_param_groups": optim["param_groups"], "scheduler": scheduler.state_dict(),
-            "rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "rng_python": json.loads(json.dumps(random.getstate()))}
+    meta = {
+        "epoch": epoch,
+        "best_key": list(best_key),
+        "best_epoch": trainer.best_epoch,
+        "history": trainer.history,
+        "defense": trainer.name,
+        "describe": trainer.describe(),
+        "optim_param_groups": optim["param_groups"],
+        "scheduler": scheduler.state_dict(),
+        "rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "rng_python": json.loads(json.dumps(random.getstate())),
+    }
     tmp = out / f".state.partial-{epoch}"
     save_file(tensors, str(tmp.with_suffix(".safetensors")))
     tmp.with_suffix(".json").write_text(json.dumps(meta) + "\n")

@@ -60,8 +60,16 @@ class TRADESTrainer(TrainingLoop):
     name = "trades"
     defense_params = TrainingLoop.defense_params + ("beta", "max_iter", "eps_step")
 
-    def __init__(self, classifier, *, eps: float = 0.1, beta: float = 1.0, max_iter: int = 10,
-                 eps_step: float | None = None, **loop_params):
+    def __init__(
+        self,
+        classifier,
+        *,
+        eps: float = 0.1,
+        beta: float = 1.0,
+        max_iter: int = 10,
+        eps_step: float | None = None,
+        **loop_params,
+    ):
         self.beta, self.max_iter, self.eps_step = beta, max_iter, eps_step
         super().__init__(classifier, eps=eps, **loop_params)  # stores the loop's parameters, checks them all
         self.beta = float(self.beta)
@@ -85,8 +93,17 @@ class TRADESTrainer(TrainingLoop):
             p_clean = F.softmax(model(x), dim=1)  # (B C)
         model.train(was_training)
         start = x + START_SCALE * torch.randn_like(x)  # (B ...): at x itself the KL gradient is exactly 0
-        return pgd_linf(model, x, p_clean, eps=self.eps, eps_step=self.eps_step, steps=self.max_iter, clip=self.clip,
-                        x_init=start, loss_fn=lambda logits, p: kl_per_sample(p, logits).sum())
+        return pgd_linf(
+            model,
+            x,
+            p_clean,
+            eps=self.eps,
+            eps_step=self.eps_step,
+            steps=self.max_iter,
+            clip=self.clip,
+            x_init=start,
+            loss_fn=lambda logits, p: kl_per_sample(p, logits).sum(),
+        )
 
     def training_step(self, model, x, y):
         if self.beta == 0:  # standard training: skip the attack

@@ -56,13 +56,20 @@ class WithBase(TrainingLoop):
 
 def trains_on_the_loop(factory) -> bool:
     """Whether ``factory`` is a defense class that trains batch by batch on the shared loop."""
-    return (isinstance(factory, type) and issubclass(factory, TrainingLoop) and not issubclass(factory, WithBase)
-            and factory.fit is TrainingLoop.fit and factory.batch_by_batch)
+    return (
+        isinstance(factory, type)
+        and issubclass(factory, TrainingLoop)
+        and not issubclass(factory, WithBase)
+        and factory.fit is TrainingLoop.fit
+        and factory.batch_by_batch
+    )
 
 
 def _not_a_base(name) -> ValueError:
-    return ValueError(f"base must be a defense that trains batch by batch on the shared loop "
-                      f"(pgd-at, trades, free-at, yopo, minmax, fbf, none, ...); got {name!r}")
+    return ValueError(
+        f"base must be a defense that trains batch by batch on the shared loop "
+        f"(pgd-at, trades, free-at, yopo, minmax, fbf, none, ...); got {name!r}"
+    )
 
 
 def with_base(cls: type[WithBase], classifier, base: str, params: dict) -> WithBase:

@@ -71,7 +71,8 @@ def first_layer(model: torch.nn.Module):
         kind = type(body).__name__ if body is not None else type(model).__name__
         raise SSMDefenseError(
             f"yopo needs a model whose first layer is a Linear 'encoder' on the serialised input "
-            f"(the SSMs built on SequenceClassifier: s4, s4d, dss, s5, mega, mamba); {kind} has none")
+            f"(the SSMs built on SequenceClassifier: s4, s4d, dss, s5, mega, mamba); {kind} has none"
+        )
     return serialiser, encoder
 
 
@@ -79,8 +80,9 @@ class YOPOTrainer(TrainingLoop):
     name = "yopo"
     defense_params = TrainingLoop.defense_params + ("m", "n", "eps_step")
 
-    def __init__(self, classifier, *, eps: float = 0.1, m: int = 5, n: int = 3, eps_step: float | None = None,
-                 **loop_params):
+    def __init__(
+        self, classifier, *, eps: float = 0.1, m: int = 5, n: int = 3, eps_step: float | None = None, **loop_params
+    ):
         self.m, self.n, self.eps_step = m, n, eps_step
         super().__init__(classifier, eps=eps, **loop_params)  # stores the loop's parameters, checks them all
         if self.eps_step is None:
@@ -133,8 +135,10 @@ class YOPOTrainer(TrainingLoop):
             loss = F.cross_entropy(logits, y) / self.m
             loss.backward()  # weight gradients accumulate over the m outer passes; fills captured["p"]
             if "p" not in captured or not torch.equal(captured["input"], serialiser(x_adv)):
-                raise SSMDefenseError("yopo: the body's encoder is not the first layer applied to the "
-                                      "serialised input, so its adjoint is not the one YOPO needs")
+                raise SSMDefenseError(
+                    "yopo: the body's encoder is not the first layer applied to the "
+                    "serialised input, so its adjoint is not the one YOPO needs"
+                )
             loss_sum += loss.detach()
             if j < self.m - 1:  # the last pass's inner steps would make an eta nothing uses
                 eta = self.inner_steps(model, x, eta, captured["p"])

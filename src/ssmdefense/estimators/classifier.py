@@ -9,6 +9,8 @@ The wrapped module is ``NaturalShapeModel(serialiser, body)``: images (N, C, H, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from art.estimators.classification import PyTorchClassifier
@@ -61,9 +63,20 @@ class SSMClassifier(PyTorchClassifier):
                                  sample_rate=16000, clip_values=(-1.0, 1.0))
     """
 
-    def __init__(self, model: torch.nn.Module, input_shape, nb_classes: int, sequence: str = "pixels",
-                 clip_values=None, loss=None, optimizer=None, device_type: str = "gpu",
-                 sequence_params: dict | None = None, sample_rate: int | None = None, **kwargs):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        input_shape: Sequence[int],
+        nb_classes: int,
+        sequence: str = "pixels",
+        clip_values: tuple[float, float] | None = None,
+        loss: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        device_type: str = "gpu",
+        sequence_params: dict | None = None,
+        sample_rate: int | None = None,
+        **kwargs,
+    ):
         if not isinstance(model, torch.nn.Module):
             raise SSMDefenseError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         if device_type not in ("cpu", "gpu"):
@@ -74,8 +87,9 @@ class SSMClassifier(PyTorchClassifier):
         accepted = registry("sequences").accepted_params(sequence) if sequence in registry("sequences").names() else []
         if sample_rate is not None and "sample_rate" in (accepted or ()):
             if params.setdefault("sample_rate", sample_rate) != sample_rate:
-                raise SSMDefenseError(f"sequence_params sample_rate={params['sample_rate']} contradicts "
-                                      f"sample_rate={sample_rate}")
+                raise SSMDefenseError(
+                    f"sequence_params sample_rate={params['sample_rate']} contradicts sample_rate={sample_rate}"
+                )
         serialiser = build_serialiser(sequence, natural_shape, **params)
         d_input = getattr(model, "d_input", None)
         if d_input is not None and d_input != serialiser.D:
@@ -91,19 +105,32 @@ class SSMClassifier(PyTorchClassifier):
         with torch.no_grad():
             was_training = natural.training
             param = next(model.parameters(), None)
-            probe = torch.zeros(1, *input_shape, dtype=param.dtype if param is not None else torch.float32,
-                                device=param.device if param is not None else "cpu")
+            probe = torch.zeros(
+                1,
+                *input_shape,
+                dtype=param.dtype if param is not None else torch.float32,
+                device=param.device if param is not None else "cpu",
+            )
             out = natural.eval()(probe)  # (1 n_classes)
             natural.train(was_training)
         if tuple(out.shape) != (1, nb_classes):
-            raise SSMDefenseError(f"the model gives logits of shape {tuple(out.shape[1:])} per input; "
-                                  f"expected ({nb_classes},)")
+            raise SSMDefenseError(
+                f"the model gives logits of shape {tuple(out.shape[1:])} per input; expected ({nb_classes},)"
+            )
         if loss is None:
             loss = torch.nn.CrossEntropyLoss()
         if optimizer is None:
             optimizer = torch.optim.AdamW(natural.parameters(), lr=1e-3, weight_decay=2e-4)
-        super().__init__(model=natural, loss=loss, input_shape=input_shape, nb_classes=nb_classes,
-                         optimizer=optimizer, clip_values=clip_values, device_type=device_type, **kwargs)
+        super().__init__(
+            model=natural,
+            loss=loss,
+            input_shape=input_shape,
+            nb_classes=nb_classes,
+            optimizer=optimizer,
+            clip_values=clip_values,
+            device_type=device_type,
+            **kwargs,
+        )
         self.sequence = sequence
         self.sequence_params = dict(serialiser.params)
         self.sample_rate = sample_rate if sample_rate is not None else serialiser.params.get("sample_rate")
@@ -132,11 +159,11 @@ class SSMClassifier(PyTorchClassifier):
         out = []
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
-                xb = torch.from_numpy(x[start:start + batch_size]).to(self.device)  # (B ...natural)
+                xb = torch.from_numpy(x[start : start + batch_size]).to(self.device)  # (B ...natural)
                 out.append(prepare(xb).cpu().numpy())  # (B ...input_shape)
         return np.concatenate(out) if out else np.zeros((0, *self.input_shape), np.float32)
 
-    def reduce_labels(self, y):
+    def reduce_labels(self, y: np.ndarray) -> np.ndarray:
         """Index labels (N,) pass through; ART's own version assumes one-hot rows for C > 2 and
         fails on indices (e.g. ``loss_gradient(x, y_indices)``)."""
         if len(y.shape) == 1:

@@ -30,11 +30,21 @@ def snr_summary(values: np.ndarray) -> dict:
     """min/mean/median SNR (dB) over the perturbed clips with sound (None when there is none), the
     number perturbed, and how many silent clips were perturbed (their SNR is -inf)."""
     finite = values[np.isfinite(values)]
-    summary = {"min_snr_db": None, "mean_snr_db": None, "median_snr_db": None, "perturbed": int(finite.size),
-               "silent_perturbed": int((values == -np.inf).sum())}
+    summary = {
+        "min_snr_db": None,
+        "mean_snr_db": None,
+        "median_snr_db": None,
+        "perturbed": int(finite.size),
+        "silent_perturbed": int((values == -np.inf).sum()),
+    }
     if finite.size:
-        summary.update({"min_snr_db": float(finite.min()), "mean_snr_db": float(finite.mean()),
-                        "median_snr_db": float(np.median(finite))})
+        summary.update(
+            {
+                "min_snr_db": float(finite.min()),
+                "mean_snr_db": float(finite.mean()),
+                "median_snr_db": float(np.median(finite)),
+            }
+        )
     return summary
 
 
@@ -46,11 +56,17 @@ def audio_budget(clf, x: np.ndarray, eps: float) -> dict:
         budget["units"] = "dB on the log-mel spectrogram"
         return budget
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)  # (N T)
-    rms = np.sqrt((x ** 2).mean(axis=1))  # (N)
+    rms = np.sqrt((x**2).mean(axis=1))  # (N)
     snr = 20 * np.log10(np.maximum(rms, 1e-30) / eps)  # ||x|| / (eps sqrt(T)) = rms / eps
-    budget.update({"units": "waveform amplitude (full scale 1)", "worst_case_snr_db_min": float(snr.min()),
-                   "worst_case_snr_db_median": float(np.median(snr)), "worst_case_snr_db_mean": float(snr.mean()),
-                   "eps_dbfs": 20 * math.log10(eps)})
+    budget.update(
+        {
+            "units": "waveform amplitude (full scale 1)",
+            "worst_case_snr_db_min": float(snr.min()),
+            "worst_case_snr_db_median": float(np.median(snr)),
+            "worst_case_snr_db_mean": float(snr.mean()),
+            "eps_dbfs": 20 * math.log10(eps),
+        }
+    )
     return budget
 
 
@@ -65,8 +81,18 @@ def _log_mel(clf, wave: np.ndarray) -> np.ndarray | None:
         return front_end(torch.from_numpy(wave[None]).to(clf.device))[0, 0].cpu().numpy()
 
 
-def write_audio_examples(directory, clf, x: np.ndarray, y: np.ndarray, *, eps: float, seed: int = 0,
-                         n: int = 3, candidates: int = 32, classes: list[str] | None = None) -> list[dict]:
+def write_audio_examples(
+    directory,
+    clf,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    eps: float,
+    seed: int = 0,
+    n: int = 3,
+    candidates: int = 32,
+    classes: list[str] | None = None,
+) -> list[dict]:
     """PGD-10 at ``eps`` on up to ``candidates`` correctly classified clips of ``x`` (natural
     waveforms); the first ``n`` it fools (then, if fewer, the first it does not) become
     ``clean_<i>.wav``, ``adversarial_<i>.wav`` and ``example_<i>.png`` in ``directory``.
@@ -76,7 +102,6 @@ def write_audio_examples(directory, clf, x: np.ndarray, y: np.ndarray, *, eps: f
     directory, label, predictions, SNR).
     """
     import soundfile as sf
-
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -96,16 +121,25 @@ def write_audio_examples(directory, clf, x: np.ndarray, y: np.ndarray, *, eps: f
     rows = []
     for i, j in enumerate(order):
         k, adv = correct[j], x_adv[j]
-        row = {"index": int(k), "label": name(int(y[k])), "clean_prediction": name(int(pred[k])),
-               "adversarial_prediction": name(int(pred_adv[j]))}
+        row = {
+            "index": int(k),
+            "label": name(int(y[k])),
+            "clean_prediction": name(int(pred[k])),
+            "adversarial_prediction": name(int(pred_adv[j])),
+        }
         if features:
             clean_mel, adv_mel, wave, wave_adv = inputs[k][0], adv[0], x[k][0], None
         else:
             wave, wave_adv = x[k][0], adv[0]
             sf.write(directory / f"clean_{i}.wav", wave, rate, subtype="FLOAT")
             sf.write(directory / f"adversarial_{i}.wav", wave_adv, rate, subtype="FLOAT")
-            row.update({"clean_wav": f"examples/clean_{i}.wav", "adversarial_wav": f"examples/adversarial_{i}.wav",
-                        "snr_db": float(snr_db(x[k:k + 1], adv[None])[0])})
+            row.update(
+                {
+                    "clean_wav": f"examples/clean_{i}.wav",
+                    "adversarial_wav": f"examples/adversarial_{i}.wav",
+                    "snr_db": float(snr_db(x[k : k + 1], adv[None])[0]),
+                }
+            )
             clean_mel, adv_mel = _log_mel(clf, x[k]), _log_mel(clf, adv)
         _plot_example(directory / f"example_{i}.png", wave, wave_adv, clean_mel, adv_mel, rate, row)
         row["png"] = f"examples/example_{i}.png"
@@ -127,12 +161,21 @@ def _plot_example(path: Path, wave, wave_adv, mel, mel_adv, rate: int, row: dict
     if wave_adv is not None:
         axes[0, 1].plot(t, wave_adv - wave, lw=0.5, color="tab:red")
         snr = row.get("snr_db")
-        axes[0, 1].set_title("perturbation (own scale)" + (f", SNR {snr:.1f} dB" if snr is not None else "")
-                             + f": predicted {row['adversarial_prediction']}", fontsize=9)
+        axes[0, 1].set_title(
+            "perturbation (own scale)"
+            + (f", SNR {snr:.1f} dB" if snr is not None else "")
+            + f": predicted {row['adversarial_prediction']}",
+            fontsize=9,
+        )
     else:
         axes[0, 1].axis("off")
-        axes[0, 1].text(0.5, 0.5, "features attack space:\nthe spectrogram was perturbed\n"
-                        f"predicted {row['adversarial_prediction']}", ha="center", va="center")
+        axes[0, 1].text(
+            0.5,
+            0.5,
+            f"features attack space:\nthe spectrogram was perturbed\npredicted {row['adversarial_prediction']}",
+            ha="center",
+            va="center",
+        )
     for ax in axes[0]:
         ax.set_xlabel("seconds", fontsize=8)
     for ax, m, title in ((axes[1, 0], mel, "clean log-mel (dB)"), (axes[1, 1], mel_adv, "adversarial log-mel (dB)")):
@@ -149,8 +192,16 @@ def _plot_example(path: Path, wave, wave_adv, mel, mel_adv, rate: int, row: dict
     plt.close(fig)
 
 
-def audio_robustness(clf, x: np.ndarray, y: np.ndarray, *, snrs=DEFAULT_SNRS, seed: int = 0,
-                     search_attacks=("time-shift", "speed"), attack_params: dict | None = None) -> dict:
+def audio_robustness(
+    clf,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    snrs=DEFAULT_SNRS,
+    seed: int = 0,
+    search_attacks=("time-shift", "speed"),
+    attack_params: dict | None = None,
+) -> dict:
     """Accuracy under ``snr-pgd`` at each SNR in ``snrs`` (dB) and under the search attacks.
 
     ``x`` is the classifier's input (waveforms). Returns ``{"snr_curve": [{"snr_db", "accuracy",
@@ -164,8 +215,13 @@ def audio_robustness(clf, x: np.ndarray, y: np.ndarray, *, snrs=DEFAULT_SNRS, se
         params = {**attack_params.get("snr-pgd", {}), "snr_db": float(snr)}
         with seeded(seed):
             x_adv = get_attack("snr-pgd", clf, **params).generate(x, y).astype(np.float32)
-        curve.append({"snr_db": float(snr), "accuracy": float((clf.predict(x_adv).argmax(1) == y).mean()),
-                      **{k: v for k, v in snr_summary(snr_db(x, x_adv)).items() if k == "min_snr_db"}})
+        curve.append(
+            {
+                "snr_db": float(snr),
+                "accuracy": float((clf.predict(x_adv).argmax(1) == y).mean()),
+                **{k: v for k, v in snr_summary(snr_db(x, x_adv)).items() if k == "min_snr_db"},
+            }
+        )
     search = {}
     for name in search_attacks:
         params = dict(attack_params.get(name, {}))

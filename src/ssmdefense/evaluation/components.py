@@ -60,8 +60,10 @@ def find_body(clf) -> SequenceClassifier:
     (a plugin's plain ``nn.Module``: it has no blocks of mixers to analyse)."""
     body = next((m for m in clf.model.modules() if isinstance(m, SequenceClassifier)), None)
     if body is None:
-        raise SSMDefenseError(f"--analysis components needs a model built on SequenceClassifier (blocks of "
-                              f"sequence mixers); {type(clf.model).__name__} has none")
+        raise SSMDefenseError(
+            f"--analysis components needs a model built on SequenceClassifier (blocks of "
+            f"sequence mixers); {type(clf.model).__name__} has none"
+        )
     return body
 
 
@@ -73,8 +75,14 @@ def _components(body: SequenceClassifier) -> list[tuple[int, str, nn.Module]]:
         if not isinstance(block.ads_module, nn.Identity):
             out.append((i, "ads", block.ads_module))
         if block.gated:
-            proj = next((getattr(block.mixer, n) for n in OUTPUT_PROJECTIONS
-                         if isinstance(getattr(block.mixer, n, None), nn.Linear)), None)
+            proj = next(
+                (
+                    getattr(block.mixer, n)
+                    for n in OUTPUT_PROJECTIONS
+                    if isinstance(getattr(block.mixer, n, None), nn.Linear)
+                ),
+                None,
+            )
         else:
             proj = block.output_linear
         if proj is not None:
@@ -129,6 +137,7 @@ def component_analysis(clf, x_clean, x_adv, *, batch_size: int = 128) -> list[di
     def make_hook(key):
         def hook(module, inputs, output):
             captured.setdefault(key, []).append((inputs[0].detach(), output.detach()))
+
         return hook
 
     model = clf.model
@@ -143,13 +152,14 @@ def component_analysis(clf, x_clean, x_adv, *, batch_size: int = 128) -> list[di
                 runs = []
                 for x in (x_clean, x_adv):
                     captured.clear()
-                    model(torch.as_tensor(x[start:start + batch_size], dtype=dtype, device=clf.device))
+                    model(torch.as_tensor(x[start : start + batch_size], dtype=dtype, device=clf.device))
                     runs.append(dict(captured))
                 clean, adv = runs
                 for key in names:
                     if len(clean.get(key, [])) != len(adv.get(key, [])):
-                        raise RuntimeError(f"component {key} ran a different number of times on clean and "
-                                           f"adversarial input")
+                        raise RuntimeError(
+                            f"component {key} ran a different number of times on clean and adversarial input"
+                        )
                     for (in_c, out_c), (in_a, out_a) in zip(clean.get(key, []), adv.get(key, [])):
                         s = sums[key]
                         for side, (h_c, h_a) in enumerate(((in_c, in_a), (out_c, out_a))):
@@ -163,7 +173,7 @@ def component_analysis(clf, x_clean, x_adv, *, batch_size: int = 128) -> list[di
         model.train(was_training)
 
     rows = []
-    for (i, c) in names:
+    for i, c in names:
         s = sums[(i, c)]
         row = {"layer": i, "component": c}
         for metric, total, count in (("kl", "kl", "kl_n"), ("mse", "se", "se_n")):
@@ -212,22 +222,32 @@ def _change(v) -> str:
 
 def render_components_markdown(analysis: dict) -> str:
     """A "## Component analysis" markdown section: one table over all splits and an explanation."""
-    lines = ["## Component analysis", "",
-             ("Distance between clean and adversarial hidden states at each block component's input (before) and "
-             "output (after): KL is the mean over positions of KL(softmax(clean) || softmax(adversarial)) over "
-             "the features, MSE the mean squared difference. The relative change is (after - before) / before: "
-             "positive means the component amplifies the adversarial perturbation, negative that it damps it "
-             "(Qi et al., NeurIPS 2024). For Mega and Mamba, `mixer` is the whole gated layer, `ads` the AdS "
-             "module inside it and `output_linear` its own output projection."), ""]
+    lines = [
+        "## Component analysis",
+        "",
+        (
+            "Distance between clean and adversarial hidden states at each block component's input (before) and "
+            "output (after): KL is the mean over positions of KL(softmax(clean) || softmax(adversarial)) over "
+            "the features, MSE the mean squared difference. The relative change is (after - before) / before: "
+            "positive means the component amplifies the adversarial perturbation, negative that it damps it "
+            "(Qi et al., NeurIPS 2024). For Mega and Mamba, `mixer` is the whole gated layer, `ads` the AdS "
+            "module inside it and `output_linear` its own output projection."
+        ),
+        "",
+    ]
     rows = [(split, r) for split, split_rows in (analysis or {}).items() for r in split_rows]
     if not rows:
         return "\n".join(lines + ["No components were analysed."]) + "\n"
-    lines += ["| split | layer | component | KL before | KL after | KL change | MSE before | MSE after | MSE change |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| split | layer | component | KL before | KL after | KL change | MSE before | MSE after | MSE change |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for split, r in rows:
-        lines.append(f"| {split} | {r['layer']} | {r['component']} | {_num(r['kl_before'])} | {_num(r['kl_after'])} "
-                     f"| {_change(r['kl_relative_change'])} | {_num(r['mse_before'])} | {_num(r['mse_after'])} "
-                     f"| {_change(r['mse_relative_change'])} |")
+        lines.append(
+            f"| {split} | {r['layer']} | {r['component']} | {_num(r['kl_before'])} | {_num(r['kl_after'])} "
+            f"| {_change(r['kl_relative_change'])} | {_num(r['mse_before'])} | {_num(r['mse_after'])} "
+            f"| {_change(r['mse_relative_change'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -241,8 +261,11 @@ def plot_components(analysis: dict, path) -> bool:
         for r in analysis[s]:
             if (r["layer"], r["component"]) not in groups:
                 groups.append((r["layer"], r["component"]))
-    values = {(s, m): {(r["layer"], r["component"]): r[f"{m}_relative_change"] for r in analysis[s]}
-              for s in splits for m in ("kl", "mse")}
+    values = {
+        (s, m): {(r["layer"], r["component"]): r[f"{m}_relative_change"] for r in analysis[s]}
+        for s in splits
+        for m in ("kl", "mse")
+    }
     if not any(v is not None for d in values.values() for v in d.values()):
         return False
     import matplotlib
@@ -256,8 +279,7 @@ def plot_components(analysis: dict, path) -> bool:
     for ax, metric in zip(axes, ("kl", "mse")):
         for j, s in enumerate(splits):
             v = [values[(s, metric)].get(g) for g in groups]
-            ax.bar(pos + (j - (len(splits) - 1) / 2) * width, [np.nan if x is None else x for x in v],
-                   width, label=s)
+            ax.bar(pos + (j - (len(splits) - 1) / 2) * width, [np.nan if x is None else x for x in v], width, label=s)
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xticks(pos)
         ax.set_xticklabels([f"L{i} {c}" for i, c in groups], rotation=30, ha="right", fontsize=8)

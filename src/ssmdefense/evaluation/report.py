@@ -29,21 +29,33 @@ def render_markdown(report: dict, title: str) -> str:
         lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in cfg.items()]
         lines.append("")
     eps = cfg.get("eps", report.get("eps"))
-    lines += [f"## Accuracy at eps = {eps}", "",
-              "| checkpoint | epoch | clean | " + " | ".join(keys) + " |",
-              "|---|---|---|" + "---|" * len(keys)]
+    lines += [
+        f"## Accuracy at eps = {eps}",
+        "",
+        "| checkpoint | epoch | clean | " + " | ".join(keys) + " |",
+        "|---|---|---|" + "---|" * len(keys),
+    ]
     for k in ckpts:
         r = report[k]
         cells = " | ".join(_pct(r["robust_accuracy"].get(key)) for key in keys)
         lines.append(f"| {k} | {r.get('epoch', '—')} | {_pct(r['clean_accuracy'])} | {cells} |")
     if "gap" in report:
         g = report["gap"]
-        lines += ["", "Best minus last (robust overfitting): "
-                  + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in g.items()) + "."]
+        lines += [
+            "",
+            "Best minus last (robust overfitting): "
+            + ", ".join(f"{k} {100 * v:+.1f} points" for k, v in g.items())
+            + ".",
+        ]
     curves = [(k, report[k].get("curve") or []) for k in _distinct(report, ckpts)]
     if any(c for _, c in curves):
-        lines += ["", "## Accuracy against eps", "", "| checkpoint | eps | " + " | ".join(keys) + " |",
-                  "|---|---|" + "---|" * len(keys)]
+        lines += [
+            "",
+            "## Accuracy against eps",
+            "",
+            "| checkpoint | eps | " + " | ".join(keys) + " |",
+            "|---|---|" + "---|" * len(keys),
+        ]
         for k, curve in curves:
             for p in curve:
                 lines.append(f"| {k} | {p['eps']:g} | " + " | ".join(_pct(p.get(key)) for key in keys) + " |")
@@ -54,19 +66,29 @@ def render_markdown(report: dict, title: str) -> str:
     lines += _sanity(report, detail)
     for k in detail:
         if report[k].get("components"):
-
-            lines += ["", render_components_markdown(report[k]["components"]).rstrip()
-                      .replace("## Component analysis", f"## Component analysis ({k})", 1)]
+            lines += [
+                "",
+                render_components_markdown(report[k]["components"])
+                .rstrip()
+                .replace("## Component analysis", f"## Component analysis ({k})", 1),
+            ]
     timing = report.get("timing")
     if timing and timing.get("epoch_seconds"):
         es = timing["epoch_seconds"]
-        lines += ["", "## Timing", "", f"- training seconds per epoch: mean {sum(es) / len(es):.2f} "
-                  f"(min {min(es):.2f}, max {max(es):.2f}) over {len(es)} epochs",
-                  f"- total seconds: {timing.get('total_seconds', 0):.1f}"]
+        lines += [
+            "",
+            "## Timing",
+            "",
+            f"- training seconds per epoch: mean {sum(es) / len(es):.2f} "
+            f"(min {min(es):.2f}, max {max(es):.2f}) over {len(es)} epochs",
+            f"- total seconds: {timing.get('total_seconds', 0):.1f}",
+        ]
         if timing.get("overhead_ratio") is not None:
-            lines.append(f"- overhead against standard training: {timing['overhead_ratio']:.2f}x for the whole run "
-                         f"({timing['defense_batch_seconds']:.4f} s per defense batch, "
-                         f"{timing['standard_batch_seconds']:.4f} s per standard batch, timed side by side)")
+            lines.append(
+                f"- overhead against standard training: {timing['overhead_ratio']:.2f}x for the whole run "
+                f"({timing['defense_batch_seconds']:.4f} s per defense batch, "
+                f"{timing['standard_batch_seconds']:.4f} s per standard batch, timed side by side)"
+            )
     plots = report.get("plots") or []
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
@@ -84,9 +106,12 @@ def _masking_headline(report: dict, ckpts: list[str]) -> list[str]:
         return []
     failed = {k: [c["name"] for c in report[k]["sanity"]["checks"] if c["passed"] is False] for k in checked}
     if any(failed.values()):
-        return ["**Gradient masking suspected**: "
-                + "; ".join(f"{k} fails {', '.join(v)}" for k, v in failed.items() if v)
-                + ". The robust accuracies below are upper bounds that a stronger or adaptive attack may lower.", ""]
+        return [
+            "**Gradient masking suspected**: "
+            + "; ".join(f"{k} fails {', '.join(v)}" for k, v in failed.items() if v)
+            + ". The robust accuracies below are upper bounds that a stronger or adaptive attack may lower.",
+            "",
+        ]
     n = len(report[checked[0]]["sanity"]["checks"])
     return [f"No sign of gradient masking: the sanity checks passed on {', '.join(checked)} ({n} checks each).", ""]
 
@@ -97,33 +122,56 @@ def _audio(report: dict, ckpts: list[str]) -> list[str]:
     budget = report.get("budget") or report.get("config", {}).get("budget")
     if budget:
         if budget.get("attack_space") == "features":
-            lines += ["", "## Threat model", "", f"Features attack space: L-inf eps = {budget['eps']:g} dB on the "
-                      "log-mel spectrogram (the attack perturbs the front end's output, not the waveform)."]
+            lines += [
+                "",
+                "## Threat model",
+                "",
+                f"Features attack space: L-inf eps = {budget['eps']:g} dB on the "
+                "log-mel spectrogram (the attack perturbs the front end's output, not the waveform).",
+            ]
         else:
-            lines += ["", "## Threat model", "",
-                      f"Waveform attack space: L-inf eps = {budget['eps']:g} ({budget['eps_dbfs']:.1f} dBFS). The "
-                      f"loudest perturbation it allows has an SNR of {budget['worst_case_snr_db_min']:.1f} dB on the "
-                      f"quietest test clip, {budget['worst_case_snr_db_median']:.1f} dB on the median clip "
-                      f"(mean {budget['worst_case_snr_db_mean']:.1f} dB)."]
+            lines += [
+                "",
+                "## Threat model",
+                "",
+                f"Waveform attack space: L-inf eps = {budget['eps']:g} ({budget['eps_dbfs']:.1f} dBFS). The "
+                f"loudest perturbation it allows has an SNR of {budget['worst_case_snr_db_min']:.1f} dB on the "
+                f"quietest test clip, {budget['worst_case_snr_db_median']:.1f} dB on the median clip "
+                f"(mean {budget['worst_case_snr_db_mean']:.1f} dB).",
+            ]
     rows = [(k, report[k]["audio"]) for k in ckpts if report[k].get("audio")]
     if rows:
         snrs = [p["snr_db"] for p in rows[0][1]["snr_curve"]]
         search = list(rows[0][1]["search"])
-        lines += ["", "## Audio attacks", "", "| checkpoint | " + " | ".join(f"snr-pgd {s:g} dB" for s in snrs)
-                  + "".join(f" | {n}" for n in search) + " |", "|---|" + "---|" * (len(snrs) + len(search))]
+        lines += [
+            "",
+            "## Audio attacks",
+            "",
+            "| checkpoint | "
+            + " | ".join(f"snr-pgd {s:g} dB" for s in snrs)
+            + "".join(f" | {n}" for n in search)
+            + " |",
+            "|---|" + "---|" * (len(snrs) + len(search)),
+        ]
         for k, audio in rows:
             cells = [_pct(p["accuracy"]) for p in audio["snr_curve"]]
             cells += [_pct(audio["search"][n]["accuracy"]) for n in search]
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
     examples = report.get("examples") or []
     if examples:
-        lines += ["", "## Examples (PGD-10 at eps on the best checkpoint)", "",
-                  "| label | clean prediction | adversarial prediction | SNR (dB) | files |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Examples (PGD-10 at eps on the best checkpoint)",
+            "",
+            "| label | clean prediction | adversarial prediction | SNR (dB) | files |",
+            "|---|---|---|---|---|",
+        ]
         for e in examples:
             files = ", ".join(f"[{Path(e[f]).name}]({e[f]})" for f in ("clean_wav", "adversarial_wav", "png") if f in e)
             snr = f"{e['snr_db']:.1f}" if e.get("snr_db") is not None else "—"
-            lines.append(f"| {e['label']} | {e['clean_prediction']} | {e['adversarial_prediction']} | {snr} "
-                         f"| {files} |")
+            lines.append(
+                f"| {e['label']} | {e['clean_prediction']} | {e['adversarial_prediction']} | {snr} | {files} |"
+            )
     return lines
 
 
@@ -142,8 +190,13 @@ def _per_class(report: dict, ckpts: list[str], keys: list[str]) -> list[str]:
         return []
     n = len(rows[0][1]["clean"])
     names = report.get("classes") or [str(c) for c in range(n)]
-    lines = ["", "## Per-class accuracy at eps", "", "| checkpoint | attack | " + " | ".join(names)
-             + " |", "|---|---|" + "---|" * n]
+    lines = [
+        "",
+        "## Per-class accuracy at eps",
+        "",
+        "| checkpoint | attack | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * n,
+    ]
     for k, per_class in rows:
         for key in ["clean", *[key for key in keys if key in per_class]]:
             lines.append(f"| {k} | {key} | " + " | ".join(_pct(v) for v in per_class[key]) + " |")
@@ -157,8 +210,13 @@ def _sanity(report: dict, ckpts: list[str]) -> list[str]:
         if not sanity:
             continue
         verdict = "gradient masking suspected" if sanity["gradient_masking_suspected"] else "no sign of masking"
-        lines += ["", f"## Gradient-masking checks ({k}: {verdict})", "", "| check | result | numbers |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            f"## Gradient-masking checks ({k}: {verdict})",
+            "",
+            "| check | result | numbers |",
+            "|---|---|---|",
+        ]
         for c in sanity["checks"]:
             result = {True: "pass", False: "**FAIL**", None: "skipped"}[c["passed"]]
             lines.append(f"| {c['name']} | {result} | {c['detail']} |")
@@ -201,7 +259,12 @@ def plot_curves(report: dict, path: Path) -> bool:
     for k in ckpts:
         curve = report[k]["curve"]
         for key in [c for c in curve[0] if c != "eps"]:
-            ax.plot([p["eps"] for p in curve if key in p], [p[key] for p in curve if key in p], marker="o", label=f"{labels[k]} {key}")
+            ax.plot(
+                [p["eps"] for p in curve if key in p],
+                [p[key] for p in curve if key in p],
+                marker="o",
+                label=f"{labels[k]} {key}",
+            )
     return _save(plt, fig, ax, path, "eps (L-inf)", "Robust accuracy vs eps")
 
 
@@ -231,12 +294,10 @@ def write_report(directory, report: dict, title: str, history: list[dict] | None
     if history and plot_history(history, directory / "plots" / "training_curves.png"):
         plots.append("plots/training_curves.png")
     if any(report.get(k, {}).get("audio") for k in ("best", "last", "checkpoint")):
-
         if plot_snr_curve(report, directory / "plots" / "accuracy_vs_snr.png"):
             plots.append("plots/accuracy_vs_snr.png")
     for k in _distinct(report, [k for k in ("best", "last", "checkpoint") if k in report]):
         if report[k].get("components"):
-
             if plot_components(report[k]["components"], directory / "plots" / f"components_{k}.png"):
                 plots.append(f"plots/components_{k}.png")
     report = {**report, "plots": plots}

@@ -46,8 +46,17 @@ def describe_attack(attack) -> dict:
     return info
 
 
-def evaluate_robustness(clf, x: np.ndarray, y: np.ndarray, *, eps: float, attacks=("fgsm", "pgd"),
-                        eps_list=(), attack_params: dict | None = None, seed: int = 0) -> dict:
+def evaluate_robustness(
+    clf,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    eps: float,
+    attacks=("fgsm", "pgd"),
+    eps_list=(),
+    attack_params: dict | None = None,
+    seed: int = 0,
+) -> dict:
     """Accuracy of ``clf`` on (x, y): clean, under each attack at ``eps``, and along ``eps_list``.
 
     Returns ``{"clean_accuracy": a, "robust_accuracy": {"fgsm": a, "pgd-10": a},
@@ -78,14 +87,18 @@ def evaluate_robustness(clf, x: np.ndarray, y: np.ndarray, *, eps: float, attack
             key = attack_key(name, attack_params.get(name))
             if not info.get(key, {}).get("uses_eps", True):
                 continue  # no budget: the same at every eps
-            point[key] = robust[key] if np.isclose(e, eps) else _accuracy_under(
-                clf, name, x, y, float(e), attack_params.get(name, {}), seed)
+            point[key] = (
+                robust[key]
+                if np.isclose(e, eps)
+                else _accuracy_under(clf, name, x, y, float(e), attack_params.get(name, {}), seed)
+            )
         curve.append(point)
-    return {"clean_accuracy": clean, "robust_accuracy": robust, "curve": curve, "per_class": per_class,
-            "attacks": info}
+    return {"clean_accuracy": clean, "robust_accuracy": robust, "curve": curve, "per_class": per_class, "attacks": info}
 
 
 def best_last_gap(best: dict, last: dict) -> dict:
     """Best minus last checkpoint, clean and per attack: how robust overfitting shows."""
-    return {"clean_accuracy": best["clean_accuracy"] - last["clean_accuracy"],
-            **{k: best["robust_accuracy"][k] - last["robust_accuracy"][k] for k in best["robust_accuracy"]}}
+    return {
+        "clean_accuracy": best["clean_accuracy"] - last["clean_accuracy"],
+        **{k: best["robust_accuracy"][k] - last["robust_accuracy"][k] for k in best["robust_accuracy"]},
+    }

@@ -36,8 +36,15 @@ from .robustness import DEFAULT_ATTACK_PARAMS, attack_key
 
 SLACK = 1e-9  # float rounding: 0.175 >= 0.195 - 0.02 must hold
 
-CHECKS = ("accuracy_falls_with_eps", "large_eps_breaks", "more_steps", "more_restarts",
-          "black_box_not_stronger", "noise_weaker", "loss_rises")
+CHECKS = (
+    "accuracy_falls_with_eps",
+    "large_eps_breaks",
+    "more_steps",
+    "more_restarts",
+    "black_box_not_stronger",
+    "noise_weaker",
+    "loss_rises",
+)
 
 
 def _predict(clf, name, x, y, eps, seed, **params):
@@ -58,7 +65,7 @@ def pgd_loss_trace(clf, x, y, *, eps, steps, eps_step=None, batch_size=128) -> n
     lo, hi = clf.clip_values if clf.clip_values is not None else (-np.inf, np.inf)
     trace = []
     for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]  # (B ...), (B)
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]  # (B ...), (B)
         x_adv, rows = xb.copy(), []
         for step in range(steps + 1):
             rows.append(clf.compute_loss(x_adv, yb, reduction="none"))  # (B)
@@ -72,14 +79,30 @@ def pgd_loss_trace(clf, x, y, *, eps, steps, eps_step=None, batch_size=128) -> n
 
 
 def _check(name, passed, detail, **values):
-    return {"name": name, "passed": passed, "detail": detail,
-            "values": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}}
+    return {
+        "name": name,
+        "passed": passed,
+        "detail": detail,
+        "values": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()},
+    }
 
 
-def gradient_masking_checks(clf, x: np.ndarray, y: np.ndarray, *, eps: float, pgd: dict | None = None,
-                            curve: list[dict] | None = None, tol: float = 0.02, steps_factor: int = 5,
-                            restarts: int = 5, large_eps: float | None = None, large_eps_max_accuracy: float = 0.1,
-                            square_max_iter: int = 300, seed: int = 0) -> dict:
+def gradient_masking_checks(
+    clf,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    eps: float,
+    pgd: dict | None = None,
+    curve: list[dict] | None = None,
+    tol: float = 0.02,
+    steps_factor: int = 5,
+    restarts: int = 5,
+    large_eps: float | None = None,
+    large_eps_max_accuracy: float = 0.1,
+    square_max_iter: int = 300,
+    seed: int = 0,
+) -> dict:
     """Run the gradient-masking checks of this module on ``clf`` at L-inf budget ``eps``.
 
     Args:
@@ -118,67 +141,138 @@ def gradient_masking_checks(clf, x: np.ndarray, y: np.ndarray, *, eps: float, pg
     acc_pgd = float(correct_pgd.mean())
 
     if curve is None:
-        curve = [{"eps": e, key: float((_predict(clf, "pgd", x, y, e, seed, **pgd) == y).mean()) if e else
-                  float((clf.predict(x).argmax(1) == y).mean())} for e in (0.0, eps / 2, eps, 2 * eps)]
+        curve = [
+            {
+                "eps": e,
+                key: float((_predict(clf, "pgd", x, y, e, seed, **pgd) == y).mean())
+                if e
+                else float((clf.predict(x).argmax(1) == y).mean()),
+            }
+            for e in (0.0, eps / 2, eps, 2 * eps)
+        ]
     points = [(p["eps"], p[key]) for p in sorted(curve, key=lambda p: p["eps"]) if key in p]
     rises = [(a, b, acc_b - acc_a) for (a, acc_a), (b, acc_b) in pairwise(points) if acc_b - acc_a > tol + SLACK]
-    checks.append(_check(
-        "accuracy_falls_with_eps", not rises,
-        f"{key} accuracy along eps " + " -> ".join(f"{a:.3f}" for _, a in points)
-        + ("" if not rises else f"; rises by {max(r[2] for r in rises):.3f} between eps {rises[0][0]:g} and "
-           f"{rises[0][1]:g}"),
-        eps=[e for e, _ in points], accuracy=[a for _, a in points]))
+    checks.append(
+        _check(
+            "accuracy_falls_with_eps",
+            not rises,
+            f"{key} accuracy along eps "
+            + " -> ".join(f"{a:.3f}" for _, a in points)
+            + (
+                ""
+                if not rises
+                else f"; rises by {max(r[2] for r in rises):.3f} between eps {rises[0][0]:g} and {rises[0][1]:g}"
+            ),
+            eps=[e for e, _ in points],
+            accuracy=[a for _, a in points],
+        )
+    )
 
     big = {**pgd, "max_iter": steps * steps_factor, "eps_step": None}
     acc_large = float((_predict(clf, "pgd", x, y, large_eps, seed, **big) == y).mean())
-    checks.append(_check(
-        "large_eps_breaks", acc_large <= large_eps_max_accuracy + SLACK,
-        f"PGD-{steps * steps_factor} at eps {large_eps:g} (the whole clip range) leaves accuracy {acc_large:.3f} "
-        f"(must be <= {large_eps_max_accuracy:g})", eps=large_eps, accuracy=acc_large))
+    checks.append(
+        _check(
+            "large_eps_breaks",
+            acc_large <= large_eps_max_accuracy + SLACK,
+            f"PGD-{steps * steps_factor} at eps {large_eps:g} (the whole clip range) leaves accuracy {acc_large:.3f} "
+            f"(must be <= {large_eps_max_accuracy:g})",
+            eps=large_eps,
+            accuracy=acc_large,
+        )
+    )
 
-    acc_steps = float((_predict(clf, "pgd", x, y, eps, seed, **{**pgd, "max_iter": steps * steps_factor,
-                                                                "eps_step": None}) == y).mean())
-    checks.append(_check(
-        "more_steps", acc_steps <= acc_pgd + tol + SLACK,
-        f"PGD-{steps * steps_factor} {acc_steps:.3f} vs {key} {acc_pgd:.3f}",
-        accuracy=acc_steps, reference=acc_pgd, steps=steps * steps_factor))
+    acc_steps = float(
+        (
+            _predict(clf, "pgd", x, y, eps, seed, **{**pgd, "max_iter": steps * steps_factor, "eps_step": None}) == y
+        ).mean()
+    )
+    checks.append(
+        _check(
+            "more_steps",
+            acc_steps <= acc_pgd + tol + SLACK,
+            f"PGD-{steps * steps_factor} {acc_steps:.3f} vs {key} {acc_pgd:.3f}",
+            accuracy=acc_steps,
+            reference=acc_pgd,
+            steps=steps * steps_factor,
+        )
+    )
 
     acc_restarts = float((_predict(clf, "pgd", x, y, eps, seed, **{**pgd, "num_random_init": restarts}) == y).mean())
-    checks.append(_check(
-        "more_restarts", acc_restarts <= acc_pgd + tol + SLACK,
-        f"{key} with {restarts} restarts {acc_restarts:.3f} vs one start {acc_pgd:.3f}",
-        accuracy=acc_restarts, reference=acc_pgd, restarts=restarts))
+    checks.append(
+        _check(
+            "more_restarts",
+            acc_restarts <= acc_pgd + tol + SLACK,
+            f"{key} with {restarts} restarts {acc_restarts:.3f} vs one start {acc_pgd:.3f}",
+            accuracy=acc_restarts,
+            reference=acc_pgd,
+            restarts=restarts,
+        )
+    )
 
     if len(clf.input_shape) == 3:
         pred_square = _predict(clf, "square", x, y, eps, seed, max_iter=square_max_iter)
         acc_square = float((pred_square == y).mean())
-        checks.append(_check(
-            "black_box_not_stronger", acc_square >= acc_pgd - tol - SLACK,
-            f"Square ({square_max_iter} queries, no gradients) {acc_square:.3f} vs {key} {acc_pgd:.3f}",
-            accuracy=acc_square, reference=acc_pgd))
+        checks.append(
+            _check(
+                "black_box_not_stronger",
+                acc_square >= acc_pgd - tol - SLACK,
+                f"Square ({square_max_iter} queries, no gradients) {acc_square:.3f} vs {key} {acc_pgd:.3f}",
+                accuracy=acc_square,
+                reference=acc_pgd,
+            )
+        )
     else:
-        checks.append(_check("black_box_not_stronger", None,
-                             f"skipped: Square needs image-shaped input, this estimator takes {clf.input_shape}"))
+        checks.append(
+            _check(
+                "black_box_not_stronger",
+                None,
+                f"skipped: Square needs image-shaped input, this estimator takes {clf.input_shape}",
+            )
+        )
 
     correct_noise = _predict(clf, "noise", x, y, eps, seed) == y
     acc_noise = float(correct_noise.mean())
     noise_only = float((~correct_noise & correct_pgd).mean())  # broken by noise, not by PGD
-    checks.append(_check(
-        "noise_weaker", acc_pgd <= acc_noise + tol + SLACK and noise_only <= tol + SLACK,
-        f"uniform noise {acc_noise:.3f} vs {key} {acc_pgd:.3f}; noise breaks {noise_only:.3f} of the samples "
-        f"PGD does not", accuracy=acc_noise, reference=acc_pgd, noise_only=noise_only))
+    checks.append(
+        _check(
+            "noise_weaker",
+            acc_pgd <= acc_noise + tol + SLACK and noise_only <= tol + SLACK,
+            f"uniform noise {acc_noise:.3f} vs {key} {acc_pgd:.3f}; noise breaks {noise_only:.3f} of the samples "
+            f"PGD does not",
+            accuracy=acc_noise,
+            reference=acc_pgd,
+            noise_only=noise_only,
+        )
+    )
 
     clean_correct = clf.predict(x).argmax(1) == y
     trace = pgd_loss_trace(clf, x, y, eps=eps, steps=steps)  # (steps+1 N)
     rise = trace[-1, clean_correct] - trace[0, clean_correct]  # (n correct)
     rose = float((rise > 0).mean()) if rise.size else 0.0
-    checks.append(_check(
-        "loss_rises", rose > 0.5,
-        f"over {steps} PGD steps the loss rose for {rose:.3f} of the {int(clean_correct.sum())} correctly "
-        f"classified samples (mean loss {trace[0].mean():.4f} -> {trace[-1].mean():.4f})",
-        fraction_rising=rose, mean_loss=[float(v) for v in trace.mean(axis=1)]))
+    checks.append(
+        _check(
+            "loss_rises",
+            rose > 0.5,
+            f"over {steps} PGD steps the loss rose for {rose:.3f} of the {int(clean_correct.sum())} correctly "
+            f"classified samples (mean loss {trace[0].mean():.4f} -> {trace[-1].mean():.4f})",
+            fraction_rising=rose,
+            mean_loss=[float(v) for v in trace.mean(axis=1)],
+        )
+    )
 
-    return {"gradient_masking_suspected": any(c["passed"] is False for c in checks), "checks": checks,
-            "settings": {"eps": eps, "reference": key, "tol": tol, "steps_factor": steps_factor, "restarts": restarts,
-                         "large_eps": large_eps, "large_eps_max_accuracy": large_eps_max_accuracy,
-                         "square_max_iter": square_max_iter, "samples": int(len(y)), "seed": seed}}
+    return {
+        "gradient_masking_suspected": any(c["passed"] is False for c in checks),
+        "checks": checks,
+        "settings": {
+            "eps": eps,
+            "reference": key,
+            "tol": tol,
+            "steps_factor": steps_factor,
+            "restarts": restarts,
+            "large_eps": large_eps,
+            "large_eps_max_accuracy": large_eps_max_accuracy,
+            "square_max_iter": square_max_iter,
+            "samples": int(len(y)),
+            "seed": seed,
+        },
+    }

@@ -128,8 +128,9 @@ class _DiagonalScan(torch.autograd.Function):
             nbk.diagonal_scan_backward_cpu(a_c.numpy(), x.numpy(), g_x.numpy(), g_b.numpy(), g_a.numpy())
         g_a = g_a.sum(dim=0)  # (P)
         grads = (g_a, g_b)
-        return tuple(g.to(dtype) if need else None
-                     for g, dtype, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad))
+        return tuple(
+            g.to(dtype) if need else None for g, dtype, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad)
+        )
 
 
 def diagonal_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -150,8 +151,9 @@ def diagonal_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if b.ndim != 3 or not b.is_complex():
         raise ValueError(f"b must be complex (B, L, P); got shape {tuple(b.shape)}, dtype {b.dtype}")
     if a.ndim != 1 or a.shape[0] != b.shape[2] or not a.is_complex():
-        raise ValueError(f"a must be complex (P,) with P = b.shape[2] = {b.shape[2]}; "
-                         f"got shape {tuple(a.shape)}, dtype {a.dtype}")
+        raise ValueError(
+            f"a must be complex (P,) with P = b.shape[2] = {b.shape[2]}; got shape {tuple(a.shape)}, dtype {a.dtype}"
+        )
     if a.device != b.device:
         raise ValueError(f"a is on {a.device} but b is on {b.device}")
     problem = backend.device_problem(b.device.type)

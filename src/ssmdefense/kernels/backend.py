@@ -98,8 +98,9 @@ def resolve(kernel: str, device_type: str, auto: dict[str, str], what: str) -> s
     if kernel == "numba":
         problem = device_problem(device_type)
         if problem:
-            raise KernelUnavailableError(f"{what}: kernel='numba' cannot run on {device_type}: {problem}; "
-                                         f"use kernel='torch' or 'auto'")
+            raise KernelUnavailableError(
+                f"{what}: kernel='numba' cannot run on {device_type}: {problem}; use kernel='torch' or 'auto'"
+            )
         return "numba"
     check_kernel(kernel)
     choice = auto.get(device_type, "torch")
@@ -144,7 +145,8 @@ def sync_threads() -> int:
 
 class KernelChoice:
     """Mixin for a module with a ``kernel=auto|torch|numba`` choice. The module sets ``kernel_choice``
-    (checked with ``check_kernel``; not ``kernel``, which the convolutional SSMs' ``kernel(L)`` method owns) and has class attributes ``KERNEL_AUTO`` (``auto``'s pick per device type,
+    (checked with ``check_kernel``; not ``kernel``, which the convolutional SSMs' ``kernel(L)``
+    method owns) and has class attributes ``KERNEL_AUTO`` (``auto``'s pick per device type,
     from the benchmark) and ``KERNEL_WHAT`` (its name in messages and reports)."""
 
     KERNEL_AUTO: dict[str, str] = {}

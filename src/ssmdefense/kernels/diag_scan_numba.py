@@ -98,6 +98,7 @@ _REASSOC = {"reassoc", "contract"}
 # Diagonal SSM scan, CPU
 # ---------------------------------------------------------------------------------------------
 
+
 @njit(cache=True)
 def _split(M):
     """Real and imaginary parts of the complex ``M`` (H, N) as two contiguous float arrays."""
@@ -262,6 +263,7 @@ def diag_ssm_backward_cpu(u, dA, dB, C, g_y, g_u, g_dA, g_dB, g_C):
 # Diagonal SSM scan, CUDA
 # ---------------------------------------------------------------------------------------------
 
+
 @cuda.jit(device=True)
 def _store_tile_sums(tile, wb, lane, out, b, h, k, ok, n_warps):
     """Lane j of a warp writes step k's sum over the warp's 32 modes (row j of its tile) into out[b, h, k];
@@ -406,6 +408,7 @@ def diag_ssm_backward_cuda(u, dA, dB, C, g_y, g_u, g_dA, g_dB, g_C, stream=0):
 # Complex diagonal scan (S5), CPU
 # ---------------------------------------------------------------------------------------------
 
+
 @njit(cache=True)
 def _split_vector(a):
     """Real and imaginary parts of the complex ``a`` (P,) as two contiguous float arrays."""
@@ -426,13 +429,13 @@ def _diag_scan_fwd_cpu(a, b, x):
         bi = i // n_blocks
         p0 = (i - bi * n_blocks) * CPU_STATE_BLOCK
         m = min(CPU_STATE_BLOCK, P - p0)
-        ar = a_re[p0:p0 + m]  # (m)
-        ai = a_im[p0:p0 + m]  # (m)
+        ar = a_re[p0 : p0 + m]  # (m)
+        ai = a_im[p0 : p0 + m]  # (m)
         s_re = np.zeros(m, a_re.dtype)  # (m) state
         s_im = np.zeros(m, a_re.dtype)  # (m)
         for k in range(L):
-            b_k = b[bi, k, p0:p0 + m]  # (m)
-            x_k = x[bi, k, p0:p0 + m]  # (m)
+            b_k = b[bi, k, p0 : p0 + m]  # (m)
+            x_k = x[bi, k, p0 : p0 + m]  # (m)
             for p in range(m):
                 bk = b_k[p]
                 xr = ar[p] * s_re[p] - ai[p] * s_im[p] + bk.real
@@ -453,16 +456,16 @@ def _diag_scan_bwd_cpu(a, x, g_x, g_b, g_a):
         bi = i // n_blocks
         p0 = (i - bi * n_blocks) * CPU_STATE_BLOCK
         m = min(CPU_STATE_BLOCK, P - p0)
-        ar = a_re[p0:p0 + m]  # (m)
-        ai = a_im[p0:p0 + m]  # (m)
+        ar = a_re[p0 : p0 + m]  # (m)
+        ai = a_im[p0 : p0 + m]  # (m)
         l_re = np.zeros(m, dt)  # (m) adjoint state
         l_im = np.zeros(m, dt)  # (m)
         ga_re = np.zeros(m, dt)  # (m) grad a of this batch element
         ga_im = np.zeros(m, dt)  # (m)
         for kr in range(L):
             k = t_rev[kr]
-            g_k = g_x[bi, k, p0:p0 + m]  # (m)
-            gb_k = g_b[bi, k, p0:p0 + m]  # (m)
+            g_k = g_x[bi, k, p0 : p0 + m]  # (m)
+            gb_k = g_b[bi, k, p0 : p0 + m]  # (m)
             for p in range(m):
                 gk = g_k[p]
                 lr = gk.real + ar[p] * l_re[p] + ai[p] * l_im[p]  # g_k + conj(a) lambda_{k+1}
@@ -471,7 +474,7 @@ def _diag_scan_bwd_cpu(a, x, g_x, g_b, g_a):
                 l_im[p] = li
                 gb_k[p] = complex(lr, li)
             if k > 0:
-                x_p = x[bi, k - 1, p0:p0 + m]  # (m) x_{k-1}
+                x_p = x[bi, k - 1, p0 : p0 + m]  # (m) x_{k-1}
                 for p in range(m):
                     xp = x_p[p]
                     ga_re[p] += l_re[p] * xp.real + l_im[p] * xp.imag  # lambda_k conj(x_{k-1})
@@ -494,6 +497,7 @@ def diagonal_scan_backward_cpu(a, x, g_x, g_b, g_a):
 # ---------------------------------------------------------------------------------------------
 # Complex diagonal scan (S5), CUDA
 # ---------------------------------------------------------------------------------------------
+
 
 @cuda.jit(cache=True)
 def _diag_scan_fwd_cuda(a, b, x):

@@ -7,8 +7,9 @@ A diagonal SSM with per-channel state ``x`` (H, N) runs
 
 which is a causal convolution ``y = K * u`` with kernel ``K_l = 2 Re(sum_n C_n dB_n dA_n^l)``
 (``kernels.vandermonde`` builds K, ``kernels.long_conv.fft_conv`` applies it in O(L log L)).
-``diag_ssm_recurrence`` is the reference (O(L) sequential steps) that tests compare both with. ``diag_ssm_scan`` computes the recurrence itself with
-the Numba kernels of ``diag_scan_numba`` (CPU ``njit(parallel=True)``, CUDA ``cuda.jit``) as a
+``diag_ssm_recurrence`` is the reference (O(L) sequential steps) that tests compare both with.
+``diag_ssm_scan`` computes the recurrence itself with the Numba kernels of ``diag_scan_numba`` (CPU
+``njit(parallel=True)``, CUDA ``cuda.jit``) as a
 ``torch.autograd.Function`` with a hand-written backward: O(L N) work per channel, memory O(B H L)
 (the states are recomputed in the backward, never stored as (B, H, L, N)), and no kernel of length
 L to build. On CPU (float32, B 32, H 64, N 32, one thread) it measured faster than S4D's
@@ -105,12 +106,22 @@ class _DiagSSMScan(torch.autograd.Function):
             g_u = torch.empty_like(u_c)  # (B H L)
             W = max(1, min(backend.sync_threads(), B * H))
             parts = torch.zeros(3, W, H, N, dtype=dA_c.dtype)  # (3 W H N) per-worker partials
-            nbk.diag_ssm_backward_cpu(u_c.numpy(), dA_c.numpy(), dB_c.numpy(), C_c.numpy(), g_y.numpy(),
-                                      g_u.numpy(), parts[0].numpy(), parts[1].numpy(), parts[2].numpy())
+            nbk.diag_ssm_backward_cpu(
+                u_c.numpy(),
+                dA_c.numpy(),
+                dB_c.numpy(),
+                C_c.numpy(),
+                g_y.numpy(),
+                g_u.numpy(),
+                parts[0].numpy(),
+                parts[1].numpy(),
+                parts[2].numpy(),
+            )
         g_dA, g_dB, g_C = parts.sum(dim=1)  # (H N) each
         grads = (g_u, g_dA, g_dB, g_C)
-        return tuple(g.to(dtype) if need else None
-                     for g, dtype, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad))
+        return tuple(
+            g.to(dtype) if need else None for g, dtype, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad)
+        )
 
 
 def diag_ssm_scan(u: torch.Tensor, dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,7 @@ from .backend import cuda_arrays, resolve, sync_threads
 COMPLEX_DTYPES = (torch.complex64, torch.complex128)
 
 
-def log_mel_ref(spec: torch.Tensor, fb: torch.Tensor, amin: float = 1e-10,
-                top_db: float | None = 80.0) -> torch.Tensor:
+def log_mel_ref(spec: torch.Tensor, fb: torch.Tensor, amin: float = 1e-10, top_db: float | None = 80.0) -> torch.Tensor:
     """Reference: torchaudio's ``MelScale`` + ``AmplitudeToDB(stype="power")`` as plain torch ops.
 
     Args:
@@ -107,8 +106,9 @@ class LogMelFunction(torch.autograd.Function):
                 kn.forward_cuda(*arrays[:4], _scalar(amin, real), *arrays[4:], stream=stream)
         else:
             sync_threads()
-            kn.forward_cpu(ri.numpy(), fbT.numpy(), band_lo.numpy(), band_hi.numpy(), _scalar(amin, real),
-                           db.numpy(), dfac.numpy())
+            kn.forward_cpu(
+                ri.numpy(), fbT.numpy(), band_lo.numpy(), band_hi.numpy(), _scalar(amin, real), db.numpy(), dfac.numpy()
+            )
         per_example = db.view(N, C * T * M)  # (N C*T*M)
         if top_db is None:  # no clamp: a floor and a maximum that no entry equals
             amax = ri.new_full((N,), float("inf"))  # (N)
@@ -147,11 +147,29 @@ class LogMelFunction(torch.autograd.Function):
         else:
             sync_threads()
             if ctx.clamped:
-                kn.top_db_grad_cpu(db.view(N, -1).numpy(), g.view(N, -1).numpy(), floor.numpy(), amax.numpy(),
-                                   below.numpy(), count.numpy())
+                kn.top_db_grad_cpu(
+                    db.view(N, -1).numpy(),
+                    g.view(N, -1).numpy(),
+                    floor.numpy(),
+                    amax.numpy(),
+                    below.numpy(),
+                    count.numpy(),
+                )
                 g_max = (below / count).to(ri.dtype)  # (N)
-            kn.backward_cpu(ri.numpy(), fbT.numpy(), band_lo.numpy(), band_hi.numpy(), db.numpy(), dfac.numpy(),
-                            g.numpy(), floor.numpy(), amax.numpy(), g_max.numpy(), C * T, g_ri.numpy())
+            kn.backward_cpu(
+                ri.numpy(),
+                fbT.numpy(),
+                band_lo.numpy(),
+                band_hi.numpy(),
+                db.numpy(),
+                dfac.numpy(),
+                g.numpy(),
+                floor.numpy(),
+                amax.numpy(),
+                g_max.numpy(),
+                C * T,
+                g_ri.numpy(),
+            )
         g_spec = torch.view_as_complex(g_ri).view(N, C, T, F).transpose(-1, -2)  # (N C F T), stft's layout
         return g_spec, None, None, None
 
@@ -170,13 +188,15 @@ def log_mel(spec: torch.Tensor, fb: torch.Tensor, amin: float = 1e-10, top_db: f
         KernelUnavailableError: Numba cannot run on ``spec``'s device.
     """
     if spec.dtype not in COMPLEX_DTYPES or spec.ndim != 4:
-        raise ValueError(f"spec must be a complex64/complex128 STFT (N, C, F, T); got {spec.dtype} "
-                         f"of shape {tuple(spec.shape)}")
+        raise ValueError(
+            f"spec must be a complex64/complex128 STFT (N, C, F, T); got {spec.dtype} of shape {tuple(spec.shape)}"
+        )
     if fb.ndim != 2 or fb.shape[0] != spec.shape[2]:
         raise ValueError(f"fb must be (F={spec.shape[2]}, n_mels); got shape {tuple(fb.shape)}")
     if fb.requires_grad:
-        raise ValueError("log_mel treats the filterbank as a constant; pass fb.detach() "
-                         "(or use log_mel_ref for its gradient)")
+        raise ValueError(
+            "log_mel treats the filterbank as a constant; pass fb.detach() (or use log_mel_ref for its gradient)"
+        )
     if fb.device != spec.device:
         raise ValueError(f"spec and fb must be on one device; got {spec.device} and {fb.device}")
     if not amin > 0:

@@ -45,8 +45,6 @@ FRAMES_PER_BLOCK = 16  # CPU rows per prange iteration; the forward's inner loop
 THREADS_PER_BLOCK = 256  # CUDA
 
 
-
-
 def _db_grad(d, g, floor, amax, g_max):
     """The gradient reaching db (value d, incoming gradient g) through the top_db clamp: none below
     the floor, half at it, plus the example's share ``g_max`` at a maximum. One Python body compiled
@@ -149,8 +147,9 @@ def top_db_grad_cpu(db, g_db, floor, amax, below, count) -> None:
     _top_db_grad_cpu(db, g_db, floor, amax, below, count)
 
 
-def backward_cpu(spec, fbT, band_lo, band_hi, db, dfac, g_db, floor, amax, g_max, rows_per_example: int,
-                 g_spec) -> None:
+def backward_cpu(
+    spec, fbT, band_lo, band_hi, db, dfac, g_db, floor, amax, g_max, rows_per_example: int, g_spec
+) -> None:
     """Fill ``g_spec`` (R, F, 2) from ``g_db`` (R, M), the gradient after the top_db clamp;
     ``floor``, ``amax``, ``g_max`` (N,) per example of ``rows_per_example`` rows."""
     _backward_cpu(spec, fbT, band_lo, band_hi, db, dfac, g_db, floor, amax, g_max, rows_per_example, g_spec)
@@ -159,7 +158,6 @@ def backward_cpu(spec, fbT, band_lo, band_hi, db, dfac, g_db, floor, amax, g_max
 # -------------------------------------------------------------------------------------------- CUDA
 
 if cuda is not None:
-
     _db_grad_cuda = cuda.jit(device=True)(_db_grad)
 
     @cuda.jit(cache=True)
@@ -231,10 +229,12 @@ def top_db_grad_cuda(db, g_db, floor, amax, below, count, stream=0) -> None:
         _top_db_grad_cuda[_blocks(n), THREADS_PER_BLOCK, stream](db, g_db, floor, amax, below, count)
 
 
-def backward_cuda(spec, fb, bin_lo, bin_hi, db, dfac, g_db, floor, amax, g_max, rows_per_example: int, g_spec,
-                  stream=0) -> None:
+def backward_cuda(
+    spec, fb, bin_lo, bin_hi, db, dfac, g_db, floor, amax, g_max, rows_per_example: int, g_spec, stream=0
+) -> None:
     """``backward_cpu`` on a GPU, with the filterbank as (F, M) and per-bin band ranges."""
     n = spec.shape[0] * spec.shape[1]
     if n:
-        _backward_cuda[_blocks(n), THREADS_PER_BLOCK, stream](spec, fb, bin_lo, bin_hi, db, dfac, g_db, floor,
-                                                              amax, g_max, rows_per_example, g_spec)
+        _backward_cuda[_blocks(n), THREADS_PER_BLOCK, stream](
+            spec, fb, bin_lo, bin_hi, db, dfac, g_db, floor, amax, g_max, rows_per_example, g_spec
+        )

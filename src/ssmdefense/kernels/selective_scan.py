@@ -105,10 +105,18 @@ def _finish(y, u, D, z, dtype_in):
     return y.to(dtype_in)
 
 
-def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                       D: torch.Tensor | None = None, z: torch.Tensor | None = None,
-                       delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
-                       return_last_state: bool = False):
+def selective_scan_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+):
     """Reference: the selective SSM one step at a time (L sequential steps).
 
     Args:
@@ -202,10 +210,19 @@ def chunked_selective_scan(log_dA: torch.Tensor, dB_u: torch.Tensor, C: torch.Te
     return y.permute(1, 2, 0), last  # (B D L), (B D N)
 
 
-def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                   D: torch.Tensor | None = None, z: torch.Tensor | None = None,
-                   delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
-                   return_last_state: bool = False, chunk_size: int | None = None):
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    chunk_size: int | None = None,
+):
     """Fast selective scan (chunked); same arguments and result as ``selective_scan_ref``, plus
     ``chunk_size``: steps per chunk, None for ``default_chunk_size`` (ceil(sqrt(L)) unless one
     chunk is faster).
@@ -248,18 +265,17 @@ class SelectiveScanFn(torch.autograd.Function):
         N = A.shape[1]
         inputs = tuple(None if t is None else t.detach().contiguous() for t in (u, delta, A, B, C, D, z, delta_bias))
         if u.is_cuda:
-
             out, last = u.new_empty(batch, dim, L), u.new_empty(batch, dim, N)  # (B D L), (B D N)
             ckpt = u.new_empty(K.checkpoint_shape(batch, dim, L, N)) if save else None  # (B K N D)
             state = u.new_empty(K.cuda_scratch_shapes(batch, dim, L, N)["state"])  # (B N D)
             arrays, stream = cuda_arrays(*inputs, out, last, state, ckpt)
             K.forward_cuda(*arrays[:8], delta_softplus, *arrays[8:], stream=stream)
         else:
-
             threads = sync_threads()
             u_, delta_, A_, B_, C_, D_, z_, bias_ = (None if t is None else t.numpy() for t in inputs)
-            out, last, ckpt = K.forward_cpu(u_, delta_, A_, B_, C_, D_, z_, bias_, delta_softplus,
-                                            save_states=save, threads=threads)
+            out, last, ckpt = K.forward_cpu(
+                u_, delta_, A_, B_, C_, D_, z_, bias_, delta_softplus, save_states=save, threads=threads
+            )
             out, last = torch.from_numpy(out), torch.from_numpy(last)  # (B D L), (B D N)
             ckpt = None if ckpt is None else torch.from_numpy(ckpt)  # (B K N D)
         if save:
@@ -278,7 +294,6 @@ class SelectiveScanFn(torch.autograd.Function):
         dout = u.new_zeros(batch, dim, L) if dout is None else dout.to(u.dtype).contiguous()  # (B D L)
         dlast = None if dlast is None else dlast.to(u.dtype).contiguous()  # (B D N)
         if u.is_cuda:
-
             names = ("lam", "xs", "As", "ys")
             shapes = K.cuda_scratch_shapes(batch, dim, L, N)
             scratch = [u.new_empty(shapes[k]) for k in names]
@@ -289,27 +304,41 @@ class SelectiveScanFn(torch.autograd.Function):
             dD = None if D is None else u.new_empty(batch, dim)  # (B D), per batch row
             dbias = None if delta_bias is None else u.new_empty(batch, dim)  # (B D), per batch row
             arrays, stream = cuda_arrays(*inputs, ckpt, dout, dlast, *scratch, du, ddelta, dz, dA, dB, dC, dD, dbias)
-            K.backward_cuda(*arrays[:8], ctx.delta_softplus, *arrays[8:11], dict(zip(names, arrays[11:15])),
-                            *arrays[15:], stream=stream)
+            K.backward_cuda(
+                *arrays[:8],
+                ctx.delta_softplus,
+                *arrays[8:11],
+                dict(zip(names, arrays[11:15])),
+                *arrays[15:],
+                stream=stream,
+            )
             dA = dA.sum(0)  # (D N)
             dD = None if dD is None else dD.sum(0)  # (D)
             dbias = None if dbias is None else dbias.sum(0)  # (D)
         else:
-
             threads = sync_threads()
             arrays = (None if t is None else t.numpy() for t in (*inputs, ckpt, dout, dlast))
             u_, delta_, A_, B_, C_, D_, z_, bias_, ckpt_, dout_, dlast_ = arrays
-            grads = K.backward_cpu(u_, delta_, A_, B_, C_, D_, z_, bias_, ctx.delta_softplus, ckpt_, dout_, dlast_,
-                                   threads=threads)
+            grads = K.backward_cpu(
+                u_, delta_, A_, B_, C_, D_, z_, bias_, ctx.delta_softplus, ckpt_, dout_, dlast_, threads=threads
+            )
             du, ddelta, dA, dB, dC, dD, dz, dbias = (None if g is None else torch.from_numpy(g) for g in grads)
         grads = (du, ddelta, dA, dB, dC, dD, dz, dbias)  # (B D L) x2, (D N), (B N L) x2, (D), (B D L), (D)
         return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
 
 
-def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                      D: torch.Tensor | None = None, z: torch.Tensor | None = None,
-                      delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
-                      return_last_state: bool = False):
+def selective_scan_fn(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+):
     """The selective scan as a Numba kernel on the tensors' device (CPU or CUDA); same arguments and
     result as ``selective_scan_ref`` (and ``mamba_ssm``'s ``selective_scan_fn``), gradients for
     every tensor argument.
@@ -326,8 +355,9 @@ def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
         raise ValueError(f"selective_scan_fn: all tensors must be on one device; got {sorted(map(str, devices))}")
     problem = backend.device_problem(u.device.type)  # looked up per call (tests replace it)
     if problem:
-        raise KernelUnavailableError(f"selective_scan_fn: the Numba kernel cannot run on {u.device.type} "
-                                     f"tensors: {problem}")
+        raise KernelUnavailableError(
+            f"selective_scan_fn: the Numba kernel cannot run on {u.device.type} tensors: {problem}"
+        )
     dtype_in, dtype = u.dtype, _compute_dtype(u)
     args = (None if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, z, delta_bias))
     out, last = SelectiveScanFn.apply(*args, delta_softplus)  # (B D L), (B D N)

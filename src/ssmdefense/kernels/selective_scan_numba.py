@@ -74,6 +74,7 @@ CUDA_THREADS = 128  # threads per CUDA block (channels of one batch row)
 # A vectorisable exp
 # --------------------------------------------------------------------------------------------------
 
+
 @intrinsic
 def _bits_as_float(typingctx, bits):
     """The float with the same bits as ``bits`` (int32 -> float32, int64 -> float64)."""
@@ -138,8 +139,14 @@ def _exp_overload(x):
             k = np.floor(xc * log2e + 0.5)
             r = xc - k * ln2_hi
             r = r - k * ln2_lo
-            p = ((((((((((c13 * r + c12) * r + c11) * r + c10) * r + c9) * r + c8) * r + c7) * r + c6) * r
-                     + c5) * r + c4) * r + c3) * r + c2
+            p = (
+                (
+                    ((((((((c13 * r + c12) * r + c11) * r + c10) * r + c9) * r + c8) * r + c7) * r + c6) * r + c5) * r
+                    + c4
+                )
+                * r
+                + c3
+            ) * r + c2
             p = (p * r) * r + r + 1.0
             ki = i(k)
             k1 = ki >> i(1)
@@ -200,6 +207,7 @@ def apply_elementwise(x, out, which=0):
 # CPU kernels
 # --------------------------------------------------------------------------------------------------
 
+
 @njit(parallel=True, cache=True, error_model="numpy")
 def _fwd_cpu(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, d_block, T, save, out, last, ckpt):
     """Forward. u, delta, z, out (batch D L); A (D N); B, C (batch N L); D, bias (D); last
@@ -234,7 +242,7 @@ def _fwd_cpu(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, d_
         y = np.zeros(P, dtype)  # (P)
         for t in range(L):
             if save and t % T == 0:
-                ckpt[b, t // T, :, d0:d0 + nd] = x[:, :nd]
+                ckpt[b, t // T, :, d0 : d0 + nd] = x[:, :nd]
             for j in range(nd):  # gather
                 dt[j] = delta[b, d0 + j, t]
                 uu[j] = u[b, d0 + j, t]
@@ -270,8 +278,34 @@ def _fwd_cpu(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, d_
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _bwd_cpu(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, ckpt, dout, dlast, has_dlast,
-             d_block, T, du, ddelta, dz, dA_part, dB_part, dC_part, dD_part, dbias_part):
+def _bwd_cpu(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    z,
+    bias,
+    has_D,
+    has_z,
+    has_bias,
+    softplus,
+    ckpt,
+    dout,
+    dlast,
+    has_dlast,
+    d_block,
+    T,
+    du,
+    ddelta,
+    dz,
+    dA_part,
+    dB_part,
+    dC_part,
+    dD_part,
+    dbias_part,
+):
     """Backward from the checkpoints. dout, du, ddelta, dz (batch D L); dlast (batch D N); dA_part
     (batch D N); dB_part, dC_part (batch blocks N L); dD_part, dbias_part (batch D). Gathers,
     vectorised work and scatters as in the forward."""
@@ -321,7 +355,7 @@ def _bwd_cpu(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, ck
             t0 = k * T
             Tk = min(T, L - t0)
             # 1. this block's steps, states and decays again, from its checkpoint
-            xs[0, :, :nd] = ckpt[b, k, :, d0:d0 + nd]
+            xs[0, :, :nd] = ckpt[b, k, :, d0 : d0 + nd]
             for i in range(Tk):
                 t = t0 + i
                 for j in range(nd):  # gather
@@ -428,8 +462,9 @@ def checkpoint_shape(batch: int, dim: int, L: int, N: int) -> tuple[int, int, in
     return batch, -(-L // BLOCK_T), N, dim
 
 
-def forward_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, save_states=False,
-                threads=None):
+def forward_cpu(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, save_states=False, threads=None
+):
     """Forward on the CPU: numpy arrays of one float dtype, C-contiguous, in ``selective_scan_fn``'s
     layout; ``delta`` before ``delta_bias``/softplus (applied here).
 
@@ -450,9 +485,26 @@ def forward_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softpl
     out = np.empty((batch, dim, L), dtype)
     last = np.empty((batch, dim, N), dtype)
     ckpt = np.empty(checkpoint_shape(batch, dim, L, N), dtype) if save_states else np.empty((0, 0, 0, 0), dtype)
-    _fwd_cpu(u, delta, A, B, C, _or_empty(D, 1, dtype), _or_empty(z, 3, dtype), _or_empty(delta_bias, 1, dtype),
-             D is not None, z is not None, delta_bias is not None, bool(delta_softplus),
-             channel_blocks(batch, dim, threads), BLOCK_T, save_states, out, last, ckpt)
+    _fwd_cpu(
+        u,
+        delta,
+        A,
+        B,
+        C,
+        _or_empty(D, 1, dtype),
+        _or_empty(z, 3, dtype),
+        _or_empty(delta_bias, 1, dtype),
+        D is not None,
+        z is not None,
+        delta_bias is not None,
+        bool(delta_softplus),
+        channel_blocks(batch, dim, threads),
+        BLOCK_T,
+        save_states,
+        out,
+        last,
+        ckpt,
+    )
     return out, last, (ckpt if save_states else None)
 
 
@@ -481,14 +533,46 @@ def backward_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout
     dC_part = np.zeros((batch, n_blk, N, L), dtype)
     dD_part = np.empty((batch, dim), dtype) if D is not None else np.empty((0, 0), dtype)
     dbias_part = np.empty((batch, dim), dtype) if delta_bias is not None else np.empty((0, 0), dtype)
-    _bwd_cpu(u, delta, A, B, C, _or_empty(D, 1, dtype), _or_empty(z, 3, dtype), _or_empty(delta_bias, 1, dtype),
-             D is not None, z is not None, delta_bias is not None, bool(delta_softplus), ckpt, dout,
-             _or_empty(dlast, 3, dtype), dlast is not None, d_block, BLOCK_T,
-             du, ddelta, dz, dA_part, dB_part, dC_part, dD_part, dbias_part)
+    _bwd_cpu(
+        u,
+        delta,
+        A,
+        B,
+        C,
+        _or_empty(D, 1, dtype),
+        _or_empty(z, 3, dtype),
+        _or_empty(delta_bias, 1, dtype),
+        D is not None,
+        z is not None,
+        delta_bias is not None,
+        bool(delta_softplus),
+        ckpt,
+        dout,
+        _or_empty(dlast, 3, dtype),
+        dlast is not None,
+        d_block,
+        BLOCK_T,
+        du,
+        ddelta,
+        dz,
+        dA_part,
+        dB_part,
+        dC_part,
+        dD_part,
+        dbias_part,
+    )
     dB = dB_part[:, 0] if n_blk == 1 else dB_part.sum(1)
     dC = dC_part[:, 0] if n_blk == 1 else dC_part.sum(1)
-    return (du, ddelta, dA_part.sum(0), dB, dC, dD_part.sum(0) if D is not None else None,
-            dz if z is not None else None, dbias_part.sum(0) if delta_bias is not None else None)
+    return (
+        du,
+        ddelta,
+        dA_part.sum(0),
+        dB,
+        dC,
+        dD_part.sum(0) if D is not None else None,
+        dz if z is not None else None,
+        dbias_part.sum(0) if delta_bias is not None else None,
+    )
 
 
 def _or_empty(a, ndim, dtype):
@@ -499,6 +583,7 @@ def _or_empty(a, ndim, dtype):
 # --------------------------------------------------------------------------------------------------
 # CUDA kernels: one thread per (batch row, channel)
 # --------------------------------------------------------------------------------------------------
+
 
 def _fwd_cuda(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, T, save, out, last, x, ckpt):
     """Forward; x (batch N D) is scratch for the running state."""
@@ -536,8 +621,37 @@ def _fwd_cuda(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, T
         last[b, d, n] = x[b, n, d]
 
 
-def _bwd_cuda(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, ckpt, dout, dlast, has_dlast, T,
-              lam, xs, As, ys, du, ddelta, dz, dA_part, dB, dC, dD_part, dbias_part):
+def _bwd_cuda(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    z,
+    bias,
+    has_D,
+    has_z,
+    has_bias,
+    softplus,
+    ckpt,
+    dout,
+    dlast,
+    has_dlast,
+    T,
+    lam,
+    xs,
+    As,
+    ys,
+    du,
+    ddelta,
+    dz,
+    dA_part,
+    dB,
+    dC,
+    dD_part,
+    dbias_part,
+):
     """Backward; dB, dC (batch N L) must be zero (threads add into them); lam (batch N D),
     xs (batch T+1 N D), As (batch T N D), ys (batch T D) are scratch."""
     d = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
@@ -641,8 +755,9 @@ def _launch(kernel, batch, dim, stream, *args):
 def cuda_scratch_shapes(batch: int, dim: int, L: int, N: int) -> dict[str, tuple[int, ...]]:
     """Shapes of the scratch arrays the CUDA launchers take (their dtype: the inputs')."""
     T = BLOCK_T
-    return dict(state=(batch, N, dim), lam=(batch, N, dim), xs=(batch, T + 1, N, dim), As=(batch, T, N, dim),
-                ys=(batch, T, dim))
+    return dict(
+        state=(batch, N, dim), lam=(batch, N, dim), xs=(batch, T + 1, N, dim), As=(batch, T, N, dim), ys=(batch, T, dim)
+    )
 
 
 def forward_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, last, state, ckpt=None, stream=None):
@@ -659,12 +774,56 @@ def forward_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, last,
     save = ckpt is not None
     ckpt = ckpt if save else u.reshape(batch, dim, L, 1)
     D_, z_, bias_ = (A[0] if D is None else D), (u if z is None else z), (A[0] if delta_bias is None else delta_bias)
-    _launch(fwd, batch, dim, stream, u, delta, A, B, C, D_, z_, bias_, D is not None, z is not None,
-            delta_bias is not None, bool(delta_softplus), BLOCK_T, save, out, last, state, ckpt)
+    _launch(
+        fwd,
+        batch,
+        dim,
+        stream,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D_,
+        z_,
+        bias_,
+        D is not None,
+        z is not None,
+        delta_bias is not None,
+        bool(delta_softplus),
+        BLOCK_T,
+        save,
+        out,
+        last,
+        state,
+        ckpt,
+    )
 
 
-def backward_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout, dlast, scratch,
-                  du, ddelta, dz, dA_part, dB, dC, dD_part, dbias_part, stream=None):
+def backward_cuda(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    z,
+    delta_bias,
+    delta_softplus,
+    ckpt,
+    dout,
+    dlast,
+    scratch,
+    du,
+    ddelta,
+    dz,
+    dA_part,
+    dB,
+    dC,
+    dD_part,
+    dbias_part,
+    stream=None,
+):
     """Backward with the CUDA kernel from ``forward_cuda``'s checkpoints: the forward's arguments,
     dout (batch, D, L), dlast (batch, D, N) or None, and ``scratch``: a dict of the arrays
     ``lam``, ``xs``, ``As``, ``ys`` (``cuda_scratch_shapes``). Outputs, given: du, ddelta, and dz
@@ -678,7 +837,38 @@ def backward_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dou
     dlast_ = A.reshape(1, dim, A.shape[1]) if dlast is None else dlast  # stand-ins as in forward_cuda
     dz_ = dout if dz is None else dz
     dD_, dbias_ = (A if dD_part is None else dD_part), (A if dbias_part is None else dbias_part)
-    _launch(bwd, batch, dim, stream, u, delta, A, B, C, D_, z_, bias_, D is not None, z is not None,
-            delta_bias is not None, bool(delta_softplus), ckpt, dout, dlast_, dlast is not None, BLOCK_T,
-            scratch["lam"], scratch["xs"], scratch["As"], scratch["ys"], du, ddelta, dz_, dA_part, dB, dC, dD_,
-            dbias_)
+    _launch(
+        bwd,
+        batch,
+        dim,
+        stream,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D_,
+        z_,
+        bias_,
+        D is not None,
+        z is not None,
+        delta_bias is not None,
+        bool(delta_softplus),
+        ckpt,
+        dout,
+        dlast_,
+        dlast is not None,
+        BLOCK_T,
+        scratch["lam"],
+        scratch["xs"],
+        scratch["As"],
+        scratch["ys"],
+        du,
+        ddelta,
+        dz_,
+        dA_part,
+        dB,
+        dC,
+        dD_,
+        dbias_,
+    )

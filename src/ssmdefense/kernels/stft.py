@@ -34,8 +34,17 @@ def stft_ref(x: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor)
     """Reference: ``torch.stft`` of clips x (N, L), centred with reflect padding, unnormalised,
     one-sided; ``window`` (win_length <= n_fft,). Returns the complex spectrum (N, n_fft // 2 + 1, T),
     T = 1 + L // hop_length."""
-    return torch.stft(x, n_fft=n_fft, hop_length=hop_length, window=padded_window(window, n_fft), center=True,
-                      pad_mode="reflect", normalized=False, onesided=True, return_complex=True)  # (N F T)
+    return torch.stft(
+        x,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        window=padded_window(window, n_fft),
+        center=True,
+        pad_mode="reflect",
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    )  # (N F T)
 
 
 class STFTFunction(torch.autograd.Function):
@@ -87,7 +96,9 @@ def stft(x: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> 
     if window.requires_grad:
         raise ValueError("stft treats the window as a constant; pass window.detach() (or use stft_ref)")
     if not 0 < hop_length or x.shape[-1] <= n_fft // 2:
-        raise ValueError(f"need hop_length >= 1 and clips longer than n_fft // 2 = {n_fft // 2} samples "
-                         f"(reflect padding); got hop_length={hop_length}, L={x.shape[-1]}")
+        raise ValueError(
+            f"need hop_length >= 1 and clips longer than n_fft // 2 = {n_fft // 2} samples "
+            f"(reflect padding); got hop_length={hop_length}, L={x.shape[-1]}"
+        )
     resolve("numba", x.device.type, {}, "log-mel")  # KernelUnavailableError where it cannot run
     return STFTFunction.apply(x, window, int(n_fft), int(hop_length))  # (N F T)

@@ -14,6 +14,24 @@ from .s4d import S4D
 from .s5 import S5
 from .serialise import ImageToSequence, NaturalShapeModel
 
-__all__ = ["ADS_ACTIVATIONS", "AdaptiveScaling", "Block", "DSS", "ImageToSequence", "LogMel",
-           "MLPClassifier", "MambaMixer", "MegaLayer", "MelSequence", "NaturalShapeModel", "RNNClassifier", "S4",
-           "S4D", "S5", "SequenceClassifier", "WaveformFrames", "WaveformSamples", "check_ads"]
+__all__ = [
+    "ADS_ACTIVATIONS",
+    "AdaptiveScaling",
+    "Block",
+    "DSS",
+    "ImageToSequence",
+    "LogMel",
+    "MLPClassifier",
+    "MambaMixer",
+    "MegaLayer",
+    "MelSequence",
+    "NaturalShapeModel",
+    "RNNClassifier",
+    "S4",
+    "S4D",
+    "S5",
+    "SequenceClassifier",
+    "WaveformFrames",
+    "WaveformSamples",
+    "check_ads",
+]

@@ -105,24 +105,51 @@ class LogMel(KernelChoice, nn.Module):
     KERNEL_AUTO = AUTO
     KERNEL_WHAT = "log-mel"
 
-    def __init__(self, sample_rate: int, n_fft: int, win_length: int, hop_length: int, n_mels: int,
-                 f_min: float, f_max: float, top_db: float | None, kernel: str = "auto"):
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int,
+        win_length: int,
+        hop_length: int,
+        n_mels: int,
+        f_min: float,
+        f_max: float,
+        top_db: float | None,
+        kernel: str = "auto",
+    ):
         super().__init__()
         import torchaudio
 
         self.kernel_choice = check_kernel(kernel)
         self.spectrogram = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length, f_min=f_min,
-            f_max=f_max, n_mels=n_mels, window_fn=torch.hann_window, power=2.0, center=True, pad_mode="reflect",
-            norm="slaney", mel_scale="slaney")
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            f_min=f_min,
+            f_max=f_max,
+            n_mels=n_mels,
+            window_fn=torch.hann_window,
+            power=2.0,
+            center=True,
+            pad_mode="reflect",
+            norm="slaney",
+            mel_scale="slaney",
+        )
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=top_db)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N 1 T)
         spec = self.spectrogram.spectrogram  # torchaudio's Spectrogram: its settings and window
         # the kernels compute |X|^2 of a centred, reflect-padded, one-sided, unnormalised STFT, which is
         # what __init__ builds
-        fused_fits = (not spec.pad and not spec.normalized and spec.power == 2.0 and spec.center
-                      and spec.pad_mode == "reflect" and spec.onesided)
+        fused_fits = (
+            not spec.pad
+            and not spec.normalized
+            and spec.power == 2.0
+            and spec.center
+            and spec.pad_mode == "reflect"
+            and spec.onesided
+        )
         if not fused_fits or self.resolved_kernel(x.device.type) == "torch":
             return self.to_db(self.spectrogram(x))  # (N 1 n_mels frames)
 
@@ -144,9 +171,21 @@ class MelSequence(nn.Module):
     docstring). In the ``features`` attack space the input is the log-mel image (N, 1, n_mels,
     frames) in dB instead, and ``prepare`` makes it from waveforms."""
 
-    def __init__(self, input_shape, *, sample_rate: int = 16000, n_mels: int = 40, win_ms: float = 25.0,
-                 hop_ms: float = 10.0, n_fft: int | None = None, f_min: float = 0.0, f_max: float | None = None,
-                 top_db: float | None = 80.0, attack_space: str = "waveform", kernel: str = "auto"):
+    def __init__(
+        self,
+        input_shape,
+        *,
+        sample_rate: int = 16000,
+        n_mels: int = 40,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        n_fft: int | None = None,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        top_db: float | None = 80.0,
+        attack_space: str = "waveform",
+        kernel: str = "auto",
+    ):
         super().__init__()
         T = check_audio_shape(input_shape, "mel")
         check_kernel(kernel)
@@ -164,24 +203,43 @@ class MelSequence(nn.Module):
         nyquist = sample_rate / 2
         f_max = nyquist if f_max is None else float(f_max)
         if not (is_number(f_min) and 0 <= f_min < f_max <= nyquist):
-            raise ValueError(f"need 0 <= f_min < f_max <= {nyquist:g} (the Nyquist frequency); "
-                             f"got f_min={f_min!r}, f_max={f_max!r}")
+            raise ValueError(
+                f"need 0 <= f_min < f_max <= {nyquist:g} (the Nyquist frequency); got f_min={f_min!r}, f_max={f_max!r}"
+            )
         if top_db is not None:
             top_db = float(positive("top_db", top_db))
         if attack_space not in ATTACK_SPACES:
             raise ValueError(f"attack_space must be one of {', '.join(ATTACK_SPACES)}; got {attack_space!r}")
-        self.front_end = LogMel(sample_rate, n_fft, win_length, hop_length, n_mels, float(f_min), f_max, top_db,
-                                kernel)
+        self.front_end = LogMel(sample_rate, n_fft, win_length, hop_length, n_mels, float(f_min), f_max, top_db, kernel)
         self.L, self.D = 1 + T // hop_length, n_mels
         self.attack_space = attack_space
         # constructor arguments with defaults resolved (what rebuilds it), then every setting in force
-        self.params = {"sample_rate": sample_rate, "n_mels": n_mels, "win_ms": float(win_ms), "hop_ms": float(hop_ms),
-                       "n_fft": n_fft, "f_min": float(f_min), "f_max": f_max, "top_db": top_db,
-                       "attack_space": attack_space, "kernel": kernel}
-        self.settings = {**self.params, "win_length": win_length, "hop_length": hop_length, "window": "hann (periodic)",
-                         "center": True, "pad_mode": "reflect", "mel_scale": "slaney", "norm": "slaney",
-                         "power": 2.0, "amin": AMIN, "db_reference": DB_REFERENCE,
-                         "db_per_unit": DB_PER_UNIT}
+        self.params = {
+            "sample_rate": sample_rate,
+            "n_mels": n_mels,
+            "win_ms": float(win_ms),
+            "hop_ms": float(hop_ms),
+            "n_fft": n_fft,
+            "f_min": float(f_min),
+            "f_max": f_max,
+            "top_db": top_db,
+            "attack_space": attack_space,
+            "kernel": kernel,
+        }
+        self.settings = {
+            **self.params,
+            "win_length": win_length,
+            "hop_length": hop_length,
+            "window": "hann (periodic)",
+            "center": True,
+            "pad_mode": "reflect",
+            "mel_scale": "slaney",
+            "norm": "slaney",
+            "power": 2.0,
+            "amin": AMIN,
+            "db_reference": DB_REFERENCE,
+            "db_per_unit": DB_PER_UNIT,
+        }
         if attack_space == "features":
             self.input_shape = (1, n_mels, self.L)
             self.clip_values = (10.0 * math.log10(AMIN), self.front_end.max_db())

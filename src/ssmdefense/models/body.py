@@ -8,7 +8,7 @@
 ``mixer`` is any module (B, L, H) -> (B, L, H) (S4D, ...); AdS is optional (models/ads.py).
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -86,11 +86,23 @@ class SequenceClassifier(nn.Module):
         ads: None, "relu", "sigmoid" or "tanh": Adaptive Scaling in every block.
     """
 
-    def __init__(self, d_input: int, n_classes: int, mixer: Callable[[int], nn.Module],
-                 d_model: int = 64, n_layers: int = 2, dropout: float = 0.0, ads: str | None = None):
+    def __init__(
+        self,
+        d_input: int,
+        n_classes: int,
+        mixer: Callable[[int], nn.Module],
+        d_model: int = 64,
+        n_layers: int = 2,
+        dropout: float = 0.0,
+        ads: str | None = None,
+    ):
         super().__init__()
-        for key, value, low in (("d_input", d_input, 1), ("n_classes", n_classes, 2),
-                                ("d_model", d_model, 1), ("n_layers", n_layers, 1)):
+        for key, value, low in (
+            ("d_input", d_input, 1),
+            ("n_classes", n_classes, 2),
+            ("d_model", d_model, 1),
+            ("n_layers", n_layers, 1),
+        ):
             check_int(key, value, low)
         check_dropout(dropout)
         self.d_input, self.n_classes, self.d_model = d_input, n_classes, d_model

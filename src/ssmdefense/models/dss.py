@@ -82,8 +82,15 @@ class DSS(KernelChoice, ConvolutionalSSM):
     KERNEL_AUTO = {"cpu": "torch", "cuda": "torch"}
     KERNEL_WHAT = "dss"
 
-    def __init__(self, d_model: int, d_state: int = 64, variant: str = "exp", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, kernel: str = "auto"):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        variant: str = "exp",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        kernel: str = "auto",
+    ):
         super().__init__()
         if kernel in DSS_VARIANTS:  # checkpoints from before ``variant``: kernel named the variant
             variant, kernel = kernel, "auto"

@@ -77,9 +77,19 @@ class MambaMixer(KernelChoice, nn.Module):
     KERNEL_AUTO = {"cpu": "numba", "cuda": "torch"}
     KERNEL_WHAT = "mamba"
 
-    def __init__(self, d_model: int, d_state: int = 16, expand: int = 2, d_conv: int = 4,
-                 dt_rank: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 dt_init_floor: float = 1e-4, chunk_size: int | None = None, kernel: str = "auto"):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        expand: int = 2,
+        d_conv: int = 4,
+        dt_rank: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        chunk_size: int | None = None,
+        kernel: str = "auto",
+    ):
         super().__init__()
         self.kernel_choice = check_kernel(kernel)
         check_int("d_model", d_model, 1)
@@ -103,7 +113,7 @@ class MambaMixer(KernelChoice, nn.Module):
         self.conv1d = nn.Conv1d(E, E, kernel_size=d_conv, groups=E, padding=d_conv - 1, bias=True)
         self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
         self.dt_proj = nn.Linear(R, E, bias=True)
-        nn.init.uniform_(self.dt_proj.weight, -R ** -0.5, R ** -0.5)
+        nn.init.uniform_(self.dt_proj.weight, -(R**-0.5), R**-0.5)
         dt = torch.exp(torch.rand(E) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))  # (E)
         dt = dt.clamp(min=dt_init_floor)  # (E)
         with torch.no_grad():
@@ -137,11 +147,11 @@ class MambaMixer(KernelChoice, nn.Module):
         if reference:
             y = selective_scan_ref(*scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True)
         elif self.resolved_kernel(u.device.type) == "numba":
-
             y = selective_scan_fn(*scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True)  # (B E L)
         else:
-            y = selective_scan(*scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True,
-                               chunk_size=self.chunk_size)  # (B E L)
+            y = selective_scan(
+                *scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True, chunk_size=self.chunk_size
+            )  # (B E L)
         y = self.ads(y.transpose(1, 2))  # (B L E): AdS after the SSM output (+ D x), before gate and out_proj
         return self.out_proj(y * F.silu(z))  # (B L H)
 
@@ -149,8 +159,10 @@ class MambaMixer(KernelChoice, nn.Module):
         """Zero (conv_state (B E d_conv), ssm_state (B E N)) for ``step``."""
         dtype = dtype or self.in_proj.weight.dtype
         device = device or self.in_proj.weight.device
-        return (torch.zeros(batch_size, self.E, self.d_conv, dtype=dtype, device=device),
-                torch.zeros(batch_size, self.E, self.N, dtype=dtype, device=device))
+        return (
+            torch.zeros(batch_size, self.E, self.d_conv, dtype=dtype, device=device),
+            torch.zeros(batch_size, self.E, self.N, dtype=dtype, device=device),
+        )
 
     def step(self, u_t: torch.Tensor, state):
         """One time step, as Mamba's ``step``: u_t (B, H), state (conv (B E d_conv), ssm (B E N))

@@ -89,8 +89,15 @@ class MegaLayer(nn.Module):
 
     has_output_projection = True
 
-    def __init__(self, d_model: int, d_qk: int = 32, d_ema: int = 16, d_value: int | None = None,
-                 bidirectional: bool = False, max_positions: int = 1024):
+    def __init__(
+        self,
+        d_model: int,
+        d_qk: int = 32,
+        d_ema: int = 16,
+        d_value: int | None = None,
+        bidirectional: bool = False,
+        max_positions: int = 1024,
+    ):
         super().__init__()
         check_int("d_model", d_model)
         check_int("d_qk", d_qk)
@@ -186,8 +193,9 @@ class MegaLayer(nn.Module):
     def relative_position_bias(self, L: int) -> torch.Tensor:
         """(L, L) bias, entry (i, j) is the learned value for offset j - i."""
         if L > self.max_positions:
-            raise ValueError(f"sequence length {L} exceeds max_positions={self.max_positions} of the "
-                             f"Mega relative position bias")
+            raise ValueError(
+                f"sequence length {L} exceeds max_positions={self.max_positions} of the Mega relative position bias"
+            )
         idx = torch.arange(L, device=self.rel_pos_bias.device)  # (L)
         offsets = idx[None, :] - idx[:, None] + self.max_positions - 1  # (L L)
         return self.rel_pos_bias[offsets]  # (L L)
@@ -218,5 +226,7 @@ class MegaLayer(nn.Module):
         return phi * (h - u)  # (B L H)
 
     def extra_repr(self) -> str:
-        return (f"H={self.H}, z={self.z}, N={self.N}, E={self.E}, bidirectional={self.bidirectional}, "
-                f"max_positions={self.max_positions}")
+        return (
+            f"H={self.H}, z={self.z}, N={self.N}, E={self.E}, bidirectional={self.bidirectional}, "
+            f"max_positions={self.max_positions}"
+        )

@@ -58,8 +58,9 @@ class MLPClassifier(nn.Module):
             raise ValueError(f"expected input (B, L, {self.d_input}); got {tuple(x.shape)}")
         L = self.seq_len
         if L is not None and x.shape[1] != L:
-            raise ValueError(f"this MLP was sized for sequences of {L} steps (input (B, {L}, {self.d_input})); "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"this MLP was sized for sequences of {L} steps (input (B, {L}, {self.d_input})); got {tuple(x.shape)}"
+            )
         if L is None and x.shape[1] == 0:
             raise ValueError("expected at least one time step; got an empty sequence")
         h = self.dropout(self.act(self.fc1(x.flatten(1))))  # (B d_hidden)

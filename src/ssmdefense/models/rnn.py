@@ -47,7 +47,6 @@ def _cudnn_disabled():
         torch.backends.cudnn.enabled = previous
 
 
-
 class RNNClassifier(nn.Module):
     """LSTM/GRU classifier: float (B, L, D) -> logits (B, n_classes).
 
@@ -65,8 +64,16 @@ class RNNClassifier(nn.Module):
         x: (B, L, D) -> (B, n_classes); ``features(x)``: the top layer's hidden states (B, L, H).
     """
 
-    def __init__(self, d_input: int, n_classes: int, cell: str = "lstm", d_model: int = 64, n_layers: int = 1,
-                 dropout: float = 0.0, pool: str = "last"):
+    def __init__(
+        self,
+        d_input: int,
+        n_classes: int,
+        cell: str = "lstm",
+        d_model: int = 64,
+        n_layers: int = 1,
+        dropout: float = 0.0,
+        pool: str = "last",
+    ):
         super().__init__()
         check_int("d_input", d_input, 1)
         check_int("n_classes", n_classes, 2)
@@ -80,8 +87,9 @@ class RNNClassifier(nn.Module):
         self.pool = pool
         self.d_input, self.n_classes, self.d_model, self.cell = d_input, n_classes, d_model, cell
         rnn = RNN_CELLS[cell]
-        self.layers = nn.ModuleList(rnn(d_input if i == 0 else d_model, d_model, batch_first=True)
-                                    for i in range(n_layers))
+        self.layers = nn.ModuleList(
+            rnn(d_input if i == 0 else d_model, d_model, batch_first=True) for i in range(n_layers)
+        )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(d_model, n_classes)
 

@@ -42,8 +42,15 @@ class S4D(KernelChoice, ConvolutionalSSM):
     KERNEL_AUTO = {"cpu": "torch", "cuda": "torch"}
     KERNEL_WHAT = "s4d"
 
-    def __init__(self, d_model: int, d_state: int = 32, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 init: str = "lin", kernel: str = "auto"):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 32,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        init: str = "lin",
+        kernel: str = "auto",
+    ):
         super().__init__()
         self.kernel_choice = check_kernel(kernel)
         check_mixer_args(d_model, d_state, dt_min, dt_max)

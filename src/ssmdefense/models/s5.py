@@ -99,17 +99,28 @@ class S5(KernelChoice, nn.Module):
     KERNEL_AUTO = {"cpu": "numba", "cuda": "torch"}
     KERNEL_WHAT = "s5"
 
-    def __init__(self, d_model: int, d_state: int = 32, discretization: str = "zoh", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, *, blocks: int = 1, clip_eigs: bool = True, kernel: str = "auto"):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 32,
+        discretization: str = "zoh",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        *,
+        blocks: int = 1,
+        clip_eigs: bool = True,
+        kernel: str = "auto",
+    ):
         super().__init__()
         self.kernel_choice = check_kernel(kernel)
         check_mixer_args(d_model, d_state, dt_min, dt_max, pairs="S5 keeps one of each conjugate pair")
         if not is_number(blocks, integer=True) or blocks < 1 or d_state % (2 * blocks):
-            raise ValueError(f"blocks must be an integer >= 1 with d_state divisible by 2*blocks; "
-                             f"got blocks={blocks!r}, d_state={d_state}")
+            raise ValueError(
+                f"blocks must be an integer >= 1 with d_state divisible by 2*blocks; "
+                f"got blocks={blocks!r}, d_state={d_state}"
+            )
         if discretization not in S5_DISCRETIZATIONS:
-            raise ValueError(f"discretization must be one of {', '.join(S5_DISCRETIZATIONS)}; "
-                             f"got {discretization!r}")
+            raise ValueError(f"discretization must be one of {', '.join(S5_DISCRETIZATIONS)}; got {discretization!r}")
         H, P = d_model, d_state
         P2 = P // 2  # stored complex states (one per conjugate pair)
         self.H, self.P, self.discretization, self.clip_eigs = H, P, discretization, bool(clip_eigs)
@@ -123,8 +134,9 @@ class S5(KernelChoice, nn.Module):
 
         B = torch.randn(P, H, dtype=torch.float64) / math.sqrt(P)  # (P H) real, lecun-normal as the reference
         B_tilde = V_inv @ B.to(torch.complex128)  # (P/2 H)
-        C = torch.complex(torch.randn(H, P, dtype=torch.float64),
-                          torch.randn(H, P, dtype=torch.float64)) / math.sqrt(P)  # (H P)
+        C = torch.complex(torch.randn(H, P, dtype=torch.float64), torch.randn(H, P, dtype=torch.float64)) / math.sqrt(
+            P
+        )  # (H P)
         C_tilde = C @ V  # (H P/2)
         log_dt = torch.rand(P2, dtype=torch.float64) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
 
@@ -169,7 +181,6 @@ class S5(KernelChoice, nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B L H)
         Lambda_bar, Bu, C_tilde = self._inputs(u)
         if self.resolved_kernel(u.device.type) == "numba":
-
             x = diagonal_scan(Lambda_bar, Bu)  # (B L P/2)
         else:
             x = associative_scan(Lambda_bar, Bu, dim=1)  # (B L P/2)
@@ -182,5 +193,7 @@ class S5(KernelChoice, nn.Module):
         return self._outputs(x, C_tilde, u)  # (B L H)
 
     def extra_repr(self) -> str:
-        return (f"H={self.H}, P={self.P}, discretization={self.discretization}, clip_eigs={self.clip_eigs}, "
-                f"kernel={self.kernel_choice}")
+        return (
+            f"H={self.H}, P={self.P}, discretization={self.discretization}, clip_eigs={self.clip_eigs}, "
+            f"kernel={self.kernel_choice}"
+        )

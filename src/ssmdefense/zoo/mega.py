@@ -4,8 +4,19 @@ from ..models import SequenceClassifier
 from ..models.mega import MegaLayer
 
 
-def mega(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, d_qk: int = 32, d_ema: int = 16,
-         d_value: int | None = None, bidirectional: bool = False, dropout: float = 0.0, ads: str | None = None) -> SequenceClassifier:
+def mega(
+    d_input: int,
+    n_classes: int,
+    *,
+    d_model: int = 64,
+    n_layers: int = 2,
+    d_qk: int = 32,
+    d_ema: int = 16,
+    d_value: int | None = None,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    ads: str | None = None,
+) -> SequenceClassifier:
     """Mega classifier: multi-dimensional damped EMA (``d_ema`` per channel, optionally
     bidirectional) + single-head gated attention (``d_qk`` = z) with relative position bias.
 
@@ -16,5 +27,4 @@ def mega(d_input: int, n_classes: int, *, d_model: int = 64, n_layers: int = 2, 
         return MegaLayer(H, d_qk=d_qk, d_ema=d_ema, d_value=d_value, bidirectional=bidirectional)
 
     mixer(4)  # validate the mixer arguments once
-    return SequenceClassifier(d_input, n_classes, mixer, d_model=d_model, n_layers=n_layers, dropout=dropout,
-                              ads=ads)
+    return SequenceClassifier(d_input, n_classes, mixer, d_model=d_model, n_layers=n_layers, dropout=dropout, ads=ads)

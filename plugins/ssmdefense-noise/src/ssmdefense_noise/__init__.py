@@ -20,13 +20,19 @@ __version__ = "0.1.0"
 def register_attacks(register):
     from .attack import gaussian_noise
 
-    register("gaussian-noise", gaussian_noise,
-             "Gaussian noise (std sigma) clipped into the L-inf eps-ball and the valid range")
+    register(
+        "gaussian-noise",
+        gaussian_noise,
+        "Gaussian noise (std sigma) clipped into the L-inf eps-ball and the valid range",
+    )
 
 
 @ssmdefense.hookimpl
 def register_defenses(register):
     from .defense import NoiseAugmentTrainer
 
-    register(NoiseAugmentTrainer.name, NoiseAugmentTrainer,
-             "Noise augmentation: train on x + uniform(-sigma, sigma), clipped to the valid range")
+    register(
+        NoiseAugmentTrainer.name,
+        NoiseAugmentTrainer,
+        "Noise augmentation: train on x + uniform(-sigma, sigma), clipped to the valid range",
+    )

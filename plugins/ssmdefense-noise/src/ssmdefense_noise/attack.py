@@ -67,12 +67,14 @@ class GaussianNoiseAttack(EvasionAttack):
             raise ValueError(f"eps must be a positive number; got {self.eps!r}")
         if self.sigma is not None and (not _is_number(self.sigma) or not self.sigma > 0):
             raise ValueError(f"sigma must be a positive number (or None for eps / 2); got {self.sigma!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
-                                      or self.seed < 0):
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0
+        ):
             raise ValueError(f"seed must be None or an integer >= 0; got {self.seed!r}")
 
 
-def gaussian_noise(estimator, *, eps: float = 0.1, sigma: float | None = None,
-                   seed: int | None = None) -> GaussianNoiseAttack:
+def gaussian_noise(
+    estimator, *, eps: float = 0.1, sigma: float | None = None, seed: int | None = None
+) -> GaussianNoiseAttack:
     """The ``gaussian-noise`` attack bound to ``estimator`` (see the module docstring)."""
     return GaussianNoiseAttack(estimator, eps=eps, sigma=sigma, seed=seed)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from ssmdefense import TrainingLoop
 
 

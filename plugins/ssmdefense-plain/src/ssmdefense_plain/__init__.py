@@ -21,8 +21,9 @@ def madry_pgd(classifier, *, eps: float = 0.1, max_iter: int = 7, batch_size: in
     ``ssmdefense defend`` passes to every defense (seed, eval_samples, verbose) and this one ignores."""
     from art.defences.trainer import AdversarialTrainerMadryPGD
 
-    return AdversarialTrainerMadryPGD(classifier, nb_epochs=1, batch_size=batch_size, eps=eps, eps_step=eps / 4,
-                                      max_iter=max_iter)
+    return AdversarialTrainerMadryPGD(
+        classifier, nb_epochs=1, batch_size=batch_size, eps=eps, eps_step=eps / 4, max_iter=max_iter
+    )
 
 
 @ssmdefense.hookimpl
