@@ -40,8 +40,16 @@ import numpy as np
 
 from ..errors import SSMDefenseError
 from ..validation import positive
+from .base import Dataset
 
 RES_TYPE = "soxr_hq"  # librosa's default resampler
+#: how every clip of a folder-backed audio dataset is made to fit (recorded in its ``info["settings"]``)
+CONVERSION = {
+    "pad": "zeros at end",
+    "crop": "keep start",
+    "resampler": f"librosa {RES_TYPE}",
+    "downmix": "mean of channels",
+}
 SKIP_REASONS = {
     "unreadable": "unreadable",
     "empty": "empty (no samples)",
@@ -318,3 +326,31 @@ def stable_order_key(relpath: str) -> str:
     import hashlib
 
     return hashlib.sha1(relpath.encode("utf-8")).hexdigest()
+
+
+def split_counts(arrays: dict, n_classes: int) -> dict:
+    """``{"counts", "per_class"}`` of ``{"train": (x, y), "test": (x, y)}``, for a dataset's ``info``."""
+    return {
+        "counts": {k: int(len(y)) for k, (_, y) in arrays.items()},
+        "per_class": {k: np.bincount(y, minlength=n_classes).tolist() for k, (_, y) in arrays.items()},
+    }
+
+
+def audio_dataset(name: str, arrays: dict, classes: list[str], *, sample_rate: int, eps: float, info: dict) -> Dataset:
+    """The ``Dataset`` of mono clips in [-1, 1] from ``{"train": (x, y), "test": (x, y)}``, read by the
+    mel front end by default."""
+    (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
+    return Dataset(
+        name,
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        nb_classes=len(classes),
+        clip_values=(-1.0, 1.0),
+        sequence="mel",
+        info=info,
+        sample_rate=sample_rate,
+        eps=eps,
+        classes=list(classes),
+    )

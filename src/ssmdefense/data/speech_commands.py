@@ -318,15 +318,10 @@ def speech_commands(
     multi = sum(n for c, n in conv["source_channels"].items() if c != 1)
     _warn(base, skipped, total, list_problems, odd_rate, multi)
 
-    (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
     info = {
         "source": "Speech Commands v0.02 (Warden 2018), official split",
         "root": str(base),
-        "counts": {"train": int(len(y_tr)), "test": int(len(y_te))},
-        "per_class": {
-            "train": np.bincount(y_tr, minlength=len(words)).tolist(),
-            "test": np.bincount(y_te, minlength=len(words)).tolist(),
-        },
+        **audio_io.split_counts(arrays, len(words)),
         "left_out": {"list": LIST_FILES[held_out_name], "files": len(held_out)},
         "skipped": {**Counter(r for _, r, _ in skipped), **{k: len(v) for k, v in list_problems.items() if v}},
         "skipped_files": audio_io.skipped_examples(skipped, base),
@@ -338,26 +333,10 @@ def speech_commands(
             "max_per_class": max_per_class,
             "sample_rate": sample_rate,
             "length": sample_rate,
-            "pad": "zeros at end",
-            "crop": "keep start",
-            "resampler": f"librosa {audio_io.RES_TYPE}",
-            "downmix": "mean of channels",
+            **audio_io.CONVERSION,
         },
     }
-    return Dataset(
-        NAME,
-        x_tr,
-        y_tr,
-        x_te,
-        y_te,
-        nb_classes=len(words),
-        clip_values=(-1.0, 1.0),
-        sequence="mel",
-        info=info,
-        sample_rate=sample_rate,
-        eps=EPS,
-        classes=list(words),
-    )
+    return audio_io.audio_dataset(NAME, arrays, list(words), sample_rate=sample_rate, eps=EPS, info=info)
 
 
 def _merge_conversions(clipsets) -> dict:

@@ -297,15 +297,10 @@ def urbansound8k(
         conv["cropped"],
     )
 
-    (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
     info = {
         "source": "UrbanSound8K (Salamon, Jacoby and Bello 2014), predefined folds",
         "root": str(base),
-        "counts": {"train": int(len(y_tr)), "test": int(len(y_te))},
-        "per_class": {
-            "train": np.bincount(y_tr, minlength=len(CLASSES)).tolist(),
-            "test": np.bincount(y_te, minlength=len(CLASSES)).tolist(),
-        },
+        **audio_io.split_counts(arrays, len(CLASSES)),
         "folds": {"train": [f for f in FOLDS if f != test_fold], "test": [test_fold]},
         "skipped": {**({"missing_file": len(missing)} if missing else {}), **Counter(r for _, r, _ in skipped)},
         "skipped_files": (
@@ -320,23 +315,7 @@ def urbansound8k(
             "duration": float(duration),
             "length": length,
             "max_per_class": max_per_class,
-            "pad": "zeros at end",
-            "crop": "keep start",
-            "resampler": f"librosa {audio_io.RES_TYPE}",
-            "downmix": "mean of channels",
+            **audio_io.CONVERSION,
         },
     }
-    return Dataset(
-        NAME,
-        x_tr,
-        y_tr,
-        x_te,
-        y_te,
-        nb_classes=len(CLASSES),
-        clip_values=(-1.0, 1.0),
-        sequence="mel",
-        info=info,
-        sample_rate=sample_rate,
-        eps=EPS,
-        classes=list(CLASSES),
-    )
+    return audio_io.audio_dataset(NAME, arrays, list(CLASSES), sample_rate=sample_rate, eps=EPS, info=info)
