@@ -1,26 +1,20 @@
 """The one training loop every defense plugs into.
 
-A defense subclasses ``TrainingLoop`` and overrides ``training_step(model, x, y) -> (loss,
-logits)``: how to make the batch it trains on (adversarial or not) and the loss on it. One that
-takes several optimizer steps per batch (FreeAT) or drives the backward pass itself (YOPO)
-overrides ``train_batch(model, optimizer, scheduler, x, y)`` and sets ``steps_per_batch`` and
-``epoch_divisor``. One that trains something first (distillation's teacher) does it in
-``on_fit_start`` and adds its cost to ``timing`` in ``extra_timing``. Parameters are ART-style:
-``defense_params`` names them, ``_check_params()`` checks them, ``describe()`` reports them.
+A defense subclasses ``TrainingLoop`` and overrides ``training_step(model, x, y) -> (loss, logits)``
+(the batch it trains on and the loss), or, to take several optimizer steps per batch (FreeAT) or
+drive the backward pass itself (YOPO), ``train_batch`` with ``steps_per_batch`` and ``epoch_divisor``;
+``on_fit_start`` trains anything first (distillation's teacher), ``extra_timing`` adds its cost.
+Parameters are ART-style (``params.py``): ``defense_params``, ``_check_params()``, ``describe()``.
 
-The loop owns the rest, once: a torch ``DataLoader`` (seeded shuffling); ``configure_optimizers()``
-(AdamW, lr 1e-3, weight decay 2e-4, and a cosine schedule stepped per batch, unless a defense
-overrides it); per-epoch clean and PGD-10 robust accuracy on ``validation_data`` (ART's
-``ProjectedGradientDescent`` at ``eps``, ``evaluator.py``); the best checkpoint (highest PGD-10
-accuracy, ties to higher clean accuracy), the last and ``metrics.jsonl`` (``checkpoints.py``); resume
-state after every epoch, so that ``fit(..., resume=True)`` ends with the numbers of an uninterrupted
-run (``resume.py``); progress bars; a fixed seed; the overhead against standard training, timed side
-by side after training (``cost.py``). It takes class-index or one-hot labels (ART's trainers do not).
+The loop owns the rest, once: a seeded ``DataLoader``; ``configure_optimizers()`` (AdamW, cosine
+schedule per batch); per-epoch clean and PGD-10 accuracy (``evaluator.py``); best (PGD-10, ties to
+clean) and last checkpoints and ``metrics.jsonl`` (``checkpoints.py``); resume state after every
+epoch (``resume.py``); progress bars; the overhead against standard training (``cost.py``).
+Labels may be class indices or one-hot (ART's trainers take one-hot only).
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 
@@ -32,13 +26,12 @@ from tqdm.auto import tqdm
 from ..errors import SSMDefenseError
 from ..labels import as_training_data
 from ..seeding import seed_everything
-from ..validation import integer, non_negative, positive
+from ..validation import integer
 from .checkpoints import epoch_summary, update_best, write_epoch
 from .cost import measure_overhead
 from .evaluator import evaluate_epoch
+from .params import LOOP_PARAMS, check_loop_params, declare_params
 from .resume import load_state, save_state
-
-LOOP_PARAMS = ("eps", "batch_size", "lr", "weight_decay", "eval_max_iter", "eval_samples", "seed", "verbose")
 
 
 class TrainingLoop(Trainer):
@@ -69,18 +62,7 @@ class TrainingLoop(Trainer):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        own = (
-            ()
-            if init is None
-            else tuple(p.name for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY)
-        )
-        if "defense_params" not in cls.__dict__:
-            cls.defense_params = tuple(dict.fromkeys(super(cls, cls).defense_params + own))
-        elif missing := [name for name in own if name not in cls.defense_params]:
-            raise TypeError(
-                f"{cls.__name__}.defense_params does not declare {', '.join(missing)}, which its __init__ takes"
-            )
+        declare_params(cls)  # params.py
 
     def __init__(
         self,
@@ -105,15 +87,7 @@ class TrainingLoop(Trainer):
 
     def _check_params(self) -> None:
         """Raise a ``ValueError`` for a bad parameter; a defense extends it (``super()._check_params()``)."""
-        for key in ("eps", "lr"):
-            positive(key, getattr(self, key))
-        for key in ("batch_size", "eval_max_iter"):
-            positive(key, getattr(self, key), integer=True)
-        positive("eval_samples", self.eval_samples, integer=True, optional=True)
-        non_negative("weight_decay", self.weight_decay)
-        integer("seed", self.seed)
-        if self._classifier.clip_values is None:
-            raise ValueError("the classifier needs clip_values (e.g. (0.0, 1.0)) to keep perturbations valid")
+        check_loop_params(self)  # params.py
 
     def describe(self) -> dict:
         """The defense's parameters, as recorded in reports: its ``defense_params`` (but the
@@ -219,13 +193,9 @@ class TrainingLoop(Trainer):
         self.on_fit_start(x, y, nb_epochs=nb_epochs, batch_size=batch_size, out=out, resume=resume)
         seed_everything(self.seed)
         model, device = clf.model, clf.device
-        generator = torch.Generator().manual_seed(self.seed)
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-            batch_size=batch_size,
-            shuffle=True,
-            generator=generator,
-        )
+        generator = torch.Generator().manual_seed(self.seed)  # the shuffling, saved with the resume state
+        data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
         optimizer, scheduler = self.configure_optimizers(model, epochs * len(loader) * self.steps_per_batch)
         best_key, first, self.history = None, 1, []
         if resume:
@@ -245,13 +215,9 @@ class TrainingLoop(Trainer):
                 correct += int((logits.argmax(1) == yb).sum())
                 seen += len(yb)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            row = {
-                "epoch": epoch,
-                "train_loss": loss_sum / seen,
-                "train_accuracy": correct / seen,
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch_seconds": time.perf_counter() - start,
-            }
+            lr, seconds = optimizer.param_groups[0]["lr"], time.perf_counter() - start
+            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": lr}
+            row["epoch_seconds"] = seconds
             if validation_data is not None:
                 t_eval = time.perf_counter()
                 row.update(self.evaluate(x_val, y_val))
@@ -259,12 +225,8 @@ class TrainingLoop(Trainer):
             self.history.append(row)
             best_key, improved = update_best(self, row, epoch, best_key, validation_data is not None)
             if out is not None:
-                write_epoch(
-                    clf,
-                    out,
-                    {**(checkpoint_extra or {}), "epoch": epoch, "defense": self.name, "metrics": row},
-                    improved,
-                )
+                meta = {**(checkpoint_extra or {}), "epoch": epoch, "defense": self.name, "metrics": row}
+                write_epoch(clf, out, meta, improved)
                 self._save_state(out, epoch, best_key, optimizer, scheduler, generator)
             if self.verbose:
                 tqdm.write(epoch_summary(row, epochs, self.eval_max_iter, improved))
