@@ -50,6 +50,7 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification import PyTorchClassifier
 from tqdm.auto import tqdm
 
+from ..modes import eval_mode
 from ..validation import boolean
 from ._common import check_count, check_ignored_eps, check_image_estimator, check_number, class_indices
 
@@ -103,8 +104,6 @@ class FoolboxSpatialAttack(EvasionAttack):
         clip = self.estimator.clip_values
         lo, hi = (float(clip[0]), float(clip[1])) if clip is not None else (float(x.min()), float(x.max()))
         model = self.estimator.model
-        was_training = model.training
-        fmodel = fb.PyTorchModel(model.eval(), bounds=(lo, hi), device=self.estimator.device)
         attack = fb.attacks.SpatialAttack(
             max_translation=self.max_translation,
             max_rotation=self.max_rotation,
@@ -117,7 +116,8 @@ class FoolboxSpatialAttack(EvasionAttack):
         dtype = param.dtype if param is not None else torch.float32
         x_adv = np.empty_like(x)
         starts = range(0, len(x), int(self.batch_size))
-        try:
+        with eval_mode(model):  # Foolbox warns about a model in train mode
+            fmodel = fb.PyTorchModel(model, bounds=(lo, hi), device=self.estimator.device)
             for start in tqdm(starts, desc="spatial", disable=not self.verbose):
                 end = start + int(self.batch_size)
                 # Foolbox asserts that inputs lie within the bounds: clip away rounding errors.
@@ -130,8 +130,6 @@ class FoolboxSpatialAttack(EvasionAttack):
                     adv, _, _ = attack(fmodel, images, targets)
                 # Bilinear resampling with zero padding can leave [lo, hi] when 0 is outside it.
                 x_adv[start:end] = np.clip(adv.detach().cpu().numpy(), lo, hi).astype(x.dtype)
-        finally:
-            model.train(was_training)
         return x_adv
 
     def _check_params(self) -> None:

@@ -54,6 +54,7 @@ import re
 import torch
 import torch.nn.functional as F
 
+from ..modes import eval_mode
 from ..validation import boolean, integer, non_negative, positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
@@ -149,11 +150,8 @@ class MinMaxTrainer(TrainingLoop):
         if self.topk is None:
             others = torch.arange(self.nb_classes - 1, device=y.device)  # (C-1)
             return others + (others >= y[:, None]).long()  # (B C-1): skips y
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             logits = model(x)  # (B C)
-        model.train(was_training)
         logits = logits.scatter(1, y[:, None], float("-inf"))  # never pick the true class
         return logits.topk(self.topk, dim=1).indices  # (B K)
 

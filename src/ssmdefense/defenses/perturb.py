@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..modes import eval_mode
+
 
 def pgd_linf(
     model: torch.nn.Module,
@@ -33,21 +35,19 @@ def pgd_linf(
     mode. Returns a detached ``x_adv`` with ``|x_adv - x|_inf <= eps`` and ``clip[0] <= x_adv <= clip[1]``.
     """
     loss_fn = loss_fn or F.cross_entropy
-    was_training = model.training
-    model.eval()
-    x = x.detach()
-    lo, hi = clip
-    if x_init is not None:
-        x_adv = x_init.detach().clamp(lo, hi)  # (B ...)
-    elif random_start:
-        x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(lo, hi)  # (B ...)
-    else:
-        x_adv = x.clone()
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = loss_fn(model(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)  # (B ...); no parameter gradients accumulate
-        x_adv = x_adv.detach() + eps_step * grad.sign()
-        x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(lo, hi)  # project
-    model.train(was_training)
+    with eval_mode(model):
+        x = x.detach()
+        lo, hi = clip
+        if x_init is not None:
+            x_adv = x_init.detach().clamp(lo, hi)  # (B ...)
+        elif random_start:
+            x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(lo, hi)  # (B ...)
+        else:
+            x_adv = x.clone()
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = loss_fn(model(x_adv), y)
+            (grad,) = torch.autograd.grad(loss, x_adv)  # (B ...); no parameter gradients accumulate
+            x_adv = x_adv.detach() + eps_step * grad.sign()
+            x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(lo, hi)  # project
     return x_adv.detach()

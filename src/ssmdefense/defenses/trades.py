@@ -41,6 +41,7 @@ Examples::
 import torch
 import torch.nn.functional as F
 
+from ..modes import eval_mode
 from ..validation import integer, non_negative, positive
 from .loop import TrainingLoop
 from .perturb import pgd_linf
@@ -87,11 +88,8 @@ class TRADESTrainer(TrainingLoop):
         maximises KL(softmax(f(x)) || softmax(f(x'))), from the small Gaussian start. Runs in eval
         mode and restores the model's mode; returns a detached (B, ...) tensor."""
         x = x.detach()
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             p_clean = F.softmax(model(x), dim=1)  # (B C)
-        model.train(was_training)
         start = x + START_SCALE * torch.randn_like(x)  # (B ...): at x itself the KL gradient is exactly 0
         return pgd_linf(
             model,

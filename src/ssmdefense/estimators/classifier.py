@@ -19,6 +19,7 @@ from ..api import build_serialiser
 from ..errors import SSMDefenseError
 from ..kernels.backend import chosen_kernels
 from ..models import NaturalShapeModel
+from ..modes import eval_mode
 from ..plugins import registry
 from ..validation import positive
 
@@ -102,8 +103,7 @@ class SSMClassifier(PyTorchClassifier):
         if hasattr(serialiser, "clip_values"):  # the classifier takes derived features
             clip_values = tuple(float(v) for v in serialiser.clip_values)
         natural = NaturalShapeModel(serialiser, model)
-        with torch.no_grad():
-            was_training = natural.training
+        with torch.no_grad(), eval_mode(natural):
             param = next(model.parameters(), None)
             probe = torch.zeros(
                 1,
@@ -111,8 +111,7 @@ class SSMClassifier(PyTorchClassifier):
                 dtype=param.dtype if param is not None else torch.float32,
                 device=param.device if param is not None else "cpu",
             )
-            out = natural.eval()(probe)  # (1 n_classes)
-            natural.train(was_training)
+            out = natural(probe)  # (1 n_classes)
         if tuple(out.shape) != (1, nb_classes):
             raise SSMDefenseError(
                 f"the model gives logits of shape {tuple(out.shape[1:])} per input; expected ({nb_classes},)"

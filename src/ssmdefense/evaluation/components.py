@@ -49,6 +49,7 @@ from torch import nn
 
 from ..errors import SSMDefenseError
 from ..models import SequenceClassifier
+from ..modes import eval_mode
 from ..validation import integer
 
 COMPONENTS = ("mixer", "ads", "output_linear")
@@ -143,11 +144,9 @@ def component_analysis(clf, x_clean, x_adv, *, batch_size: int = 128) -> list[di
     model = clf.model
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
-    was_training = model.training
     handles = [module.register_forward_hook(make_hook((i, c))) for i, c, module in components]
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for start in range(0, len(x_clean), batch_size):
                 runs = []
                 for x in (x_clean, x_adv):
@@ -170,7 +169,6 @@ def component_analysis(clf, x_clean, x_adv, *, batch_size: int = 128) -> list[di
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
 
     rows = []
     for i, c in names:
