@@ -1,6 +1,7 @@
 """Plugin loading and the name registries, with fake distributions (nothing installed)."""
 
 import json
+import re
 import sys
 import types
 
@@ -325,17 +326,19 @@ def test_a_class_missing_a_protocol_method_is_refused_when_the_plugin_registers(
             pass
 
     def register_defenses(register):
+        register("fine-defense", sd.TrainingLoop, "registered first, left out with the rest")
         register("half-trainer", NotATrainer, "lacks get_classifier")
 
     fake_plugins(
         [FakeEntryPoint("half", "half_mod")], {"half_mod": make_module("half_mod", register_defenses=register_defenses)}
     )
-    with pytest.raises(
-        sd.SSMDefenseError,
-        match=r"plugin 'half': defense 'half-trainer' \(NotATrainer\) lacks "
-        r"get_classifier",
-    ):
-        sd.list_defenses()
+    names = sd.list_defenses()  # the others keep working; none of this plugin's defenses is half-added
+    assert "pgd-at" in names and "fine-defense" not in names and "half-trainer" not in names
+    why = r"plugin 'half': defense 'half-trainer' \(NotATrainer\) lacks get_classifier"
+    with pytest.raises(sd.UnknownNameError, match=r"unknown defense 'half-trainer'; .*" + why):
+        sd.get_defense("half-trainer", None)
+    info = {row["name"]: row for row in plugins.plugin_info()}
+    assert re.search(why, info["half"]["error"])
 
 
 def test_a_built_object_missing_a_member_is_refused_naming_the_plugin(fake_plugins):

@@ -133,7 +133,9 @@ def load(path: str | os.PathLike, device_type: str = "gpu") -> SSMClassifier:
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {stem} has an invalid configuration: {exc}") from None
     except (SafetensorError, RuntimeError, OSError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's state_dict error is a heading and one line per problem: keep the heading and the first
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        msg = " ".join(lines[:2]) if lines else type(exc).__name__
         raise CheckpointError(f"checkpoint {weights} does not match its configuration or is corrupt: {msg}") from None
     clf.checkpoint_meta = {k: v for k, v in meta.items() if k != "_stem"}
     return clf

@@ -18,3 +18,7 @@ class DuplicateNameError(SSMDefenseError):
 
 class CheckpointError(SSMDefenseError):
     """A checkpoint is missing, corrupt or does not match its configuration."""
+
+
+class TrainingDiverged(SSMDefenseError):
+    """The training loss stopped being a finite number; the run keeps its last good epoch."""

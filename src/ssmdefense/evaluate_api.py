@@ -34,7 +34,7 @@ from .evaluation.report import read_report, write_report
 from .evaluation.robustness import DEFAULT_ATTACK_PARAMS, best_last_gap, evaluate_robustness
 from .evaluation.sanity import gradient_masking_checks
 from .plugins import registry
-from .runs import load_data, resolve_device, staged_directory, use_threads
+from .runs import check_eps, load_data, resolve_device, staged_directory, use_threads
 from .seeding import seeded
 
 if TYPE_CHECKING:
@@ -348,6 +348,8 @@ def attack_checkpoint(config: AttackConfig | None = None, **settings) -> AttackR
     use_threads(c.threads, clf.is_audio)
     name, x, y, _ = load_test_data(clf, c.dataset, c.samples, c.data_dir, c.dataset_params)
     x = clf.prepare_inputs(x)
+    if c.eps is not None:
+        check_eps(c.eps, clf.clip_values)
     eps = c.eps
     if eps is None and "eps" not in params and "snr_db" not in params and _takes_eps(c.attack):
         eps = clf.checkpoint_meta.get("extra", {}).get("eps")
@@ -442,6 +444,8 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
         eps_list = [round(f * run_eps, 10) for f in DEFAULT_EVAL_EPS_FACTORS]
     if any(e <= 0 for e in eps_list[:1]):
         raise OptionError("eps", "--eps", "the first eps must be positive")
+    for e in c.eps or []:
+        check_eps(e, first.clip_values)
     if "components" in c.analysis:
         for clf in clfs.values():
             find_body(clf)  # a model without SSM blocks fails here, before any work

@@ -49,7 +49,15 @@ from .evaluation.audio import audio_budget, write_audio_examples
 from .evaluation.report import read_report, write_report
 from .evaluation.robustness import best_last_gap, evaluate_robustness
 from .plugins import registry
-from .runs import interrupted_run, load_data, resolve_device, split_sequence_params, staged_directory, use_threads
+from .runs import (
+    check_eps,
+    interrupted_run,
+    load_data,
+    resolve_device,
+    split_sequence_params,
+    staged_directory,
+    use_threads,
+)
 from .seeding import seed_everything
 
 DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of eps
@@ -234,6 +242,7 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
         clip_values=data.clip_values,
         device_type=device_type,
     )
+    check_eps(eps, clf.clip_values)
     run_params = {
         "eps": eps,
         "seed": c.seed,

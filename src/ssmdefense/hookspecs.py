@@ -6,8 +6,9 @@ each thing it adds; names are kebab-case and must be unique across all plugins. 
 callable, or ``plugins.LazyFactory("module:attribute")`` to defer importing it until first use.
 
 What a factory builds must satisfy its kind's protocol in ``ssmdefense.contracts``: a class factory
-is checked when the plugin registers, every built object when it is built; a mismatch is one
-``SSMDefenseError`` naming the plugin and the missing member. The factory's keyword parameters are
+is checked when the plugin registers (a mismatch, or a hook that raises, leaves that hook's entries
+out and is reported by ``ssmdefense plugins``), every built object when it is built (an
+``SSMDefenseError``); both name the plugin and the missing member. The factory's keyword parameters are
 what ``-p``/``-m``/``-D key=value`` accept (its keyword-only parameters, or any with ``**kwargs``;
 a defense class may declare them ART-style as ``defense_params``). A ``ValueError`` from a factory
 is shown to the user as a bad parameter; any other exception is treated as a bug and keeps its

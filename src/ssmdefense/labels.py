@@ -32,6 +32,10 @@ def as_training_data(
     """(x as float32 (N, *input_shape), y as class indices (N,)), or an ``SSMDefenseError`` saying what
     does not fit."""
     x = np.asarray(x, dtype=np.float32)
+    if len(x) == 0:
+        raise SSMDefenseError("x is empty: there are no samples")
+    if not np.isfinite(x).all():
+        raise SSMDefenseError(f"x holds {int((~np.isfinite(x)).sum())} NaN or infinite values; inputs must be finite")
     if tuple(x.shape[1:]) != tuple(input_shape):
         raise SSMDefenseError(f"x has shape {x.shape[1:]} per sample; the classifier expects {tuple(input_shape)}")
     y = to_indices(y, nb_classes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import logging
 import os
 import traceback
 from collections.abc import Callable
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # the CLI's type, only for annotations
 
 BUILTIN_PLUGIN = "ssmdefense.builtins"  # the table of every built-in; setup.cfg lists no built-ins
 ENTRY_POINT_GROUP = "ssmdefense"
+log = logging.getLogger("ssmdefense")
 KINDS = ("models", "attacks", "defenses", "datasets", "sequences")
 _SINGULAR = {
     "models": "model",
@@ -120,7 +122,13 @@ class Registry:
             return self._entries[name]
         except KeyError:
             known = ", ".join(self.names()) or "(none)"
-            raise UnknownNameError(f"unknown {_SINGULAR[self.kind]} {name!r}; known: {known}") from None
+            failed = [
+                f"plugin {e['name']!r} failed to register its {self.kind} ({e['error']})"
+                for e in _load_errors
+                if e.get("kind") == self.kind
+            ]
+            more = f"; {'; '.join(failed)}" if failed else ""
+            raise UnknownNameError(f"unknown {_SINGULAR[self.kind]} {name!r}; known: {known}{more}") from None
 
     def accepted_params(self, name: str) -> list[str] | None:
         """Keyword parameters the factory accepts (None: any).
@@ -245,9 +253,32 @@ def registry(kind: str) -> Registry:
             def register(name: str, factory: Callable, summary: str = "", _source: str = impl.plugin_name) -> None:
                 reg.add(name, factory, summary, _source)
 
-            impl.function(register=register)
+            before = dict(reg._entries)
+            try:
+                impl.function(register=register)
+            except DuplicateNameError:
+                raise  # two plugins claim one name: which one is meant cannot be guessed
+            except Exception as exc:  # a third-party hook that raises or registers something unusable
+                if impl.plugin_name == BUILTIN_PLUGIN:
+                    raise  # a bug in ssmdefense itself
+                reg._entries = before  # none of this plugin's entries of this kind, the others work
+                _load_errors.append(_hook_error(impl.plugin_name, kind, exc))
+                log.warning("plugin %r: register_%s failed, its %s are left out: %s", impl.plugin_name, kind, kind, exc)
         _registries[kind] = reg
     return _registries[kind]
+
+
+def _hook_error(plugin: str, kind: str, exc: Exception) -> dict:
+    source = _plugin_sources.get(plugin, {})
+    return {
+        "name": plugin,
+        "value": f"register_{kind}",
+        "distribution": source.get("distribution"),
+        "version": source.get("version"),
+        "kind": kind,
+        "error": f"register_{kind}: {type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(),
+    }
 
 
 def load_errors() -> list[dict]:
@@ -256,13 +287,17 @@ def load_errors() -> list[dict]:
 
 
 def plugin_info() -> list[dict]:
-    """Name, distribution, version and implemented hooks of each loaded plugin, then failures."""
+    """Name, distribution, version and implemented hooks of each loaded plugin (``error``: what its
+    hooks raised, if anything), then the plugins that failed to import."""
     pm = get_plugin_manager()
+    for kind in KINDS:  # builds every registry (no plugin module is imported): hook failures show
+        registry(kind)
     rows = []
     for name, plugin in pm.list_name_plugin():
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        rows.append({"name": name, "hooks": hooks, **_plugin_sources.get(name, {}), "error": None})
-    for err in _load_errors:
+        failed = "; ".join(e["error"] for e in _load_errors if e["name"] == name and "kind" in e) or None
+        rows.append({"name": name, "hooks": hooks, **_plugin_sources.get(name, {}), "error": failed})
+    for err in (e for e in _load_errors if "kind" not in e):
         rows.append(
             {
                 "name": err["name"],

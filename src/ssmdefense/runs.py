@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .api import load_dataset
-from .errors import SSMDefenseError
+from .errors import SSMDefenseError, TrainingDiverged
 from .plugins import registry
 
 if TYPE_CHECKING:
@@ -89,25 +89,28 @@ def staged_directory(
     """Build a directory under a temporary name; move it to ``target`` only on success.
 
     On any error the temporary directory is removed: nothing half-written remains. With
-    ``keep_interrupted``, a run stopped by Ctrl-C or SIGTERM after saving a resume state
-    (``state.json``) is kept under its temporary name for ``--resume``; ``reuse`` continues in
-    such a directory.
+    ``keep_interrupted``, a run stopped by Ctrl-C or SIGTERM, or by a diverged loss, after saving a
+    resume state (``state.json``) is kept under its temporary name (``--resume``; its ``last.*``
+    is the last finished epoch); ``reuse`` continues in such a directory.
     """
     target = Path(target)
     if target.exists() and not overwrite:
         raise SSMDefenseError(f"--out: {target} already exists (use --overwrite to replace it)")
     created_parent = not target.parent.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
     if reuse is not None:
         tmp = reuse
     else:
         tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        except OSError as exc:  # the parent is a file, or not writable
+            raise SSMDefenseError(f"--out: cannot write {target}: {exc.strerror or exc} ({exc.filename})") from None
     try:
         yield tmp
     except BaseException as exc:
-        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, TrainingDiverged))
         if keep_interrupted and interrupted and (tmp / "state.json").is_file():
             raise
         shutil.rmtree(tmp, ignore_errors=True)
@@ -124,3 +127,16 @@ def interrupted_run(target: Path) -> Path | None:
     target = Path(target)
     found = [p for p in target.parent.glob(f".{target.name}.partial-*") if (p / "state.json").is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def check_eps(eps: float, clip_values: tuple[float, float] | None, option: str = "--eps") -> None:
+    """``SSMDefenseError`` when an L-inf budget reaches the inputs' whole range: the eps-ball would
+    then hold every valid input, and robust accuracy under it would measure nothing."""
+    if clip_values is None:
+        return
+    lo, hi = (float(v) for v in clip_values)
+    if eps >= hi - lo:
+        raise SSMDefenseError(
+            f"{option} {eps:g} is not smaller than the inputs' range {hi - lo:g} ({lo:g} to {hi:g}): "
+            f"the eps-ball would hold every valid input"
+        )

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 from ..checkpoint import save
+from ..errors import TrainingDiverged
 
 
 def best_checkpoint_key(row: dict, eval_max_iter: int) -> tuple:
@@ -43,3 +45,16 @@ def epoch_summary(row: dict, epochs: int, eval_max_iter: int, improved: bool) ->
         ra = row["robust_accuracy"][f"pgd-{eval_max_iter}"]
         msg += f"  clean {row['clean_accuracy']:.3f}  pgd-{eval_max_iter} {ra:.3f}"
     return msg + f"  ({row['epoch_seconds']:.1f}s)" + ("  *best" if improved else "")
+
+
+def finite_loss(loss, epoch: int, batch: int, out: Path | None) -> float:
+    """``loss.item()``, or ``TrainingDiverged`` when it is NaN or infinite: training stops at once,
+    and the run directory keeps the checkpoints of the last epoch that finished (``last.*``)."""
+    value = loss.item()
+    if not math.isfinite(value):
+        kept = f"; the last finished epoch's checkpoints are kept in {out}" if out is not None and epoch > 1 else ""
+        raise TrainingDiverged(
+            f"the training loss became {value} in epoch {epoch}, batch {batch}: training stopped{kept} "
+            f"(a lower lr, -p lr=..., usually helps)"
+        )
+    return value

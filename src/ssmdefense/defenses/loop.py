@@ -27,7 +27,7 @@ from ..errors import SSMDefenseError
 from ..labels import as_training_data
 from ..seeding import seed_everything
 from ..validation import integer
-from .checkpoints import epoch_summary, update_best, write_epoch
+from .checkpoints import epoch_summary, finite_loss, update_best, write_epoch
 from .cost import measure_overhead
 from .evaluator import evaluate_epoch
 from .params import LOOP_PARAMS, check_loop_params, declare_params
@@ -207,11 +207,11 @@ class TrainingLoop(Trainer):
             bar = tqdm(
                 loader, desc=f"{self.name} epoch {epoch}/{epochs}", disable=not self.verbose, leave=False, unit="batch"
             )
-            for xb, yb in bar:
+            for batch, (xb, yb) in enumerate(bar, 1):
                 xb, yb = xb.to(device), yb.to(device)  # (B ...), (B)
                 loss, logits = self.train_batch(model, optimizer, scheduler, xb, yb)
                 model.train()  # a training step may have switched to eval mode to attack
-                loss_sum += loss.item() * len(yb)
+                loss_sum += finite_loss(loss, epoch, batch, out) * len(yb)
                 correct += int((logits.argmax(1) == yb).sum())
                 seen += len(yb)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
