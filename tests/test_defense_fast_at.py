@@ -130,7 +130,13 @@ def test_free_at_resume_restores_the_perturbation(tmp_path, digits, monkeypatch)
     restore()
     from safetensors.torch import load_file
 
-    saved = load_file(str(tmp_path / "cut" / "state.safetensors"))
+    tensors = json.loads((tmp_path / "cut" / "state.json").read_text())["tensors"]
+    assert tensors == "state-2.safetensors" and sorted(p.name for p in (tmp_path / "cut").glob("*.safetensors")) == [
+        "best.safetensors",
+        "last.safetensors",
+        tensors,
+    ]  # the earlier epochs' states are gone
+    saved = load_file(str(tmp_path / "cut" / tensors))
     assert saved["extra.delta"].shape == (64, 1, 8, 8) and saved["extra.delta"].abs().max() > 0
 
     trainer().fit(x, y, nb_epochs=6, out_dir=tmp_path / "cut", resume=True)

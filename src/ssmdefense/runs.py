@@ -7,6 +7,7 @@ shows as one line and exit status 2.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -97,29 +98,52 @@ def staged_directory(
     if target.exists() and not overwrite:
         raise SSMDefenseError(f"--out: {target} already exists (use --overwrite to replace it)")
     created_parent = not target.parent.exists()
-    if reuse is not None:
-        tmp = reuse
-    else:
-        tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = _lock(target)
+    except OSError as exc:  # the parent is a file, or not writable
+        raise SSMDefenseError(f"--out: cannot write {target}: {exc.strerror or exc} ({exc.filename})") from None
+    try:
+        if reuse is not None:
+            tmp = reuse
+        else:
+            tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-        except OSError as exc:  # the parent is a file, or not writable
-            raise SSMDefenseError(f"--out: cannot write {target}: {exc.strerror or exc} ({exc.filename})") from None
-    try:
-        yield tmp
-    except BaseException as exc:
-        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, TrainingDiverged))
-        if keep_interrupted and interrupted and (tmp / "state.json").is_file():
+        try:
+            yield tmp
+        except BaseException as exc:
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, TrainingDiverged))
+            if keep_interrupted and interrupted and (tmp / "state.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created_parent and not any(target.parent.iterdir()):
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        Path(lock.name).unlink(missing_ok=True)
+        lock.close()  # releases the lock (so does the end of the process, however it ends)
+        if created_parent and target.parent.exists() and not any(target.parent.iterdir()):
             target.parent.rmdir()
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+
+
+def _lock(target: Path):
+    """An exclusive lock on ``target`` (a ``.<name>.lock`` file beside it, ``flock``): a second
+    ssmdefense process writing the same ``--out`` is refused instead of corrupting the first's files.
+    The kernel drops the lock when the process ends, even by SIGKILL."""
+    handle = open(target.parent / f".{target.name}.lock", "w")  # noqa: SIM115 (held until staged_directory ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SSMDefenseError(
+            f"--out: {target} is being written by another ssmdefense process; wait for it to finish or "
+            f"choose another --out"
+        ) from None
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def interrupted_run(target: Path) -> Path | None:

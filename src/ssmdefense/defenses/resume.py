@@ -1,7 +1,13 @@
-"""The training loop's resume state: after every epoch, ``state.safetensors`` + ``state.json`` hold the
-weights (current and best), the optimizer and schedule, every random generator, the history and the
-defense's own carried tensors, so ``fit(..., resume=True)`` continues an interrupted run and ends
-with the same numbers as an uninterrupted one. Safetensors and JSON only, never pickle.
+"""The training loop's resume state: after every epoch, ``state.json`` and the tensors file it names
+(``state-<epoch>.safetensors``) hold the weights (current and best), the optimizer and schedule,
+every random generator, the history and the defense's own carried tensors, so
+``fit(..., resume=True)`` continues an interrupted run and ends with the same numbers as an
+uninterrupted one. Safetensors and JSON only, never pickle.
+
+One atomic step commits an epoch: the tensors are written in full under their own name first, then
+``state.json`` is replaced (``os.replace``) by one that names them, then the previous epoch's tensors
+are deleted. A process killed at any moment (SIGKILL included) leaves a ``state.json`` whose tensors
+file is complete; the tensors also carry their epoch, and loading checks that it matches.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
@@ -45,14 +51,17 @@ def save_state(trainer, out: Path, epoch, best_key, optimizer, scheduler, genera
         "rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "rng_python": json.loads(json.dumps(random.getstate())),
     }
-    tmp = out / f".state.partial-{epoch}"
-    save_file(tensors, str(tmp.with_suffix(".safetensors")))
-    tmp.with_suffix(".json").write_text(json.dumps(meta) + "\n")
-    # The JSON names the epoch; replacing the tensors first and the JSON last keeps the pair
-    # consistent up to the moment the JSON appears (resume checks the two agree).
-    tensors_path = out / "state.safetensors"
-    tmp.with_suffix(".safetensors").replace(tensors_path)
-    tmp.with_suffix(".json").replace(out / "state.json")
+    tensors_name = f"state-{epoch}.safetensors"
+    partial = out / f".{tensors_name}.partial"
+    save_file(tensors, str(partial), metadata={"epoch": str(epoch)})
+    partial.replace(out / tensors_name)
+    meta["tensors"] = tensors_name
+    tmp_json = out / ".state.json.partial"
+    tmp_json.write_text(json.dumps(meta) + "\n")
+    tmp_json.replace(out / "state.json")  # the commit point: the new epoch's state is now the state
+    for old in out.glob("state*.safetensors"):  # older epochs' tensors (and the name before this scheme)
+        if old.name != tensors_name:
+            old.unlink(missing_ok=True)
 
 
 def load_state(trainer, out: Path, optimizer, scheduler, generator, epochs: int):
@@ -61,15 +70,22 @@ def load_state(trainer, out: Path, optimizer, scheduler, generator, epochs: int)
     epoch still to run)."""
     try:
         meta = json.loads((out / "state.json").read_text())
-        tensors = load_file(str(out / "state.safetensors"))
+        path = out / meta.get("tensors", "state.safetensors")  # runs saved before the epoch-named tensors
+        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            saved_epoch = (f.metadata() or {}).get("epoch", str(meta["epoch"]))
     except FileNotFoundError:
-        raise CheckpointError(f"{out} has no state.json/state.safetensors to resume from") from None
-    except (json.JSONDecodeError, SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{out} has no state.json (and its tensors) to resume from") from None
+    except (json.JSONDecodeError, SafetensorError, OSError, KeyError) as exc:
         raise CheckpointError(f"corrupt resume state in {out}: {exc}") from None
+    if saved_epoch != str(meta["epoch"]):
+        raise CheckpointError(
+            f"corrupt resume state in {out}: state.json is epoch {meta['epoch']}, its tensors epoch {saved_epoch}"
+        )
     if meta.get("defense") != trainer.name:
         raise CheckpointError(f"{out} was trained by defense {meta.get('defense')!r}, not {trainer.name!r}")
-    if meta["epoch"] >= epochs:
-        raise CheckpointError(f"{out} already finished its {meta['epoch']} epochs; nothing to resume")
+    if meta["epoch"] > epochs:
+        raise CheckpointError(f"{out} ran {meta['epoch']} epochs, more than the {epochs} asked for")
     body = trainer._classifier.body
     body.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     trainer.best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}

@@ -1,0 +1,146 @@
+"""Runs that survive a real kill, and two processes on one ``--out``.
+
+``ssmdefense defend`` runs in a subprocess that SIGKILLs itself at a chosen moment (mid-epoch, in the
+middle of writing the resume state, during the final evaluation); ``defend --resume`` then finishes
+it, and its report must hold the same metrics as an uninterrupted run with the same seed. A second
+process given the same ``--out`` while the first is writing it is refused with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ARGS = [
+    "defend",
+    "--defense",
+    "pgd-at",
+    "--dataset",
+    "digits",
+    "--epochs",
+    "3",
+    "--eval-samples",
+    "48",
+    "-q",
+    "-p",
+    "max_iter=2",
+    "-p",
+    "lr=0.01",
+    "-m",
+    "d_model=8",
+    "-m",
+    "n_layers=1",
+    "-m",
+    "d_state=4",
+]
+
+# Runs the CLI with one function replaced by one that SIGKILLs the process on its n-th call (after
+# calling through when ``after`` is set): a real kill, no cleanup, no Python exception.
+KILLER = r"""
+import os, signal, sys, importlib
+module_name, attribute, nth, after = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "after"
+owner_name, _, member = attribute.rpartition(".")
+owner = importlib.import_module(module_name)
+if owner_name:
+    owner = getattr(owner, owner_name)
+original, calls = getattr(owner, member), [0]
+def killer(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == nth and not after:
+        os.kill(os.getpid(), signal.SIGKILL)
+    result = original(*args, **kwargs)
+    if calls[0] == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+setattr(owner, member, killer)
+from ssmdefense.cli import main
+sys.argv = ["ssmdefense", *sys.argv[5:]]
+main()
+"""
+
+
+def cli(*args, cwd, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "ssmdefense", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def metrics(run_dir) -> dict:
+    report = json.loads((run_dir / "report.json").read_text())
+    return {k: report[k] for k in ("best", "last", "gap")}
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    root = tmp_path_factory.mktemp("whole")
+    proc = cli(*ARGS, "--out", "run", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return metrics(root / "run")
+
+
+KILLS = {  # moment: (module, attribute, n-th call, kill before or after the call)
+    "mid-epoch": ("ssmdefense.defenses.loop", "TrainingLoop.train_batch", 23 + 7, "before"),  # epoch 2, batch 7
+    "writing the resume state": (
+        "ssmdefense.defenses.resume",
+        "save_file",
+        2,
+        "after",
+    ),  # epoch 2's tensors written, not committed
+    "final evaluation": ("ssmdefense.experiment", "evaluate_robustness", 1, "before"),
+}
+
+
+@pytest.mark.parametrize("moment", list(KILLS))
+def test_a_run_killed_at_any_moment_resumes_to_the_same_report(moment, whole, tmp_path):
+    module, attribute, nth, when = KILLS[moment]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, module, attribute, str(nth), when, *ARGS, "--out", "run"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -9, killed.stderr  # SIGKILL
+    assert not (tmp_path / "run").exists()
+    (partial,) = tmp_path.glob(".run.partial-*")
+    assert (partial / "state.json").is_file()
+    resumed = cli("defend", "--resume", "run", "-q", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert metrics(tmp_path / "run") == whole
+    assert not list(tmp_path.glob(".run.*"))  # the partial directory and the lock are gone
+
+
+def test_a_second_process_on_the_same_out_is_refused(tmp_path):
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ssmdefense", *ARGS, "--out", "run"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 300
+        lock = tmp_path / ".run.lock"
+        while not (lock.exists() and lock.read_text().strip()):  # the first one holds the lock (its pid written)
+            assert first.poll() is None and time.time() < deadline, "the first run ended before it was checked"
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGSTOP)  # hold the first one mid-run, lock taken
+        try:
+            second = cli(*ARGS, "--out", "run", cwd=tmp_path)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "is being written by another ssmdefense process" in lines[0], second.stderr
+    finally:
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err  # the first finished untouched
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["config"]["defense"] == "pgd-at"
