@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import ssmdefense as sd
 from ssmdefense.evaluation.report import render_markdown
@@ -139,3 +140,39 @@ def test_gradient_masking_example_flags_only_the_masked_models():
     assert "no sign of masking" in rows["honest"]
     assert "GRADIENT MASKING SUSPECTED" in rows["saturated-softmax"]
     assert "GRADIENT MASKING SUSPECTED" in rows["rounded-input"]
+
+
+def test_the_tolerance_is_two_binomial_standard_errors():
+    from ssmdefense.evaluation.sanity import paired_tolerance, unpaired_tolerance
+
+    n = 200
+    pgd = np.zeros(n, bool)
+    pgd[:97] = True  # PGD-10 0.485
+    square = pgd.copy()
+    square[:15] = False  # Square breaks 15 that PGD leaves ...
+    square[97:107] = True  # ... and leaves 10 that PGD breaks: 0.460, 25 samples differ
+    assert square.mean() == 0.46
+    tol = paired_tolerance(square, pgd)
+    assert tol == pytest.approx(2 * np.sqrt(25) / 200) and square.mean() >= pgd.mean() - tol  # noise, not masking
+    masked_pgd, masked_square = (
+        np.r_[np.ones(180, bool), np.zeros(20, bool)],
+        np.r_[np.ones(40, bool), np.zeros(160, bool)],
+    )
+    assert masked_square.mean() < masked_pgd.mean() - paired_tolerance(masked_square, masked_pgd)  # 0.2 vs 0.9: masked
+    assert unpaired_tolerance(0.5, 0.5, 200) == pytest.approx(0.1) and unpaired_tolerance(1.0, 1.0, 200) == 1 / 200
+
+
+def test_honest_adversarially_trained_model_is_not_flagged_at_200_samples(digits):
+    torch.manual_seed(0)  # PGD-7 AT for 8 epochs: PGD-10 accuracy 0.415, Square 0.415, PGD-50 0.410
+    body = sd.build_model("s4d", d_input=8, n_classes=10, d_model=32, n_layers=1, d_state=16, dt_min=0.01, dt_max=1.0)
+    clf = sd.SSMClassifier(
+        body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
+    )
+    sd.get_defense("pgd-at", clf, eps=EPS, max_iter=7, lr=0.01, verbose=False).fit(
+        digits.x_train, digits.y_train, nb_epochs=8
+    )
+    x, y = digits.x_test[:200], digits.y_test[:200]
+    result = gradient_masking_checks(clf, x, y, eps=EPS)
+    assert result["settings"]["samples"] == 200 and "binomial" in result["settings"]["tol"]
+    assert not failed(result), [c["detail"] for c in result["checks"]]
+    assert 0.2 < clf.accuracy(x, y)  # it learned something: the checks compared real numbers

@@ -5,8 +5,17 @@ Gradients Give a False Sense of Security", https://arxiv.org/abs/1802.00420).
 A model whose gradients are zero, noisy or misleading (a saturated softmax, a hard rounding, a
 defensively distilled model deployed at T = 1) looks robust to PGD without being robust. Each check
 below compares attacks whose results must be ordered a certain way on an honest model; a check
-that fails marks the evaluation "gradient masking suspected". ``tol`` absorbs the noise of a finite
-test set (one sample of 200 is 0.005).
+that fails marks the evaluation "gradient masking suspected".
+
+The comparisons allow for the noise of a finite test set, as binomial standard errors (``Z`` = 2 of
+them, about 95 %) rather than a fixed margin, so a check fails on a real inconsistency, not on the
+luck of 200 samples. Two attacks on the same samples are compared pairwise: the difference of their
+accuracies is (n_ab - n_ba) / n, where n_ab samples survive one attack but not the other, and its
+standard error is about sqrt(n_ab + n_ba) / n (McNemar's); so ``tol = Z sqrt(max(1, n_ab + n_ba)) / n``.
+Points of the eps curve (accuracies only) use the unpaired error, ``Z sqrt((p1 q1 + p2 q2) / n)``.
+At n = 200, PGD-10 0.485 against Square 0.460 with 20 samples that differ gives tol 0.045: not
+flagged, while a masked model whose PGD accuracy is 0.9 and Square's 0.2 is. A number given as
+``tol`` replaces them all (the old fixed margin).
 
 ==========================  ===========================================================  ==========
 check                       passes when                                                  catches
@@ -26,6 +35,7 @@ input it is reported as skipped (``passed: None``), not passed.
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 
 import numpy as np
@@ -35,6 +45,20 @@ from ..seeding import seeded
 from .robustness import DEFAULT_ATTACK_PARAMS, attack_key
 
 SLACK = 1e-9  # float rounding: 0.175 >= 0.195 - 0.02 must hold
+Z = 2.0  # standard errors a comparison allows (about 95 % two-sided)
+
+
+def paired_tolerance(correct_a: np.ndarray, correct_b: np.ndarray, z: float = Z) -> float:
+    """``z`` standard errors of the difference of two accuracies on the same samples (per-sample
+    correctness ``correct_a``, ``correct_b``): ``z sqrt(max(1, discordant)) / n``."""
+    discordant = int((np.asarray(correct_a) != np.asarray(correct_b)).sum())
+    return z * math.sqrt(max(1, discordant)) / len(correct_a)
+
+
+def unpaired_tolerance(p_a: float, p_b: float, n: int, z: float = Z) -> float:
+    """``z`` standard errors of the difference of two accuracies measured on ``n`` samples each."""
+    return max(z * math.sqrt((p_a * (1 - p_a) + p_b * (1 - p_b)) / n), 1 / n)
+
 
 CHECKS = (
     "accuracy_falls_with_eps",
@@ -95,7 +119,7 @@ def gradient_masking_checks(
     eps: float,
     pgd: dict | None = None,
     curve: list[dict] | None = None,
-    tol: float = 0.02,
+    tol: float | None = None,
     steps_factor: int = 5,
     restarts: int = 5,
     large_eps: float | None = None,
@@ -112,7 +136,8 @@ def gradient_masking_checks(
         pgd: parameters of the reference PGD (default: the report's PGD-10).
         curve: an ``evaluate_robustness`` curve to check for monotonicity (its PGD key); computed at
             0, eps/2, eps, 2 eps when None.
-        tol: accuracy slack for the comparisons (absolute fraction).
+        tol: a fixed accuracy slack for every comparison (absolute fraction); None (the default):
+            ``Z`` binomial standard errors of each comparison (the module docstring).
         steps_factor, restarts: the "more steps" and "more restarts" PGD variants.
         large_eps: budget that must break the model (default: the whole clip range, where any
             input is reachable); ``large_eps_max_accuracy`` is the accuracy allowed there.
@@ -151,7 +176,20 @@ def gradient_masking_checks(
             for e in (0.0, eps / 2, eps, 2 * eps)
         ]
     points = [(p["eps"], p[key]) for p in sorted(curve, key=lambda p: p["eps"]) if key in p]
-    rises = [(a, b, acc_b - acc_a) for (a, acc_a), (b, acc_b) in pairwise(points) if acc_b - acc_a > tol + SLACK]
+    n = len(y)
+
+    def slack(a, b) -> float:  # per-sample correctness: paired; accuracies: unpaired
+        if tol is not None:
+            return tol
+        if isinstance(a, float):
+            return unpaired_tolerance(a, b, n)
+        return paired_tolerance(a, b)
+
+    rises = [
+        (a, b, acc_b - acc_a)
+        for (a, acc_a), (b, acc_b) in pairwise(points)
+        if acc_b - acc_a > slack(acc_a, acc_b) + SLACK
+    ]
     checks.append(
         _check(
             "accuracy_falls_with_eps",
@@ -181,15 +219,14 @@ def gradient_masking_checks(
         )
     )
 
-    acc_steps = float(
-        (
-            _predict(clf, "pgd", x, y, eps, seed, **{**pgd, "max_iter": steps * steps_factor, "eps_step": None}) == y
-        ).mean()
+    correct_steps = (
+        _predict(clf, "pgd", x, y, eps, seed, **{**pgd, "max_iter": steps * steps_factor, "eps_step": None}) == y
     )
+    acc_steps = float(correct_steps.mean())
     checks.append(
         _check(
             "more_steps",
-            acc_steps <= acc_pgd + tol + SLACK,
+            acc_steps <= acc_pgd + slack(correct_steps, correct_pgd) + SLACK,
             f"PGD-{steps * steps_factor} {acc_steps:.3f} vs {key} {acc_pgd:.3f}",
             accuracy=acc_steps,
             reference=acc_pgd,
@@ -197,11 +234,12 @@ def gradient_masking_checks(
         )
     )
 
-    acc_restarts = float((_predict(clf, "pgd", x, y, eps, seed, **{**pgd, "num_random_init": restarts}) == y).mean())
+    correct_restarts = _predict(clf, "pgd", x, y, eps, seed, **{**pgd, "num_random_init": restarts}) == y
+    acc_restarts = float(correct_restarts.mean())
     checks.append(
         _check(
             "more_restarts",
-            acc_restarts <= acc_pgd + tol + SLACK,
+            acc_restarts <= acc_pgd + slack(correct_restarts, correct_pgd) + SLACK,
             f"{key} with {restarts} restarts {acc_restarts:.3f} vs one start {acc_pgd:.3f}",
             accuracy=acc_restarts,
             reference=acc_pgd,
@@ -215,7 +253,7 @@ def gradient_masking_checks(
         checks.append(
             _check(
                 "black_box_not_stronger",
-                acc_square >= acc_pgd - tol - SLACK,
+                acc_square >= acc_pgd - slack(pred_square == y, correct_pgd) - SLACK,
                 f"Square ({square_max_iter} queries, no gradients) {acc_square:.3f} vs {key} {acc_pgd:.3f}",
                 accuracy=acc_square,
                 reference=acc_pgd,
@@ -236,7 +274,8 @@ def gradient_masking_checks(
     checks.append(
         _check(
             "noise_weaker",
-            acc_pgd <= acc_noise + tol + SLACK and noise_only <= tol + SLACK,
+            acc_pgd <= acc_noise + slack(correct_noise, correct_pgd) + SLACK
+            and noise_only <= slack(correct_noise, correct_pgd) + SLACK,
             f"uniform noise {acc_noise:.3f} vs {key} {acc_pgd:.3f}; noise breaks {noise_only:.3f} of the samples "
             f"PGD does not",
             accuracy=acc_noise,
@@ -266,7 +305,7 @@ def gradient_masking_checks(
         "settings": {
             "eps": eps,
             "reference": key,
-            "tol": tol,
+            "tol": tol if tol is not None else f"binomial, {Z:g} standard errors",
             "steps_factor": steps_factor,
             "restarts": restarts,
             "large_eps": large_eps,
