@@ -26,6 +26,7 @@ def noise_accuracy(clf, x, y, eps):
         ("fgsm", {"random_start": True}),
         ("pgd", {"max_iter": 10}),
         ("pgd", {"max_iter": 5, "num_random_init": 2}),
+        ("pgd", {"max_iter": 10, "loss": "margin"}),
     ],
 )
 def test_attack_lowers_accuracy_below_noise_and_stays_in_bounds(trained, batch, name, params):
@@ -105,8 +106,28 @@ def test_attacks_accept_one_hot_labels(trained, batch):
         ("pgd", {"norm": "l3"}, "norm must be one of"),
         ("pgd", {"num_random_init": -1}, "num_random_init must be an integer"),
         ("pgd", {"steps": 10}, "unknown parameter.*accepted: .*max_iter"),
+        ("pgd", {"loss": "hinge"}, "loss must be one of ce, margin"),
     ],
 )
 def test_bad_attack_parameters(trained, name, params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.get_attack(name, trained, **params)
+
+
+def test_margin_loss_is_the_cw_margin_and_pgd_on_it_is_as_strong_as_on_cross_entropy(trained, batch):
+    import torch
+
+    from ssmdefense.attacks.losses import MarginLoss
+    from ssmdefense.evaluation.robustness import attack_key
+
+    logits = torch.tensor([[2.0, 5.0, 1.0], [0.0, -1.0, 3.0]])
+    # sample 0: true class 0, best other 5 -> 3; sample 1: true class 2, best other 0 -> -3
+    assert MarginLoss()(logits, torch.tensor([0, 2])).item() == 0.0
+    assert MarginLoss()(logits[:1], torch.tensor([[1.0, 0.0, 0.0]])).item() == 3.0  # one-hot labels too
+    x, y = batch
+    margin = sd.get_attack("pgd", trained, eps=EPS, max_iter=20, loss="margin").generate(x, y)
+    ce = sd.get_attack("pgd", trained, eps=EPS, max_iter=20).generate(x, y)
+    assert np.abs(margin - x).max() <= EPS + 1e-6 and margin.min() >= 0 and margin.max() <= 1
+    assert trained.accuracy(margin, y) <= trained.accuracy(ce, y) + 0.03
+    assert trained._loss.__class__.__name__ == "CrossEntropyLoss"  # the classifier itself is untouched
+    assert attack_key("pgd", {"max_iter": 20, "loss": "margin"}) == "pgd-20-margin"

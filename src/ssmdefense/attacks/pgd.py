@@ -8,6 +8,9 @@ Arguments:
     norm (str): "inf" or "2". Default: "inf".
     num_random_init (int): random restarts (0: start at x, no random start). Default: 1.
     targeted (bool): Default: False.
+    loss (str): what the steps climb: "ce" (the estimator's cross-entropy) or "margin" (the
+        Carlini-Wagner margin max_{j != y} z_j - z_y on the logits, which does not saturate; see
+        ``attacks/losses.py``). Default: "ce".
     batch_size (int): Default: 128.
     verbose (bool): show ART's progress bar. Default: False.
 
@@ -18,10 +21,12 @@ Examples::
 
     attack = sd.get_attack("pgd", clf, eps=0.1, max_iter=10)
     x_adv = attack.generate(x_test, y_test)
+    margin = sd.get_attack("pgd", clf, eps=0.1, max_iter=50, num_random_init=5, loss="margin")
 """
 
 from ..validation import integer
 from ._common import check_positive, parse_norm
+from .losses import with_loss
 
 
 def pgd(
@@ -33,6 +38,7 @@ def pgd(
     norm: str = "inf",
     num_random_init: int = 1,
     targeted: bool = False,
+    loss: str = "ce",
     batch_size: int = 128,
     verbose: bool = False,
 ):
@@ -42,6 +48,7 @@ def pgd(
     integer("num_random_init", num_random_init, 0)
     if eps_step is None:
         eps_step = 2.5 * eps / max_iter
+    estimator = with_loss(estimator, loss)
     return ProjectedGradientDescent(
         estimator,
         norm=parse_norm(norm),

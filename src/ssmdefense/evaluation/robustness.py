@@ -11,9 +11,12 @@ DEFAULT_ATTACK_PARAMS = {"pgd": {"max_iter": 10}}
 
 
 def attack_key(name: str, params: dict | None = None) -> str:
-    """Report key of an attack: "pgd-10" for PGD with 10 steps, else its registry name."""
+    """Report key of an attack: "pgd-10" for PGD with 10 steps ("pgd-10-margin" on the margin loss),
+    else its registry name."""
     params = {**DEFAULT_ATTACK_PARAMS.get(name, {}), **(params or {})}
-    return f"pgd-{params['max_iter']}" if name == "pgd" else name
+    if name != "pgd":
+        return name
+    return f"pgd-{params['max_iter']}" + ("-margin" if params.get("loss", "ce") == "margin" else "")
 
 
 def _predictions_under(clf, name, x, y, eps, params, seed):
