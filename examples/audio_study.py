@@ -2,8 +2,8 @@
 PGD-AT and AdS, attacked on the waveform with PGD-10 (L-inf), snr-pgd at 40/30/20 dB, time shifts
 and speed changes.
 
-Each row is a run (``ssmdefense.experiment.run``) and an evaluation (the ``evaluate`` command), both
-in this process, printed as the two equivalent commands so any row can be re-run on its own:
+Each row is a run (``ssmdefense.experiment.run``) and an evaluation (``evaluate_checkpoints``) per
+seed, both in this process, printed as the two equivalent commands so any run can be re-done alone:
 
     ssmdefense defend --defense NAME --model M --dataset spoken-digits --seed S -q --out DIR
     ssmdefense evaluate --checkpoint DIR --attacks pgd --snr 40,30,20 --samples N --seed S [--no-checks]
@@ -18,6 +18,7 @@ clips) snr-pgd at each SNR, the worst case over time shifts (up to 100 ms) and s
     python examples/audio_study.py                       # every row (about 1.5 h on 2 cores)
     python examples/audio_study.py --only s4d,lstm       # some models
     python examples/audio_study.py --checks              # also the gradient-masking checks
+    python examples/audio_study.py --seeds 0,1,2         # mean ± sd over three seeds (study_stats.py)
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ import sys
 import time
 from pathlib import Path
 
+from study_stats import aggregate, fmt
+
+from ssmdefense.cli.common import parse_params
+from ssmdefense.experiment import EvaluateConfig, RunConfig, evaluate_checkpoints, run
+
 # row name -> (model, -m parameters). The LSTM reads the mean of its hidden states: with the last
 # state (the thesis' model, row "lstm-last") it does not learn words followed by silence (results.md).
 MODELS = {"s4d": ("s4d", []), "mamba": ("mamba", []), "lstm": ("lstm", ["pool=mean"]), "lstm-last": ("lstm", [])}
@@ -36,32 +42,25 @@ DEFAULT_MODELS = ["s4d", "mamba", "lstm"]
 DEFENSES = ["none", "pgd-at", "ads"]  # ads needs SequenceClassifier blocks: not the LSTM
 
 
-def run(args: list[str], log, call=None) -> None:
-    """Log the command line; run it in this process (``call``, an API call doing the same, or the CLI)."""
-    from ssmdefense.cli import cli
-
+def log_command(args: list[str], log) -> None:
+    """Print and log the command line equivalent to what the next API call does."""
     line = "ssmdefense " + " ".join(shlex.quote(a) for a in args)
     print(f"$ {line}", flush=True)
     log.write(line + "\n")
     log.flush()
-    if call is not None:
-        call()
-        return
-    code = cli.main(args, standalone_mode=False)
-    if code not in (None, 0):
-        raise SystemExit(f"failed ({code}): {line}")
 
 
 def row(name: str, defense: str, args, root: Path, log) -> dict:
+    """One row: a run and an evaluation for each of ``args.seeds``, then their mean ± sd."""
+    return aggregate([one_seed(name, defense, args, root, log, seed) for seed in args.seeds])
+
+
+def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
     model, model_params = MODELS[name]
-    out = root / f"{name}-{defense}"
+    out = root / (f"{name}-{defense}" if seed == 0 else f"{name}-{defense}-seed{seed}")
     start = time.perf_counter()
     if not (out / "report.json").is_file():
-        from ssmdefense.cli.common import parse_params
-        from ssmdefense.experiment import RunConfig
-        from ssmdefense.experiment import run as run_experiment
-
-        run(
+        log_command(
             [
                 "defend",
                 "--defense",
@@ -71,7 +70,7 @@ def row(name: str, defense: str, args, root: Path, log) -> dict:
                 "--dataset",
                 "spoken-digits",
                 "--seed",
-                str(args.seed),
+                str(seed),
                 *[a for p in model_params for a in ("-m", p)],
                 "--overwrite",
                 "-q",
@@ -79,21 +78,21 @@ def row(name: str, defense: str, args, root: Path, log) -> dict:
                 str(out),
             ],
             log,
-            call=lambda: run_experiment(
-                RunConfig(
-                    defense=defense,
-                    model=model,
-                    dataset="spoken-digits",
-                    seed=args.seed,
-                    model_params=parse_params(model_params, "-m"),
-                    overwrite=True,
-                    verbose=False,
-                    out=out,
-                )
-            ),
+        )
+        run(
+            RunConfig(
+                defense=defense,
+                model=model,
+                dataset="spoken-digits",
+                seed=seed,
+                model_params=parse_params(model_params, "-m"),
+                overwrite=True,
+                verbose=False,
+                out=out,
+            )
         )
     if not (out / "evaluation" / "report.json").is_file():
-        run(
+        log_command(
             [
                 "evaluate",
                 "--checkpoint",
@@ -105,10 +104,20 @@ def row(name: str, defense: str, args, root: Path, log) -> dict:
                 "--samples",
                 str(args.samples),
                 "--seed",
-                str(args.seed),
+                str(seed),
                 *([] if args.checks else ["--no-checks"]),
             ],
             log,
+        )
+        evaluate_checkpoints(
+            EvaluateConfig(
+                checkpoint=out,
+                attacks=["pgd"],
+                snr_db=[40.0, 30.0, 20.0],
+                samples=args.samples,
+                seed=seed,
+                checks=args.checks,
+            )
         )
     report = json.loads((out / "report.json").read_text())
     evaluation = json.loads((out / "evaluation" / "report.json").read_text())
@@ -116,6 +125,7 @@ def row(name: str, defense: str, args, root: Path, log) -> dict:
     timing = report["timing"]
     return {
         "model": name,
+        "seed": seed,
         "defense": defense,
         "dir": str(out),
         "seconds": time.perf_counter() - start,
@@ -134,6 +144,14 @@ def row(name: str, defense: str, args, root: Path, log) -> dict:
     }
 
 
+def cell(r: dict, key: str) -> str:
+    return fmt(r[key], r.get(f"{key}_sd"))
+
+
+def snr(r: dict, db: str) -> str:
+    return fmt(r["snr"][db], (r.get("snr_sd") or {}).get(db))
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| model | defense | CA | PGD-10 RA | snr-pgd 40 dB | 30 dB | 20 dB | time-shift | speed | s/epoch | "
@@ -144,8 +162,8 @@ def table(results: list[dict]) -> str:
         masking = {None: "not run", True: "yes", False: "no"}[r["masking_suspected"]]
         overhead = "—" if r.get("overhead_ratio") is None else f"{r['overhead_ratio']:.1f}x"
         lines.append(
-            f"| {r['model']} | {r['defense']} | {r['ca']:.3f} | {r['ra']:.3f} | {r['snr']['40']:.3f} | "
-            f"{r['snr']['30']:.3f} | {r['snr']['20']:.3f} | {r['time_shift']:.3f} | {r['speed']:.3f} | "
+            f"| {r['model']} | {r['defense']} | {cell(r, 'ca')} | {cell(r, 'ra')} | {snr(r, '40')} | "
+            f"{snr(r, '30')} | {snr(r, '20')} | {cell(r, 'time_shift')} | {cell(r, 'speed')} | "
             f"{r['epoch_seconds']:.1f} | {overhead} | {masking} |"
         )
     return "\n".join(lines)
@@ -157,11 +175,12 @@ def main(argv=None) -> int:
         "--only", help=f"comma-separated rows ({', '.join(MODELS)}; default: {','.join(DEFAULT_MODELS)})"
     )
     parser.add_argument("--defenses", default=",".join(DEFENSES), help="comma-separated defenses")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± sd")
     parser.add_argument("--samples", type=int, default=240, help="test clips of evaluate's attacks")
     parser.add_argument("--checks", action="store_true", help="run evaluate's gradient-masking checks too")
     parser.add_argument("--root", type=Path, default=Path("runs/study/audio"))
     args = parser.parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
     models = args.only.split(",") if args.only else DEFAULT_MODELS
     args.root.mkdir(parents=True, exist_ok=True)
     results = []

@@ -1,8 +1,9 @@
 """The measured study of docs/results.md: every defense on one model and budget, and the AdS study
 (models under PGD-AT with and without AdS).
 
-Each row is a run and an evaluation, both in this process (``ssmdefense.experiment.run`` and the
-``evaluate`` command), printed as the two equivalent commands so any row can be re-run on its own:
+Each row is a run and an evaluation per seed, both in this process (``ssmdefense.experiment.run``
+and ``evaluate_checkpoints``), printed as the two equivalent commands so any run can be re-done on
+its own:
 
     ssmdefense defend --defense NAME --model s4d --dataset mnist-5k --epochs E --seed 0 ... --out DIR
     ssmdefense evaluate --checkpoint DIR --attacks pgd,autoattack --samples N ...
@@ -10,11 +11,14 @@ Each row is a run and an evaluation, both in this process (``ssmdefense.experime
 and the table is built from their report.json files: CA and PGD-10 RA at the best and last
 checkpoints (from the run, on --eval-samples test samples), AutoAttack accuracy (from evaluate, on
 --aa-samples), the best-last gap, seconds per epoch, the overhead against standard training (timed
-side by side inside each run), and whether the gradient-masking checks flag the model.
+side by side inside each run), and whether the gradient-masking checks flag the model. With several
+``--seeds`` (each seed: the weights, the shuffling, the attacks' random starts) every accuracy is
+the mean ± the standard deviation (n - 1) over the seeds, and a row is flagged when any seed is.
 
     python examples/defense_study.py --part defenses      # docs/results.md, "Every defense"
     python examples/defense_study.py --part ads           # docs/results.md, "The AdS study"
     python examples/defense_study.py --part defenses --only trades,minmax   # some rows
+    python examples/defense_study.py --part ads --seeds 0,1,2                # mean ± sd of three seeds
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+from study_stats import aggregate, fmt
+
+from ssmdefense.cli.common import parse_params
+from ssmdefense.experiment import EvaluateConfig, RunConfig, evaluate_checkpoints, run
 
 # (row name, defense, defense parameters); the AdS paper's MNIST settings scaled to eps 0.1
 DEFENSES = [
@@ -54,11 +63,14 @@ def log_command(args: list[str], log) -> None:
 
 
 def row(name: str, defense: str, params: list[str], model: str, args, root: Path, log) -> dict:
-    from ssmdefense.cli import cli
-    from ssmdefense.cli.common import parse_params
-    from ssmdefense.experiment import RunConfig, run
+    """One row: a run and an evaluation for each of ``args.seeds``, then their mean ± sd."""
+    runs = [one_seed(name, defense, params, model, args, root, log, seed) for seed in args.seeds]
+    return aggregate(runs, nested=("best", "last"))
 
+
+def one_seed(name: str, defense: str, params: list[str], model: str, args, root: Path, log, seed: int) -> dict:
     out = root / name.replace(" ", "_").replace(":", "").replace("(", "").replace(")", "").replace("+", "plus")
+    out = out if seed == 0 else out.with_name(f"{out.name}-seed{seed}")  # seed 0 keeps the single-seed layout
     start = time.perf_counter()
     if not (out / "report.json").is_file():
         defense_params = {"lr": args.lr, **parse_params(params)}  # a row's own -p lr= wins
@@ -74,7 +86,7 @@ def row(name: str, defense: str, params: list[str], model: str, args, root: Path
                 "--epochs",
                 str(args.epochs),
                 "--seed",
-                str(args.seed),
+                str(seed),
                 "--eval-samples",
                 str(args.eval_samples),
                 "--overwrite",
@@ -93,7 +105,7 @@ def row(name: str, defense: str, params: list[str], model: str, args, root: Path
                 model=model,
                 dataset=args.dataset,
                 epochs=args.epochs,
-                seed=args.seed,
+                seed=seed,
                 eval_samples=args.eval_samples,
                 overwrite=True,
                 verbose=False,
@@ -115,15 +127,24 @@ def row(name: str, defense: str, params: list[str], model: str, args, root: Path
             "-p",
             "autoattack.nb_restarts=1",
             "--seed",
-            str(args.seed),
+            str(seed),
         ]
         log_command(evaluate, log)
-        cli.main(evaluate, standalone_mode=False)
+        evaluate_checkpoints(
+            EvaluateConfig(
+                checkpoint=out,
+                attacks=["pgd", "autoattack"],
+                samples=args.aa_samples,
+                attack_params={"autoattack": {"max_iter": 20, "nb_restarts": 1}},
+                seed=seed,
+            )
+        )
     report = json.loads((out / "report.json").read_text())
     evaluation = json.loads((out / "evaluation" / "report.json").read_text())
     timing = report["timing"]
     result = {
         "row": name,
+        "seed": seed,
         "model": model,
         "defense": defense,
         "params": params,
@@ -144,6 +165,10 @@ def row(name: str, defense: str, params: list[str], model: str, args, root: Path
     return result
 
 
+def cell(r: dict, metric: str) -> str:
+    return fmt(r[metric], r.get(f"{metric}_sd"))
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| row | model | CA best | RA best | AA best | CA last | RA last | AA last | RA gap | epochs | "
@@ -154,8 +179,8 @@ def table(results: list[dict]) -> str:
         b, last = r["best"], r["last"]
         overhead = "—" if r["overhead_ratio"] is None else f"{r['overhead_ratio']:.1f}x"
         lines.append(
-            f"| {r['row']} | {r['model']} | {b['ca']:.3f} | {b['ra']:.3f} | {b['aa']:.3f} | {last['ca']:.3f} | "
-            f"{last['ra']:.3f} | {last['aa']:.3f} | {b['ra'] - last['ra']:+.3f} | {b['epoch']}/{r['epochs_run']} | "
+            f"| {r['row']} | {r['model']} | {cell(b, 'ca')} | {cell(b, 'ra')} | {cell(b, 'aa')} | {cell(last, 'ca')} | "
+            f"{cell(last, 'ra')} | {cell(last, 'aa')} | {b['ra'] - last['ra']:+.3f} | {b['epoch']}/{r['epochs_run']} | "
             f"{r['epoch_seconds']:.1f} | {overhead} | {'yes' if r['masking_suspected'] else 'no'} |"
         )
     return "\n".join(lines)
@@ -167,12 +192,13 @@ def main(argv=None) -> int:
     parser.add_argument("--only", help="comma-separated row names (defenses) or models (ads)")
     parser.add_argument("--dataset", default="mnist-5k")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± sd")
     parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (3e-3: a short budget)")
     parser.add_argument("--eval-samples", type=int, default=500, help="test samples of the per-epoch PGD-10")
     parser.add_argument("--aa-samples", type=int, default=200, help="test samples of AutoAttack and the checks")
     parser.add_argument("--root", type=Path, default=Path("runs/study"))
     args = parser.parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
     only = set(args.only.split(",")) if args.only else None
     root = args.root / args.part
     root.mkdir(parents=True, exist_ok=True)

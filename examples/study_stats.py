@@ -1,0 +1,40 @@
+"""Seeds in the study scripts (``defense_study.py``, ``audio_study.py``): one row from the runs of
+several seeds, every accuracy as the mean and the sample standard deviation (n - 1) over the seeds."""
+
+from __future__ import annotations
+
+import statistics
+
+#: the keys whose values are accuracies (averaged over seeds); other values are the first seed's
+ACCURACY_KEYS = ("ca", "ra", "aa", "eval_ca", "eval_ra", "snr", "time_shift", "speed")
+
+
+def mean_sd(values: list):
+    """(mean, sd) of numbers, or of dicts of numbers key by key; sd is None for one value."""
+    if isinstance(values[0], dict):
+        pairs = {k: mean_sd([v[k] for v in values]) for k in values[0]}
+        return {k: m for k, (m, _) in pairs.items()}, {k: s for k, (_, s) in pairs.items()}
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate(runs: list[dict], nested: tuple[str, ...] = ()) -> dict:
+    """One row from its seeds' ``runs`` (each with a ``seed``): the first run's fields, with every
+    accuracy key (at the top, or inside the ``nested`` dicts such as "best" and "last") replaced by
+    the mean and its sd stored beside it as ``<key>_sd``; ``masking_suspected`` when any seed is."""
+    row = {**runs[0], "seeds": [r["seed"] for r in runs], "runs": runs}
+    row["masking_suspected"] = (
+        None if runs[0]["masking_suspected"] is None else any(r["masking_suspected"] for r in runs)
+    )
+    for where in (None, *nested):
+        target = row if where is None else dict(runs[0][where])
+        for key in ACCURACY_KEYS:
+            if key in target:
+                target[key], target[f"{key}_sd"] = mean_sd([(r if where is None else r[where])[key] for r in runs])
+        if where is not None:
+            row[where] = target
+    return row
+
+
+def fmt(value: float, sd: float | None) -> str:
+    """``0.512`` for one seed, ``0.512 ± 0.010`` for several."""
+    return f"{value:.3f}" if sd is None else f"{value:.3f} ± {sd:.3f}"
