@@ -18,19 +18,18 @@ clips) snr-pgd at each SNR, the worst case over time shifts (up to 100 ms) and s
     python examples/audio_study.py                       # every row (about 1.5 h on 2 cores)
     python examples/audio_study.py --only s4d,lstm       # some models
     python examples/audio_study.py --checks              # also the gradient-masking checks
-    python examples/audio_study.py --seeds 0,1,2         # mean ± sd over three seeds (study_stats.py)
+    python examples/audio_study.py --seeds 0,1,2         # mean ± sd over three seeds (study_common.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
 
-from study_stats import aggregate, fmt
+from study_common import aggregate, fmt, log_command
 
 from ssmdefense.cli.common import parse_params
 from ssmdefense.experiment import EvaluateConfig, RunConfig, evaluate_checkpoints, run
@@ -40,14 +39,6 @@ from ssmdefense.experiment import EvaluateConfig, RunConfig, evaluate_checkpoint
 MODELS = {"s4d": ("s4d", []), "mamba": ("mamba", []), "lstm": ("lstm", ["pool=mean"]), "lstm-last": ("lstm", [])}
 DEFAULT_MODELS = ["s4d", "mamba", "lstm"]
 DEFENSES = ["none", "pgd-at", "ads"]  # ads needs SequenceClassifier blocks: not the LSTM
-
-
-def log_command(args: list[str], log) -> None:
-    """Print and log the command line equivalent to what the next API call does."""
-    line = "ssmdefense " + " ".join(shlex.quote(a) for a in args)
-    print(f"$ {line}", flush=True)
-    log.write(line + "\n")
-    log.flush()
 
 
 def row(name: str, defense: str, args, root: Path, log) -> dict:

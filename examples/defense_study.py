@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
 
-from study_stats import aggregate, fmt
+from study_common import aggregate, fmt, log_command
 
 from ssmdefense.cli.common import parse_params
 from ssmdefense.experiment import EvaluateConfig, RunConfig, evaluate_checkpoints, run
@@ -53,13 +52,6 @@ DEFENSES = [
     ("ads + trades", "ads", ["base=trades", "beta=1.0"]),
 ]
 ADS_MODELS = ["s4d", "dss", "s5", "mega", "mamba"]
-
-
-def log_command(args: list[str], log) -> None:
-    line = "ssmdefense " + " ".join(shlex.quote(a) for a in args)
-    print(f"$ {line}", flush=True)
-    log.write(line + "\n")
-    log.flush()
 
 
 def row(name: str, defense: str, params: list[str], model: str, args, root: Path, log) -> dict:

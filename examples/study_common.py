@@ -1,9 +1,20 @@
-"""Seeds in the study scripts (``defense_study.py``, ``audio_study.py``): one row from the runs of
-several seeds, every accuracy as the mean and the sample standard deviation (n - 1) over the seeds."""
+"""What the study scripts (``defense_study.py``, ``audio_study.py``) share: logging the command
+equivalent to each API call, and one row from the runs of several seeds, every accuracy as the mean
+and the sample standard deviation (n - 1) over the seeds."""
 
 from __future__ import annotations
 
+import shlex
 import statistics
+
+
+def log_command(args: list[str], log) -> None:
+    """Print and log the command line equivalent to what the next API call does."""
+    line = "ssmdefense " + " ".join(shlex.quote(a) for a in args)
+    print(f"$ {line}", flush=True)
+    log.write(line + "\n")
+    log.flush()
+
 
 #: the keys whose values are accuracies (averaged over seeds); other values are the first seed's
 ACCURACY_KEYS = ("ca", "ra", "aa", "eval_ca", "eval_ra", "snr", "time_shift", "speed")
