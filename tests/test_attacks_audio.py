@@ -341,3 +341,16 @@ def test_art_and_foolbox_pgd_run_on_the_audio_classifier(clf, batch):
     adv = adv.numpy()
     assert np.abs(adv - x).max() <= eps + 1e-6 and adv.min() >= -1.0 and adv.max() <= 1.0
     assert success.float().mean().item() > 0.3
+
+
+def test_a_search_attack_without_candidates_cannot_be_built():
+    from art.attacks.attack import EvasionAttack
+
+    from ssmdefense.attacks._common import WaveformSearchAttack
+
+    class NoCandidates(WaveformSearchAttack, EvasionAttack):
+        def _check_params(self):
+            pass
+
+    with pytest.raises(TypeError, match="abstract method.*candidates"):
+        NoCandidates(estimator=None)

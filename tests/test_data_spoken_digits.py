@@ -68,7 +68,7 @@ def test_shapes_dtypes_and_range(full, cache_root):
         assert peaks.min() > 0.25 and peaks.max() < 0.95  # peak levels drawn in 0.3..0.9 (+ noise)
         assert peaks.std() > 0.1  # loudness varies
     info = data.info
-    assert info["source"].startswith("eSpeak NG via espeakng-loader ") and info["build_seconds"] > 0
+    assert info["source"].startswith("eSpeak NG via espeakng-loader ") and isinstance(info["build_seconds"], float)
     assert info["cache"] == str(cache_root / "spoken-digits-v1")
 
 

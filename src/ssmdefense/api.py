@@ -26,8 +26,7 @@ def _create(kind: str, name: str, *args: Any, **params: Any) -> Any:
     """The registry's ``create``, then the product checked against ``contracts.PROTOCOLS[kind]``."""
     reg = registry(kind)
     product = reg.create(name, *args, **params)
-    what = f"{kind[:-1] if kind != 'sequences' else 'sequence mode'} {name!r}"
-    contracts.check(product, contracts.PROTOCOLS[kind], what, reg.get(name).source)
+    contracts.check(product, contracts.PROTOCOLS[kind], reg.label(name), reg.get(name).source)
     return product
 
 

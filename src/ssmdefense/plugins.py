@@ -111,6 +111,10 @@ class Registry:
             )
         self._entries[name] = Entry(name, factory, summary or "", source)
 
+    def label(self, name: str) -> str:
+        """How messages name entry ``name``: "defense 'pgd-at'", "sequence mode 'mel'"."""
+        return f"{_SINGULAR[self.kind]} {name!r}"
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 
@@ -158,7 +162,7 @@ class Registry:
         inside the factory, ``TypeError`` included, is a bug and propagates with its traceback.
         """
         entry = self.get(name)
-        what = f"{_SINGULAR[self.kind]} {name!r}"
+        what = self.label(name)
         accepted = self.accepted_params(name)
         if accepted is not None:
             unknown = sorted(set(params) - set(accepted))

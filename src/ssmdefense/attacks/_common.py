@@ -1,6 +1,8 @@
 """Small helpers shared by the attack factories. Parameter checks are ``ssmdefense.validation``'s;
 the ones here accept numpy scalars, which ART code passes around."""
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from ..validation import number, positive
@@ -153,7 +155,7 @@ def estimator_device(estimator):
     return torch.device(getattr(estimator, "device", None) or "cpu")
 
 
-class WaveformSearchAttack:
+class WaveformSearchAttack(ABC):
     """Mixin for the worst-case search attacks over waveform transformations (``time-shift``,
     ``speed``, ``pitch-shift``), the audio counterpart of Foolbox's spatial attack.
 
@@ -169,9 +171,10 @@ class WaveformSearchAttack:
 
     name = "search"
 
+    @abstractmethod
     def candidates(self, length: int) -> list:
-        """The (label, fn) transformations to try on clips of ``length`` samples; every subclass defines it."""
-        raise NotImplementedError(f"{type(self).__name__} must define candidates(length)")
+        """The (label, fn) transformations to try on clips of ``length`` samples; every subclass defines
+        it (an abstract method: a subclass without it cannot be built)."""
 
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
         import torch
