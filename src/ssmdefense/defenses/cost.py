@@ -23,7 +23,7 @@ def measure_overhead(trainer, x: np.ndarray, y: np.ndarray, batch_size: int, bat
 
     def timed(step) -> float:
         model = copy.deepcopy(clf.model).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay)
+        optimizer = torch.optim.AdamW(trainer.parameter_groups(model), lr=trainer.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         start = time.perf_counter()
         for xi, yi in zip(xb, yb):

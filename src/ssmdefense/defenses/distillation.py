@@ -42,7 +42,8 @@ Cost: the teacher's training is counted. ``trainer.timing`` (``report.json`` "ti
 teacher forward pass, over a standard batch) and sets ``overhead_ratio`` for the whole run to
 ``student_overhead_ratio + teacher_epochs / nb_epochs`` (a teacher batch costs one standard batch).
 
-Arguments (plus the loop's: eps, batch_size, lr, weight_decay, eval_max_iter, eval_samples, seed, verbose):
+Arguments (plus the loop's: eps, batch_size, lr, weight_decay, ssm_weight_decay, eval_max_iter, eval_samples, seed,
+verbose):
     temperature (float): T, > 0. Default: 100 (the paper's value for MNIST and CIFAR-10). Any
         T of 20 or more saturates the deployed softmax; T = 1 is plain self-distillation.
     teacher_epochs (int | None): epochs of the teacher's training; None: the ``nb_epochs`` of
@@ -138,6 +139,7 @@ class DistillationTrainer(TrainingLoop):
                 batch_size=batch_size,
                 lr=self.lr,
                 weight_decay=self.weight_decay,
+                ssm_weight_decay=self.ssm_weight_decay,
                 eval_max_iter=self.eval_max_iter,
                 seed=self.seed,
                 verbose=self.verbose,

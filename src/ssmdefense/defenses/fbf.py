@@ -33,7 +33,7 @@ restored afterwards. Three adaptations, all outside ART's code:
   training accuracy is that of ART's training forward pass on the adversarial batch (captured by a
   forward hook; no extra pass).
 
-Arguments (plus the loop's: batch_size, lr, weight_decay, eval_max_iter, eval_samples, seed, verbose):
+Arguments (plus the loop's: batch_size, lr, weight_decay, ssm_weight_decay, eval_max_iter, eval_samples, seed, verbose):
     eps (float): L-inf budget, for training and the PGD-10 evaluation. Default: 0.1.
 
 Examples::

@@ -21,7 +21,7 @@ batch, so FreeAT-m takes about as many optimizer steps (and forward/backward pas
 ``nb_epochs`` epochs of standard training (the paper's "N/m epochs"). The per-step cosine schedule
 spans all of them. The loss and training accuracy the loop reports are those of the last replay.
 
-Arguments (plus the loop's: batch_size, lr, weight_decay, eval_max_iter, eval_samples, seed, verbose):
+Arguments (plus the loop's: batch_size, lr, weight_decay, ssm_weight_decay, eval_max_iter, eval_samples, seed, verbose):
     eps (float): L-inf budget, for training and the PGD-10 evaluation. Default: 0.1.
     replays (int): m, replays of each minibatch (and the epoch divisor). Default: 4, the AdS
         paper's FreeAT setting.

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..errors import SSMDefenseError
 from ..labels import as_training_data
+from ..optim import parameter_groups
 from ..seeding import seed_everything
 from ..validation import integer
 from .checkpoints import epoch_summary, finite_loss, update_best, write_epoch
@@ -44,6 +45,8 @@ class TrainingLoop(Trainer):
             adversarial defenses). Default: 0.1.
         batch_size (int): Default: 64.
         lr, weight_decay (float): AdamW's learning rate and weight decay. Defaults: 1e-3, 2e-4.
+        ssm_weight_decay (float): weight decay of the SSM parameters that the reference
+            implementations exempt (``ssmdefense.optim``: Λ, Δ, Mamba's A_log and D, ...). Default: 0.0.
         eval_max_iter (int): PGD steps of the evaluation. Default: 10.
         eval_samples (int | None): evaluate on the first N validation samples (None: all).
         seed (int): seeds shuffling, initial perturbations and evaluation. Default: 0.
@@ -72,6 +75,7 @@ class TrainingLoop(Trainer):
         batch_size: int = 64,
         lr: float = 1e-3,
         weight_decay: float = 2e-4,
+        ssm_weight_decay: float = 0.0,
         eval_max_iter: int = 10,
         eval_samples: int | None = None,
         seed: int = 0,
@@ -79,6 +83,7 @@ class TrainingLoop(Trainer):
     ):
         super().__init__(classifier)
         self.eps, self.batch_size, self.lr, self.weight_decay = eps, batch_size, lr, weight_decay
+        self.ssm_weight_decay = ssm_weight_decay
         self.eval_max_iter, self.eval_samples, self.seed, self.verbose = eval_max_iter, eval_samples, seed, verbose
         self.history: list[dict] = []
         self.best_epoch, self.best_state = None, None  # the best epoch's number and weights, after fit
@@ -136,10 +141,16 @@ class TrainingLoop(Trainer):
 
     def configure_optimizers(self, model: torch.nn.Module, total_steps: int):
         """(optimizer, per-step scheduler) of a fit of ``total_steps`` optimizer steps: AdamW (``lr``,
-        ``weight_decay``) and a cosine schedule. Override to train with others; resume saves and
-        restores whatever their ``state_dict``s hold."""
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        ``weight_decay``, and ``ssm_weight_decay`` for the SSM parameters ``ssmdefense.optim`` names)
+        and a cosine schedule. Override to train with others; resume saves and restores whatever
+        their ``state_dict``s hold."""
+        optimizer = torch.optim.AdamW(self.parameter_groups(model), lr=self.lr)
         return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+    def parameter_groups(self, model: torch.nn.Module) -> list[dict]:
+        """The optimizer's parameter groups: ``weight_decay``, but ``ssm_weight_decay`` on the
+        parameters the model's SSM layers exempt (``ssmdefense.optim``)."""
+        return parameter_groups(model, self.weight_decay, self.ssm_weight_decay)
 
     # ---- the loop --------------------------------------------------------------------------------
     @property

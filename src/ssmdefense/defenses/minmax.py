@@ -29,7 +29,7 @@ batch is about (K [+ 1]) * (max_iter + 1) forward-backward passes of the batch i
 
 The training accuracy the loop reports is that of the worst candidate (highest l_j) per sample.
 
-Arguments (plus the loop's: batch_size, lr, weight_decay, eval_max_iter, eval_samples, seed, verbose):
+Arguments (plus the loop's: batch_size, lr, weight_decay, ssm_weight_decay, eval_max_iter, eval_samples, seed, verbose):
     eps (float): L-inf budget, for training and the PGD-10 evaluation. Default: 0.1.
     lam (float): the concavity weight lambda >= 0. 0 gives the plain max over the candidates (the
         finite max the thesis starts from, and the strongest inner maximisation); larger values

@@ -12,7 +12,17 @@ import inspect
 
 from ..validation import integer, non_negative, positive
 
-LOOP_PARAMS = ("eps", "batch_size", "lr", "weight_decay", "eval_max_iter", "eval_samples", "seed", "verbose")
+LOOP_PARAMS = (
+    "eps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "ssm_weight_decay",
+    "eval_max_iter",
+    "eval_samples",
+    "seed",
+    "verbose",
+)
 
 
 def declare_params(cls: type) -> None:
@@ -38,6 +48,7 @@ def check_loop_params(trainer) -> None:
         positive(key, getattr(trainer, key), integer=True)
     positive("eval_samples", trainer.eval_samples, integer=True, optional=True)
     non_negative("weight_decay", trainer.weight_decay)
+    non_negative("ssm_weight_decay", trainer.ssm_weight_decay)
     integer("seed", trainer.seed)
     if trainer._classifier.clip_values is None:
         raise ValueError("the classifier needs clip_values (e.g. (0.0, 1.0)) to keep perturbations valid")

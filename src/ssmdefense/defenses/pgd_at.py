@@ -3,7 +3,7 @@
 Each batch is replaced by its L-inf PGD adversarial examples (random start, ``max_iter`` steps of
 size ``eps_step``), and the model minimises cross-entropy on them.
 
-Arguments (plus the loop's: batch_size, lr, weight_decay, eval_max_iter, eval_samples, seed, verbose):
+Arguments (plus the loop's: batch_size, lr, weight_decay, ssm_weight_decay, eval_max_iter, eval_samples, seed, verbose):
     eps (float): L-inf budget, for training and the PGD-10 evaluation. Default: 0.1.
     eps_step (float | None): step size; None means 2.5 * eps / max_iter. Default: None.
     max_iter (int): PGD steps per batch. Default: 10.

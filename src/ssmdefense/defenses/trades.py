@@ -20,7 +20,7 @@ Outer minimisation (model in train mode; gradients flow through both ``f(x)`` an
 
 The training accuracy the loop reports is that of the clean batch.
 
-Arguments (plus the loop's: batch_size, lr, weight_decay, eval_max_iter, eval_samples, seed, verbose):
+Arguments (plus the loop's: batch_size, lr, weight_decay, ssm_weight_decay, eval_max_iter, eval_samples, seed, verbose):
     eps (float): L-inf budget, for training and the PGD-10 evaluation. Default: 0.1.
     beta (float): weight of the KL term, >= 0 (0 is standard training). Default: 1.0, the AdS
         paper's MNIST value (it uses 6 on CIFAR-10, as TRADES does).

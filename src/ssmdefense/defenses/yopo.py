@@ -37,7 +37,7 @@ Needs a model whose body has a first Linear layer ``encoder`` applied to the ser
 (every SSM built on ssmdefense's ``SequenceClassifier``: s4, s4d, dss, s5, mega, mamba); LSTM, GRU
 and MLP bodies are rejected with a clear error.
 
-Arguments (plus the loop's: batch_size, lr, weight_decay, eval_max_iter, eval_samples, seed, verbose):
+Arguments (plus the loop's: batch_size, lr, weight_decay, ssm_weight_decay, eval_max_iter, eval_samples, seed, verbose):
     eps (float): L-inf budget, for training and the PGD-10 evaluation. Default: 0.1.
     m (int): outer iterations (full forward/backward passes) per batch. Default: 5.
     n (int): inner first-layer updates per outer iteration. Default: 3 (YOPO-5-3, the AdS paper).

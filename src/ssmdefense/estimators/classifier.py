@@ -20,6 +20,7 @@ from ..errors import SSMDefenseError
 from ..kernels.backend import chosen_kernels
 from ..models import NaturalShapeModel
 from ..modes import eval_mode
+from ..optim import parameter_groups
 from ..plugins import registry
 from ..validation import positive
 
@@ -42,7 +43,8 @@ class SSMClassifier(PyTorchClassifier):
         sample_rate: audio only: samples per second (the mel front end's default rate; audio
             attacks read it). Recorded in checkpoints.
         loss: defaults to ``torch.nn.CrossEntropyLoss()``.
-        optimizer: defaults to AdamW(lr=1e-3, weight_decay=2e-4) so ART's own trainers work.
+        optimizer: defaults to AdamW(lr=1e-3, weight_decay=2e-4, none on the SSM parameters that
+            ``ssmdefense.optim`` exempts) so ART's own trainers work.
         device_type: "cpu" or "gpu" (ART's names; "gpu" falls back to CPU when CUDA is absent).
         **kwargs: passed to ``PyTorchClassifier`` (preprocessing, defences, ...).
 
@@ -119,7 +121,7 @@ class SSMClassifier(PyTorchClassifier):
         if loss is None:
             loss = torch.nn.CrossEntropyLoss()
         if optimizer is None:
-            optimizer = torch.optim.AdamW(natural.parameters(), lr=1e-3, weight_decay=2e-4)
+            optimizer = torch.optim.AdamW(parameter_groups(natural, weight_decay=2e-4), lr=1e-3)
         super().__init__(
             model=natural,
             loss=loss,

@@ -79,6 +79,8 @@ class DSS(KernelChoice, ConvolutionalSSM):
         torch.Size([4, 100, 16])
     """
 
+    no_weight_decay = ("log_dt", "log_Lambda_re", "Lambda_re", "Lambda_im")  # ssmdefense.optim
+
     KERNEL_AUTO = {"cpu": "torch", "cuda": "torch"}
     KERNEL_WHAT = "dss"
 

@@ -73,6 +73,8 @@ class MambaMixer(KernelChoice, nn.Module):
         ``forward_recurrent`` is the whole block as a step-by-step recurrence (the reference).
     """
 
+    no_weight_decay = ("A_log", "D")  # ssmdefense.optim
+
     has_output_projection = True
     KERNEL_AUTO = {"cpu": "numba", "cuda": "torch"}
     KERNEL_WHAT = "mamba"

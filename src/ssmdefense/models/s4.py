@@ -56,8 +56,9 @@ steps. Deviations from the ICLR paper's Algorithm 1, all as in the authors' refe
 implementation: Q is tied to P (with Re Λ < 0, ``A + A* = 2 Re Λ - 2 P P*`` is negative definite,
 so every eigenvalue of A stays in the left half-plane and the bilinear Ā stays stable), the real
 part of Λ is parameterised through a log so it stays negative, and the H channels have independent
-Λ, P, B (its ``n_ssm=None`` setting). No separate learning rate for the SSM parameters: the shared
-training loop uses one AdamW group (the reference uses lr 1e-3 and no weight decay for Λ, P, B, dt).
+Λ, P, B (its ``n_ssm=None`` setting). As in the reference, Λ, P, B and dt get no weight decay
+(``no_weight_decay``, ``ssmdefense.optim``); unlike it, they share the loop's learning rate (the
+reference gives them lr 1e-3).
 """
 
 import math
@@ -123,6 +124,8 @@ class S4(ConvolutionalSSM):
         >>> layer(torch.randn(4, 100, 16)).shape
         torch.Size([4, 100, 16])
     """
+
+    no_weight_decay = ("log_dt", "log_Lambda_re", "Lambda_im", "P", "B")  # ssmdefense.optim
 
     def __init__(self, d_model: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1):
         super().__init__()

@@ -39,6 +39,8 @@ class S4D(KernelChoice, ConvolutionalSSM):
         kernel: "auto", "torch" (FFT convolution) or "numba" (recurrence kernel); see the module docstring.
     """
 
+    no_weight_decay = ("log_dt", "log_A_real", "A_imag")  # ssmdefense.optim
+
     KERNEL_AUTO = {"cpu": "torch", "cuda": "torch"}
     KERNEL_WHAT = "s4d"
 

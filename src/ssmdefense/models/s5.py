@@ -96,6 +96,8 @@ class S5(KernelChoice, nn.Module):
         input (B, L, H) real; output (B, L, H) real.
     """
 
+    no_weight_decay = ("log_dt", "Lambda_re", "Lambda_im", "B")  # ssmdefense.optim
+
     KERNEL_AUTO = {"cpu": "numba", "cuda": "torch"}
     KERNEL_WHAT = "s5"
 
