@@ -9,8 +9,10 @@ its own:
     ssmdefense evaluate --checkpoint DIR --attacks pgd,autoattack --samples N ...
 
 and the table is built from their report.json files: CA and PGD-10 RA at the best and last
-checkpoints (from the run, on --eval-samples test samples), AutoAttack accuracy (from evaluate, on
---aa-samples), the best-last gap, seconds per epoch, the overhead against standard training (timed
+checkpoints (from the run, on --eval-samples test samples), AA: standard AutoAttack from evaluate on
+the first --aa-samples test samples (the per-sample worst case with PGD-10 on the same samples), the
+accuracy an independent 50-step, 5-restart margin PGD leaves on those samples (examples/
+independent_pgd.py), the best-last gap, seconds per epoch, the overhead against standard training (timed
 side by side inside each run), and whether the gradient-masking checks flag the model. With several
 ``--seeds`` (each seed: the weights, the shuffling, the attacks' random starts) every accuracy is
 the mean ± the standard deviation (n - 1) over the seeds, and a row is flagged when any seed is.
@@ -19,6 +21,7 @@ the mean ± the standard deviation (n - 1) over the seeds, and a row is flagged 
     python examples/defense_study.py --part ads           # docs/results.md, "The AdS study"
     python examples/defense_study.py --part defenses --only trades,minmax   # some rows
     python examples/defense_study.py --part ads --seeds 0,1,2                # mean ± sd of three seeds
+    python examples/defense_study.py --part ads --seeds 1 --train-only       # runs only; evaluate later
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from independent_pgd import check as independent_check
 from study_common import aggregate, fmt, log_command
 
 from ssmdefense.cli.common import parse_params
@@ -57,7 +61,7 @@ ADS_MODELS = ["s4d", "dss", "s5", "mega", "mamba"]
 def row(name: str, defense: str, params: list[str], model: str, args, root: Path, log) -> dict:
     """One row: a run and an evaluation for each of ``args.seeds``, then their mean ± sd."""
     runs = [one_seed(name, defense, params, model, args, root, log, seed) for seed in args.seeds]
-    return aggregate(runs, nested=("best", "last"))
+    return {} if args.train_only else aggregate(runs, nested=("best", "last"))
 
 
 def one_seed(name: str, defense: str, params: list[str], model: str, args, root: Path, log, seed: int) -> dict:
@@ -81,6 +85,8 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
                 str(seed),
                 "--eval-samples",
                 str(args.eval_samples),
+                "--aa-samples",
+                "0",
                 "--overwrite",
                 "-q",
                 "--out",
@@ -99,12 +105,15 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
                 epochs=args.epochs,
                 seed=seed,
                 eval_samples=args.eval_samples,
+                aa_samples=0,  # AutoAttack runs in the evaluation below, beside the masking checks
                 overwrite=True,
                 verbose=False,
                 out=out,
                 defense_params=defense_params,
             )
         )
+    if args.train_only:
+        return {}
     if not (out / "evaluation" / "report.json").is_file():
         evaluate = [
             "evaluate",
@@ -114,10 +123,7 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
             "pgd,autoattack",
             "--samples",
             str(args.aa_samples),
-            "-p",
-            "autoattack.max_iter=20",
-            "-p",
-            "autoattack.nb_restarts=1",
+            *[a for kv in args.autoattack for a in ("-p", f"autoattack.{kv}")],
             "--seed",
             str(seed),
         ]
@@ -127,7 +133,7 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
                 checkpoint=out,
                 attacks=["pgd", "autoattack"],
                 samples=args.aa_samples,
-                attack_params={"autoattack": {"max_iter": 20, "nb_restarts": 1}},
+                attack_params={"autoattack": parse_params(args.autoattack)} if args.autoattack else {},
                 seed=seed,
             )
         )
@@ -147,12 +153,21 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
         "overhead_ratio": timing.get("overhead_ratio"),
         "masking_suspected": evaluation.get("gradient_masking_suspected"),
     }
+    checks = {}
     for which in ("best", "last"):
+        e = evaluation[which]
+        epoch = report[which]["epoch"]
+        if epoch not in checks:  # best and last are often the same epoch
+            checks[epoch] = independent_check(out, which, seed=seed)
         result[which] = {
-            "epoch": report[which]["epoch"],
+            "epoch": epoch,
             "ca": report[which]["clean_accuracy"],
             "ra": report[which]["robust_accuracy"]["pgd-10"],
-            "aa": evaluation[which]["robust_accuracy"]["autoattack"],
+            # AutoAttack (standard) on the first aa_samples, worst case with PGD-10 on the same samples
+            "aa": e["worst_case"]["robust_accuracy"],
+            "aa_components": {b["component"]: b["robust_accuracy"] for b in e["attacks"]["autoattack"]["breakdown"]},
+            "pgd_aa_samples": e["robust_accuracy"]["pgd-10"],
+            "independent": checks[epoch]["independent"],
         }
     return result
 
@@ -163,15 +178,16 @@ def cell(r: dict, metric: str) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| row | model | CA best | RA best | AA best | CA last | RA last | AA last | RA gap | epochs | "
-        "s/epoch | overhead | masking? |",
-        "|---" * 13 + "|",
+        "| row | model | CA best | RA best | AA best | margin PGD best | CA last | RA last | AA last | RA gap | "
+        "epochs | s/epoch | overhead | masking? |",
+        "|---" * 14 + "|",
     ]
     for r in results:
         b, last = r["best"], r["last"]
         overhead = "—" if r["overhead_ratio"] is None else f"{r['overhead_ratio']:.1f}x"
         lines.append(
-            f"| {r['row']} | {r['model']} | {cell(b, 'ca')} | {cell(b, 'ra')} | {cell(b, 'aa')} | {cell(last, 'ca')} | "
+            f"| {r['row']} | {r['model']} | {cell(b, 'ca')} | {cell(b, 'ra')} | {cell(b, 'aa')} | "
+            f"{cell(b, 'independent')} | {cell(last, 'ca')} | "
             f"{cell(last, 'ra')} | {cell(last, 'aa')} | {b['ra'] - last['ra']:+.3f} | {b['epoch']}/{r['epochs_run']} | "
             f"{r['epoch_seconds']:.1f} | {overhead} | {'yes' if r['masking_suspected'] else 'no'} |"
         )
@@ -187,8 +203,20 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± sd")
     parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (3e-3: a short budget)")
     parser.add_argument("--eval-samples", type=int, default=500, help="test samples of the per-epoch PGD-10")
-    parser.add_argument("--aa-samples", type=int, default=200, help="test samples of AutoAttack and the checks")
+    parser.add_argument(
+        "--aa-samples", type=int, default=100, help="test samples of standard AutoAttack, the checks and the margin PGD"
+    )
+    parser.add_argument(
+        "--autoattack",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="AutoAttack parameter (repeatable; default: the standard version), e.g. --autoattack n_queries=100",
+    )
     parser.add_argument("--root", type=Path, default=Path("runs/study"))
+    parser.add_argument(
+        "--train-only", action="store_true", help="only the runs (a later call evaluates them and builds the table)"
+    )
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     only = set(args.only.split(",")) if args.only else None
@@ -200,13 +228,15 @@ def main(argv=None) -> int:
             for name, defense, params in DEFENSES:
                 if only is None or name in only:
                     results.append(row(name, defense, params, "s4d", args, root, log))
-                    print(table(results[-1:]).splitlines()[-1], flush=True)
+                    print(name if args.train_only else table(results[-1:]).splitlines()[-1], flush=True)
         else:
             for model in ADS_MODELS:
                 if only is None or model in only:
                     for name, defense in ((f"{model} pgd-at", "pgd-at"), (f"{model} ads", "ads")):
                         results.append(row(name, defense, [], model, args, root, log))
-                        print(table(results[-1:]).splitlines()[-1], flush=True)
+                        print(name if args.train_only else table(results[-1:]).splitlines()[-1], flush=True)
+    if args.train_only:
+        return 0
     (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     return 0

@@ -5,9 +5,10 @@ the test samples and at the eps of the run's report.
     python examples/independent_pgd.py runs/default-ads            # the best checkpoint
     python examples/independent_pgd.py runs/default-ads --which last --steps 100
 
-It prints the accuracy the attack leaves and the lowest robust accuracy of any single attack in the
-report. A report can be trusted when this attack, written independently of the toolkit, does not
-find more than 2 points lower (issue 12). Only loading the checkpoint and the data uses ssmdefense.
+It prints the accuracy the attack leaves, the lowest robust accuracy of any single attack in the
+report, and the run's AutoAttack figure with the gap to it (measured on the AutoAttack's samples).
+A report can be trusted when this attack, written independently of the toolkit, does not find more
+than 2 points lower (issue 12). Only loading the checkpoint and the data uses ssmdefense.
 
 A sample counts as broken when any iterate of any start is misclassified (the attack keeps its
 best), each start begins at a uniform random point of the eps-ball, steps are 2.5 eps / steps
@@ -77,21 +78,42 @@ def margin_pgd(
     return np.concatenate(robust), largest
 
 
+def reported_autoattack(run_dir: Path, which: str) -> dict | None:
+    """The run's AutoAttack figure for ``which``: from ``defend``'s final evaluation (report.json), else
+    from ``ssmdefense evaluate --attacks pgd,autoattack`` (evaluation/report.json): its worst case
+    over the attacks on its samples, and how many samples (the first N of the test split)."""
+    report = json.loads((run_dir / "report.json").read_text())
+    aa = report[which].get("autoattack")
+    if aa:
+        return {"source": "report.json", "samples": aa["samples"], "aa": aa["worst_case"]}
+    evaluation = run_dir / "evaluation" / "report.json"
+    if evaluation.is_file():
+        e = json.loads(evaluation.read_text())
+        if "autoattack" in e[which]["robust_accuracy"]:
+            worst = (e[which].get("worst_case") or {}).get("robust_accuracy", e[which]["robust_accuracy"]["autoattack"])
+            return {"source": "evaluation/report.json", "samples": e["config"]["samples"], "aa": worst}
+    return None
+
+
 def check(run_dir: Path, which: str = "best", steps: int = 50, restarts: int = 5, seed: int = 0) -> dict:
-    """The independent attack on ``run_dir``'s ``which`` checkpoint, beside the report's figures."""
+    """The independent attack on ``run_dir``'s ``which`` checkpoint, beside the report's figures: on
+    the samples of the run's AutoAttack when it has one (``gap_aa``: AutoAttack minus this attack),
+    else on the run's evaluated samples (``gap``: the lowest single attack minus this attack)."""
     report = json.loads((run_dir / "report.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
     clf = sd.load(run_dir / which, device_type="cpu")
     _, x, y, _ = load_test_data(clf)
-    if config.get("eval_samples"):
-        x, y = x[: config["eval_samples"]], y[: config["eval_samples"]]
+    aa = reported_autoattack(run_dir, which)
+    n = aa["samples"] if aa else config.get("eval_samples")
+    if n:
+        x, y = x[:n], y[:n]
     x = clf.prepare_inputs(x)
     eps = report["config"]["eps"]
     robust, largest = margin_pgd(
         clf.model, x, y, eps=eps, clip=clf.clip_values, steps=steps, restarts=restarts, seed=seed
     )
     reported = report[which]["robust_accuracy"]
-    return {
+    result = {
         "checkpoint": str(run_dir / which),
         "eps": eps,
         "samples": int(len(y)),
@@ -102,6 +124,9 @@ def check(run_dir: Path, which: str = "best", steps: int = 50, restarts: int = 5
         "report_min": min(reported.values()),
         "gap": min(reported.values()) - float(robust.mean()),
     }
+    if aa:
+        result.update(aa_source=aa["source"], aa=aa["aa"], gap_aa=aa["aa"] - float(robust.mean()))
+    return result
 
 
 def main(argv=None) -> int:

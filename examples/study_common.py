@@ -17,7 +17,7 @@ def log_command(args: list[str], log) -> None:
 
 
 #: the keys whose values are accuracies (averaged over seeds); other values are the first seed's
-ACCURACY_KEYS = ("ca", "ra", "aa", "eval_ca", "eval_ra", "snr", "time_shift", "speed")
+ACCURACY_KEYS = ("ca", "ra", "aa", "pgd_aa_samples", "independent", "eval_ca", "eval_ra", "snr", "time_shift", "speed")
 
 
 def mean_sd(values: list):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import ssmdefense as sd
-from ssmdefense.attacks.autoattack import components
 
 EPS = 0.1
 
@@ -30,7 +29,9 @@ def noise_accuracy(clf, x, y, eps, norm):
     "name, params, norm, eps",
     [
         ("square", {"max_iter": 200}, np.inf, EPS),
-        ("autoattack", {"max_iter": 10, "nb_restarts": 1}, np.inf, EPS),
+        ("autoattack", {"max_iter": 10, "n_queries": 100}, np.inf, EPS),
+        ("autoattack", {"version": "fast", "max_iter": 10}, np.inf, EPS),
+        ("fab", {"max_iter": 20, "n_target_classes": 3}, np.inf, EPS),
         ("cw", {"norm": "inf", "max_iter": 5, "learning_rate": 0.05}, np.inf, EPS),
         (
             "cw",
@@ -51,14 +52,12 @@ def test_attack_beats_noise_and_stays_in_bounds(trained, batch, name, params, no
     assert adv < noise - 0.2, (adv, noise)
 
 
-@pytest.mark.parametrize("params", [{}, {"max_iter": 10}])
-def test_autoattack_runs_the_standard_components_on_images(trained, params):
-    assert components(sd.get_attack("autoattack", trained, eps=EPS, **params)) == [
-        "AutoProjectedGradientDescent",
-        "AutoProjectedGradientDescent",
-        "DeepFool",
-        "SquareAttack",
-    ]
+@pytest.mark.parametrize(
+    "version, expected",
+    [("standard", ["apgd-ce", "apgd-t", "fab-t", "square"]), ("fast", ["apgd-ce", "apgd-dlr", "deepfool", "square"])],
+)
+def test_autoattack_runs_croce_and_heins_components_on_images(trained, version, expected):
+    assert sd.get_attack("autoattack", trained, eps=EPS, version=version).components == expected
 
 
 def test_cw_scored_within_budget_reverts_far_examples(trained, batch):
@@ -73,6 +72,10 @@ def test_cw_scored_within_budget_reverts_far_examples(trained, batch):
         ("square", {"eps": 0}, "eps must be a positive number"),
         ("square", {"max_iter": -3}, "max_iter must be a positive number"),
         ("autoattack", {"norm": "l1"}, "norm must be one of"),
+        ("autoattack", {"version": "plus"}, "version must be one of standard, fast"),
+        ("autoattack", {"n_target_classes": 10}, "n_target_classes must be at most nb_classes - 1 = 9"),
+        ("fab", {"beta": 1.0}, "beta must be in"),
+        ("fab", {"eta": 0.5}, "eta must be"),
         ("cw", {"confidence": -1}, "confidence must be a number >= 0"),
         ("cw", {"eps_step": 0.1}, "unknown parameter"),
     ],

@@ -126,7 +126,7 @@ def test_art_spatial_shifts_along_height_unlike_art_itself(trained, digits):
         ("noise", {"eps": EPS, "batch_size": 50}),
         ("spatial", {**SPATIAL, "batch_size": 50}),
         ("art-spatial", {**SPATIAL}),
-        ("autoattack", {"eps": EPS, "max_iter": 2, "nb_restarts": 1}),
+        ("autoattack", {"eps": EPS, "max_iter": 2, "n_queries": 2}),
         ("cw", {"eps": 1.0, "norm": "2", "max_iter": 2, "binary_search_steps": 1}),
     ],
 )

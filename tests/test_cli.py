@@ -10,6 +10,8 @@ from conftest import interrupt_on_call
 from ssmdefense.cli import cli
 
 TINY = [
+    "--aa-samples",
+    "0",
     "--dataset",
     "digits",
     "--epochs",
@@ -43,8 +45,9 @@ def run(*args):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     out = {}
-    for name, args in (("none", ["train"]), ("ads", ["defend", "--defense", "ads", "-p", "max_iter=5"])):
-        result = run(*args, *TINY, "--out", root / name)
+    ads = ["defend", "--defense", "ads", "-p", "max_iter=5"]
+    for name, args in (("none", ["train"]), ("ads", ads)):
+        result = run(*args, *TINY, *(["--aa-samples", "8"] if name == "ads" else []), "--out", root / name)
         assert result.exit_code == 0, result.output
         out[name] = root / name
     return out

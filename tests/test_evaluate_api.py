@@ -34,6 +34,7 @@ def run_dir(tmp_path_factory):
             epochs=2,
             eps=0.1,
             eval_samples=20,
+            aa_samples=0,
             out=out,
             verbose=False,
             model_params={"d_model": 16, "n_layers": 1, "d_state": 8},

@@ -95,12 +95,23 @@ def test_per_class_accuracy_and_attack_notes(trained, batch):
 def test_autoattack_components_reach_the_report(trained, batch):
     x, y = batch[0][:20], batch[1][:20]
     result = evaluate_robustness(
-        trained, x, y, eps=EPS, attacks=("autoattack",), attack_params={"autoattack": {"max_iter": 5, "nb_restarts": 1}}
+        trained,
+        x,
+        y,
+        eps=EPS,
+        attacks=("pgd", "autoattack"),
+        attack_params={"autoattack": {"max_iter": 5, "n_queries": 50}},
     )
-    components = result["attacks"]["autoattack"]["components"]
-    assert components[0] == "AutoProjectedGradientDescent"
+    info = result["attacks"]["autoattack"]
+    assert info["components"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    steps = [b["robust_accuracy"] for b in info["breakdown"]]
+    assert steps[0] == result["clean_accuracy"] and steps[-1] == result["robust_accuracy"]["autoattack"]
+    assert steps == sorted(steps, reverse=True)  # each component only removes robust samples
+    worst = result["worst_case"]["robust_accuracy"]
+    assert worst <= min(result["robust_accuracy"].values())
     md = render_markdown({"checkpoint": result, "config": {"eps": EPS}}, "t")
-    assert "`autoattack` ran AutoProjectedGradientDescent" in md
+    assert "`autoattack` (standard) on checkpoint, accuracy after each component: clean" in md
+    assert "Worst case (a sample counts as robust only if no attack above fools it)" in md
 
 
 def test_report_marks_suspected_masking(trained, batch):

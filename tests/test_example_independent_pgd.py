@@ -18,6 +18,8 @@ def test_independent_margin_pgd_on_a_run(tmp_path):
     out = tmp_path / "run"
     args = [
         "train",
+        "--aa-samples",
+        "0",
         "--dataset",
         "digits",
         "--epochs",

@@ -56,6 +56,8 @@ def test_cli_defend_trains_with_the_plugin_defense(plugin_site, tmp_path):
         "defend",
         "--defense",
         "noise-augment",
+        "--aa-samples",
+        "0",
         "--dataset",
         "digits",
         "--epochs",

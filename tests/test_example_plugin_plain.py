@@ -15,7 +15,7 @@ from plugin_install import install, run_cli
 from ssmdefense import plugins
 from ssmdefense.defenses.art_trainer import ARTTrainerDefense, as_defense
 
-FAST = ("--dataset", "digits", "--eval-samples", "64", "--threads", "1", "-q")
+FAST = ("--dataset", "digits", "--eval-samples", "64", "--aa-samples", "0", "--threads", "1", "-q")
 
 
 @pytest.fixture(scope="module")

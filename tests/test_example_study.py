@@ -28,6 +28,10 @@ def test_two_seeds_give_mean_and_sd(tmp_path, capsys):
         "16",
         "--aa-samples",
         "16",
+        "--autoattack",
+        "max_iter=5",
+        "--autoattack",
+        "n_queries=20",
         "--root",
         str(tmp_path),
     ]
@@ -36,7 +40,7 @@ def test_two_seeds_give_mean_and_sd(tmp_path, capsys):
     assert row["seeds"] == [0, 1] and [r["seed"] for r in row["runs"]] == [0, 1]
     assert (tmp_path / "defenses" / "none" / "report.json").is_file()  # seed 0: the single-seed layout
     assert (tmp_path / "defenses" / "none-seed1" / "evaluation" / "report.json").is_file()
-    for m in ("ca", "ra", "aa"):
+    for m in ("ca", "ra", "aa", "independent"):
         values = [r["best"][m] for r in row["runs"]]
         assert row["best"][m] == statistics.fmean(values) and row["best"][f"{m}_sd"] == statistics.stdev(values)
     assert row["runs"][0]["best"]["ca"] != row["runs"][1]["best"]["ca"]  # the seeds differ

@@ -10,6 +10,8 @@ from ssmdefense.cli import cli
 from ssmdefense.experiment import RunConfig, RunReport, run
 
 SMALL = [
+    "--aa-samples",
+    "0",
     "--dataset",
     "digits",
     "--epochs",
@@ -35,6 +37,7 @@ def test_the_api_reproduces_the_command_line_run(tmp_path):
         dataset="digits",
         epochs=2,
         eval_samples=40,
+        aa_samples=0,
         model_params={"d_model": 16, "n_layers": 1, "d_state": 8},
         defense_params={"lr": 0.01},
         out=tmp_path / "api",

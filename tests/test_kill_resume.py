@@ -20,6 +20,8 @@ ARGS = [
     "defend",
     "--defense",
     "pgd-at",
+    "--aa-samples",
+    "0",
     "--dataset",
     "digits",
     "--epochs",

@@ -20,7 +20,7 @@ from ssmdefense import plugins
 from ssmdefense.cli import cli
 
 TINY_MODEL = ["-m", "d_model=8", "-m", "n_layers=1", "-m", "d_state=4"]
-TINY = ["--dataset", "digits", "--epochs", "1", "--eval-samples", "16", "-q", *TINY_MODEL]
+TINY = ["--dataset", "digits", "--epochs", "1", "--eval-samples", "16", "--aa-samples", "0", "-q", *TINY_MODEL]
 
 
 def fails(*args, message: str, workdir=None):

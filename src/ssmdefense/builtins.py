@@ -79,7 +79,12 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
         (
             "autoattack",
             "ssmdefense.attacks.autoattack:autoattack",
-            "AutoAttack ensemble: APGD-CE, APGD-DLR, DeepFool, Square (ART AutoAttack)",
+            "AutoAttack (Croce & Hein): standard APGD-CE, APGD-T, FAB-T, Square 5000; version=fast: the cheap one",
+        ),
+        (
+            "fab",
+            "ssmdefense.attacks.fab:fab",
+            "FAB-T, targeted Fast Adaptive Boundary attack (minimum norm, scored within eps)",
         ),
         (
             "cw",

@@ -47,7 +47,7 @@ from .evaluate_api import (  # noqa: F401  (the evaluation API, importable from 
 )
 from .evaluation.audio import audio_budget, write_audio_examples
 from .evaluation.report import read_report, write_report
-from .evaluation.robustness import best_last_gap, evaluate_robustness
+from .evaluation.robustness import autoattack_check, best_last_gap, evaluate_robustness
 from .plugins import registry
 from .runs import (
     check_eps,
@@ -59,8 +59,10 @@ from .runs import (
     use_threads,
 )
 from .seeding import seed_everything
+from .validation import integer
 
 DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of eps
+DEFAULT_AA_SAMPLES = 100  # standard AutoAttack in the final evaluation of image runs (--aa-samples)
 
 
 @dataclass
@@ -86,6 +88,7 @@ class RunConfig:
     sequence: str | None = None
     batch_size: int = 64
     eval_samples: int | None = None
+    aa_samples: int | None = None
     model_params: dict = field(default_factory=dict)
     defense_params: dict = field(default_factory=dict)
     data_dir: Path | None = None
@@ -117,7 +120,10 @@ class RunReport:
     """What ``report.json`` holds (the one place its schema is written down).
 
     best, last: ``{"epoch", "clean_accuracy", "robust_accuracy": {"fgsm", "pgd-10"}, "eps_curve", ...}``
-        of ``evaluation.robustness.evaluate_robustness`` for the best and the last checkpoint.
+        of ``evaluation.robustness.evaluate_robustness`` for the best and the last checkpoint, and
+        ``"autoattack"`` (``evaluation.robustness.autoattack_check``: standard AutoAttack on the first
+        ``aa_samples`` of them, its breakdown, and the worst case with FGSM and PGD-10) unless
+        ``aa_samples`` is 0.
     gap: best minus last (robust overfitting), ``evaluation.robustness.best_last_gap``.
     config: model, dataset, defense, eps, seed, epochs, sequence and the parameters of each, and the
         ``kernels`` that ran.
@@ -192,6 +198,7 @@ def resume_config(out: Path, command: str) -> tuple[RunConfig, Path]:
         sequence=c["sequence"],
         batch_size=c["batch_size"],
         eval_samples=c.get("eval_samples"),
+        aa_samples=c.get("aa_samples"),
         model_params={**c["model_params"], **c.get("sequence_params", {})},
         defense_params=c["defense_params"],
         data_dir=None if c.get("data_dir") is None else Path(c["data_dir"]),
@@ -212,6 +219,7 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
     for key in ("eps", "seed", "batch_size", "eval_samples", "verbose"):
         if key in c.defense_params:
             raise SSMDefenseError(f"-p: set {key} with its own option, not -p")
+    integer("aa_samples", c.aa_samples, 0, optional=True, error=SSMDefenseError)
     for kind, name in (("datasets", c.dataset), ("models", c.model), ("defenses", c.defense)):
         registry(kind).get(name)  # unknown names fail here, before any work
     if c.sequence is not None:
@@ -228,6 +236,9 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
     recommended = getattr(data, "defaults", {}) or {}
     epochs = c.epochs or recommended.get("epochs", 10)
     eval_samples = c.eval_samples or recommended.get("eval_samples")
+    aa_samples = c.aa_samples if c.aa_samples is not None else recommended.get("aa_samples")
+    if aa_samples is None:  # standard AutoAttack costs about 2,000 gradients per robust sample: opt-in for audio
+        aa_samples = 0 if getattr(data, "sample_rate", None) is not None else DEFAULT_AA_SAMPLES
     sequence_params, model_params = split_sequence_params(sequence, dict(c.model_params), c.model)
     serialiser = build_serialiser(sequence, data.input_shape, **sequence_params)
     seed_everything(c.seed)  # the initial weights too: same seed, same run
@@ -273,6 +284,7 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
         "kernels": clf.kernels,
         "batch_size": c.batch_size,
         "eval_samples": eval_samples,
+        "aa_samples": aa_samples,
         "trainer": trainer.describe(),
     }
     x_train, x_test = clf.prepare_inputs(data.x_train), clf.prepare_inputs(data.x_test)
@@ -320,6 +332,11 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
                     eps_list=[round(f * eps, 10) for f in DEFAULT_EPS_FACTORS],
                     seed=c.seed,
                 )
+                if aa_samples:
+                    if c.verbose:
+                        print(f"AutoAttack (standard) on {min(aa_samples, len(y_eval))} samples...", file=sys.stderr)
+                    n = min(aa_samples, len(y_eval))
+                    by_epoch[epoch]["autoattack"] = autoattack_check(ckpt, x_eval[:n], y_eval[:n], eps=eps, seed=c.seed)
             results[which] = {"epoch": epoch, **by_epoch[epoch]}
         report = RunReport(
             best=results["best"],

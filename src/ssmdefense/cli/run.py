@@ -71,6 +71,14 @@ def run_options(fn):
             help="Evaluate on the first N test samples (default: all, or the dataset's).",
         ),
         click.option(
+            "--aa-samples",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Run AutoAttack (standard) on the first N evaluated samples of best and last, beside "
+            "FGSM and PGD-10 on the same samples; 0 skips it (default: 100 for images, 0 for audio, "
+            "or the dataset's).",
+        ),
+        click.option(
             "-m",
             "--model-param",
             "model_params",
@@ -112,6 +120,7 @@ RESUMED = (
     "sequence",
     "batch_size",
     "eval_samples",
+    "aa_samples",
     "model_params",
     "params",
     "defense",
@@ -134,6 +143,7 @@ def run_training(
     sequence,
     batch_size,
     eval_samples,
+    aa_samples,
     model_params,
     params,
     as_json,
@@ -173,6 +183,7 @@ def run_training(
             sequence=sequence,
             batch_size=batch_size,
             eval_samples=eval_samples,
+            aa_samples=aa_samples,
             model_params=parse_params(model_params, "-m"),
             defense_params=parse_params(params, "-p"),
             data_dir=data_dir,
@@ -211,6 +222,12 @@ def _print_summary(report, out):
             which, str(r["epoch"]), f"{r['clean_accuracy']:.3f}", *[f"{r['robust_accuracy'][k]:.3f}" for k in keys]
         )
     Console().print(table)
+    aa = report["best"].get("autoattack")
+    if aa:
+        click.echo(
+            f"AutoAttack ({aa['version']}) on {aa['samples']} samples, best checkpoint: "
+            f"{aa['worst_case']:.3f} (worst case with FGSM and PGD-10 on the same samples)"
+        )
     click.echo(f"report: {out / 'report.md'}")
 
 

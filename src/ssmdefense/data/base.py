@@ -19,7 +19,7 @@ class Dataset:
     that the default command fits the dataset's cost.
     """
 
-    DEFAULT_KEYS = ("epochs", "eval_samples")
+    DEFAULT_KEYS = ("epochs", "eval_samples", "aa_samples")
 
     name: str
     x_train: np.ndarray

@@ -39,6 +39,14 @@ def render_markdown(report: dict, title: str) -> str:
         r = report[k]
         cells = " | ".join(_pct(r["robust_accuracy"].get(key)) for key in keys)
         lines.append(f"| {k} | {r.get('epoch', '—')} | {_pct(r['clean_accuracy'])} | {cells} |")
+    worst = [(k, report[k]["worst_case"]) for k in ckpts if report[k].get("worst_case")]
+    if worst:
+        lines += [
+            "",
+            "Worst case (a sample counts as robust only if no attack above fools it): "
+            + ", ".join(f"{k} {_pct(w['robust_accuracy'])}" for k, w in worst)
+            + ".",
+        ]
     if "gap" in report:
         g = report["gap"]
         lines += [
@@ -60,6 +68,7 @@ def render_markdown(report: dict, title: str) -> str:
             for p in curve:
                 lines.append(f"| {k} | {p['eps']:g} | " + " | ".join(_pct(p.get(key)) for key in keys) + " |")
     detail = _distinct(report, ckpts)
+    lines += _autoattack(report, detail)
     lines += _audio(report, detail)
     lines += _attack_notes(report, detail)
     lines += _per_class(report, detail, keys)
@@ -176,12 +185,41 @@ def _audio(report: dict, ckpts: list[str]) -> list[str]:
 
 
 def _attack_notes(report: dict, ckpts: list[str]) -> list[str]:
-    notes = {}
+    notes = []
     for k in ckpts:
         for key, info in (report[k].get("attacks") or {}).items():
-            if info.get("components"):
-                notes[key] = f"`{key}` ran {', '.join(info['components'])}."
-    return ["", *notes.values()] if notes else []
+            if info.get("breakdown"):  # ssmdefense's AutoAttack: the accuracy after each component
+                steps = ", ".join(f"{b['component']} {_pct(b['robust_accuracy'])}" for b in info["breakdown"])
+                notes.append(f"`{key}` ({info.get('version', '')}) on {k}, accuracy after each component: {steps}.")
+            elif info.get("components"):
+                notes.append(f"`{key}` ran {', '.join(info['components'])}.")
+    return ["", *dict.fromkeys(notes)] if notes else []
+
+
+def _autoattack(report: dict, ckpts: list[str]) -> list[str]:
+    """The final evaluation's standard AutoAttack (``autoattack_check``): breakdown and worst case."""
+    rows = [(k, report[k]["autoattack"]) for k in ckpts if report[k].get("autoattack")]
+    if not rows:
+        return []
+    components = [b["component"] for b in rows[0][1]["breakdown"][1:]]
+    lines = [
+        "",
+        f"## AutoAttack ({rows[0][1]['version']}) on the first {rows[0][1]['samples']} evaluated samples",
+        "",
+        "Accuracy after each component (each attacks only the samples all earlier ones left correct), "
+        "FGSM and PGD-10 on the same samples, and the worst case over all of them (the AA figure to quote).",
+        "",
+        "| checkpoint | clean | " + " | ".join(components) + " | FGSM | PGD-10 | worst case |",
+        "|---|---|" + "---|" * (len(components) + 3),
+    ]
+    for k, aa in rows:
+        steps = " | ".join(_pct(b["robust_accuracy"]) for b in aa["breakdown"][1:])
+        ra = aa["robust_accuracy"]
+        lines.append(
+            f"| {k} | {_pct(aa['clean_accuracy'])} | {steps} | {_pct(ra.get('fgsm'))} | {_pct(ra.get('pgd-10'))} | "
+            f"**{_pct(aa['worst_case'])}** |"
+        )
+    return lines
 
 
 def _per_class(report: dict, ckpts: list[str], keys: list[str]) -> list[str]:

@@ -40,11 +40,15 @@ def per_class_accuracy(pred: np.ndarray, y: np.ndarray, nb_classes: int) -> list
 
 
 def describe_attack(attack) -> dict:
-    """What ran: the ART class, and for AutoAttack the attacks of its list (on non-image input
-    ssmdefense's ``autoattack`` runs the gradient components only; the report must say so), and
-    whether it has an eps budget at all (spatial attacks do not: they are left out of eps curves)."""
+    """What ran: the ART class; for AutoAttack its version, components (on non-image input Square is
+    left out; the report must say so) and the accuracy after each (``breakdown``); and whether it
+    has an eps budget at all (spatial attacks do not: they are left out of eps curves)."""
     info = {"class": type(attack).__name__, "uses_eps": "eps" in getattr(attack, "attack_params", [])}
-    if hasattr(attack, "attacks"):  # ART AutoAttack
+    if hasattr(attack, "components") and hasattr(attack, "breakdown"):  # ssmdefense's AutoAttack
+        info["version"] = attack.version
+        info["components"] = list(attack.components)
+        info["breakdown"] = [dict(step) for step in attack.breakdown]
+    elif hasattr(attack, "attacks"):  # ART's AutoAttack (a plugin may register it)
         info["components"] = [type(a).__name__ for a in attack.attacks]
     return info
 
@@ -65,8 +69,10 @@ def evaluate_robustness(
     Returns ``{"clean_accuracy": a, "robust_accuracy": {"fgsm": a, "pgd-10": a},
     "curve": [{"eps": e, "fgsm": a, "pgd-10": a}, ...], "per_class": {"clean": [a_0, ...],
     "pgd-10": [...], ...}, "attacks": {"pgd-10": {"class": "ProjectedGradientDescent"}, ...}}``
-    with accuracies in [0, 1]; ``per_class`` is at ``eps``. Attacks without an eps budget (``spatial``,
-    ``art-spatial``) are measured once, at ``eps``, and are not in the curve.
+    with accuracies in [0, 1]; ``per_class`` is at ``eps``. With two attacks or more, ``worst_case``
+    is ``{"attacks": [...], "robust_accuracy": a}``: the samples no attack fooled at ``eps``. Attacks
+    without an eps budget (``spatial``, ``art-spatial``) are measured once, at ``eps``, and are not in
+    the curve.
     """
     attack_params = attack_params or {}
     x = np.asarray(x, dtype=np.float32)
@@ -77,11 +83,13 @@ def evaluate_robustness(
     clean = float((pred == y).mean())
     per_class = {"clean": per_class_accuracy(pred, y, clf.nb_classes)}
     robust, curve, info = {}, [], {}
+    survives = pred == y  # (N) correct under every attack so far
     for name in attacks:
         key = attack_key(name, attack_params.get(name))
         pred, attack = _predictions_under(clf, name, x, y, eps, attack_params.get(name, {}), seed)
         robust[key] = float((pred == y).mean())
         per_class[key] = per_class_accuracy(pred, y, clf.nb_classes)
+        survives &= pred == y
         if attack is not None:
             info[key] = describe_attack(attack)
     for e in eps_list:
@@ -96,7 +104,31 @@ def evaluate_robustness(
                 else _accuracy_under(clf, name, x, y, float(e), attack_params.get(name, {}), seed)
             )
         curve.append(point)
-    return {"clean_accuracy": clean, "robust_accuracy": robust, "curve": curve, "per_class": per_class, "attacks": info}
+    result = {"clean_accuracy": clean, "robust_accuracy": robust, "curve": curve, "per_class": per_class}
+    if len(robust) > 1:  # a sample is robust only if no attack fools it: at most each attack's accuracy
+        result["worst_case"] = {"attacks": list(robust), "robust_accuracy": float(survives.mean())}
+    return {**result, "attacks": info}
+
+
+def autoattack_check(
+    clf, x: np.ndarray, y: np.ndarray, *, eps: float, seed: int = 0, params: dict | None = None
+) -> dict:
+    """Standard AutoAttack on (x, y) beside FGSM and PGD-10 on the same samples, as reports state it:
+    ``{"samples", "version", "clean_accuracy", "robust_accuracy": {"fgsm", "pgd-10", "autoattack"},
+    "breakdown": [{"component", "robust_accuracy", "seconds"}, ...], "worst_case"}``. ``worst_case``
+    counts a sample as robust only if none of the three fools it, so it is at most each of them."""
+    r = evaluate_robustness(
+        clf, x, y, eps=eps, attacks=("fgsm", "pgd", "autoattack"), attack_params={"autoattack": params or {}}, seed=seed
+    )
+    info = r["attacks"]["autoattack"]
+    return {
+        "samples": len(x),
+        "version": info["version"],
+        "clean_accuracy": r["clean_accuracy"],
+        "robust_accuracy": r["robust_accuracy"],
+        "breakdown": info["breakdown"],
+        "worst_case": r["worst_case"]["robust_accuracy"],
+    }
 
 
 def best_last_gap(best: dict, last: dict) -> dict:
