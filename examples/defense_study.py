@@ -114,6 +114,7 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
         )
     if args.train_only:
         return {}
+    checks = seed in args.check_seeds
     if not (out / "evaluation" / "report.json").is_file():
         evaluate = [
             "evaluate",
@@ -123,6 +124,9 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
             "pgd,autoattack",
             "--samples",
             str(args.aa_samples),
+            "--eps",
+            str(report_eps := json.loads((out / "report.json").read_text())["config"]["eps"]),
+            *([] if checks else ["--no-checks"]),
             *[a for kv in args.autoattack for a in ("-p", f"autoattack.{kv}")],
             "--seed",
             str(seed),
@@ -133,6 +137,8 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
                 checkpoint=out,
                 attacks=["pgd", "autoattack"],
                 samples=args.aa_samples,
+                eps=[report_eps],  # AutoAttack at the run's eps only (a curve would repeat it per eps)
+                checks=checks,
                 attack_params={"autoattack": parse_params(args.autoattack)} if args.autoattack else {},
                 seed=seed,
             )
@@ -213,12 +219,18 @@ def main(argv=None) -> int:
         metavar="KEY=VALUE",
         help="AutoAttack parameter (repeatable; default: the standard version), e.g. --autoattack n_queries=100",
     )
+    parser.add_argument(
+        "--check-seeds",
+        default=None,
+        help="comma-separated seeds whose evaluation runs the gradient-masking checks (default: every seed)",
+    )
     parser.add_argument("--root", type=Path, default=Path("runs/study"))
     parser.add_argument(
         "--train-only", action="store_true", help="only the runs (a later call evaluates them and builds the table)"
     )
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.check_seeds = args.seeds if args.check_seeds is None else [int(s) for s in args.check_seeds.split(",")]
     only = set(args.only.split(",")) if args.only else None
     root = args.root / args.part
     root.mkdir(parents=True, exist_ok=True)

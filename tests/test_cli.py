@@ -360,6 +360,8 @@ def test_every_model_defends_from_the_cli(tmp_path, model, defense):
         "1",
         "--eval-samples",
         "20",
+        "--aa-samples",
+        "0",
         "-q",
         "-p",
         "max_iter=1",

@@ -74,6 +74,7 @@ CLI_ROWS = [
     (14, ["-D", "nope=1"], "unknown parameter(s) nope"),
     (15, ["--threads", "0"], "Invalid value for '--threads'"),
     (16, ["-p", "eps=0.2"], "set eps with its own option"),
+    (41, ["--aa-samples", "-1"], "Invalid value for '--aa-samples'"),
 ]
 
 
@@ -220,6 +221,16 @@ def test_row35_wrong_type_parameters_through_the_api(trainer):
         sd.get_attack("pgd", clf, eps="big")
     with pytest.raises(sd.SSMDefenseError, match="d_state must be"):
         sd.build_model("s4d", 8, 10, d_state="x")
+
+
+def test_row42_autoattack_version_and_aa_samples_through_the_api(trainer, tmp_path):
+    from ssmdefense.experiment import RunConfig, run
+
+    with pytest.raises(sd.SSMDefenseError, match="version must be one of standard, fast; got 'plus'"):
+        sd.get_attack("autoattack", trainer.get_classifier(), version="plus")
+    with pytest.raises(sd.SSMDefenseError, match="aa_samples must be an integer >= 0"):
+        run(RunConfig(dataset="digits", aa_samples=-1, out=tmp_path / "r", verbose=False))
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.fixture
