@@ -78,12 +78,12 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
         ("square", "ssmdefense.attacks.square:square", "Square Attack, score-based black-box (ART SquareAttack)"),
         (
             "autoattack",
-            "ssmdefense.attacks.autoattack:autoattack",
+            "ssmdefense.attacks.autoattack:AutoAttack",
             "AutoAttack (Croce & Hein): standard APGD-CE, APGD-T, FAB-T, Square 5000; version=fast: the cheap one",
         ),
         (
             "fab",
-            "ssmdefense.attacks.fab:fab",
+            "ssmdefense.attacks.fab:FABTargeted",
             "FAB-T, targeted Fast Adaptive Boundary attack (minimum norm, scored within eps)",
         ),
         (

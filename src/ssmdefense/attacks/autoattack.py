@@ -19,7 +19,8 @@ accuracy on the clean input and after each component (cumulative), with its seco
 is projected back into the eps-ball and the clip range, whatever a component returned.
 
 On input that is not image-shaped (audio (1, T), sequences) Square's square-shaped updates do not
-apply, so it is left out; ``components`` says what ran, and reports show it.
+apply, so it is left out, and with fewer than 3 classes the DLR loss (APGD-T, APGD-DLR) is not
+defined, so they are left out; ``components`` says what ran, and reports show it.
 
 Arguments:
     eps (float): budget. Default: 0.1.
@@ -140,6 +141,8 @@ class AutoAttack(EvasionAttack):
                 ("apgd-t", self._apgd_targeted),
                 ("fab-t", self._fab_targeted),
             ]
+        if self.estimator.nb_classes < 3:  # the DLR loss needs a third-largest logit
+            components = [c for c in components if c[0] not in ("apgd-dlr", "apgd-t")]
         return components + ([("square", self._square)] if images else [])
 
     def _apgd(self, loss: str, restarts: int, targeted: bool = False) -> Callable:
@@ -255,32 +258,3 @@ class AutoAttack(EvasionAttack):
             if self.verbose:
                 tqdm.write(f"autoattack {self.version}: after {name} {step['robust_accuracy']:.3f}")
         return x_adv
-
-
-def autoattack(
-    estimator,
-    *,
-    eps: float = 0.1,
-    eps_step: float | None = None,
-    norm: str = "inf",
-    version: str = "standard",
-    max_iter: int | None = None,
-    nb_restarts: int | None = None,
-    n_queries: int | None = None,
-    n_target_classes: int | None = None,
-    batch_size: int = 128,
-    verbose: bool = False,
-) -> AutoAttack:
-    return AutoAttack(
-        estimator,
-        eps=eps,
-        eps_step=eps_step,
-        norm=norm,
-        version=version,
-        max_iter=max_iter,
-        nb_restarts=nb_restarts,
-        n_queries=n_queries,
-        n_target_classes=n_target_classes,
-        batch_size=batch_size,
-        verbose=verbose,
-    )

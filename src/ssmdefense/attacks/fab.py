@@ -228,32 +228,3 @@ class FABTargeted(EvasionAttack):
         too_far = self.min_norms > self.eps * (1 + 1e-6)  # scored at eps: farther is no success
         x_adv[too_far] = x[too_far]
         return x_adv
-
-
-def fab(
-    estimator,
-    *,
-    eps: float = 0.1,
-    norm: str = "inf",
-    max_iter: int = 100,
-    n_target_classes: int | None = None,
-    nb_restarts: int = 1,
-    eta: float = 1.05,
-    beta: float = 0.9,
-    alpha_max: float = 0.1,
-    batch_size: int = 128,
-    verbose: bool = False,
-) -> FABTargeted:
-    return FABTargeted(
-        estimator,
-        eps=eps,
-        norm=norm,
-        max_iter=max_iter,
-        n_target_classes=n_target_classes,
-        nb_restarts=nb_restarts,
-        eta=eta,
-        beta=beta,
-        alpha_max=alpha_max,
-        batch_size=batch_size,
-        verbose=verbose,
-    )
