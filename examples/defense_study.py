@@ -163,8 +163,11 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
     for which in ("best", "last"):
         e = evaluation[which]
         epoch = report[which]["epoch"]
-        if epoch not in checks:  # best and last are often the same epoch
-            checks[epoch] = independent_check(out, which, seed=seed)
+        if epoch not in checks:  # best and last are often the same epoch; kept beside the evaluation
+            saved = out / "evaluation" / f"independent-{which}.json"
+            if not saved.is_file():
+                saved.write_text(json.dumps(independent_check(out, which, seed=seed), indent=2) + "\n")
+            checks[epoch] = json.loads(saved.read_text())
         result[which] = {
             "epoch": epoch,
             "ca": report[which]["clean_accuracy"],
