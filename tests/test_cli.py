@@ -71,6 +71,23 @@ def test_run_directory_has_every_file(runs):
     assert len((runs["ads"] / "metrics.jsonl").read_text().splitlines()) == 4
 
 
+def test_final_evaluation_reports_standard_autoattack_on_the_stated_samples(runs):
+    report = json.loads((runs["ads"] / "report.json").read_text())
+    for which in ("best", "last"):
+        aa = report[which]["autoattack"]
+        assert aa["samples"] == 8 and aa["version"] == "standard"
+        steps = [b["component"] for b in aa["breakdown"]]
+        assert steps == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+        assert aa["worst_case"] <= min(aa["robust_accuracy"].values())  # at most every attack on those samples
+        assert set(aa["robust_accuracy"]) == {"fgsm", "pgd-10", "autoattack"}
+    md = (runs["ads"] / "report.md").read_text()
+    assert "## AutoAttack (standard) on the first 8 evaluated samples" in md
+    assert "| checkpoint | clean | apgd-ce | apgd-t | fab-t | square | FGSM | PGD-10 | worst case |" in md
+    none = json.loads((runs["none"] / "report.json").read_text())
+    assert "autoattack" not in none["best"]  # --aa-samples 0 skips it
+    assert json.loads((runs["ads"] / "config.json").read_text())["aa_samples"] == 8
+
+
 def test_report_json_keys_and_values(runs):
     report = json.loads((runs["ads"] / "report.json").read_text())
     for which in ("best", "last"):
