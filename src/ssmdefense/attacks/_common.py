@@ -34,6 +34,13 @@ def check_count(name: str, value) -> None:
     positive(name, value, integer=True, numpy=True)
 
 
+def check_targets(n_target_classes, nb_classes: int) -> None:
+    """A targeted ensemble's number of target classes: an integer in 1..nb_classes - 1."""
+    check_count("n_target_classes", n_target_classes)
+    if n_target_classes > nb_classes - 1:
+        raise ValueError(f"n_target_classes must be at most nb_classes - 1 = {nb_classes - 1}; got {n_target_classes}")
+
+
 def check_ignored_eps(attack: str, eps) -> None:
     """Spatial attacks take ``eps`` only for a uniform call signature; still reject nonsense."""
     if eps is not None:

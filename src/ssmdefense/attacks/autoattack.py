@@ -55,7 +55,7 @@ from art.attacks.evasion import AutoProjectedGradientDescent, DeepFool, SquareAt
 from art.estimators.classification import PyTorchClassifier
 from tqdm.auto import tqdm
 
-from ._common import check_count, check_positive, class_indices, parse_norm
+from ._common import check_count, check_positive, check_targets, class_indices, parse_norm
 from .fab import FABTargeted
 
 VERSIONS = ("standard", "fast")
@@ -118,13 +118,8 @@ class AutoAttack(EvasionAttack):
             n_queries=self.n_queries,
             optional=("eps_step", "max_iter", "nb_restarts", "n_queries"),
         )
-        for key in ("n_target_classes", "batch_size"):
-            check_count(key, getattr(self, key))
-        if self.n_target_classes > self.estimator.nb_classes - 1:
-            raise ValueError(
-                f"n_target_classes must be at most nb_classes - 1 = {self.estimator.nb_classes - 1}; "
-                f"got {self.n_target_classes}"
-            )
+        check_count("batch_size", self.batch_size)
+        check_targets(self.n_target_classes, self.estimator.nb_classes)
 
     # ---- the components: each maps (x (n ...), labels (n)) to candidates x_adv (n ...) --------------
     def _components(self) -> list[tuple[str, Callable]]:

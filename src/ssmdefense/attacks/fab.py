@@ -56,7 +56,15 @@ from art.estimators.classification import PyTorchClassifier
 from tqdm.auto import tqdm
 
 from ..modes import eval_mode
-from ._common import check_count, check_number, check_positive, class_indices, estimator_device, parse_norm
+from ._common import (
+    check_count,
+    check_number,
+    check_positive,
+    check_targets,
+    class_indices,
+    estimator_device,
+    parse_norm,
+)
 
 
 def project(x: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo, hi, norm) -> torch.Tensor:
@@ -131,13 +139,9 @@ class FABTargeted(EvasionAttack):
 
     def _check_params(self) -> None:
         check_positive(eps=self.eps)
-        for key in ("max_iter", "n_target_classes", "nb_restarts", "batch_size"):
+        for key in ("max_iter", "nb_restarts", "batch_size"):
             check_count(key, getattr(self, key))
-        if self.n_target_classes > self.estimator.nb_classes - 1:
-            raise ValueError(
-                f"n_target_classes must be at most nb_classes - 1 = {self.estimator.nb_classes - 1}; "
-                f"got {self.n_target_classes}"
-            )
+        check_targets(self.n_target_classes, self.estimator.nb_classes)
         check_number("eta", self.eta, 1.0)
         check_number("beta", self.beta, 0.0, 1.0)
         check_number("alpha_max", self.alpha_max, 0.0, 1.0)
