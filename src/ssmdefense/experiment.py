@@ -333,9 +333,9 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
                     seed=c.seed,
                 )
                 if aa_samples:
-                    if c.verbose:
-                        print(f"AutoAttack (standard) on {min(aa_samples, len(y_eval))} samples...", file=sys.stderr)
                     n = min(aa_samples, len(y_eval))
+                    if c.verbose:
+                        print(f"AutoAttack (standard) on {n} samples...", file=sys.stderr)
                     by_epoch[epoch]["autoattack"] = autoattack_check(ckpt, x_eval[:n], y_eval[:n], eps=eps, seed=c.seed)
             results[which] = {"epoch": epoch, **by_epoch[epoch]}
         report = RunReport(

@@ -143,10 +143,9 @@ class FABTargeted(EvasionAttack):
             check_count(key, getattr(self, key))
         check_targets(self.n_target_classes, self.estimator.nb_classes)
         check_number("eta", self.eta, 1.0)
-        check_number("beta", self.beta, 0.0, 1.0)
         check_number("alpha_max", self.alpha_max, 0.0, 1.0)
-        if not 0 < self.beta < 1:
-            raise ValueError(f"beta must be in (0, 1); got {self.beta}")
+        if not (isinstance(self.beta, (int, float)) and 0 < self.beta < 1):  # open interval: 1 never steps back
+            raise ValueError(f"beta must be in (0, 1); got {self.beta!r}")
         if self.estimator.clip_values is None:
             raise ValueError("fab needs an estimator with clip_values (the box its projections stay in)")
 
