@@ -60,3 +60,55 @@ class Dataset:
             f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
             f"input_shape={self.input_shape}, nb_classes={self.nb_classes}{audio})"
         )
+
+
+@dataclass(kw_only=True)
+class LazyDataset:
+    """A dataset too large to hold in memory: ``train`` and ``test`` are ``torch.utils.data.Dataset``s
+    whose item ``i`` is ``(x, y)``, x a float32 tensor of ``input_shape`` (natural shape, inside
+    ``clip_values``) decoded when asked for (so in ``DataLoader`` workers), y an int class index.
+    Creating one decodes nothing; ``y_train`` / ``y_test`` are the labels, known from the file list.
+    The other fields mean what they mean on :class:`Dataset`. The training loop, the per-epoch
+    evaluation and ``evaluate`` stream it batch by batch (``ssmdefense.data.stream``).
+    """
+
+    name: str
+    train: object  # torch.utils.data.Dataset: (x (*input_shape) float32 tensor, y int)
+    test: object
+    y_train: np.ndarray
+    y_test: np.ndarray
+    input_shape: tuple[int, ...]
+    nb_classes: int
+    clip_values: tuple[float, float] = (0.0, 1.0)
+    sequence: str = "rows"
+    info: dict = field(default_factory=dict)
+    sample_rate: int | None = None
+    eps: float | None = None
+    classes: list[str] | None = None
+    defaults: dict = field(default_factory=dict)
+
+    DEFAULT_KEYS = Dataset.DEFAULT_KEYS
+
+    @property
+    def is_audio(self) -> bool:
+        return self.sample_rate is not None
+
+    def __post_init__(self):
+        self.y_train = np.asarray(self.y_train, dtype=np.int64)
+        self.y_test = np.asarray(self.y_test, dtype=np.int64)
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        for split, data, labels in (("train", self.train, self.y_train), ("test", self.test, self.y_test)):
+            if len(data) != len(labels):
+                raise ValueError(f"{self.name}: {len(data)} {split} items but {len(labels)} labels")
+        unknown = set(self.defaults) - set(self.DEFAULT_KEYS)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown defaults {sorted(unknown)}; known: {', '.join(self.DEFAULT_KEYS)}")
+        if self.classes is not None and len(self.classes) != self.nb_classes:
+            raise ValueError(f"{self.name}: {len(self.classes)} class names for {self.nb_classes} classes")
+
+    def __repr__(self) -> str:
+        audio = f", sample_rate={self.sample_rate}" if self.is_audio else ""
+        return (
+            f"LazyDataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
+            f"input_shape={self.input_shape}, nb_classes={self.nb_classes}{audio})"
+        )
