@@ -22,3 +22,8 @@ class CheckpointError(SSMDefenseError):
 
 class TrainingDiverged(SSMDefenseError):
     """The training loss stopped being a finite number; the run keeps its last good epoch."""
+
+
+class RankLost(SSMDefenseError):
+    """Another process of a distributed run stopped (killed, crashed or out of memory): this one
+    cannot go on. The run directory is kept for ``--resume``."""

@@ -31,9 +31,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from . import distributed
 from .api import build_model, build_serialiser, get_defense
 from .checkpoint import load as load_checkpoint
+from .data.base import LazyDataset
+from .data.stream import materialise
 from .defenses.art_trainer import as_defense
+from .defenses.loop import TrainingLoop
 from .errors import SSMDefenseError
 from .estimators import SSMClassifier
 from .evaluate_api import (  # noqa: F401  (the evaluation API, importable from here)
@@ -72,7 +76,9 @@ class RunConfig:
     ``model_params`` are the ``-m`` settings: keys the sequence mode accepts go to it (``n_mels``,
     ``attack_space``, ...), a key both accept (``kernel``) to both, the rest to the model.
     ``defense_params`` are the ``-p`` settings. ``command`` ("defend" or "train") is recorded in
-    ``config.json`` and names the command that ``--resume`` must match.
+    ``config.json`` and names the command that ``--resume`` must match. ``workers``: DataLoader
+    worker processes that decode a lazily loaded dataset (None: 2 for lazy data, 0 for arrays).
+    Under ``torchrun`` ``batch_size`` is the global batch (``ssmdefense.distributed``).
     """
 
     defense: str = "none"
@@ -89,6 +95,7 @@ class RunConfig:
     batch_size: int = 64
     eval_samples: int | None = None
     aa_samples: int | None = None
+    workers: int | None = None
     model_params: dict = field(default_factory=dict)
     defense_params: dict = field(default_factory=dict)
     data_dir: Path | None = None
@@ -208,28 +215,38 @@ def resume_config(out: Path, command: str) -> tuple[RunConfig, Path]:
     return config, partial
 
 
-def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
+def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | None:
     """Train with ``config.defense``, evaluate best and last, write the run directory; the report.
 
     ``resume_dir``: continue the interrupted run kept there (``resume_config`` finds it); the result
     equals an uninterrupted run. Bad names, parameters or paths raise ``SSMDefenseError`` before any
     work; on any error nothing half-written remains (an interrupted run is kept for resuming).
+
+    Under ``torchrun`` every process calls it: they train data-parallel (``ssmdefense.distributed``),
+    then rank 0 alone evaluates, writes the run directory and returns the report; the others return None.
     """
     c = config
     for key in ("eps", "seed", "batch_size", "eval_samples", "verbose"):
         if key in c.defense_params:
             raise SSMDefenseError(f"-p: set {key} with its own option, not -p")
     integer("aa_samples", c.aa_samples, 0, optional=True, error=SSMDefenseError)
+    integer("workers", c.workers, 0, optional=True, error=SSMDefenseError)
     for kind, name in (("datasets", c.dataset), ("models", c.model), ("defenses", c.defense)):
         registry(kind).get(name)  # unknown names fail here, before any work
     if c.sequence is not None:
         registry("sequences").get(c.sequence)
     device_type = resolve_device(c.device, c.threads)
+    world = distributed.init(device_type)
     out = c.out or Path("runs") / f"{c.defense}-{c.model}-{c.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(distributed.broadcast(str(out)))  # rank 0's default name, on every rank
     if resume_dir is None and out.exists() and not c.overwrite:
         raise SSMDefenseError(f"--out: {out} already exists (use --overwrite to replace it)")
+    if world.distributed and c.batch_size < world.size:
+        raise SSMDefenseError(f"--batch-size {c.batch_size} is smaller than the {world.size} processes sharing it")
 
     data = load_data(c.dataset, c.data_dir, c.dataset_params)
+    lazy = isinstance(data, LazyDataset)
+    workers = c.workers if c.workers is not None else (2 if lazy else 0)
     threads = use_threads(c.threads, getattr(data, "sample_rate", None) is not None)
     sequence = c.sequence or data.sequence
     eps = c.eps if c.eps is not None else (data.eps if getattr(data, "eps", None) is not None else 0.1)
@@ -263,6 +280,13 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
     }
     # a plugin's plain ART trainer gets the per-epoch evaluation and checkpoints (contracts.Defense)
     trainer = as_defense(get_defense(c.defense, clf, **run_params, **c.defense_params), c.defense, run_params)
+    if (lazy or world.distributed) and not isinstance(trainer, TrainingLoop):
+        raise SSMDefenseError(
+            f"defense {c.defense!r} is a plain ART trainer: it trains on arrays in one process, so it takes "
+            f"neither a lazily loaded dataset nor torchrun"
+        )
+    if lazy and getattr(clf.serialiser, "prepare", None) is not None:
+        raise SSMDefenseError(f"sequence {sequence!r} with attack_space=features needs the dataset in memory, not lazy")
     data_dir = None if c.data_dir is None else str(c.data_dir)
     run_config = {
         "command": c.command,
@@ -285,33 +309,57 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
         "batch_size": c.batch_size,
         "eval_samples": eval_samples,
         "aa_samples": aa_samples,
+        "workers": workers,
+        "processes": world.size,
         "trainer": trainer.describe(),
     }
-    x_train, x_test = clf.prepare_inputs(data.x_train), clf.prepare_inputs(data.x_test)
+    if lazy:  # read batch by batch; the final evaluation holds its first eval_samples test samples
+        train, validation = (data.train, None), data.test
+        x_natural, y_eval = materialise(data.test, None, eval_samples, num_workers=workers)
+        x_eval = x_natural
+    else:
+        train = (clf.prepare_inputs(data.x_train), data.y_train)
+        validation = (clf.prepare_inputs(data.x_test), data.y_test)
+        n_eval = len(data.y_test) if eval_samples is None else eval_samples
+        x_natural, x_eval, y_eval = data.x_test[:n_eval], validation[0][:n_eval], data.y_test[:n_eval]
+    fit = {
+        "validation_data": validation,
+        "nb_epochs": epochs,
+        "resume": resume_dir is not None,
+        "checkpoint_extra": {
+            "dataset": c.dataset,
+            "dataset_params": c.dataset_params,
+            "data_dir": data_dir,
+            "eps": eps,
+            "seed": c.seed,
+        },
+    }
+    if isinstance(trainer, TrainingLoop):
+        fit["num_workers"] = workers
+    if world.distributed:
+        if world.main and c.verbose:
+            print(
+                f"distributed: {world.size} processes ({'nccl' if device_type == 'gpu' else 'gloo'}), global batch "
+                f"{c.batch_size} (about {c.batch_size // world.size} per process); rank 0 writes {out}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if not world.main:  # trains its share and writes nothing; rank 0 evaluates and reports
+            try:
+                trainer.fit(*train, out_dir=resume_dir, **fit)
+            finally:
+                distributed.shutdown()
+            return None
 
     with staged_directory(out, c.overwrite, keep_interrupted=True, reuse=resume_dir) as tmp:
         if resume_dir is None:
             (tmp / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
         start = time.perf_counter()
-        history = trainer.fit(
-            x_train,
-            data.y_train,
-            validation_data=(x_test, data.y_test),
-            nb_epochs=epochs,
-            out_dir=tmp,
-            resume=resume_dir is not None,
-            checkpoint_extra={
-                "dataset": c.dataset,
-                "dataset_params": c.dataset_params,
-                "data_dir": data_dir,
-                "eps": eps,
-                "seed": c.seed,
-            },
-        )
+        try:
+            history = trainer.fit(*train, out_dir=tmp, **fit)
+        finally:
+            distributed.shutdown()
         train_seconds = time.perf_counter() - start
-        x_eval, y_eval = x_test, data.y_test
-        if eval_samples is not None:
-            x_eval, y_eval = x_eval[:eval_samples], y_eval[:eval_samples]
         results, by_epoch = {}, {}
         for which in ("best", "last"):
             ckpt = load_checkpoint(tmp / which, device_type=device_type)  # also checks the files load
@@ -361,12 +409,12 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
             out=out,
         )
         if clf.is_audio:
-            report.budget = audio_budget(clf, data.x_test[: len(y_eval)], eps)
+            report.budget = audio_budget(clf, x_natural, eps)
             best = load_checkpoint(tmp / "best", device_type=device_type)
             report.examples = write_audio_examples(
                 tmp / "examples",
                 best,
-                data.x_test[: len(y_eval)],
+                x_natural,
                 y_eval,
                 eps=eps,
                 seed=c.seed,
@@ -375,6 +423,8 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport:
         report.timing = {
             "epoch_seconds": [r["epoch_seconds"] for r in history],
             "eval_seconds": [r.get("eval_seconds") for r in history],
+            "peak_memory_mb": [r.get("peak_memory_mb") for r in history],
+            "processes": world.size,
             "train_seconds": train_seconds,
             "resumed": resume_dir is not None,
             **trainer.timing,

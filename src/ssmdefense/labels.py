@@ -4,11 +4,15 @@ indices (from indices or one-hot / probability rows)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import SSMDefenseError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def to_indices(y: np.ndarray, nb_classes: int) -> np.ndarray:
@@ -42,3 +46,12 @@ def as_training_data(
     if len(x) != len(y):
         raise SSMDefenseError(f"x has {len(x)} samples but y has {len(y)}")
     return x, y
+
+
+def check_labels(y: torch.Tensor, nb_classes: int) -> torch.Tensor:
+    """A batch of class indices (a tensor, as a lazy dataset yields them) as int64, or an
+    ``SSMDefenseError`` when one lies outside 0..nb_classes-1."""
+    y = y.long()
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= nb_classes):
+        raise SSMDefenseError(f"labels must lie in 0..{nb_classes - 1}; got {int(y.min())}..{int(y.max())}")
+    return y

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .api import load_dataset
-from .errors import SSMDefenseError, TrainingDiverged
+from .errors import RankLost, SSMDefenseError, TrainingDiverged
 from .plugins import registry
 
 if TYPE_CHECKING:
@@ -90,9 +90,9 @@ def staged_directory(
     """Build a directory under a temporary name; move it to ``target`` only on success.
 
     On any error the temporary directory is removed: nothing half-written remains. With
-    ``keep_interrupted``, a run stopped by Ctrl-C or SIGTERM, or by a diverged loss, after saving a
-    resume state (``state.json``) is kept under its temporary name (``--resume``; its ``last.*``
-    is the last finished epoch); ``reuse`` continues in such a directory.
+    ``keep_interrupted``, a run stopped by Ctrl-C or SIGTERM, by a diverged loss, or by a lost rank of
+    a distributed run, after saving a resume state (``state.json``) is kept under its temporary name
+    (``--resume``; its ``last.*`` is the last finished epoch); ``reuse`` continues in such a directory.
     """
     target = Path(target)
     if target.exists() and not overwrite:
@@ -113,7 +113,7 @@ def staged_directory(
         try:
             yield tmp
         except BaseException as exc:
-            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, TrainingDiverged))
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, TrainingDiverged, RankLost))
             if keep_interrupted and interrupted and (tmp / "state.json").is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)

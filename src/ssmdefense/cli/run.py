@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import RankLost
 from ..runs import interrupted_run
 from . import cli
 from .common import THREADS_HELP, echo_json, parse_params
@@ -95,6 +96,13 @@ def run_options(fn):
             metavar="KEY=VALUE",
             help="Defense parameter, e.g. -p act=tanh (repeatable).",
         ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=0),
+            default=None,
+            help="DataLoader worker processes decoding a lazily loaded dataset, e.g. -D lazy=true "
+            "(default: 2 for lazy data, 0 for data in memory).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
         click.option(
@@ -152,8 +160,10 @@ def run_training(
     data_dir=None,
     dataset_params=(),
     resume=None,
+    workers=None,
 ):
     """Parse the options into a ``RunConfig``, run it (``ssmdefense.experiment.run``), print the report."""
+    from ..distributed import World
     from ..experiment import RunConfig, resume_config, run
 
     partial = None
@@ -167,7 +177,7 @@ def run_training(
                 param_hint="--resume",
             )
         config, partial = resume_config(resume, command)
-        config.device, config.threads, config.verbose = device, threads, not quiet
+        config.device, config.threads, config.verbose, config.workers = device, threads, not quiet, workers
     else:
         config = RunConfig(
             defense=defense,
@@ -184,6 +194,7 @@ def run_training(
             batch_size=batch_size,
             eval_samples=eval_samples,
             aa_samples=aa_samples,
+            workers=workers,
             model_params=parse_params(model_params, "-m"),
             defense_params=parse_params(params, "-p"),
             data_dir=data_dir,
@@ -191,16 +202,22 @@ def run_training(
             command=command,
             verbose=not quiet,
         )
+    world = World.from_env()
     try:
         report = run(config, resume_dir=partial)
-    except (KeyboardInterrupt, SystemExit):
-        kept = interrupted_run(config.out) if config.out is not None else None
+    except (KeyboardInterrupt, SystemExit, RankLost) as exc:
+        kept = interrupted_run(config.out) if config.out is not None and world.main else None
         if kept is not None and (kept / "state.json").is_file():
             done = json.loads((kept / "state.json").read_text())["epoch"]
-            click.echo(
-                f"interrupted after epoch {done}; continue with: ssmdefense {command} --resume {config.out}", err=True
-            )
+            launcher = f"torchrun --nproc-per-node {world.size} -m ssmdefense" if world.distributed else "ssmdefense"
+            lost = f"{exc}; " if isinstance(exc, RankLost) else ""
+            hint = f"continue with: {launcher} {command} --resume {config.out}"
+            click.echo(f"{lost}interrupted after epoch {done}; {hint}", err=True)
+            if isinstance(exc, RankLost):
+                raise SystemExit(2) from None
         raise
+    if report is None:  # a rank of a distributed run other than 0: rank 0 prints the report
+        return None
     if as_json:
         echo_json(report.to_dict())
     else:

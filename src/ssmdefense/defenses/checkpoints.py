@@ -48,9 +48,10 @@ def epoch_summary(row: dict, epochs: int, eval_max_iter: int, improved: bool) ->
 
 
 def finite_loss(loss, epoch: int, batch: int, out: Path | None) -> float:
-    """``loss.item()``, or ``TrainingDiverged`` when it is NaN or infinite: training stops at once,
-    and the run directory keeps the checkpoints of the last epoch that finished (``last.*``)."""
-    value = loss.item()
+    """``loss`` (a number or a one-element tensor) as a float, or ``TrainingDiverged`` when it is NaN
+    or infinite: training stops at once, and the run directory keeps the checkpoints of the last
+    epoch that finished (``last.*``)."""
+    value = float(loss)
     if not math.isfinite(value):
         kept = f"; the last finished epoch's checkpoints are kept in {out}" if out is not None and epoch > 1 else ""
         raise TrainingDiverged(

@@ -71,6 +71,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..checkpoint import read_meta, save
+from ..distributed import current
 from ..errors import CheckpointError
 from ..validation import integer, positive
 from .loop import TrainingLoop
@@ -147,7 +148,7 @@ class DistillationTrainer(TrainingLoop):
             start = time.perf_counter()
             loop.fit(x, y, nb_epochs=teacher_epochs)  # no validation, no out_dir: not the run's model
             self.teacher_seconds = time.perf_counter() - start
-            if out is not None:
+            if out is not None and current().main:  # under torchrun, rank 0 writes
                 save(
                     teacher_clf,
                     out / "teacher",

@@ -1,18 +1,22 @@
 """The loop's per-epoch evaluation: clean accuracy and robust accuracy under a registered attack
-(PGD with ``max_iter`` steps by default), with the same random starts every epoch so epochs compare."""
+(PGD with ``max_iter`` steps by default), with the same random starts every epoch so epochs compare.
+Under ``torchrun`` each rank evaluates its share of the samples and the counts are summed; lazy data
+is read in chunks (``data.stream``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import distributed
 from ..api import get_attack
+from ..data.stream import chunks
 from ..seeding import seeded
 
 
 def evaluate_epoch(
     clf,
-    x: np.ndarray,
-    y: np.ndarray,
+    x,
+    y: np.ndarray | None,
     *,
     eps: float,
     max_iter: int,
@@ -21,11 +25,17 @@ def evaluate_epoch(
     attack: str = "pgd",
 ) -> dict:
     """``{"clean_accuracy", "robust_accuracy": {"<attack>-<max_iter>": ...}}`` of ``clf`` on the first
-    ``samples`` of (x, y) (all when None)."""
+    ``samples`` of (x, y) (all when None); ``x`` may be a lazy ``Dataset`` (y None)."""
 
-    if samples is not None:
-        x, y = x[:samples], y[:samples]
+    n = len(x) if samples is None else min(samples, len(x))
+    world = distributed.current()
+    mine = distributed.share(n, world)
     adversary = get_attack(attack, clf, eps=eps, max_iter=max_iter, batch_size=256)
-    with seeded(seed):
-        x_adv = adversary.generate(x.astype(np.float32), y)
-    return {"clean_accuracy": clf.accuracy(x, y), "robust_accuracy": {f"{attack}-{max_iter}": clf.accuracy(x_adv, y)}}
+    clean = robust = 0
+    with seeded(seed + world.rank):
+        for xc, yc in chunks(x, y, indices=range(mine.start, mine.stop)):
+            x_adv = adversary.generate(xc.astype(np.float32), yc)
+            clean += int((clf.predict(xc).argmax(1) == yc).sum())
+            robust += int((clf.predict(x_adv).argmax(1) == yc).sum())
+    clean, robust = distributed.all_sum([clean, robust])
+    return {"clean_accuracy": clean / n, "robust_accuracy": {f"{attack}-{max_iter}": robust / n}}

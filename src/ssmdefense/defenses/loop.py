@@ -23,8 +23,10 @@ import torch
 from art.defences.trainer import Trainer
 from tqdm.auto import tqdm
 
+from .. import distributed
+from ..data.stream import as_torch_dataset, batches, is_lazy, materialise
 from ..errors import SSMDefenseError
-from ..labels import as_training_data
+from ..labels import as_training_data, check_labels
 from ..optim import parameter_groups
 from ..seeding import seed_everything
 from ..validation import integer
@@ -33,6 +35,37 @@ from .cost import measure_overhead
 from .evaluator import evaluate_epoch
 from .params import LOOP_PARAMS, check_loop_params, declare_params
 from .resume import load_state, save_state
+
+
+def _pair(validation_data) -> tuple:
+    """(x, y) of ``validation_data``: a pair of arrays, or a lazy ``Dataset`` and None."""
+    return (validation_data, None) if is_lazy(validation_data) else tuple(validation_data)
+
+
+def training_data(x, y, clf) -> tuple:
+    """Arrays checked and converted (``labels.as_training_data``), or a lazy ``Dataset`` (y None) whose
+    first item is checked against the classifier's input shape."""
+    if not is_lazy(x):
+        return as_training_data(x, y, clf.input_shape, clf.nb_classes)
+    if y is not None:
+        raise SSMDefenseError("a lazily loaded dataset carries its labels: give y=None")
+    if len(x) == 0:
+        raise SSMDefenseError("the dataset is empty: there are no samples")
+    shape = tuple(x[0][0].shape)
+    if shape != tuple(clf.input_shape):
+        expected = tuple(clf.input_shape)
+        raise SSMDefenseError(f"the dataset's items have shape {shape}; the classifier expects {expected}")
+    return x, None
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The process's peak memory so far in MiB: CUDA memory allocated by torch on a GPU, else the
+    peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class TrainingLoop(Trainer):
@@ -166,24 +199,30 @@ class TrainingLoop(Trainer):
 
     def fit(
         self,
-        x: np.ndarray,
-        y: np.ndarray,
+        x,
+        y=None,
         validation_data=None,
         nb_epochs: int = 10,
         batch_size: int | None = None,
         out_dir=None,
         checkpoint_extra: dict | None = None,
         resume: bool = False,
+        num_workers: int = 0,
         **kwargs,
     ):
         """Train the classifier's model in place; returns ``self.history``, one dict per epoch.
 
         Args:
-            x, y: training data (natural shape) and labels (indices or one-hot).
-            validation_data: (x_val, y_val) evaluated after every epoch; picks the best checkpoint.
+            x, y: training data (natural shape) and labels (indices or one-hot); or ``x`` a lazily
+                loaded ``torch.utils.data.Dataset`` of (x, label) items (``LazyDataset.train``) and
+                ``y`` None, read batch by batch (``num_workers`` DataLoader workers decode it).
+            validation_data: (x_val, y_val), or a lazy ``Dataset``, evaluated after every epoch; picks
+                the best checkpoint.
             nb_epochs: number of epochs (divided by ``epoch_divisor``, rounded up).
-            batch_size: overrides the constructor's.
-            out_dir: if given, writes ``metrics.jsonl``, ``best.*``, ``last.*`` and ``state.*`` there.
+            batch_size: overrides the constructor's. Under ``torchrun`` it is the global batch, shared
+                out over the ranks (``ssmdefense.distributed``).
+            out_dir: if given, writes ``metrics.jsonl``, ``best.*``, ``last.*`` and ``state.*`` there
+                (rank 0 only, under torchrun).
             checkpoint_extra: JSON values stored in every checkpoint (dataset name, ...).
             resume: continue from ``out_dir/state.*`` (an interrupted ``fit`` with the same
                 arguments); the result is the same as one uninterrupted ``fit``.
@@ -192,57 +231,93 @@ class TrainingLoop(Trainer):
             raise SSMDefenseError(f"unknown fit() argument(s): {', '.join(sorted(kwargs))}")
         integer("nb_epochs", nb_epochs, 1, error=SSMDefenseError)
         clf = self._classifier
-        x, y = as_training_data(x, y, clf.input_shape, clf.nb_classes)
+        x, y = training_data(x, y, clf)
         if validation_data is not None:
-            x_val, y_val = as_training_data(*validation_data, clf.input_shape, clf.nb_classes)
+            x_val, y_val = training_data(*_pair(validation_data), clf)
         out = Path(out_dir) if out_dir is not None else None
         if resume and out is None:
             raise SSMDefenseError("resume=True needs the out_dir of the interrupted run")
+        world = distributed.current()
+        write = out is not None and world.main
         epochs = -(-nb_epochs // self.epoch_divisor)
         batch_size = batch_size or self.batch_size
+        if batch_size < world.size:
+            raise SSMDefenseError(f"batch size {batch_size} is smaller than the {world.size} processes sharing it")
 
         self.on_fit_start(x, y, nb_epochs=nb_epochs, batch_size=batch_size, out=out, resume=resume)
         seed_everything(self.seed)
         model, device = clf.model, clf.device
         generator = torch.Generator().manual_seed(self.seed)  # the shuffling, saved with the resume state
-        data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
-        optimizer, scheduler = self.configure_optimizers(model, epochs * len(loader) * self.steps_per_batch)
+        # the global batches: the same shuffle as one process, each rank reading its share (distributed.py)
+        index_loader = torch.utils.data.DataLoader(
+            range(len(x)), batch_size=batch_size, shuffle=True, generator=generator
+        )  # (B) index batches
+        shares = distributed.RankBatches(index_loader, world, len(x), batch_size)
+        loader = torch.utils.data.DataLoader(
+            as_torch_dataset(x, y),
+            batch_sampler=shares,
+            num_workers=num_workers,
+            generator=torch.Generator().manual_seed(self.seed + world.rank),  # worker seeds, not the global RNG
+        )
+        optimizer, scheduler = self.configure_optimizers(model, epochs * len(shares) * self.steps_per_batch)
         best_key, first, self.history = None, 1, []
         if resume:
             best_key, first = load_state(self, out, optimizer, scheduler, generator, epochs)
+        trained, weight = model, None
+        if world.distributed:  # DDP averages the gradients, weighted by each rank's share of the batch
+            weight = distributed.GradientWeight()
+            trained = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
+            trained.register_comm_hook(weight, distributed.weighted_average_hook)
         for epoch in range(first, epochs + 1):
+            if world.distributed:  # each rank its own attack randomness, repeatable and resumable
+                seed_everything(distributed.rank_seed(self.seed, world.rank, epoch))
             model.train()
             start = time.perf_counter()
             loss_sum, correct, seen = 0.0, 0, 0
             bar = tqdm(
-                loader, desc=f"{self.name} epoch {epoch}/{epochs}", disable=not self.verbose, leave=False, unit="batch"
+                batches(loader),
+                total=len(shares),
+                desc=f"{self.name} epoch {epoch}/{epochs}",
+                disable=not (self.verbose and world.main),
+                leave=False,
+                unit="batch",
             )
             for batch, (xb, yb) in enumerate(bar, 1):
-                xb, yb = xb.to(device), yb.to(device)  # (B ...), (B)
-                loss, logits = self.train_batch(model, optimizer, scheduler, xb, yb)
+                xb, yb = xb.to(device), check_labels(yb, clf.nb_classes).to(device)  # (B ...), (B)
+                if weight is not None:
+                    weight.set(len(yb), shares.global_sizes[batch - 1], world)
+                loss, logits = self.train_batch(trained, optimizer, scheduler, xb, yb)
                 model.train()  # a training step may have switched to eval mode to attack
-                loss_sum += finite_loss(loss, epoch, batch, out) * len(yb)
-                correct += int((logits.argmax(1) == yb).sum())
-                seen += len(yb)
+                batch_sums = distributed.all_sum([loss.item() * len(yb), int((logits.argmax(1) == yb).sum()), len(yb)])
+                finite_loss(batch_sums[0], epoch, batch, out)  # the same on every rank: all stop together
+                loss_sum += batch_sums[0]
+                correct += int(batch_sums[1])
+                seen += int(batch_sums[2])
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
             lr, seconds = optimizer.param_groups[0]["lr"], time.perf_counter() - start
             row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": lr}
             row["epoch_seconds"] = seconds
+            row["peak_memory_mb"] = peak_memory_mb(device)
             if validation_data is not None:
                 t_eval = time.perf_counter()
                 row.update(self.evaluate(x_val, y_val))
                 row["eval_seconds"] = time.perf_counter() - t_eval
             self.history.append(row)
             best_key, improved = update_best(self, row, epoch, best_key, validation_data is not None)
-            if out is not None:
+            if write:
                 meta = {**(checkpoint_extra or {}), "epoch": epoch, "defense": self.name, "metrics": row}
                 write_epoch(clf, out, meta, improved)
                 self._save_state(out, epoch, best_key, optimizer, scheduler, generator)
-            if self.verbose:
+            if self.verbose and world.main:
                 tqdm.write(epoch_summary(row, epochs, self.eval_max_iter, improved))
-        timing = self.measure_overhead(x, y, batch_size)
-        self.timing = {**timing, **self.extra_timing(timing, nb_epochs)}
+        self.timing = {}
+        if world.main:  # the cost of a batch, timed on rank 0 alone
+            x_cost, y_cost = materialise(x, y, limit=3 * batch_size, num_workers=num_workers)
+            timing = self.measure_overhead(x_cost, y_cost, batch_size)
+            self.timing = {**timing, **self.extra_timing(timing, nb_epochs)}
+        distributed.barrier()
         return self.history
 
     def _save_state(self, out: Path, epoch: int, best_key, optimizer, scheduler, generator) -> None:

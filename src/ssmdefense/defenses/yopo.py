@@ -56,6 +56,7 @@ Examples::
 import torch
 import torch.nn.functional as F
 
+from ..distributed import unwrap
 from ..errors import SSMDefenseError
 from ..validation import integer, positive
 from .loop import TrainingLoop
@@ -63,7 +64,8 @@ from .loop import TrainingLoop
 
 def first_layer(model: torch.nn.Module):
     """``(serialiser, encoder)`` of a natural-shape ssmdefense model, whose first layer is
-    ``f0(x) = encoder(serialiser(x))``; an ``SSMDefenseError`` for any other model."""
+    ``f0(x) = encoder(serialiser(x))`` (inside a DDP wrapper too); an ``SSMDefenseError`` for any other model."""
+    model = unwrap(model)
     serialiser = getattr(model, "serialiser", None)
     body = getattr(model, "body", None)
     encoder = getattr(body, "encoder", None)

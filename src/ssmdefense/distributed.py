@@ -1,0 +1,191 @@
+"""Data-parallel training under ``torchrun``: which process this is, and the few collective steps the
+training loop needs around ``torch.nn.parallel.DistributedDataParallel``.
+
+``torchrun --nproc-per-node N -m ssmdefense defend ...`` starts N processes with ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous in their environment; ``World.from_env()`` reads them
+and ``init()`` joins the process group (gloo on CPU, NCCL on CUDA). A run started without torchrun is
+a world of one and never touches ``torch.distributed``.
+
+How the loop splits a run (docs/scale.md):
+
+- ``--batch-size`` is the **global** batch. Every rank draws the same global batches from the same
+  seeded shuffle as a one-process run (``RankBatches``), and takes its contiguous share of each
+  (sizes differ by at most one). DDP's gradient average is weighted by those shares
+  (``weighted_average_hook``), so each optimizer step follows the gradient of the mean loss over the
+  whole global batch, as in one process. A last global batch smaller than the number of ranks is
+  skipped (at most N - 1 samples per epoch).
+- Each rank generates the adversarial examples of its own share. Its random generators are seeded
+  from (seed, rank, epoch) at the start of every epoch, so a run, and a resumed run, is repeatable.
+- The per-epoch evaluation is sharded the same way and its counts summed over ranks.
+- Only rank 0 writes the run directory, checkpoints and report.
+
+``DistributedSampler`` is not used because it shuffles by its own permutation, so a run on N
+processes would see other batches than the same run on one; ``RankBatches`` reuses the loop's own
+shuffled ``DataLoader`` over indices, so the global batches are the one-process run's exactly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import RankLost, SSMDefenseError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the run: ``rank`` of ``size`` processes, ``local_rank`` on its node."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> World:
+        """The world ``torchrun`` describes in the environment (a world of one without it)."""
+        try:
+            size = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        except ValueError as exc:
+            raise SSMDefenseError(f"torchrun's RANK/WORLD_SIZE/LOCAL_RANK are not integers: {exc}") from None
+        return cls(rank, size, local_rank)
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes files and prints the report."""
+        return self.rank == 0
+
+
+def current() -> World:
+    """The world of the joined process group, or of one process."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return World()
+
+
+def init(device_type: str, timeout_minutes: float = 30.0) -> World:
+    """Join the process group ``torchrun`` set up (once; gloo on CPU, NCCL on GPU) and return this
+    process's ``World``; a world of one joins nothing."""
+    world = World.from_env()
+    if not world.distributed or dist.is_initialized():
+        return world
+    backend = "nccl" if device_type == "gpu" else "gloo"
+    if device_type == "gpu":
+        torch.cuda.set_device(world.local_rank)
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    except (RuntimeError, ValueError) as exc:
+        raise SSMDefenseError(f"could not join the distributed run ({backend}): {str(exc).splitlines()[0]}") from None
+    return world
+
+
+def shutdown() -> None:
+    """Leave the process group, if joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a ``DistributedDataParallel`` wrapper (``model`` itself otherwise)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def rank_seed(seed: int, rank: int, epoch: int) -> int:
+    """The seed of rank ``rank``'s random generators in epoch ``epoch`` of a distributed run."""
+    return (seed * 1_000_003 + rank * 10_007 + epoch) % 2**63
+
+
+def _lost(exc: BaseException) -> RankLost:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RankLost(f"another process of the distributed run stopped ({first})")
+
+
+def all_sum(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """``values`` summed over all ranks (themselves in a world of one); ``RankLost`` if a rank is gone."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)  # (K)
+    try:
+        dist.all_reduce(t)
+    except (RuntimeError, dist.DistBackendError) as exc:
+        raise _lost(exc) from None
+    return t.tolist()
+
+
+def barrier() -> None:
+    """Wait for every rank; ``RankLost`` if one is gone."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except (RuntimeError, dist.DistBackendError) as exc:
+            raise _lost(exc) from None
+
+
+def broadcast(value: object) -> object:
+    """Rank 0's ``value`` (a small JSON-like object) on every rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    try:
+        dist.broadcast_object_list(box, src=0)
+    except (RuntimeError, dist.DistBackendError) as exc:
+        raise _lost(exc) from None
+    return box[0]
+
+
+def share(n: int, world: World) -> slice:
+    """Rank ``world.rank``'s contiguous share of ``n`` items (``torch.tensor_split``'s sizes)."""
+    base, extra = divmod(n, world.size)
+    start = world.rank * base + min(world.rank, extra)
+    return slice(start, start + base + (world.rank < extra))
+
+
+class RankBatches:
+    """A batch sampler: this rank's share of each global batch that ``index_loader`` (a shuffled
+    ``DataLoader`` over ``range(n)`` with the global ``batch_size``) draws. ``global_sizes[k]`` is
+    the size of the k-th global batch it yields (the loop weighs that batch's gradients with it)."""
+
+    def __init__(self, index_loader: torch.utils.data.DataLoader, world: World, n: int, batch_size: int):
+        self.index_loader, self.world = index_loader, world
+        self.global_sizes = [batch_size] * (n // batch_size)
+        if n % batch_size >= world.size:  # a smaller last batch, unless too small to share
+            self.global_sizes.append(n % batch_size)
+
+    def __iter__(self):
+        for indices in self.index_loader:  # (B) a global batch
+            if len(indices) < self.world.size:
+                continue  # too small to give every rank a sample: skipped on every rank alike
+            yield indices[share(len(indices), self.world)].tolist()  # this rank's share (b)
+
+    def __len__(self) -> int:
+        return len(self.global_sizes)
+
+
+class GradientWeight:
+    """The state of ``weighted_average_hook``: the weight of this rank's gradients in the batch being
+    trained, its share's size over the mean share (1.0 when all shares are equal)."""
+
+    def __init__(self):
+        self.weight = 1.0
+
+    def set(self, local: int, global_size: int, world: World) -> None:
+        self.weight = local * world.size / global_size
+
+
+def weighted_average_hook(state, bucket):  # noqa: ANN001, ANN201 (DDP checks real annotations; ours are strings)
+    """A DDP communication hook: this rank's gradient bucket times ``state.weight``, averaged over the
+    ranks, so the result is the gradient of the mean loss over the global batch even when the shares
+    differ in size (DDP's own hook averages the ranks' means with equal weights)."""
+    tensor = bucket.buffer()  # (P) flattened gradients of this bucket
+    tensor.mul_(state.weight / dist.get_world_size())
+    future = dist.all_reduce(tensor, async_op=True).get_future()
+    return future.then(lambda f: f.value()[0])
