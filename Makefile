@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt "setuptools>=70" wheel
 	$(PIP) install -c constraints.txt -e ".[test]"
-	$(BIN)/python -c "import ssmdefense, torch, torchaudio, art" 
+	$(BIN)/python -c "import ssmdefense, torch, torchaudio, torchvision, art" 
 	touch $@
 
 demo: venv

@@ -70,7 +70,7 @@ def test_builtins_are_registered():
 def test_unknown_name_lists_known_ones():
     with pytest.raises(sd.UnknownNameError, match=r"unknown attack 'nope'; known: .*fgsm, .*pgd"):
         sd.get_attack("nope", None)
-    with pytest.raises(sd.UnknownNameError, match="unknown dataset 'cifar-99'; known: digits"):
+    with pytest.raises(sd.UnknownNameError, match="unknown dataset 'cifar-99'; known: cifar10, digits"):
         sd.load_dataset("cifar-99")
 
 

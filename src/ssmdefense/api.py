@@ -26,7 +26,7 @@ def _create(kind: str, name: str, *args: Any, **params: Any) -> Any:
     """The registry's ``create``, then the product checked against ``contracts.PROTOCOLS[kind]``."""
     reg = registry(kind)
     product = reg.create(name, *args, **params)
-    contracts.check(product, contracts.PROTOCOLS[kind], reg.label(name), reg.get(name).source)
+    contracts.check(product, contracts.protocol_of(kind, product), reg.label(name), reg.get(name).source)
     return product
 
 

@@ -56,6 +56,23 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
             "ssmdefense.data.urbansound8k:urbansound8k",
             "UrbanSound8K urban sounds from disk (root=/--data-dir), 10 classes, fold 10 tests; mono 16 kHz 4 s clips",
         ),
+        (
+            "mnist",
+            "ssmdefense.data.mnist:mnist",
+            "MNIST from its idx files on disk (root=/--data-dir), official 60,000 train / 10,000 test, 28x28 grey",
+        ),
+        (
+            "cifar10",
+            "ssmdefense.data.cifar10:cifar10",
+            "CIFAR-10 from its python batches on disk (root=/--data-dir, safe unpickling), 50,000 / 10,000, "
+            "32x32 colour; eps 8/255",
+        ),
+        (
+            "gtsrb",
+            "ssmdefense.data.gtsrb:gtsrb",
+            "German traffic signs from disk (root=/--data-dir), 43 classes, official 39,209 / 12,630, resized "
+            "to size=32; lazy=true decodes on demand",
+        ),
     ],
     "sequences": [
         ("pixels", "ssmdefense.models.serialise:pixels", "images: L = H*W steps of C values (raster order)"),

@@ -16,7 +16,8 @@ every built object, data members included, when it is built.
   ``L``, ``D`` and ``params`` (``models/serialise.py`` has the whole contract).
 - **Attack**: an ART ``EvasionAttack`` (``generate``).
 - **Dataset**: ``x_train, y_train, x_test, y_test, input_shape, nb_classes, clip_values`` and
-  ``sequence`` (``data/base.py``).
+  ``sequence`` (``data/base.py``); or, loaded lazily (``LazyData``), ``train`` and ``test``
+  ``torch.utils.data.Dataset``s in place of the x arrays.
 """
 
 from __future__ import annotations
@@ -100,6 +101,28 @@ class Dataset(Protocol):
     nb_classes: int
     clip_values: Any
     sequence: str
+
+
+@runtime_checkable
+class LazyData(Protocol):
+    """What a lazily loading dataset loader returns (``ssmdefense.data.base.LazyDataset`` is one)."""
+
+    train: Any
+    test: Any
+    y_train: Any
+    y_test: Any
+    input_shape: tuple
+    nb_classes: int
+    clip_values: Any
+    sequence: str
+
+
+def protocol_of(kind: str, product: Any) -> type:
+    """The protocol ``product`` of registry ``kind`` must satisfy: ``PROTOCOLS[kind]``, but
+    ``LazyData`` for a dataset that holds ``train`` and ``test`` instead of arrays."""
+    if kind == "datasets" and hasattr(product, "train") and hasattr(product, "test"):
+        return LazyData
+    return PROTOCOLS[kind]
 
 
 #: the protocol each registry kind's products must satisfy (defenses: at least an ART trainer)

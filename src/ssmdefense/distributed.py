@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -106,7 +108,24 @@ def rank_seed(seed: int, rank: int, epoch: int) -> int:
 
 def _lost(exc: BaseException) -> RankLost:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first.rsplit("] ", 1)[-1]  # gloo's "[.../pair.cc:538] Read error ...: Connection reset by peer"
     return RankLost(f"another process of the distributed run stopped ({first})")
+
+
+#: what gloo and NCCL say when a peer process is gone
+_LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "gloo/transport", "NCCL")
+
+
+@contextmanager
+def peers_watched() -> Iterator[None]:
+    """Run a block that communicates (a DDP backward pass): an error saying a peer is gone becomes
+    ``RankLost``; any other error passes unchanged."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if isinstance(exc, dist.DistBackendError) or any(s in str(exc) for s in _LOST_PEER):
+            raise _lost(exc) from None
+        raise
 
 
 def all_sum(values: list[float], device: torch.device | str = "cpu") -> list[float]:
@@ -140,6 +159,22 @@ def broadcast(value: object) -> object:
     except (RuntimeError, dist.DistBackendError) as exc:
         raise _lost(exc) from None
     return box[0]
+
+
+def check_in_sync(model: torch.nn.Module, what: str) -> None:
+    """An ``SSMDefenseError`` unless every rank holds the same weights (their checksum is rank 0's):
+    a training step that bypassed DDP would leave each rank trained on its own share alone."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    with torch.no_grad():
+        local = float(sum(p.double().sum() for p in model.parameters()))
+    reference = broadcast(local)
+    differ = all_sum([float(abs(local - reference) > 1e-6 * max(1.0, abs(reference)))])[0]
+    if differ:
+        raise SSMDefenseError(
+            f"{what}: the weights of {int(differ)} rank(s) differ from rank 0's; its training step does not "
+            f"pass its gradients through DistributedDataParallel, so it cannot train under torchrun"
+        )
 
 
 def share(n: int, world: World) -> slice:

@@ -27,6 +27,8 @@ import numpy as np
 
 from .api import get_attack
 from .checkpoint import load
+from .data.base import LazyDataset
+from .data.stream import materialise
 from .errors import CheckpointError, SSMDefenseError
 from .evaluation.audio import audio_budget, audio_robustness, snr_db, snr_summary
 from .evaluation.components import analyse_components, find_body
@@ -314,6 +316,9 @@ def load_test_data(
         raise SSMDefenseError(
             f"dataset {name!r} has inputs of shape {data.input_shape}; the checkpoint expects {natural}"
         )
+    if isinstance(data, LazyDataset):  # read the first `samples` through a DataLoader, never the whole split
+        x, y = materialise(data.test, None, samples)
+        return name, x, y, data
     x, y = data.x_test, data.y_test
     if samples is not None:
         x, y = x[:samples], y[:samples]
@@ -527,9 +532,11 @@ def _components(
     """Component analysis under PGD-10 at ``eps`` on the first ``n`` train and test samples."""
 
     attack = get_attack("pgd", clf, eps=eps, max_iter=10)
+    if isinstance(data, LazyDataset):
+        x_train, y_train = materialise(data.train, None, n)
+    else:
+        x_train, y_train = data.x_train[:n], data.y_train[:n]
     with seeded(seed):
         return analyse_components(
-            clf,
-            {"train": (clf.prepare_inputs(data.x_train[:n]), data.y_train[:n]), "test": (x_test[:n], y_test[:n])},
-            attack,
+            clf, {"train": (clf.prepare_inputs(x_train), y_train), "test": (x_test[:n], y_test[:n])}, attack
         )

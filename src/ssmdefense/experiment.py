@@ -96,6 +96,7 @@ class RunConfig:
     eval_samples: int | None = None
     aa_samples: int | None = None
     workers: int | None = None
+    preset: str | None = None
     model_params: dict = field(default_factory=dict)
     defense_params: dict = field(default_factory=dict)
     data_dir: Path | None = None
@@ -285,7 +286,7 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
             f"defense {c.defense!r} is a plain ART trainer: it trains on arrays in one process, so it takes "
             f"neither a lazily loaded dataset nor torchrun"
         )
-    if lazy and getattr(clf.serialiser, "prepare", None) is not None:
+    if lazy and tuple(clf.input_shape) != tuple(data.input_shape):  # features computed up front
         raise SSMDefenseError(f"sequence {sequence!r} with attack_space=features needs the dataset in memory, not lazy")
     data_dir = None if c.data_dir is None else str(c.data_dir)
     run_config = {
@@ -311,6 +312,7 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
         "aa_samples": aa_samples,
         "workers": workers,
         "processes": world.size,
+        "preset": c.preset,
         "trainer": trainer.describe(),
     }
     if lazy:  # read batch by batch; the final evaluation holds its first eval_samples test samples
@@ -337,7 +339,7 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
     if isinstance(trainer, TrainingLoop):
         fit["num_workers"] = workers
     if world.distributed:
-        if world.main and c.verbose:
+        if world.main:  # also with -q: how the run is split is part of its result
             print(
                 f"distributed: {world.size} processes ({'nccl' if device_type == 'gpu' else 'gloo'}), global batch "
                 f"{c.batch_size} (about {c.batch_size // world.size} per process); rank 0 writes {out}",

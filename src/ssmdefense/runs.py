@@ -20,10 +20,10 @@ from .errors import RankLost, SSMDefenseError, TrainingDiverged
 from .plugins import registry
 
 if TYPE_CHECKING:
-    from .data.base import Dataset
+    from .data.base import Dataset, LazyDataset
 
 
-def load_data(name: str, data_dir: Path | None = None, params: dict | None = None) -> Dataset:
+def load_data(name: str, data_dir: Path | None = None, params: dict | None = None) -> Dataset | LazyDataset:
     """Load dataset ``name`` with ``--data-dir`` (as ``root=``) and ``-D`` parameters."""
 
     params = dict(params or {})

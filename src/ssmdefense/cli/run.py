@@ -97,6 +97,13 @@ def run_options(fn):
             help="Defense parameter, e.g. -p act=tanh (repeatable).",
         ),
         click.option(
+            "--preset",
+            default=None,
+            metavar="NAME|FILE.json",
+            help="Paper-scale settings: ads-mnist, ads-cifar10, thesis-gtsrb, thesis-speech-commands (see "
+            "`ssmdefense presets`), or a JSON file of the same form; options given explicitly win.",
+        ),
+        click.option(
             "--workers",
             type=click.IntRange(min=0),
             default=None,
@@ -134,7 +141,22 @@ RESUMED = (
     "defense",
     "data_dir",
     "dataset_params",
+    "preset",
 )
+# CLI option -> RunConfig field, for the settings a preset may fill
+PRESET_OPTIONS = {
+    "dataset": "dataset",
+    "dataset_params": "dataset_params",
+    "sequence": "sequence",
+    "model": "model",
+    "model_params": "model_params",
+    "eps": "eps",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "eval_samples": "eval_samples",
+    "aa_samples": "aa_samples",
+    "params": "defense_params",
+}
 
 
 def run_training(
@@ -161,6 +183,7 @@ def run_training(
     dataset_params=(),
     resume=None,
     workers=None,
+    preset=None,
 ):
     """Parse the options into a ``RunConfig``, run it (``ssmdefense.experiment.run``), print the report."""
     from ..distributed import World
@@ -202,6 +225,8 @@ def run_training(
             command=command,
             verbose=not quiet,
         )
+        if preset is not None:
+            _apply_preset(config, preset)
     world = World.from_env()
     try:
         report = run(config, resume_dir=partial)
@@ -223,6 +248,21 @@ def run_training(
     else:
         _print_summary(report.to_dict(), report.out)
     return report
+
+
+def _apply_preset(config, preset: str) -> None:
+    """Fill the settings of ``config`` the user left at their defaults from ``preset``."""
+    from ..presets import apply_preset, load_preset
+
+    ctx = click.get_current_context()
+    given = {
+        field: getattr(config, field)
+        for option, field in PRESET_OPTIONS.items()
+        if ctx.get_parameter_source(option).name != "DEFAULT"
+    }
+    for field, value in apply_preset(load_preset(preset), given, config.defense).items():
+        setattr(config, field, value)
+    config.preset = preset
 
 
 def _print_summary(report, out):
@@ -271,3 +311,16 @@ def defend(defense, **options):
 def train(**options):
     """Standard training (no defense), written like `defend`: the baseline to compare with."""
     run_training(defense="none", command="train", **options)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def presets(as_json):
+    """List the paper-scale presets of `defend --preset NAME` and what each sets."""
+    from ..presets import PRESETS
+
+    if as_json:
+        echo_json([{"name": name, **preset} for name, preset in PRESETS.items()])
+        return
+    for name, preset in PRESETS.items():
+        click.echo(f"{name:24s} {preset['summary']}")

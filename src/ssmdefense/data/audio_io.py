@@ -22,6 +22,11 @@ Everything here turns audio files into float32 mono waveforms in [-1, 1] of one 
 :func:`load_clips` does all of that for a list of files, in the given (deterministic) order, with
 a small thread pool (libsndfile and soxr release the GIL), writing into one preallocated array and
 collecting what was skipped and converted, so each loader logs one summary line per load.
+
+:class:`LazyClips` does the same for one file at a time, when an item is read (a dataset too large
+to hold in memory, read through a ``DataLoader`` whose workers decode): it holds only the paths and
+labels, and a file that cannot be used raises a one-line ``SSMDefenseError`` naming it instead of
+being skipped (the index of every item is fixed before anything is decoded).
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import SSMDefenseError
 from ..validation import positive
-from .base import Dataset
+from .base import Dataset, LazyDataset
 
 RES_TYPE = "soxr_hq"  # librosa's default resampler
 #: how every clip of a folder-backed audio dataset is made to fit (recorded in its ``info["settings"]``)
@@ -291,6 +297,57 @@ def load_clips(paths, *, sample_rate: int, length: int, num_workers: int | None 
     return out
 
 
+class LazyClips(torch.utils.data.Dataset):
+    """Clips decoded when read: item ``i`` is ``(x, y)``, ``x`` the float32 tensor (1, ``length``) of
+    ``paths[i]`` at ``sample_rate`` (the conversion of :func:`load_clips`: :func:`decode`, then
+    :func:`fix_length`) and ``y`` the int ``labels[i]``.
+
+    Holds only the paths (one numpy byte-string array, so ``DataLoader`` workers forked from the
+    main process do not copy them page by page through reference counts) and the labels; it pickles
+    small, for workers started with ``spawn`` too. Creating it opens no file. A file that cannot be
+    decoded, holds no samples or holds NaN/Inf raises :class:`SSMDefenseError` with one line naming
+    it (``name`` starts the message): unlike :func:`load_clips` it cannot be skipped, since the
+    dataset's length and labels are fixed before any file is read.
+    """
+
+    def __init__(self, paths, labels, sample_rate: int, length: int, *, name: str = "audio"):
+        encoded = [os.fsencode(os.fspath(p)) for p in paths]
+        self.paths = np.array(encoded, dtype=bytes) if encoded else np.zeros(0, dtype="S1")  # (N,)
+        self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)  # (N,)
+        if self.paths.shape != self.labels.shape:
+            raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
+        self.sample_rate, self.length, self.name = int(sample_rate), int(length), str(name)
+
+    def __len__(self) -> int:
+        return int(self.paths.shape[0])
+
+    def path(self, i: int) -> str:
+        """The file of item ``i``."""
+        return os.fsdecode(self.paths[i])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path = self.path(i)
+        try:
+            with _quiet_fallback():
+                clip = decode(path, self.sample_rate)
+        except AudioReadError as exc:
+            problem = SKIP_REASONS.get(exc.reason, exc.reason) + (f" ({exc.detail})" if exc.detail else "")
+        except Exception as exc:  # anything else the decoders throw at a broken file
+            problem = f"unreadable ({type(exc).__name__}: {exc})"
+        else:
+            wave = np.ascontiguousarray(fix_length(clip.wave, self.length))  # (T,)
+            return torch.from_numpy(wave)[None], int(self.labels[i])  # (1 T), label
+        raise SSMDefenseError(
+            _one_line(
+                f"{self.name}: {path} is {problem}; remove the file, or load the dataset without "
+                f"-D lazy=true (lazy=False in Python: that loader skips and counts such files)"
+            )
+        )
+
+    def __repr__(self) -> str:
+        return f"LazyClips({len(self)} clips, sample_rate={self.sample_rate}, length={self.length})"
+
+
 def describe_skips(skipped, total: int, root=None, shown: int = 3) -> str:
     """'skipped 3 of 120 audio files (1 empty (no samples), 2 unreadable): a.wav, b.wav, c.wav'."""
     counts = Counter(reason for _, reason, _ in skipped)
@@ -346,6 +403,30 @@ def audio_dataset(name: str, arrays: dict, classes: list[str], *, sample_rate: i
         y_tr,
         x_te,
         y_te,
+        nb_classes=len(classes),
+        clip_values=(-1.0, 1.0),
+        sequence="mel",
+        info=info,
+        sample_rate=sample_rate,
+        eps=eps,
+        classes=list(classes),
+    )
+
+
+def lazy_audio_dataset(
+    name: str, files: dict, classes: list[str], *, sample_rate: int, length: int, eps: float, info: dict
+) -> LazyDataset:
+    """The ``LazyDataset`` of mono clips in [-1, 1] from ``{"train": (paths, y), "test": (paths, y)}``:
+    :class:`LazyClips` of ``length`` samples at ``sample_rate``, read by the mel front end by default
+    (the lazy counterpart of :func:`audio_dataset`)."""
+    clips = {split: LazyClips(paths, y, sample_rate, length, name=name) for split, (paths, y) in files.items()}
+    return LazyDataset(
+        name=name,
+        train=clips["train"],
+        test=clips["test"],
+        y_train=clips["train"].labels,
+        y_test=clips["test"].labels,
+        input_shape=(1, length),
         nb_classes=len(classes),
         clip_values=(-1.0, 1.0),
         sequence="mel",

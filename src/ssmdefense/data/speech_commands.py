@@ -24,6 +24,16 @@ second (see :mod:`ssmdefense.data.audio_io`). Rows are ordered by (label, relati
 64 kB per clip, so about 2 GB for ``subset="digits"`` and 6 GB for ``"all"``; ``max_per_class``
 loads less (a quick run: ``-D max_per_class=200``).
 
+``lazy=True`` (``-D lazy=true``) decodes nothing up front: it returns a
+:class:`~ssmdefense.data.base.LazyDataset` with the same files, order, labels, classes and ``info``
+settings, whose ``train``/``test`` are :class:`~ssmdefense.data.audio_io.LazyClips` decoding one
+clip per item (same conversion) in the ``DataLoader`` workers; creating it only lists the word
+folders and reads the two list files. Memory holds the paths and labels (about 100 bytes per
+clip) plus the batches in flight. ``info["lazy"]`` is true; what only decoding reveals (bad files,
+conversions) is not known: ``info["converted"]`` and ``info["skipped_files"]`` say so, and
+``info["skipped"]`` counts list entries only. ``num_workers`` (the eager load's decoding threads)
+is not used: the ``DataLoader`` workers decode (``--workers`` on the command line).
+
 Bad input, and what the loader does:
 
 ============================================================  =====================================
@@ -37,8 +47,12 @@ case                                                          result
 a class folder of the chosen subset missing                   error listing the missing words
 unreadable, empty (0 samples) or NaN/Inf WAV                  skipped, counted in ``info``, one
                                                               WARNING line naming the first files
+... with ``lazy=True`` (not known until the clip is read)     error when its item is read, naming
+                                                              the file: remove it, or load eagerly
 stereo or non-16 kHz WAV (the dataset is 16 kHz mono)         downmixed/resampled, counted in
                                                               ``info``, part of the WARNING line
+                                                              (``lazy=True``: converted, not
+                                                              counted)
 list entry whose file does not exist, whose word is unknown,  skipped, counted in ``info`` and in
 or that is not "<word>/<file>"                                the WARNING line
 nothing left to load in the train or the test split           error
@@ -54,13 +68,14 @@ import logging
 import os
 import posixpath
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SSMDefenseError
 from . import audio_io
-from .base import Dataset
+from .base import Dataset, LazyDataset
 
 log = logging.getLogger("ssmdefense")
 
@@ -113,6 +128,8 @@ ALL_WORDS = sorted(
     ]
 )
 SUBSETS = {"digits": DIGITS, "all": ALL_WORDS}
+
+UNKNOWN_WHEN_LAZY = "unknown: lazy=true decodes each clip when it is read"  # info entries only decoding knows
 
 LAYOUT = (
     f"<root>/{FOLDER}/{VERSION_FOLDER}/<word>/*.wav with testing_list.txt and "
@@ -200,40 +217,23 @@ def _scan_word(folder: Path) -> list[str]:
         return sorted(e.name for e in it if e.name.lower().endswith(".wav") and e.is_file())
 
 
-def speech_commands(
-    *,
-    root=None,
-    subset: str = "digits",
-    test_list: str = "testing",
-    max_per_class: int | None = None,
-    sample_rate: int = SAMPLE_RATE,
-    download: bool = False,
-    num_workers: int | None = None,
-) -> Dataset:
-    """Speech Commands v0.02 from ``root`` (official layout and split; see the module docstring).
+@dataclass
+class Selection:
+    """Which files a load reads, known from directory listings and the two list files alone:
+    ``splits`` maps "train"/"test" to (label, relative path) pairs in (label, path) order."""
 
-    ``subset``: "digits" (zero..nine) or "all" (35 words, alphabetical). ``test_list``: "testing"
-    (official) or "validation": which list file is the test split; the other list is left out.
-    ``max_per_class``: keep at most this many clips per class and split, a fixed choice (smallest
-    SHA-1 of the relative path: same on every machine, spread over speakers). ``sample_rate``:
-    output rate (clips stay 1 s). ``download``: fetch the archive through torchaudio when missing.
-    ``num_workers``: decoding threads (None: up to 8).
-    """
-    if root is None:
-        raise SSMDefenseError(
-            f"{NAME}: this dataset is read from disk; give its folder with "
-            f"--data-dir DIR (root=DIR in Python), where {LAYOUT}"
-        )
-    if subset not in SUBSETS:
-        raise SSMDefenseError(f"{NAME}: unknown subset {subset!r}; valid: {', '.join(SUBSETS)}")
-    if test_list not in LIST_FILES:
-        raise SSMDefenseError(f"{NAME}: unknown test_list {test_list!r}; valid: {', '.join(LIST_FILES)}")
-    if not isinstance(download, bool):
-        raise SSMDefenseError(f"{NAME}: download must be true or false; got {download!r}")
-    max_per_class = audio_io.check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
-    sample_rate = audio_io.check_positive_int("sample_rate", sample_rate, NAME)
-    num_workers = audio_io.check_positive_int("num_workers", num_workers, NAME, allow_none=True)
+    base: Path
+    words: list[str]
+    splits: dict[str, list[tuple[int, str]]]
+    held_out_list: str  # the list file left out of both splits
+    held_out: int  # how many of its files
+    list_problems: dict[str, list[str]]
 
+
+def select_files(*, root, subset: str, test_list: str, max_per_class: int | None, download: bool) -> Selection:
+    """Find the dataset under ``root`` (downloading it when asked), scan the word folders, read the
+    list files and compute the official split and the ``max_per_class`` choice; decodes nothing.
+    Parameters are those of :func:`speech_commands`, already checked."""
     root = Path(os.path.expanduser(os.fspath(root)))
     base = find_dataset_dir(root)
     if base is None and download:
@@ -291,42 +291,106 @@ def speech_commands(
                 for group in by_class.values()
                 for it in sorted(group, key=lambda it: audio_io.stable_order_key(it[1]))[:max_per_class]
             )
-
-    arrays, skipped, converted, total = {}, [], [], 0
     for split, items in splits.items():
         if not items:
             raise SSMDefenseError(
                 f"{NAME}: no clips for the {split} split in {base} (subset {subset!r}, "
                 f"test_list {test_list!r}); expected {LAYOUT}"
             )
-        clips = audio_io.load_clips(
-            [base / rel for _, rel in items], sample_rate=sample_rate, length=sample_rate, num_workers=num_workers
-        )
-        if clips.x.shape[0] == 0:
-            raise SSMDefenseError(
-                f"{NAME}: none of the {len(items)} {split} files in {base} could be "
-                f"decoded ({audio_io.describe_skips(clips.skipped, len(items), base)})"
-            )
-        y = np.asarray([items[i][0] for i in clips.kept], dtype=np.int64)
-        arrays[split] = (clips.x, y)
-        skipped += clips.skipped
-        converted.append(clips)
-        total += len(items)
+    return Selection(base, list(words), splits, LIST_FILES[held_out_name], len(held_out), list_problems)
 
-    conv = _merge_conversions(converted)
-    odd_rate = sum(n for r, n in conv["source_rates"].items() if r != SAMPLE_RATE)
-    multi = sum(n for c, n in conv["source_channels"].items() if c != 1)
-    _warn(base, skipped, total, list_problems, odd_rate, multi)
+
+def speech_commands(
+    *,
+    root=None,
+    subset: str = "digits",
+    test_list: str = "testing",
+    max_per_class: int | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    download: bool = False,
+    num_workers: int | None = None,
+    lazy: bool = False,
+) -> Dataset | LazyDataset:
+    """Speech Commands v0.02 from ``root`` (official layout and split; see the module docstring).
+
+    ``subset``: "digits" (zero..nine) or "all" (35 words, alphabetical). ``test_list``: "testing"
+    (official) or "validation": which list file is the test split; the other list is left out.
+    ``max_per_class``: keep at most this many clips per class and split, a fixed choice (smallest
+    SHA-1 of the relative path: same on every machine, spread over speakers). ``sample_rate``:
+    output rate (clips stay 1 s). ``download``: fetch the archive through torchaudio when missing.
+    ``num_workers``: decoding threads (None: up to 8); not used when ``lazy`` (the ``DataLoader``
+    workers decode, ``--workers`` on the command line).
+    ``lazy``: return a :class:`LazyDataset` whose items are decoded when read, one clip each,
+    instead of decoding every clip now (same files, order, labels and conversion; a broken file
+    raises when its item is read instead of being skipped).
+    """
+    if root is None:
+        raise SSMDefenseError(
+            f"{NAME}: this dataset is read from disk; give its folder with "
+            f"--data-dir DIR (root=DIR in Python), where {LAYOUT}"
+        )
+    if subset not in SUBSETS:
+        raise SSMDefenseError(f"{NAME}: unknown subset {subset!r}; valid: {', '.join(SUBSETS)}")
+    if test_list not in LIST_FILES:
+        raise SSMDefenseError(f"{NAME}: unknown test_list {test_list!r}; valid: {', '.join(LIST_FILES)}")
+    for flag, value in (("download", download), ("lazy", lazy)):
+        if not isinstance(value, bool):
+            raise SSMDefenseError(f"{NAME}: {flag} must be true or false; got {value!r}")
+    max_per_class = audio_io.check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
+    sample_rate = audio_io.check_positive_int("sample_rate", sample_rate, NAME)
+    num_workers = audio_io.check_positive_int("num_workers", num_workers, NAME, allow_none=True)
+
+    sel = select_files(root=root, subset=subset, test_list=test_list, max_per_class=max_per_class, download=download)
+    base = sel.base
+    list_skips = {k: len(v) for k, v in sel.list_problems.items() if v}
+    if lazy:  # nothing decoded: what decoding would reveal (bad files, conversions) is unknown
+        files = {
+            split: ([base / rel for _, rel in items], np.asarray([label for label, _ in items], dtype=np.int64))
+            for split, items in sel.splits.items()
+        }
+        labelled = {split: (None, y) for split, (_, y) in files.items()}
+        _warn(base, [], 0, sel.list_problems, 0, 0)
+        decoded = {
+            "skipped": list_skips,  # list entries only: a bad file raises when its item is read
+            "skipped_files": UNKNOWN_WHEN_LAZY,
+            "converted": UNKNOWN_WHEN_LAZY,
+        }
+    else:
+        labelled, skipped, converted, total = {}, [], [], 0
+        for split, items in sel.splits.items():
+            clips = audio_io.load_clips(
+                [base / rel for _, rel in items], sample_rate=sample_rate, length=sample_rate, num_workers=num_workers
+            )
+            if clips.x.shape[0] == 0:
+                raise SSMDefenseError(
+                    f"{NAME}: none of the {len(items)} {split} files in {base} could be "
+                    f"decoded ({audio_io.describe_skips(clips.skipped, len(items), base)})"
+                )
+            y = np.asarray([items[i][0] for i in clips.kept], dtype=np.int64)
+            labelled[split] = (clips.x, y)
+            skipped += clips.skipped
+            converted.append(clips)
+            total += len(items)
+        conv = _merge_conversions(converted)
+        odd_rate = sum(n for r, n in conv["source_rates"].items() if r != SAMPLE_RATE)
+        multi = sum(n for c, n in conv["source_channels"].items() if c != 1)
+        _warn(base, skipped, total, sel.list_problems, odd_rate, multi)
+        decoded = {
+            "skipped": {**Counter(r for _, r, _ in skipped), **list_skips},
+            "skipped_files": audio_io.skipped_examples(skipped, base),
+            "converted": {**conv, "not_16k": odd_rate, "not_mono": multi},
+        }
 
     info = {
         "source": "Speech Commands v0.02 (Warden 2018), official split",
         "root": str(base),
-        **audio_io.split_counts(arrays, len(words)),
-        "left_out": {"list": LIST_FILES[held_out_name], "files": len(held_out)},
-        "skipped": {**Counter(r for _, r, _ in skipped), **{k: len(v) for k, v in list_problems.items() if v}},
-        "skipped_files": audio_io.skipped_examples(skipped, base),
-        "skipped_list_entries": [e for v in list_problems.values() for e in v][:100],
-        "converted": {**conv, "not_16k": odd_rate, "not_mono": multi},
+        "lazy": lazy,
+        **audio_io.split_counts(labelled, len(sel.words)),
+        "left_out": {"list": sel.held_out_list, "files": sel.held_out},
+        "skipped": decoded["skipped"],
+        "skipped_files": decoded["skipped_files"],
+        "skipped_list_entries": [e for v in sel.list_problems.values() for e in v][:100],
+        "converted": decoded["converted"],
         "settings": {
             "subset": subset,
             "test_list": test_list,
@@ -336,7 +400,11 @@ def speech_commands(
             **audio_io.CONVERSION,
         },
     }
-    return audio_io.audio_dataset(NAME, arrays, list(words), sample_rate=sample_rate, eps=EPS, info=info)
+    if lazy:
+        return audio_io.lazy_audio_dataset(
+            NAME, files, sel.words, sample_rate=sample_rate, length=sample_rate, eps=EPS, info=info
+        )
+    return audio_io.audio_dataset(NAME, labelled, sel.words, sample_rate=sample_rate, eps=EPS, info=info)
 
 
 def _merge_conversions(clipsets) -> dict:

@@ -175,7 +175,7 @@ def augment_batch(
     n, device, dtype = len(x), x.device, x.dtype
     with torch.no_grad():
         if rotation > 0 or resize > 0:
-            # Written with affine_grid/grid_sample: torchvision (not a dependency) applies one set
+            # Written with affine_grid/grid_sample: torchvision's RandomAffine applies one set
             # of random parameters to a whole batch, and each sample needs its own.
             zeros = torch.zeros(n, device=device, dtype=dtype)
             angle, scale, shift = zeros, zeros + 1, torch.zeros(n, 2, device=device, dtype=dtype)

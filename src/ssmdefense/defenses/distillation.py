@@ -143,6 +143,7 @@ class DistillationTrainer(TrainingLoop):
                 ssm_weight_decay=self.ssm_weight_decay,
                 eval_max_iter=self.eval_max_iter,
                 seed=self.seed,
+                precision=self.precision,
                 verbose=self.verbose,
             )
             start = time.perf_counter()

@@ -83,6 +83,8 @@ class TrainingLoop(Trainer):
         eval_max_iter (int): PGD steps of the evaluation. Default: 10.
         eval_samples (int | None): evaluate on the first N validation samples (None: all).
         seed (int): seeds shuffling, initial perturbations and evaluation. Default: 0.
+        precision (str): "fp32", or "bf16" to run the training steps (the training attack included)
+            under ``torch.autocast`` in bfloat16; evaluation stays in float32. Default: "fp32".
         verbose (bool): progress bars and a line per epoch. Default: True.
     """
 
@@ -112,12 +114,14 @@ class TrainingLoop(Trainer):
         eval_max_iter: int = 10,
         eval_samples: int | None = None,
         seed: int = 0,
+        precision: str = "fp32",
         verbose: bool = True,
     ):
         super().__init__(classifier)
         self.eps, self.batch_size, self.lr, self.weight_decay = eps, batch_size, lr, weight_decay
         self.ssm_weight_decay = ssm_weight_decay
         self.eval_max_iter, self.eval_samples, self.seed, self.verbose = eval_max_iter, eval_samples, seed, verbose
+        self.precision = precision
         self.history: list[dict] = []
         self.best_epoch, self.best_state = None, None  # the best epoch's number and weights, after fit
         self.timing: dict = {}
@@ -273,6 +277,9 @@ class TrainingLoop(Trainer):
         for epoch in range(first, epochs + 1):
             if world.distributed:  # each rank its own attack randomness, repeatable and resumable
                 seed_everything(distributed.rank_seed(self.seed, world.rank, epoch))
+            # one draw from the shuffle generator per epoch, as tqdm.auto's extra iter(loader) made before
+            # the loop read batch shares: the same seed gives the same batches as runs made before
+            torch.empty((), dtype=torch.int64).random_(generator=generator)
             model.train()
             start = time.perf_counter()
             loss_sum, correct, seen = 0.0, 0, 0
@@ -288,7 +295,11 @@ class TrainingLoop(Trainer):
                 xb, yb = xb.to(device), check_labels(yb, clf.nb_classes).to(device)  # (B ...), (B)
                 if weight is not None:
                     weight.set(len(yb), shares.global_sizes[batch - 1], world)
-                loss, logits = self.train_batch(trained, optimizer, scheduler, xb, yb)
+                with (
+                    distributed.peers_watched(),
+                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"),
+                ):
+                    loss, logits = self.train_batch(trained, optimizer, scheduler, xb, yb)
                 model.train()  # a training step may have switched to eval mode to attack
                 batch_sums = distributed.all_sum([loss.item() * len(yb), int((logits.argmax(1) == yb).sum()), len(yb)])
                 finite_loss(batch_sums[0], epoch, batch, out)  # the same on every rank: all stop together
@@ -297,6 +308,7 @@ class TrainingLoop(Trainer):
                 seen += int(batch_sums[2])
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
             lr, seconds = optimizer.param_groups[0]["lr"], time.perf_counter() - start
+            distributed.check_in_sync(model, f"{self.name}, epoch {epoch}")
             row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": lr}
             row["epoch_seconds"] = seconds
             row["peak_memory_mb"] = peak_memory_mb(device)

@@ -21,8 +21,10 @@ LOOP_PARAMS = (
     "eval_max_iter",
     "eval_samples",
     "seed",
+    "precision",
     "verbose",
 )
+PRECISIONS = ("fp32", "bf16")
 
 
 def declare_params(cls: type) -> None:
@@ -50,5 +52,7 @@ def check_loop_params(trainer) -> None:
     non_negative("weight_decay", trainer.weight_decay)
     non_negative("ssm_weight_decay", trainer.ssm_weight_decay)
     integer("seed", trainer.seed)
+    if trainer.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {trainer.precision!r}")
     if trainer._classifier.clip_values is None:
         raise ValueError("the classifier needs clip_values (e.g. (0.0, 1.0)) to keep perturbations valid")

@@ -181,12 +181,15 @@ class S5(KernelChoice, nn.Module):
         return y + self.D * u  # (B L H)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B L H)
-        Lambda_bar, Bu, C_tilde = self._inputs(u)
-        if self.resolved_kernel(u.device.type) == "numba":
-            x = diagonal_scan(Lambda_bar, Bu)  # (B L P/2)
-        else:
-            x = associative_scan(Lambda_bar, Bu, dim=1)  # (B L P/2)
-        return self._outputs(x, C_tilde, u)  # (B L H)
+        # in float32 also under a bf16 autocast: complex tensors have no bfloat16 type
+        with torch.autocast(u.device.type, enabled=False):
+            u = u.float()
+            Lambda_bar, Bu, C_tilde = self._inputs(u)
+            if self.resolved_kernel(u.device.type) == "numba":
+                x = diagonal_scan(Lambda_bar, Bu)  # (B L P/2)
+            else:
+                x = associative_scan(Lambda_bar, Bu, dim=1)  # (B L P/2)
+            return self._outputs(x, C_tilde, u)  # (B L H)
 
     def forward_recurrent(self, u: torch.Tensor) -> torch.Tensor:
         """Reference: the same layer with the state updated one step at a time. (B, L, H) -> (B, L, H)."""
