@@ -159,3 +159,14 @@ def test_s5_with_ads_in_every_block_gives_logits():
 def test_bad_s5_parameters_raise_clear_errors(params, message):
     with pytest.raises(sd.SSMDefenseError, match=message):
         sd.build_model("s5", d_input=4, n_classes=3, **params)
+
+
+def test_s5_trains_under_a_bf16_autocast():
+    """`-p precision=bf16`: the complex scan runs in float32 inside the autocast region (there is no
+    bfloat16 complex type), the rest in bfloat16, and gradients reach every parameter."""
+    body = sd.build_model("s5", 8, 10, d_model=16, n_layers=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = body(torch.randn(4, 8, 8))  # (B C)
+    torch.nn.functional.cross_entropy(logits.float(), torch.arange(4)).backward()
+    assert torch.isfinite(logits.float()).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in body.parameters() if p.requires_grad)

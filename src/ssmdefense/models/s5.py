@@ -183,7 +183,8 @@ class S5(KernelChoice, nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # u: (B L H)
         # in float32 also under a bf16 autocast: complex tensors have no bfloat16 type
         with torch.autocast(u.device.type, enabled=False):
-            u = u.float()
+            if u.dtype in (torch.bfloat16, torch.float16):
+                u = u.float()  # (B L H)
             Lambda_bar, Bu, C_tilde = self._inputs(u)
             if self.resolved_kernel(u.device.type) == "numba":
                 x = diagonal_scan(Lambda_bar, Bu)  # (B L P/2)
