@@ -7,8 +7,33 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass
-class Dataset:
+class _Settings:
+    """What ``Dataset`` and ``LazyDataset`` share besides their fields: the checks of ``defaults`` and
+    ``classes``, ``is_audio`` and the one-line ``repr``."""
+
+    DEFAULT_KEYS = ("epochs", "eval_samples", "aa_samples")
+
+    @property
+    def is_audio(self) -> bool:
+        return self.sample_rate is not None
+
+    def _check_settings(self) -> None:
+        unknown = set(self.defaults) - set(self.DEFAULT_KEYS)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown defaults {sorted(unknown)}; known: {', '.join(self.DEFAULT_KEYS)}")
+        if self.classes is not None and len(self.classes) != self.nb_classes:
+            raise ValueError(f"{self.name}: {len(self.classes)} class names for {self.nb_classes} classes")
+
+    def __repr__(self) -> str:
+        audio = f", sample_rate={self.sample_rate}" if self.is_audio else ""
+        return (
+            f"{type(self).__name__}({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
+            f"input_shape={self.input_shape}, nb_classes={self.nb_classes}{audio})"
+        )
+
+
+@dataclass(repr=False)
+class Dataset(_Settings):
     """Train/test arrays in natural shape, x float32 in ``clip_values``, y int64 class indices.
 
     Images are (N, C, H, W) in [0, 1]; audio is mono waveforms (N, 1, T) in [-1, 1] with
@@ -18,8 +43,6 @@ class Dataset:
     other settings the command line uses when they are not given (``epochs``, ``eval_samples``), so
     that the default command fits the dataset's cost.
     """
-
-    DEFAULT_KEYS = ("epochs", "eval_samples", "aa_samples")
 
     name: str
     x_train: np.ndarray
@@ -39,31 +62,16 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    @property
-    def is_audio(self) -> bool:
-        return self.sample_rate is not None
-
     def __post_init__(self):
         self.x_train = np.ascontiguousarray(self.x_train, dtype=np.float32)
         self.x_test = np.ascontiguousarray(self.x_test, dtype=np.float32)
         self.y_train = np.asarray(self.y_train, dtype=np.int64)
         self.y_test = np.asarray(self.y_test, dtype=np.int64)
-        unknown = set(self.defaults) - set(self.DEFAULT_KEYS)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown defaults {sorted(unknown)}; known: {', '.join(self.DEFAULT_KEYS)}")
-        if self.classes is not None and len(self.classes) != self.nb_classes:
-            raise ValueError(f"{self.name}: {len(self.classes)} class names for {self.nb_classes} classes")
-
-    def __repr__(self) -> str:
-        audio = f", sample_rate={self.sample_rate}" if self.is_audio else ""
-        return (
-            f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
-            f"input_shape={self.input_shape}, nb_classes={self.nb_classes}{audio})"
-        )
+        self._check_settings()
 
 
-@dataclass(kw_only=True)
-class LazyDataset:
+@dataclass(kw_only=True, repr=False)
+class LazyDataset(_Settings):
     """A dataset too large to hold in memory: ``train`` and ``test`` are ``torch.utils.data.Dataset``s
     whose item ``i`` is ``(x, y)``, x a float32 tensor of ``input_shape`` (natural shape, inside
     ``clip_values``) decoded when asked for (so in ``DataLoader`` workers), y an int class index.
@@ -87,12 +95,6 @@ class LazyDataset:
     classes: list[str] | None = None
     defaults: dict = field(default_factory=dict)
 
-    DEFAULT_KEYS = Dataset.DEFAULT_KEYS
-
-    @property
-    def is_audio(self) -> bool:
-        return self.sample_rate is not None
-
     def __post_init__(self):
         self.y_train = np.asarray(self.y_train, dtype=np.int64)
         self.y_test = np.asarray(self.y_test, dtype=np.int64)
@@ -100,15 +102,4 @@ class LazyDataset:
         for split, data, labels in (("train", self.train, self.y_train), ("test", self.test, self.y_test)):
             if len(data) != len(labels):
                 raise ValueError(f"{self.name}: {len(data)} {split} items but {len(labels)} labels")
-        unknown = set(self.defaults) - set(self.DEFAULT_KEYS)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown defaults {sorted(unknown)}; known: {', '.join(self.DEFAULT_KEYS)}")
-        if self.classes is not None and len(self.classes) != self.nb_classes:
-            raise ValueError(f"{self.name}: {len(self.classes)} class names for {self.nb_classes} classes")
-
-    def __repr__(self) -> str:
-        audio = f", sample_rate={self.sample_rate}" if self.is_audio else ""
-        return (
-            f"LazyDataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
-            f"input_shape={self.input_shape}, nb_classes={self.nb_classes}{audio})"
-        )
+        self._check_settings()

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import codecs
 import io
-import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -249,16 +248,8 @@ def cifar10(*, root=None, download: bool = False, max_per_class: int | None = No
     ``download``: fetch (torchvision) and unpack ``cifar-10-python.tar.gz`` into ``root`` when missing.
     ``max_per_class``: keep the first k images of each class in each split.
     """
-    if root is None:
-        raise SSMDefenseError(
-            f"{NAME}: this dataset is read from disk; give its folder with "
-            f"--data-dir DIR (root=DIR in Python), where {LAYOUT}"
-        )
-    if not isinstance(download, bool):
-        raise SSMDefenseError(f"{NAME}: download must be true or false; got {download!r}")
+    root = image_io.disk_root(NAME, root, LAYOUT, download=download)
     max_per_class = image_io.check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
-
-    root = Path(os.path.expanduser(os.fspath(root)))
     names = TRAIN + TEST + (META,)
     base = find_dataset_dir(root)
     complete = base is not None and all((base / n).is_file() for n in names)
@@ -266,11 +257,7 @@ def cifar10(*, root=None, download: bool = False, max_per_class: int | None = No
         _download(root)
         base = find_dataset_dir(root)
     if base is None:
-        where = image_io.unusable_root(root) or f"no CIFAR-10 batches found in {root}"
-        raise SSMDefenseError(
-            f"{NAME}: {where}; expected {LAYOUT}; download it with -D download=true (download=True in Python) "
-            f"or from {URL}"
-        )
+        raise image_io.not_found(NAME, root, "CIFAR-10 batches", LAYOUT, URL)
     missing = [n for n in names if not (base / n).is_file()]
     if missing:
         raise SSMDefenseError(

@@ -355,29 +355,16 @@ def gtsrb(
     images on demand. ``max_per_class``: keep k images of each class in each split.
     ``num_workers``: decoding threads of an eager load (None: up to 8).
     """
-    if root is None:
-        raise SSMDefenseError(
-            f"{NAME}: this dataset is read from disk; give its folder with "
-            f"--data-dir DIR (root=DIR in Python), where {LAYOUT}"
-        )
-    for key, value in (("download", download), ("lazy", lazy)):
-        if not isinstance(value, bool):
-            raise SSMDefenseError(f"{NAME}: {key} must be true or false; got {value!r}")
+    root = image_io.disk_root(NAME, root, LAYOUT, download=download, lazy=lazy)
     size = image_io.check_positive_int("size", size, NAME)
     max_per_class = image_io.check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
     num_workers = image_io.check_positive_int("num_workers", num_workers, NAME, allow_none=True)
-
-    root = Path(os.path.expanduser(os.fspath(root)))
     base = find_dataset_dir(root)
     if not _complete(base) and download:
         _download(root)
         base = find_dataset_dir(root)
     if base is None:
-        where = image_io.unusable_root(root) or f"no GTSRB found in {root}"
-        raise SSMDefenseError(
-            f"{NAME}: {where}; expected {LAYOUT}; download it with -D download=true (download=True in Python) "
-            f"or from {BASE_URL}"
-        )
+        raise image_io.not_found(NAME, root, "GTSRB", LAYOUT, BASE_URL)
 
     test_items, absent = _test_items(base)
     splits = {

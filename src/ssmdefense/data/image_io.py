@@ -9,8 +9,10 @@ again a file already there with the right MD5.
 
 from __future__ import annotations
 
+import os
 import socket
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -22,10 +24,12 @@ __all__ = [
     "check_positive_int",
     "default_workers",
     "describe",
+    "disk_root",
     "download_failed",
     "first_per_class",
     "image_dataset",
     "network_timeout",
+    "not_found",
     "one_line",
     "split_counts",
     "to_unit",
@@ -57,6 +61,29 @@ def network_timeout(seconds: float = TIMEOUT):
     finally:
         if previous is None:
             socket.setdefaulttimeout(None)
+
+
+def disk_root(name: str, root, layout: str, **flags) -> Path:
+    """``root`` as a ``Path`` (``~`` expanded), after the checks every image loader makes first: a
+    folder is given (``--data-dir``), and each of ``flags`` (``download``, ``lazy``) is a bool."""
+    if root is None:
+        raise SSMDefenseError(
+            f"{name}: this dataset is read from disk; give its folder with --data-dir DIR (root=DIR in Python), "
+            f"where {layout}"
+        )
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise SSMDefenseError(f"{name}: {key} must be true or false; got {value!r}")
+    return Path(os.path.expanduser(os.fspath(root)))
+
+
+def not_found(name: str, root: Path, what: str, layout: str, url: str) -> SSMDefenseError:
+    """The error of a ``root`` that holds no copy of the dataset: why (``unusable_root``, else
+    ``what``), the layout expected, and how to download it."""
+    where = unusable_root(root) or f"no {what} found in {root}"
+    return SSMDefenseError(
+        f"{name}: {where}; expected {layout}; download it with -D download=true (download=True in Python) or from {url}"
+    )
 
 
 def download_failed(name: str, urls, into, exc: BaseException, layout: str) -> SSMDefenseError:

@@ -52,7 +52,6 @@ All errors are :class:`ssmdefense.errors.SSMDefenseError` with a one-line messag
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -201,16 +200,8 @@ def mnist(*, root=None, download: bool = False, max_per_class: int | None = None
     ``download``: fetch the four official .gz files into ``<root>/MNIST/raw`` when missing.
     ``max_per_class``: keep the first k images of each digit in each split.
     """
-    if root is None:
-        raise SSMDefenseError(
-            f"{NAME}: this dataset is read from disk; give its folder with "
-            f"--data-dir DIR (root=DIR in Python), where {LAYOUT}"
-        )
-    if not isinstance(download, bool):
-        raise SSMDefenseError(f"{NAME}: download must be true or false; got {download!r}")
+    root = image_io.disk_root(NAME, root, LAYOUT, download=download)
     max_per_class = image_io.check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
-
-    root = Path(os.path.expanduser(os.fspath(root)))
     tv_root = torchvision_root(root)
     complete = tv_root is not None and all(_file(tv_root / FOLDER / RAW, s) for s in STEMS)
     if not complete and download:
