@@ -315,10 +315,8 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
         "preset": c.preset,
         "trainer": trainer.describe(),
     }
-    if lazy:  # read batch by batch; the final evaluation holds its first eval_samples test samples
+    if lazy:  # read batch by batch
         train, validation = (data.train, None), data.test
-        x_natural, y_eval = materialise(data.test, None, eval_samples, num_workers=workers)
-        x_eval = x_natural
     else:
         train = (clf.prepare_inputs(data.x_train), data.y_train)
         validation = (clf.prepare_inputs(data.x_test), data.y_test)
@@ -362,6 +360,9 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
         finally:
             distributed.shutdown()
         train_seconds = time.perf_counter() - start
+        if lazy:  # the final evaluation holds its first eval_samples test samples (rank 0, after training)
+            x_natural, y_eval = materialise(data.test, None, eval_samples, num_workers=workers)
+            x_eval = x_natural
         results, by_epoch = {}, {}
         for which in ("best", "last"):
             ckpt = load_checkpoint(tmp / which, device_type=device_type)  # also checks the files load
