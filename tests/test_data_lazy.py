@@ -29,7 +29,16 @@ from ssmdefense.data import audio_io
 from ssmdefense.data.base import LazyDataset
 from ssmdefense.data.speech_commands import DIGITS, UNKNOWN_WHEN_LAZY, speech_commands
 from ssmdefense.data.stream import batches
-from test_data_audio_files import SC_PARTS, one_line_error, tone, word_frequency, write_speech_commands_tree
+from ssmdefense.data.urbansound8k import CLASSES as US8K_CLASSES
+from test_data_audio_files import (
+    SC_PARTS,
+    one_line_error,
+    read_us8k_csv,
+    tone,
+    word_frequency,
+    write_speech_commands_tree,
+    write_urbansound8k_tree,
+)
 
 CLIP_BYTES = 16000 * 4  # one decoded 1 s clip at 16 kHz, float32: 64 kB
 
@@ -227,3 +236,79 @@ def test_broken_file_raises_when_read(tmp_path):
     assert speech_commands(root=tmp_path).info["skipped"] == {"unreadable": 1, "empty": 1, "non_finite": 1}
     with one_line_error("lazy must be true or false; got 'yes'"):
         speech_commands(root=tmp_path, lazy="yes")
+
+
+# ---------------------------------------------------------------------------------------------
+# urbansound8k -D lazy=true
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def us8k_tree(tmp_path_factory):
+    """Folds 1, 2 and 10, one clip per class and fold, in the real mix of rates (8-48 kHz), bit
+    depths, channel counts and durations (shorter and longer than 4 s)."""
+    root = tmp_path_factory.mktemp("us8k")
+    write_urbansound8k_tree(root)
+    return root
+
+
+@pytest.mark.parametrize("params", [{}, {"test_fold": 1, "duration": 1.0, "sample_rate": 8000}], ids=str)
+def test_urbansound8k_lazy_matches_eager(us8k_tree, params):
+    eager = sd.load_dataset("urbansound8k", root=us8k_tree, **params)
+    lazy = sd.load_dataset("urbansound8k", root=us8k_tree, lazy=True, **params)  # through the contract check
+    assert isinstance(lazy, LazyDataset) and isinstance(lazy.train, audio_io.LazyClips)
+    assert lazy.input_shape == eager.input_shape and lazy.classes == eager.classes == US8K_CLASSES
+    for field in ("name", "sample_rate", "eps", "clip_values", "sequence", "defaults", "nb_classes"):
+        assert getattr(lazy, field) == getattr(eager, field), field
+    for x, y, clips in ((eager.x_train, eager.y_train, lazy.train), (eager.x_test, eager.y_test, lazy.test)):
+        assert len(clips) == len(x) and np.array_equal(clips.labels, y)
+        for i in range(len(x)):
+            xi, yi = clips[i]  # (1 T), int
+            assert xi.shape == x.shape[1:] and torch.equal(xi, torch.from_numpy(x[i])) and yi == y[i], i
+    assert eager.info["converted"]["resampled"] > 0 and eager.info["converted"]["downmixed"] > 0
+    assert lazy.info["lazy"] is True and eager.info["lazy"] is False
+    assert lazy.info["converted"] == lazy.info["skipped_files"] == UNKNOWN_WHEN_LAZY
+    same = {k: v for k, v in eager.info.items() if k not in ("lazy", "converted", "skipped_files")}
+    assert {k: lazy.info[k] for k in same} == same
+    json.dumps(lazy.info)
+
+
+def test_urbansound8k_lazy_decodes_nothing_and_raises_on_a_broken_file(tmp_path, monkeypatch, caplog):
+    base = write_urbansound8k_tree(tmp_path, folds=(1, 10))
+    rows = read_us8k_csv(base)
+    (base / "audio" / "fold1" / rows[0][0]).write_bytes(b"\x00" * 100)  # unreadable
+    (base / "audio" / "fold1" / rows[1][0]).unlink()  # listed, missing: known without decoding
+    with monkeypatch.context() as m:
+        m.setattr(audio_io, "decode", lambda *a, **k: pytest.fail("decode called while creating"))
+        m.setattr(audio_io, "load_clips", lambda *a, **k: pytest.fail("load_clips called while creating"))
+        with caplog.at_level("WARNING", logger="ssmdefense"):
+            data = sd.load_dataset("urbansound8k", root=tmp_path, lazy=True)
+    assert len(data.train) == 9 and len(data.test) == 10 and data.info["skipped"] == {"missing_file": 1}
+    assert "skipped 1 of 20 CSV rows whose file does not exist" in caplog.text
+    broken = [i for i in range(len(data.train)) if Path(data.train.path(i)).name == rows[0][0]]
+    with one_line_error(rf"urbansound8k: .*{rows[0][0]} is unreadable.*; remove the file, or .*lazy=true"):
+        data.train[broken[0]]
+    eager = sd.load_dataset("urbansound8k", root=tmp_path)  # skips and counts it instead
+    assert len(eager.y_train) == 8 and eager.info["skipped"] == {"missing_file": 1, "unreadable": 1}
+    with one_line_error("lazy must be true or false; got 'yes'"):
+        sd.load_dataset("urbansound8k", root=tmp_path, lazy="yes")
+
+
+def test_urbansound8k_lazy_trains_like_the_eager_one(us8k_tree, tmp_path):
+    """`ssmdefense train -D lazy=true`: DataLoader workers decode, and the numbers are the eager run's."""
+    from click.testing import CliRunner
+
+    from ssmdefense.cli import cli
+
+    reports = {}
+    for lazy in ("false", "true"):
+        out = tmp_path / f"run-{lazy}"
+        args = ["train", "--dataset", "urbansound8k", "--data-dir", us8k_tree, "-D", "duration=0.5"]
+        args += ["-D", f"lazy={lazy}", "--epochs", "1", "--aa-samples", "0", "--eval-samples", "10", "-q"]
+        args += ["--workers", "1", "--out", out, "-m", "d_model=8", "-m", "n_layers=1", "-m", "d_state=8"]
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        reports[lazy] = json.loads((out / "report.json").read_text())
+        assert json.loads((out / "config.json").read_text())["dataset_params"]["lazy"] is (lazy == "true")
+    for key in ("epoch", "clean_accuracy", "robust_accuracy"):
+        assert reports["true"]["last"][key] == reports["false"]["last"][key], key

@@ -85,8 +85,13 @@ class DecodedAudio:
     clipped: bool = False
 
 
-def _one_line(text: str) -> str:
+def one_line(text) -> str:
+    """``text`` (or an exception's message) on one line, whitespace runs collapsed: for error messages
+    that quote a library's multi-line text."""
     return " ".join(str(text).split())
+
+
+UNKNOWN_WHEN_LAZY = "unknown: lazy=true decodes each clip when it is read"  # info entries only decoding knows
 
 
 @contextmanager
@@ -121,7 +126,7 @@ def _read_raw(path) -> tuple[np.ndarray, int, str]:
         with _quiet_fallback():
             data, rate = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
     except Exception:
-        raise AudioReadError(path, "unreadable", _one_line(first)) from None
+        raise AudioReadError(path, "unreadable", one_line(first)) from None
     data = np.asarray(data, dtype=np.float32)
     data = data[:, None] if data.ndim == 1 else data.T  # librosa gives (channels, frames)
     return np.ascontiguousarray(data), int(rate), "librosa"
@@ -264,7 +269,7 @@ def load_clips(paths, *, sample_rate: int, length: int, num_workers: int | None 
         except AudioReadError as exc:
             return exc
         except Exception as exc:  # anything else the decoders throw at a broken file
-            return AudioReadError(path, "unreadable", _one_line(f"{type(exc).__name__}: {exc}"))
+            return AudioReadError(path, "unreadable", one_line(f"{type(exc).__name__}: {exc}"))
         n = clip.wave.shape[0]
         clip.wave = fix_length(clip.wave, length)
         return clip, n
@@ -338,7 +343,7 @@ class LazyClips(torch.utils.data.Dataset):
             wave = np.ascontiguousarray(fix_length(clip.wave, self.length))  # (T,)
             return torch.from_numpy(wave)[None], int(self.labels[i])  # (1 T), label
         raise SSMDefenseError(
-            _one_line(
+            one_line(
                 f"{self.name}: {path} is {problem}; remove the file, or load the dataset without "
                 f"-D lazy=true (lazy=False in Python: that loader skips and counts such files)"
             )
@@ -346,6 +351,21 @@ class LazyClips(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"LazyClips({len(self)} clips, sample_rate={self.sample_rate}, length={self.length})"
+
+
+def merge_conversions(clipsets) -> dict:
+    """The :meth:`ClipSet.conversions` of several loads added up (counts summed, per-value counts
+    merged and sorted), for a dataset's ``info["converted"]``."""
+    merged: dict = {}
+    for c in clipsets:
+        for key, value in c.conversions().items():
+            if isinstance(value, dict):
+                slot = merged.setdefault(key, {})
+                for k, n in value.items():
+                    slot[k] = slot.get(k, 0) + n
+            else:
+                merged[key] = merged.get(key, 0) + value
+    return {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in merged.items()}
 
 
 def describe_skips(skipped, total: int, root=None, shown: int = 3) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SSMDefenseError
-from .audio_io import _one_line, check_positive_int, default_workers, split_counts, unusable_root
+from .audio_io import check_positive_int, default_workers, one_line, split_counts, unusable_root
 from .base import Dataset
 
 __all__ = [
@@ -37,8 +37,6 @@ __all__ = [
 ]
 
 TIMEOUT = 60  # seconds without data before a download gives up
-
-one_line = _one_line
 
 
 def describe(exc: BaseException) -> str:

@@ -129,7 +129,7 @@ ALL_WORDS = sorted(
 )
 SUBSETS = {"digits": DIGITS, "all": ALL_WORDS}
 
-UNKNOWN_WHEN_LAZY = "unknown: lazy=true decodes each clip when it is read"  # info entries only decoding knows
+UNKNOWN_WHEN_LAZY = audio_io.UNKNOWN_WHEN_LAZY
 
 LAYOUT = (
     f"<root>/{FOLDER}/{VERSION_FOLDER}/<word>/*.wav with testing_list.txt and "
@@ -177,7 +177,7 @@ def _download(root: Path) -> None:
 
         torchaudio.datasets.SPEECHCOMMANDS(str(root), url=VERSION_FOLDER, download=True)
     except Exception as exc:  # URLError, checksum mismatch, broken archive, torchaudio missing
-        cause = audio_io._one_line(f"{type(exc).__name__}: {exc}")
+        cause = audio_io.one_line(f"{type(exc).__name__}: {exc}")
         raise SSMDefenseError(
             f"{NAME}: downloading {URL} into {root / FOLDER / VERSION_FOLDER} failed "
             f"({cause}); check the network, or download and extract it by hand "
@@ -196,7 +196,7 @@ def _read_list(base: Path, which: str) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SSMDefenseError(f"{NAME}: cannot read {path}: {audio_io._one_line(exc)}") from None
+        raise SSMDefenseError(f"{NAME}: cannot read {path}: {audio_io.one_line(exc)}") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -371,7 +371,7 @@ def speech_commands(
             skipped += clips.skipped
             converted.append(clips)
             total += len(items)
-        conv = _merge_conversions(converted)
+        conv = audio_io.merge_conversions(converted)
         odd_rate = sum(n for r, n in conv["source_rates"].items() if r != SAMPLE_RATE)
         multi = sum(n for c, n in conv["source_channels"].items() if c != 1)
         _warn(base, skipped, total, sel.list_problems, odd_rate, multi)
@@ -405,22 +405,6 @@ def speech_commands(
             NAME, files, sel.words, sample_rate=sample_rate, length=sample_rate, eps=EPS, info=info
         )
     return audio_io.audio_dataset(NAME, labelled, sel.words, sample_rate=sample_rate, eps=EPS, info=info)
-
-
-def _merge_conversions(clipsets) -> dict:
-    merged: dict = {}
-    for c in clipsets:
-        for key, value in c.conversions().items():
-            if isinstance(value, dict):
-                slot = merged.setdefault(key, {})
-                for k, n in value.items():
-                    slot[k] = slot.get(k, 0) + n
-            else:
-                merged[key] = merged.get(key, 0) + value
-    for key, value in merged.items():
-        if isinstance(value, dict):
-            merged[key] = dict(sorted(value.items()))
-    return merged
 
 
 def _warn(base, skipped, total, list_problems, odd_rate, multi) -> None:

@@ -19,7 +19,16 @@ Clips: the real files mix sample rates (8-96 kHz), bit depths (8/16/24-bit PCM, 
 counts; each is averaged to mono, resampled to ``sample_rate`` (16 kHz) and padded with zeros at
 the end / cropped keeping its start to ``duration`` seconds (4 s, the longest slice), giving
 float32 (N, 1, 64000) in [-1, 1]. These conversions are normal here: they are counted in
-``info["converted"]`` and logged at INFO level. Rows are ordered by (fold, file name).
+``info["converted"]`` and logged at INFO level. Rows are ordered by (fold, file name). Memory:
+256 kB per clip, about 2.2 GB for the whole dataset; ``max_per_class`` loads less.
+
+``lazy=True`` (``-D lazy=true``) decodes nothing up front: it returns a
+:class:`~ssmdefense.data.base.LazyDataset` with the same files, order, labels, classes and ``info``
+settings, whose ``train``/``test`` are :class:`~ssmdefense.data.audio_io.LazyClips` decoding one
+clip per item (same conversion) in the ``DataLoader`` workers; creating it reads the CSV and lists
+the ten fold folders. ``info["lazy"]`` is true; what only decoding reveals (bad files,
+conversions) is not known: ``info["converted"]`` and ``info["skipped_files"]`` say so, and
+``info["skipped"]`` counts the CSV rows whose file is missing. ``num_workers`` is not used then.
 
 Bad input, and what the loader does:
 
@@ -37,6 +46,8 @@ path-like file name, or one file listed twice with two labels
 a CSV row whose file does not exist in ``audio/fold<k>/``     skipped, counted in ``info``, one
                                                               WARNING line naming the first files
 unreadable, empty (0 samples) or NaN/Inf WAV                  skipped, counted, same WARNING line
+... with ``lazy=True`` (not known until the clip is read)     error when its item is read, naming
+                                                              the file: remove it, or load eagerly
 stereo / other rate / other bit depth                         converted, counted (INFO log)
 WAV files in a fold folder that the CSV does not list         ignored, counted in ``info``
 nothing left to load in the train or the test split           error
@@ -59,7 +70,7 @@ import numpy as np
 from ..errors import SSMDefenseError
 from ..validation import is_number, positive
 from . import audio_io
-from .base import Dataset
+from .base import Dataset, LazyDataset
 
 log = logging.getLogger("ssmdefense")
 
@@ -167,7 +178,7 @@ def read_metadata(csv_path: Path) -> tuple[list[tuple[int, str, int]], int]:
     except SSMDefenseError:
         raise
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SSMDefenseError(f"{NAME}: cannot read {csv_path}: {audio_io._one_line(exc)}") from None
+        raise SSMDefenseError(f"{NAME}: cannot read {csv_path}: {audio_io.one_line(exc)}") from None
     if not rows:
         raise SSMDefenseError(f"{NAME}: {csv_path} lists no clips; expected {LAYOUT}")
     return rows, duplicates
@@ -188,14 +199,19 @@ def urbansound8k(
     duration: float = 4.0,
     max_per_class: int | None = None,
     num_workers: int | None = None,
-) -> Dataset:
+    lazy: bool = False,
+) -> Dataset | LazyDataset:
     """UrbanSound8K from ``root`` (official layout; see the module docstring).
 
     ``test_fold``: the fold (1..10) used as test set, the other nine train. ``sample_rate``: rate
     every clip is resampled to. ``duration``: seconds every clip is padded/cropped to.
     ``max_per_class``: keep at most this many clips per class and split, a fixed choice (smallest
     SHA-1 of "fold<k>/<file>": same on every machine, spread over folds and recordings).
-    ``num_workers``: decoding threads (None: up to 8).
+    ``num_workers``: decoding threads (None: up to 8); not used when ``lazy`` (the ``DataLoader``
+    workers decode, ``--workers`` on the command line).
+    ``lazy``: return a :class:`LazyDataset` whose items are decoded when read, one clip each,
+    instead of decoding every clip now (same files, order, labels and conversion; a broken file
+    raises when its item is read instead of being skipped).
     """
     if root is None:
         raise SSMDefenseError(
@@ -212,6 +228,8 @@ def urbansound8k(
         raise SSMDefenseError(f"{NAME}: duration {duration} s at {sample_rate} Hz is less than one sample")
     max_per_class = audio_io.check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
     num_workers = audio_io.check_positive_int("num_workers", num_workers, NAME, allow_none=True)
+    if not isinstance(lazy, bool):
+        raise SSMDefenseError(f"{NAME}: lazy must be true or false; got {lazy!r}")
 
     root = Path(os.path.expanduser(os.fspath(root)))
     base = find_dataset_dir(root)
@@ -243,7 +261,6 @@ def urbansound8k(
                 for it in sorted(group, key=lambda r: audio_io.stable_order_key(f"fold{r[0]}/{r[1]}"))[:max_per_class]
             )
 
-    arrays, skipped, clipsets, total = {}, [], [], 0
     for split, items in splits.items():
         if not items:
             what = f"fold {test_fold}" if split == "test" else f"the folds other than {test_fold}"
@@ -251,64 +268,67 @@ def urbansound8k(
             raise SSMDefenseError(
                 f"{NAME}: no clips for the {split} split ({what}) in {base}{extra}; expected {LAYOUT}"
             )
-        clips = audio_io.load_clips(
-            [audio / f"fold{fold}" / name for fold, name, _ in items],
-            sample_rate=sample_rate,
-            length=length,
-            num_workers=num_workers,
-        )
-        if clips.x.shape[0] == 0:
-            raise SSMDefenseError(
-                f"{NAME}: none of the {len(items)} {split} files in {audio} could be "
-                f"decoded ({audio_io.describe_skips(clips.skipped, len(items), audio)})"
+    missing_skips = {"missing_file": len(missing)} if missing else {}
+    missing_files = [{"path": m, "reason": "missing_file"} for m in missing[:100]]
+    if lazy:  # nothing decoded: what decoding would reveal (bad files, conversions) is unknown
+        files = {
+            split: (
+                [audio / f"fold{fold}" / name for fold, name, _ in items],
+                np.asarray([label for _, _, label in items], dtype=np.int64),
             )
-        arrays[split] = (clips.x, np.asarray([items[i][2] for i in clips.kept], dtype=np.int64))
-        skipped += clips.skipped
-        clipsets.append(clips)
-        total += len(items)
-
-    conv: dict = {}
-    for c in clipsets:
-        for key, value in c.conversions().items():
-            if isinstance(value, dict):
-                slot = conv.setdefault(key, {})
-                for k, n in value.items():
-                    slot[k] = slot.get(k, 0) + n
-            else:
-                conv[key] = conv.get(key, 0) + value
-    conv = {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in conv.items()}
-
-    parts = []
-    if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        parts.append(f"skipped {len(missing)} of {len(rows)} CSV rows whose file does not exist ({shown})")
-    if skipped:
-        parts.append(audio_io.describe_skips(skipped, total, audio))
-    if parts:
-        log.warning("%s: %s (in %s)", NAME, "; ".join(parts), base)
-    log.info(
-        "%s: converted to mono %d Hz, %d samples: %d resampled, %d downmixed, %d padded, %d cropped",
-        NAME,
-        sample_rate,
-        length,
-        conv["resampled"],
-        conv["downmixed"],
-        conv["padded"],
-        conv["cropped"],
-    )
+            for split, items in splits.items()
+        }
+        arrays = {split: (None, y) for split, (_, y) in files.items()}
+        _warn(base, missing, len(rows), [], 0, audio)
+        unknown = audio_io.UNKNOWN_WHEN_LAZY
+        decoded = {"skipped": missing_skips, "skipped_files": unknown, "converted": unknown}
+    else:
+        arrays, skipped, clipsets, total = {}, [], [], 0
+        for split, items in splits.items():
+            clips = audio_io.load_clips(
+                [audio / f"fold{fold}" / name for fold, name, _ in items],
+                sample_rate=sample_rate,
+                length=length,
+                num_workers=num_workers,
+            )
+            if clips.x.shape[0] == 0:
+                raise SSMDefenseError(
+                    f"{NAME}: none of the {len(items)} {split} files in {audio} could be "
+                    f"decoded ({audio_io.describe_skips(clips.skipped, len(items), audio)})"
+                )
+            arrays[split] = (clips.x, np.asarray([items[i][2] for i in clips.kept], dtype=np.int64))
+            skipped += clips.skipped
+            clipsets.append(clips)
+            total += len(items)
+        conv = audio_io.merge_conversions(clipsets)
+        _warn(base, missing, len(rows), skipped, total, audio)
+        log.info(
+            "%s: converted to mono %d Hz, %d samples: %d resampled, %d downmixed, %d padded, %d cropped",
+            NAME,
+            sample_rate,
+            length,
+            conv["resampled"],
+            conv["downmixed"],
+            conv["padded"],
+            conv["cropped"],
+        )
+        decoded = {
+            "skipped": {**missing_skips, **Counter(r for _, r, _ in skipped)},
+            "skipped_files": (missing_files + audio_io.skipped_examples(skipped, audio))[:100],
+            "converted": conv,
+        }
 
     info = {
         "source": "UrbanSound8K (Salamon, Jacoby and Bello 2014), predefined folds",
         "root": str(base),
         **audio_io.split_counts(arrays, len(CLASSES)),
         "folds": {"train": [f for f in FOLDS if f != test_fold], "test": [test_fold]},
-        "skipped": {**({"missing_file": len(missing)} if missing else {}), **Counter(r for _, r, _ in skipped)},
-        "skipped_files": (
-            [{"path": m, "reason": "missing_file"} for m in missing[:100]] + audio_io.skipped_examples(skipped, audio)
-        )[:100],
+        "lazy": lazy,
+        "skipped": decoded["skipped"],
+        "skipped_files": decoded["skipped_files"],
         "duplicate_csv_rows": duplicates,
         "unlisted_files": unlisted,
-        "converted": conv,
+        "converted": decoded["converted"],
         "settings": {
             "test_fold": test_fold,
             "sample_rate": sample_rate,
@@ -318,4 +338,19 @@ def urbansound8k(
             **audio_io.CONVERSION,
         },
     }
+    if lazy:
+        return audio_io.lazy_audio_dataset(
+            NAME, files, list(CLASSES), sample_rate=sample_rate, length=length, eps=EPS, info=info
+        )
     return audio_io.audio_dataset(NAME, arrays, list(CLASSES), sample_rate=sample_rate, eps=EPS, info=info)
+
+
+def _warn(base: Path, missing: list[str], listed: int, skipped: list, total: int, audio: Path) -> None:
+    parts = []
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        parts.append(f"skipped {len(missing)} of {listed} CSV rows whose file does not exist ({shown})")
+    if skipped:
+        parts.append(audio_io.describe_skips(skipped, total, audio))
+    if parts:
+        log.warning("%s: %s (in %s)", NAME, "; ".join(parts), base)
