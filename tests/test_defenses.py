@@ -70,6 +70,21 @@ def test_evaluation_does_not_reseed_the_training_random_stream(digits):
         assert a != b
 
 
+def test_evaluation_leaves_the_training_random_stream_alone(digits):
+    """Whether and on how many samples the epochs are evaluated does not change what is trained:
+    the evaluation's attack and predictions draw nothing from the training's random stream (ART's
+    predict iterates a DataLoader, which draws a seed from torch's global generator)."""
+    x, y = digits.x_train[:256], digits.y_train[:256]
+    weights = []
+    for samples in (None, 64, 16):
+        clf = make_classifier(digits, seed=3)
+        trainer = sd.get_defense("pgd-at", clf, eps=EPS, max_iter=2, seed=7, eval_samples=samples, verbose=False)
+        trainer.fit(x, y, validation_data=None if samples is None else (digits.x_test, digits.y_test), nb_epochs=3)
+        weights.append({k: v.clone() for k, v in clf.model.state_dict().items()})
+    for other in weights[1:]:
+        assert all(torch.equal(weights[0][k], other[k]) for k in weights[0])
+
+
 def test_best_and_last_checkpoints_and_metrics(tmp_path, digits):
     clf = make_classifier(digits)
     trainer = sd.get_defense("pgd-at", clf, eps=EPS, max_iter=2, lr=1e-2, eval_samples=100, verbose=False)

@@ -32,6 +32,8 @@ def evaluate_epoch(
     mine = distributed.share(n, world)
     adversary = get_attack(attack, clf, eps=eps, max_iter=max_iter, batch_size=256)
     clean = robust = 0
+    # predictions too inside: ART's predict iterates a DataLoader, which draws from torch's global
+    # generator; outside, whether epochs are evaluated would change what is trained
     with seeded(seed + world.rank):
         for xc, yc in chunks(x, y, indices=range(mine.start, mine.stop)):
             x_adv = adversary.generate(xc.astype(np.float32), yc)
