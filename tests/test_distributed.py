@@ -7,7 +7,8 @@ loaded datasets.
   a one-process run with the same global batch and seed within the tolerance docs/scale.md states
   (the ranks draw their own attack randomness, so equality is not expected).
 - A rank killed with SIGKILL ends the run with one clear line and a kept run directory; ``--resume``
-  under torchrun finishes it with the same metrics as an uninterrupted two-process run.
+  under torchrun finishes it with the same metrics as an uninterrupted two-process run, FreeAT's
+  per-rank perturbation included.
 """
 
 from __future__ import annotations
@@ -239,13 +240,12 @@ def _rank_pid(agent: int, rank: int) -> int | None:
     return None
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process through /proc")
-def test_a_killed_rank_stops_the_run_clearly_and_resume_finishes_it(runs):
-    base, _ = runs
-    out = base / "killed"
-    agent = torchrun(out, *ARGS, "--out", str(out), wait=False)
+def kill_rank_1_then_resume(base: Path, out: Path, args: list[str]) -> str:
+    """Start ``args`` under torchrun, SIGKILL rank 1 once epoch 1 is committed, then ``--resume`` the
+    run; returns the interrupted run's stderr."""
+    agent = torchrun(out, *args, "--out", str(out), wait=False)
     deadline = time.monotonic() + 300
-    while not list(base.glob(".killed.partial-*/state.json")):  # epoch 1 finished and committed
+    while not list(base.glob(f".{out.name}.partial-*/state.json")):  # epoch 1 finished and committed
         assert agent.poll() is None and time.monotonic() < deadline, "the run ended before its first epoch"
         time.sleep(0.1)
     victim = _rank_pid(agent.pid, 1)
@@ -253,18 +253,42 @@ def test_a_killed_rank_stops_the_run_clearly_and_resume_finishes_it(runs):
     os.kill(victim, signal.SIGKILL)  # mid-epoch 2 (or 3): a real kill, no cleanup
     _, stderr = agent.communicate(timeout=300)
     assert agent.returncode != 0
+    assert not out.exists() and list(base.glob(f".{out.name}.partial-*"))
+    resumed = torchrun(out, "--resume", str(out), "-q", "--device", "cpu")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not list(base.glob(f".{out.name}.partial-*"))
+    assert json.loads((out / "report.json").read_text())["timing"]["resumed"] is True
+    return stderr
+
+
+def assert_same_metrics(a_run: Path, b_run: Path) -> None:
+    for a, b in zip(metrics(a_run), metrics(b_run), strict=True):
+        for key in ("train_loss", "train_accuracy", "clean_accuracy", "robust_accuracy"):
+            assert a[key] == b[key], (a["epoch"], key)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process through /proc")
+def test_a_killed_rank_stops_the_run_clearly_and_resume_finishes_it(runs):
+    base, _ = runs
+    out = base / "killed"
+    stderr = kill_rank_1_then_resume(base, out, ARGS)
     # rank 0 sees the lost peer in a collective, or torchrun's SIGTERM first: either way one line says
     # where the run stopped and how to continue it
     hint = f"continue with: torchrun --nproc-per-node 2 -m ssmdefense defend --resume {out}"
     assert hint in stderr, stderr[-3000:]
     line = next(line for line in stderr.splitlines() if hint in line)
     assert line.startswith(("another process of the distributed run stopped", "interrupted after epoch"))
-    assert not out.exists() and list(base.glob(".killed.partial-*"))
+    assert_same_metrics(out, base / "two")  # as if never interrupted
 
-    resumed = torchrun(out, "--resume", str(out), "-q", "--device", "cpu")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert not list(base.glob(".killed.partial-*"))
-    assert json.loads((out / "report.json").read_text())["timing"]["resumed"] is True
-    for a, b in zip(metrics(out), metrics(base / "two"), strict=True):  # as if never interrupted
-        for key in ("train_loss", "train_accuracy", "clean_accuracy", "robust_accuracy"):
-            assert a[key] == b[key], (a["epoch"], key)
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process through /proc")
+def test_a_resumed_distributed_free_at_run_equals_an_uninterrupted_one(tmp_path):
+    """FreeAT carries a perturbation per rank from batch to batch: resume gives each rank its own."""
+    args = list(ARGS)
+    args[args.index("pgd-at")] = "free-at"
+    args[args.index("--epochs") + 1] = "6"  # 3 epochs of 2 replays
+    args[args.index("max_iter=3")] = "replays=2"  # one FGSM step per replay: FreeAT has no max_iter
+    whole = torchrun(tmp_path / "whole", *args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    kill_rank_1_then_resume(tmp_path, tmp_path / "killed", args)
+    assert_same_metrics(tmp_path / "killed", tmp_path / "whole")

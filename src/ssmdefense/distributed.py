@@ -140,6 +140,19 @@ def all_sum(values: list[float], device: torch.device | str = "cpu") -> list[flo
     return t.tolist()
 
 
+def all_gather(value: object) -> list[object]:
+    """Every rank's ``value`` (a small picklable object, such as a dict of CPU tensors), in rank order
+    (``[value]`` in a world of one); ``RankLost`` if a rank is gone."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    gathered: list[object] = [None] * dist.get_world_size()
+    try:
+        dist.all_gather_object(gathered, value)
+    except (RuntimeError, dist.DistBackendError) as exc:
+        raise _lost(exc) from None
+    return gathered
+
+
 def barrier() -> None:
     """Wait for every rank; ``RankLost`` if one is gone."""
     if dist.is_available() and dist.is_initialized():

@@ -34,7 +34,7 @@ from .checkpoints import epoch_summary, finite_loss, update_best, write_epoch
 from .cost import measure_overhead
 from .evaluator import evaluate_epoch
 from .params import LOOP_PARAMS, check_loop_params, declare_params
-from .resume import load_state, save_state
+from .resume import cpu_tensors, load_state, save_state
 
 
 def _pair(validation_data) -> tuple:
@@ -318,10 +318,12 @@ class TrainingLoop(Trainer):
                 row["eval_seconds"] = time.perf_counter() - t_eval
             self.history.append(row)
             best_key, improved = update_best(self, row, epoch, best_key, validation_data is not None)
+            # what every rank carries from batch to batch (FreeAT's perturbation), saved by rank 0 for resume
+            carried = distributed.all_gather(cpu_tensors(self.extra_state())) if world.distributed else None
             if write:
                 meta = {**(checkpoint_extra or {}), "epoch": epoch, "defense": self.name, "metrics": row}
                 write_epoch(clf, out, meta, improved)
-                self._save_state(out, epoch, best_key, optimizer, scheduler, generator)
+                self._save_state(out, epoch, best_key, optimizer, scheduler, generator, carried)
             if self.verbose and world.main:
                 tqdm.write(epoch_summary(row, epochs, self.eval_max_iter, improved))
         self.timing = {}
@@ -332,8 +334,8 @@ class TrainingLoop(Trainer):
         distributed.barrier()
         return self.history
 
-    def _save_state(self, out: Path, epoch: int, best_key, optimizer, scheduler, generator) -> None:
-        save_state(self, out, epoch, best_key, optimizer, scheduler, generator)  # resume.py
+    def _save_state(self, out: Path, epoch: int, best_key, optimizer, scheduler, generator, carried=None) -> None:
+        save_state(self, out, epoch, best_key, optimizer, scheduler, generator, carried)  # resume.py
 
     def measure_overhead(self, x: np.ndarray, y: np.ndarray, batch_size: int, batches: int = 3) -> dict:
         """This defense's seconds per batch against standard training's and the run's overhead ratio

@@ -4,6 +4,13 @@ every random generator, the history and the defense's own carried tensors, so
 ``fit(..., resume=True)`` continues an interrupted run and ends with the same numbers as an
 uninterrupted one. Safetensors and JSON only, never pickle.
 
+Under ``torchrun`` rank 0 writes the state. The ranks share the weights, the optimizer and the
+shuffle, and reseed their attack randomness every epoch (``distributed.rank_seed``); what a rank
+carries from batch to batch on its own (FreeAT's perturbation of its share) is gathered, and rank
+``r``'s tensors are saved as ``rank<r>.extra.<name>`` beside rank 0's ``extra.<name>``. On resume
+each rank takes its own; a rank the saved run did not have (more processes than before) takes
+rank 0's.
+
 One atomic step commits an epoch: the tensors are written in full under their own name first, then
 ``state.json`` is replaced (``os.replace``) by one that names them, then the previous epoch's tensors
 are deleted. A process killed at any moment (SIGKILL included) leaves a ``state.json`` whose tensors
@@ -21,11 +28,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .. import distributed
 from ..errors import CheckpointError
 
 
-def save_state(trainer, out: Path, epoch, best_key, optimizer, scheduler, generator) -> None:
-    """Everything ``resume`` needs, as safetensors (tensors) + JSON (the rest); never pickle."""
+def cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` detached, on the CPU and contiguous: what a state file holds."""
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def save_state(trainer, out: Path, epoch, best_key, optimizer, scheduler, generator, carried=None) -> None:
+    """Everything ``resume`` needs, as safetensors (tensors) + JSON (the rest); never pickle.
+    ``carried``: every rank's ``extra_state()`` in rank order, under torchrun (None in one process)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trainer._classifier.body.state_dict().items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in trainer.best_state.items()})
     optim = optimizer.state_dict()
@@ -38,7 +52,9 @@ def save_state(trainer, out: Path, epoch, best_key, optimizer, scheduler, genera
     tensors["rng.numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in trainer.extra_state().items()})
+    tensors.update({f"extra.{k}": v for k, v in cpu_tensors(trainer.extra_state()).items()})
+    for rank, theirs in list(enumerate(carried or []))[1:]:
+        tensors.update({f"rank{rank}.extra.{k}": v for k, v in cpu_tensors(theirs).items()})
     meta = {
         "epoch": epoch,
         "best_key": list(best_key),
@@ -105,7 +121,10 @@ def load_state(trainer, out: Path, optimizer, scheduler, generator, epochs: int)
     version, internal, gauss = meta["rng_python"]
     random.setstate((version, tuple(internal), gauss))
     device = trainer._classifier.device
-    trainer.load_extra_state({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("extra.")})
+    extras = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
+    own = f"rank{distributed.current().rank}.extra."
+    extras = {k[len(own) :]: v for k, v in tensors.items() if k.startswith(own)} or extras
+    trainer.load_extra_state({k: v.to(device) for k, v in extras.items()})
     trainer.history, trainer.best_epoch = meta["history"], meta["best_epoch"]
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trainer.history))
     return tuple(meta["best_key"]), meta["epoch"] + 1
