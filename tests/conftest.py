@@ -78,6 +78,12 @@ class Interrupt(Exception):
     """Stands in for Ctrl-C in resume tests (a plain exception, so pytest.raises can catch it)."""
 
 
+def outcomes(rows: list[dict]) -> list[dict]:
+    """History rows without what is measured rather than computed (seconds, peak memory): a resumed
+    run must equal an uninterrupted one in everything else."""
+    return [{k: v for k, v in r.items() if "seconds" not in k and k != "peak_memory_mb"} for r in rows]
+
+
 def interrupt_on_call(monkeypatch, owner, method: str, call: int, exc=Interrupt):
     """Make ``owner.method`` raise ``exc`` on its ``call``-th call (a simulated interruption).
     Returns a function that puts the original method back."""

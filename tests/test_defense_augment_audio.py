@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ssmdefense as sd
-from conftest import Interrupt, interrupt_on_call, make_classifier
+from conftest import Interrupt, interrupt_on_call, make_classifier, outcomes
 from ssmdefense.defenses.augment import augment_audio, change_speed, mask_spectrogram
 from ssmdefense.models.audio import DB_REFERENCE
 
@@ -243,10 +243,7 @@ def test_audio_augment_resumes_exactly(waves, tmp_path, monkeypatch):
     restore()
     resumed = trainer().fit(x, y, nb_epochs=3, out_dir=cut, resume=True)
 
-    def strip(rows):
-        return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
-
-    assert strip(resumed) == strip(whole)
+    assert outcomes(resumed) == outcomes(whole)
     for key, value in sd.load(cut / "last", device_type="cpu").body.state_dict().items():
         torch.testing.assert_close(value, whole_state[key], rtol=0, atol=0)
 

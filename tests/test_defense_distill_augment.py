@@ -11,7 +11,7 @@ from art.defences.trainer import Trainer
 from art.estimators.classification import PyTorchClassifier
 
 import ssmdefense as sd
-from conftest import Interrupt, interrupt_on_call, make_classifier
+from conftest import Interrupt, interrupt_on_call, make_classifier, outcomes
 from ssmdefense.defenses.augment import affine_resample, augment_batch
 from ssmdefense.evaluation.sanity import gradient_masking_checks
 
@@ -124,10 +124,7 @@ def test_distillation_resumes_without_retraining_the_teacher(tmp_path, digits, m
     monkeypatch.setattr(_TeacherLoop, "fit", no_teacher_training)
     resumed = trainer().fit(x, y, validation_data=val, nb_epochs=3, out_dir=tmp_path / "cut", resume=True)
 
-    def strip(rows):
-        return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
-
-    assert strip(resumed) == strip(whole)
+    assert outcomes(resumed) == outcomes(whole)
     final = sd.load(tmp_path / "cut" / "last", device_type="cpu").body.state_dict()
     for k, v in sd.load(tmp_path / "whole" / "last", device_type="cpu").body.state_dict().items():
         torch.testing.assert_close(final[k], v, rtol=0, atol=0)
