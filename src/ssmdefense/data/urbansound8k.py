@@ -268,14 +268,11 @@ def urbansound8k(
             raise SSMDefenseError(
                 f"{NAME}: no clips for the {split} split ({what}) in {base}{extra}; expected {LAYOUT}"
             )
+    paths = {split: [audio / f"fold{fold}" / name for fold, name, _ in items] for split, items in splits.items()}
     missing_skips = {"missing_file": len(missing)} if missing else {}
-    missing_files = [{"path": m, "reason": "missing_file"} for m in missing[:100]]
     if lazy:  # nothing decoded: what decoding would reveal (bad files, conversions) is unknown
         files = {
-            split: (
-                [audio / f"fold{fold}" / name for fold, name, _ in items],
-                np.asarray([label for _, _, label in items], dtype=np.int64),
-            )
+            split: (paths[split], np.asarray([label for _, _, label in items], dtype=np.int64))
             for split, items in splits.items()
         }
         arrays = {split: (None, y) for split, (_, y) in files.items()}
@@ -285,12 +282,7 @@ def urbansound8k(
     else:
         arrays, skipped, clipsets, total = {}, [], [], 0
         for split, items in splits.items():
-            clips = audio_io.load_clips(
-                [audio / f"fold{fold}" / name for fold, name, _ in items],
-                sample_rate=sample_rate,
-                length=length,
-                num_workers=num_workers,
-            )
+            clips = audio_io.load_clips(paths[split], sample_rate=sample_rate, length=length, num_workers=num_workers)
             if clips.x.shape[0] == 0:
                 raise SSMDefenseError(
                     f"{NAME}: none of the {len(items)} {split} files in {audio} could be "
@@ -314,7 +306,10 @@ def urbansound8k(
         )
         decoded = {
             "skipped": {**missing_skips, **Counter(r for _, r, _ in skipped)},
-            "skipped_files": (missing_files + audio_io.skipped_examples(skipped, audio))[:100],
+            "skipped_files": (
+                [{"path": m, "reason": "missing_file"} for m in missing[:100]]
+                + audio_io.skipped_examples(skipped, audio)
+            )[:100],
             "converted": conv,
         }
 

@@ -40,8 +40,8 @@ def cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def save_state(trainer, out: Path, epoch, best_key, optimizer, scheduler, generator, carried=None) -> None:
     """Everything ``resume`` needs, as safetensors (tensors) + JSON (the rest); never pickle.
     ``carried``: every rank's ``extra_state()`` in rank order, under torchrun (None in one process)."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trainer._classifier.body.state_dict().items()}
-    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in trainer.best_state.items()})
+    tensors = {f"model.{k}": v for k, v in cpu_tensors(trainer._classifier.body.state_dict()).items()}
+    tensors.update({f"best.{k}": v for k, v in cpu_tensors(trainer.best_state).items()})
     optim = optimizer.state_dict()
     for index, state in optim["state"].items():
         for name, value in state.items():
@@ -53,7 +53,7 @@ def save_state(trainer, out: Path, epoch, best_key, optimizer, scheduler, genera
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     tensors.update({f"extra.{k}": v for k, v in cpu_tensors(trainer.extra_state()).items()})
-    for rank, theirs in list(enumerate(carried or []))[1:]:
+    for rank, theirs in enumerate((carried or [])[1:], start=1):
         tensors.update({f"rank{rank}.extra.{k}": v for k, v in cpu_tensors(theirs).items()})
     meta = {
         "epoch": epoch,
