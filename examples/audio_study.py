@@ -48,6 +48,7 @@ def row(name: str, defense: str, args, root: Path, log) -> dict:
 
 def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
     model, model_params = MODELS[name]
+    checks = args.checks and seed in args.check_seeds
     out = root / (f"{name}-{defense}" if seed == 0 else f"{name}-{defense}-seed{seed}")
     start = time.perf_counter()
     if not (out / "report.json").is_file():
@@ -63,6 +64,9 @@ def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
                 "--seed",
                 str(seed),
                 *[a for p in model_params for a in ("-m", p)],
+                *[a for p in args.dataset_param for a in ("-D", p)],
+                *([] if args.epochs is None else ["--epochs", str(args.epochs)]),
+                *([] if args.eval_samples is None else ["--eval-samples", str(args.eval_samples)]),
                 "--overwrite",
                 "-q",
                 "--out",
@@ -77,6 +81,9 @@ def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
                 dataset="spoken-digits",
                 seed=seed,
                 model_params=parse_params(model_params, "-m"),
+                dataset_params=parse_params(args.dataset_param, "-D"),
+                epochs=args.epochs,
+                eval_samples=args.eval_samples,
                 overwrite=True,
                 verbose=False,
                 out=out,
@@ -96,7 +103,7 @@ def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
                 str(args.samples),
                 "--seed",
                 str(seed),
-                *([] if args.checks else ["--no-checks"]),
+                *([] if checks else ["--no-checks"]),
             ],
             log,
         )
@@ -107,7 +114,7 @@ def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
                 snr_db=[40.0, 30.0, 20.0],
                 samples=args.samples,
                 seed=seed,
-                checks=args.checks,
+                checks=checks,
             )
         )
     report = json.loads((out / "report.json").read_text())
@@ -167,11 +174,32 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--defenses", default=",".join(DEFENSES), help="comma-separated defenses")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± sd")
+    parser.add_argument(
+        "-D",
+        "--dataset-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="spoken-digits parameter (repeatable), as in ssmdefense defend -D",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the dataset's, 8)")
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=None,
+        help="test clips of the per-epoch PGD-10 (default: the dataset's, 240)",
+    )
     parser.add_argument("--samples", type=int, default=240, help="test clips of evaluate's attacks")
     parser.add_argument("--checks", action="store_true", help="run evaluate's gradient-masking checks too")
+    parser.add_argument(
+        "--check-seeds",
+        default=None,
+        help="with --checks: comma-separated seeds whose evaluation runs them (default: every seed)",
+    )
     parser.add_argument("--root", type=Path, default=Path("runs/study/audio"))
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.check_seeds = args.seeds if args.check_seeds is None else [int(s) for s in args.check_seeds.split(",")]
     models = args.only.split(",") if args.only else DEFAULT_MODELS
     args.root.mkdir(parents=True, exist_ok=True)
     results = []

@@ -45,3 +45,23 @@ def test_two_seeds_give_mean_and_sd(tmp_path, capsys):
         assert row["best"][m] == statistics.fmean(values) and row["best"][f"{m}_sd"] == statistics.stdev(values)
     assert row["runs"][0]["best"]["ca"] != row["runs"][1]["best"]["ca"]  # the seeds differ
     assert " ± " in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_audio_study_runs_the_checks_on_the_seeds_asked(tmp_path, capsys, monkeypatch):
+    import audio_study
+
+    monkeypatch.setenv("SSMDEFENSE_CACHE_DIR", str(tmp_path / "cache"))  # never the user's cache
+    args = ["--only", "lstm", "--defenses", "none", "--seeds", "0,1", "-D", 'accents=["en-us"]', "--epochs", "1"]
+    args += ["--eval-samples", "4", "--samples", "4", "--checks", "--check-seeds", "0", "--root", str(tmp_path)]
+    assert audio_study.main(args) == 0
+    (row,) = json.loads((tmp_path / "results.json").read_text())
+    seed0, seed1 = row["runs"]
+    assert seed0["masking_suspected"] in (True, False)  # the checks ran on seed 0 ...
+    assert seed1["masking_suspected"] is None  # ... and not on seed 1
+    assert row["ra"] == statistics.fmean([seed0["ra"], seed1["ra"]])
+    commands = (tmp_path / "commands.txt").read_text()
+    assert (
+        commands.count("-D 'accents=[\"en-us\"]' --epochs 1 --eval-samples 4") == 2
+        and commands.count("--no-checks") == 1
+    )
+    assert " ± " in capsys.readouterr().out.splitlines()[-1]
