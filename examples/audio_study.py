@@ -19,6 +19,8 @@ clips) snr-pgd at each SNR, the worst case over time shifts (up to 100 ms) and s
     python examples/audio_study.py --only s4d,lstm       # some models
     python examples/audio_study.py --checks              # also the gradient-masking checks
     python examples/audio_study.py --seeds 0,1,2         # mean ± sd over three seeds (study_common.py)
+    python examples/audio_study.py --seeds 0,1,2 --checks --check-seeds 0   # the checks on seed 0 only
+    python examples/audio_study.py -D 'accents=["en-us"]' --epochs 1       # a quick, smaller variant
 """
 
 from __future__ import annotations
