@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from study_common import aggregate, fmt, log_command
+from study_common import add_seed_options, aggregate, fmt, log_command, seeds_from
 
 from ssmdefense.cli.common import parse_params
 from ssmdefense.experiment import EvaluateConfig, RunConfig, evaluate_checkpoints, run
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
         "--only", help=f"comma-separated rows ({', '.join(MODELS)}; default: {','.join(DEFAULT_MODELS)})"
     )
     parser.add_argument("--defenses", default=",".join(DEFENSES), help="comma-separated defenses")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± sd")
+    add_seed_options(parser)
     parser.add_argument(
         "-D",
         "--dataset-param",
@@ -193,15 +193,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--samples", type=int, default=240, help="test clips of evaluate's attacks")
     parser.add_argument("--checks", action="store_true", help="run evaluate's gradient-masking checks too")
-    parser.add_argument(
-        "--check-seeds",
-        default=None,
-        help="with --checks: comma-separated seeds whose evaluation runs them (default: every seed)",
-    )
     parser.add_argument("--root", type=Path, default=Path("runs/study/audio"))
     args = parser.parse_args(argv)
-    args.seeds = [int(s) for s in args.seeds.split(",")]
-    args.check_seeds = args.seeds if args.check_seeds is None else [int(s) for s in args.check_seeds.split(",")]
+    seeds_from(args)
     models = args.only.split(",") if args.only else DEFAULT_MODELS
     args.root.mkdir(parents=True, exist_ok=True)
     results = []

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from independent_pgd import check as independent_check
-from study_common import aggregate, fmt, log_command
+from study_common import add_seed_options, aggregate, fmt, log_command, seeds_from
 
 from ssmdefense.cli.common import parse_params
 from ssmdefense.experiment import EvaluateConfig, RunConfig, evaluate_checkpoints, run
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", help="comma-separated row names (defenses) or models (ads)")
     parser.add_argument("--dataset", default="mnist-5k")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± sd")
+    add_seed_options(parser)
     parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (3e-3: a short budget)")
     parser.add_argument("--eval-samples", type=int, default=500, help="test samples of the per-epoch PGD-10")
     parser.add_argument(
@@ -222,18 +222,12 @@ def main(argv=None) -> int:
         metavar="KEY=VALUE",
         help="AutoAttack parameter (repeatable; default: the standard version), e.g. --autoattack n_queries=100",
     )
-    parser.add_argument(
-        "--check-seeds",
-        default=None,
-        help="comma-separated seeds whose evaluation runs the gradient-masking checks (default: every seed)",
-    )
     parser.add_argument("--root", type=Path, default=Path("runs/study"))
     parser.add_argument(
         "--train-only", action="store_true", help="only the runs (a later call evaluates them and builds the table)"
     )
     args = parser.parse_args(argv)
-    args.seeds = [int(s) for s in args.seeds.split(",")]
-    args.check_seeds = args.seeds if args.check_seeds is None else [int(s) for s in args.check_seeds.split(",")]
+    seeds_from(args)
     only = set(args.only.split(",")) if args.only else None
     root = args.root / args.part
     root.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,23 @@ import shlex
 import statistics
 
 
+def add_seed_options(parser) -> None:
+    """``--seeds`` and ``--check-seeds``, the same in every study script; ``seeds_from`` parses them."""
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± sd")
+    parser.add_argument(
+        "--check-seeds",
+        default=None,
+        help="comma-separated seeds whose evaluation runs the gradient-masking checks "
+        "(default: every seed; audio_study: with --checks)",
+    )
+
+
+def seeds_from(args) -> None:
+    """Turn ``args.seeds`` and ``args.check_seeds`` into lists of ints (check seeds default to all)."""
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.check_seeds = args.seeds if args.check_seeds is None else [int(s) for s in args.check_seeds.split(",")]
+
+
 def log_command(args: list[str], log) -> None:
     """Print and log the command line equivalent to what the next API call does."""
     line = "ssmdefense " + " ".join(shlex.quote(a) for a in args)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import audio_study  # noqa: E402
 import defense_study  # noqa: E402
 
 
@@ -48,8 +49,6 @@ def test_two_seeds_give_mean_and_sd(tmp_path, capsys):
 
 
 def test_audio_study_runs_the_checks_on_the_seeds_asked(tmp_path, capsys, monkeypatch):
-    import audio_study
-
     monkeypatch.setenv("SSMDEFENSE_CACHE_DIR", str(tmp_path / "cache"))  # never the user's cache
     args = ["--only", "lstm", "--defenses", "none", "--seeds", "0,1", "-D", 'accents=["en-us"]', "--epochs", "1"]
     args += ["--eval-samples", "4", "--samples", "4", "--checks", "--check-seeds", "0", "--root", str(tmp_path)]
