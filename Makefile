@@ -24,7 +24,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadscope
 
 bench: venv
 	$(BIN)/python benchmarks/run.py

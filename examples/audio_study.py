@@ -1,18 +1,23 @@
 """The audio study of docs/results.md: S4D, Mamba and LSTM on spoken-digits under standard training,
-PGD-AT and AdS, attacked on the waveform with PGD-10 (L-inf), snr-pgd at 40/30/20 dB, time shifts
-and speed changes.
+PGD-AT and AdS, attacked on the waveform with PGD-10 (L-inf), the audio AutoAttack (L-inf and the
+30 dB SNR ball), an independent margin PGD, snr-pgd at 40/30/20 dB, time shifts and speed changes.
 
-Each row is a run (``ssmdefense.experiment.run``) and an evaluation (``evaluate_checkpoints``) per
-seed, both in this process, printed as the two equivalent commands so any run can be re-done alone:
+Each row is a run (``ssmdefense.experiment.run``), an evaluation (``evaluate_checkpoints``) and the
+independent check (``examples/independent_pgd.py``) per seed, all in this process, printed as the
+equivalent commands so any run can be re-done alone:
 
     ssmdefense defend --defense NAME --model M --dataset spoken-digits --seed S -q --out DIR
-    ssmdefense evaluate --checkpoint DIR --attacks pgd --snr 40,30,20 --samples N --seed S [--no-checks]
+    ssmdefense evaluate --checkpoint DIR --attacks pgd --snr 40,30,20 --samples N --seed S --aa-samples 0
+    python examples/independent_pgd.py DIR [--which last]
 
-with the dataset's defaults (eps 0.001, 8 epochs, per-epoch PGD-10 on 240 test clips, S4D/Mamba
-d_model 64, 2 layers, LSTM hidden 64 read through the mean of its states, ``-m pool=mean``; the
-row ``lstm-last`` is the LSTM read at its last state). The table is built from their report.json files: CA and
-PGD-10 RA at the best checkpoint (the run, on 240 test clips), and from evaluate (on --samples test
-clips) snr-pgd at each SNR, the worst case over time shifts (up to 100 ms) and speed changes
+with the dataset's defaults (eps 0.001, 8 epochs, the best checkpoint chosen by PGD-10 on the
+validation split: 4 held-out training voices, 240 clips; S4D/Mamba d_model 64, 2 layers, LSTM
+hidden 64 read through the mean of its states, ``-m pool=mean``; the row ``lstm-last`` is the LSTM
+read at its last state). The table is built from their report.json files: from the run's final
+evaluation on the first 240 test clips, CA and PGD-10 RA of the best checkpoint, and on the first
+100 the audio AutoAttack (its L-inf part alone, and the worst case with the SNR ball); the
+independent margin PGD on those 100 clips (L-inf, and either ball); and from evaluate (on --samples
+test clips) snr-pgd at each SNR, the worst case over time shifts (up to 100 ms) and speed changes
 (0.9x-1.1x), and the gradient-masking verdict when the checks ran.
 
     python examples/audio_study.py                       # every row (about 1.5 h on 2 cores)
@@ -31,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from independent_pgd import check as independent_check
 from study_common import add_seed_options, aggregate, fmt, log_command, seeds_from
 
 from ssmdefense.cli.common import parse_params
@@ -105,6 +111,8 @@ def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
                 str(args.samples),
                 "--seed",
                 str(seed),
+                "--aa-samples",
+                "0",  # the run's final evaluation has it, on the same first 100 clips
                 *([] if checks else ["--no-checks"]),
             ],
             log,
@@ -117,12 +125,21 @@ def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
                 samples=args.samples,
                 seed=seed,
                 checks=checks,
+                aa_samples=0,
             )
         )
     report = json.loads((out / "report.json").read_text())
     evaluation = json.loads((out / "evaluation" / "report.json").read_text())
     best = evaluation["best"]
     timing = report["timing"]
+    saved = out / "evaluation" / "independent-best.json"  # kept beside the evaluation, as for images
+    if not saved.is_file():
+        print(f"$ python examples/independent_pgd.py {out}", flush=True)
+        saved.write_text(json.dumps(independent_check(out, "best", seed=seed), indent=2) + "\n")
+    independent = json.loads(saved.read_text())
+    aa = report["best"]["autoattack"]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    chosen = next(m for m in metrics if m["epoch"] == report["best"]["epoch"])
     return {
         "model": name,
         "seed": seed,
@@ -134,6 +151,13 @@ def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
         "epoch": report["best"]["epoch"],
         "ca": report["best"]["clean_accuracy"],
         "ra": report["best"]["robust_accuracy"]["pgd-10"],
+        "val_ra": chosen["robust_accuracy"]["pgd-10"],  # the figure that chose it, on validation
+        "aa_linf": aa["linf_worst_case"],
+        "aa": aa["worst_case"],
+        "aa_seconds": aa["seconds"],
+        "independent_linf": independent["independent_linf"],
+        "independent": independent["independent"],
+        "gap_aa": independent["gap_aa"],
         "eval_ca": best["clean_accuracy"],
         "eval_ra": best["robust_accuracy"]["pgd-10"],
         "snr": {f"{p['snr_db']:g}": p["accuracy"] for p in best["audio"]["snr_curve"]},
@@ -154,17 +178,17 @@ def snr(r: dict, db: str) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| model | defense | CA | PGD-10 RA | snr-pgd 40 dB | 30 dB | 20 dB | time-shift | speed | s/epoch | "
-        "overhead | masking? |",
-        "|---" * 12 + "|",
+        "| model | defense | CA | PGD-10 RA | AA L-inf | AA L-inf + SNR 30 dB | margin PGD L-inf | margin PGD both "
+        "| snr-pgd 40 dB | 30 dB | 20 dB | time-shift | speed | s/epoch | AA s | masking? |",
+        "|---" * 16 + "|",
     ]
     for r in results:
         masking = {None: "not run", True: "yes", False: "no"}[r["masking_suspected"]]
-        overhead = "—" if r.get("overhead_ratio") is None else f"{r['overhead_ratio']:.1f}x"
         lines.append(
-            f"| {r['model']} | {r['defense']} | {cell(r, 'ca')} | {cell(r, 'ra')} | {snr(r, '40')} | "
+            f"| {r['model']} | {r['defense']} | {cell(r, 'ca')} | {cell(r, 'ra')} | {cell(r, 'aa_linf')} | "
+            f"**{cell(r, 'aa')}** | {cell(r, 'independent_linf')} | {cell(r, 'independent')} | {snr(r, '40')} | "
             f"{snr(r, '30')} | {snr(r, '20')} | {cell(r, 'time_shift')} | {cell(r, 'speed')} | "
-            f"{r['epoch_seconds']:.1f} | {overhead} | {masking} |"
+            f"{r['epoch_seconds']:.1f} | {r['aa_seconds']:.0f} | {masking} |"
         )
     return "\n".join(lines)
 
@@ -189,7 +213,7 @@ def main(argv=None) -> int:
         "--eval-samples",
         type=int,
         default=None,
-        help="test clips of the per-epoch PGD-10 (default: the dataset's, 240)",
+        help="clips of the per-epoch PGD-10 (validation) and the final evaluation (test); default: 240",
     )
     parser.add_argument("--samples", type=int, default=240, help="test clips of evaluate's attacks")
     parser.add_argument("--checks", action="store_true", help="run evaluate's gradient-masking checks too")

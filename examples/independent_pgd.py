@@ -1,6 +1,8 @@
 """An independent check of a run's reported robust accuracy: L-inf PGD on the Carlini-Wagner margin,
 written here in plain torch (no ART, no ssmdefense attack code), 50 steps from 5 random starts, on
-the test samples and at the eps of the run's report.
+the test samples and at the eps of the run's report; for audio (waveform) runs also in each clip's
+SNR ball (L2, radius ||x|| 10^(-snr/20) at the audio AutoAttack's SNR, 30 dB by default), the two
+threat models of the audio AutoAttack.
 
     python examples/independent_pgd.py runs/default-ads            # the best checkpoint
     python examples/independent_pgd.py runs/default-ads --which last --steps 100
@@ -11,8 +13,11 @@ A report can be trusted when this attack, written independently of the toolkit, 
 than 2 points lower (issue 12). Only loading the checkpoint and the data uses ssmdefense.
 
 A sample counts as broken when any iterate of any start is misclassified (the attack keeps its
-best), each start begins at a uniform random point of the eps-ball, steps are 2.5 eps / steps
-(Madry et al.), and every iterate is projected onto the eps-ball and the clip range.
+best), each start begins at a uniform random point of the ball, steps are 2.5 eps / steps (Madry et
+al.; signed gradients in L-inf, normalised gradients of 2.5 r / steps in the SNR ball), and every
+iterate is projected onto the ball and the clip range. For audio the report's AutoAttack figure is
+the worst case over both balls and is compared with a clip broken in either ball here; its L-inf
+part is compared with the L-inf attack alone.
 """
 
 from __future__ import annotations
@@ -49,8 +54,11 @@ def margin_pgd(
     restarts: int = 5,
     seed: int = 0,
     batch_size: int = 250,
+    snr_db: float | None = None,
 ) -> tuple[np.ndarray, float]:
-    """(per-sample robustness (N,) bool, the largest |x_adv - x| seen) under the attack."""
+    """(per-sample robustness (N,) bool, the largest perturbation seen) under the attack: L-inf ``eps``
+    (the largest |x_adv - x|), or, with ``snr_db``, each sample's L2 ball of radius
+    ||x|| 10^(-snr_db/20) (the largest ||x_adv - x|| / radius, at most 1)."""
     lo, hi = clip
     generator = torch.Generator().manual_seed(seed)
     robust, largest = [], 0.0
@@ -61,44 +69,103 @@ def margin_pgd(
             alive = torch.ones(len(yb), dtype=torch.bool)  # (B) not broken by any iterate yet
             with torch.no_grad():
                 alive &= margin(model(xb), yb) <= 0
+            ball = LinfBall(xb, eps) if snr_db is None else SNRBall(xb, snr_db)
             for _ in range(restarts):
-                noise = (torch.rand(xb.shape, generator=generator) * 2 - 1) * eps
-                x_adv = (xb + noise).clamp(lo, hi)  # (B ...)
+                x_adv = ball.project(ball.random_start(generator), lo, hi)  # (B ...)
                 for _ in range(steps):
                     x_adv.requires_grad_(True)
                     m = margin(model(x_adv), yb)  # (B)
                     alive &= (m <= 0).detach()
                     (grad,) = torch.autograd.grad(m.sum(), x_adv)
-                    x_adv = x_adv.detach() + 2.5 * eps / steps * grad.sign()
-                    x_adv = torch.minimum(torch.maximum(x_adv, xb - eps), xb + eps).clamp(lo, hi)
+                    x_adv = ball.project(x_adv.detach() + ball.step(grad, steps), lo, hi)
                 with torch.no_grad():
                     alive &= margin(model(x_adv), yb) <= 0
-                largest = max(largest, float((x_adv - xb).abs().max()))
+                largest = max(largest, ball.size(x_adv))
             robust.append(alive.numpy())
     return np.concatenate(robust), largest
 
 
+class LinfBall:
+    """|x' - x|_inf <= eps: uniform random starts, signed-gradient steps of 2.5 eps / steps (Madry et al.)."""
+
+    def __init__(self, x: torch.Tensor, eps: float):
+        self.x, self.eps = x, eps
+
+    def random_start(self, generator) -> torch.Tensor:
+        return self.x + (torch.rand(self.x.shape, generator=generator) * 2 - 1) * self.eps
+
+    def step(self, grad: torch.Tensor, steps: int) -> torch.Tensor:
+        return 2.5 * self.eps / steps * grad.sign()
+
+    def project(self, x_adv: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        return torch.minimum(torch.maximum(x_adv, self.x - self.eps), self.x + self.eps).clamp(lo, hi)
+
+    def size(self, x_adv: torch.Tensor) -> float:
+        return float((x_adv - self.x).abs().max())
+
+
+class SNRBall:
+    """||x' - x||_2 <= r = ||x||_2 10^(-snr_db/20) per sample: uniform random starts in the ball,
+    normalised-gradient steps of 2.5 r / steps, projection by rescaling (then the clip range)."""
+
+    def __init__(self, x: torch.Tensor, snr_db: float):
+        self.x = x
+        shape = (len(x), *([1] * (x.dim() - 1)))
+        self.r = x.flatten(1).double().norm(dim=1).mul(10.0 ** (-snr_db / 20)).float().view(shape)  # (B 1 ...)
+        self.d = x[0].numel()
+
+    @staticmethod
+    def _norm(t: torch.Tensor) -> torch.Tensor:
+        return t.flatten(1).norm(dim=1).view(len(t), *([1] * (t.dim() - 1)))  # (B 1 ...)
+
+    def random_start(self, generator) -> torch.Tensor:
+        u = torch.randn(self.x.shape, generator=generator)
+        scale = torch.rand(self.r.shape, generator=generator) ** (1.0 / self.d)  # uniform in the ball
+        return self.x + u / self._norm(u).clamp_min(1e-12) * self.r * scale
+
+    def step(self, grad: torch.Tensor, steps: int) -> torch.Tensor:
+        return 2.5 * self.r / steps * grad / self._norm(grad).clamp_min(1e-30)
+
+    def project(self, x_adv: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        delta = x_adv - self.x
+        delta = delta * torch.clamp(self.r * (1 - 1e-6) / self._norm(delta).clamp_min(1e-30), max=1.0)
+        return (self.x + delta).clamp(lo, hi)  # clipping moves towards x: stays in the ball
+
+    def size(self, x_adv: torch.Tensor) -> float:
+        ratio = self._norm(x_adv - self.x) / self.r.clamp_min(1e-30)
+        return float(ratio.max())
+
+
 def reported_autoattack(run_dir: Path, which: str) -> dict | None:
-    """The run's AutoAttack figure for ``which``: from ``defend``'s final evaluation (report.json), else
-    from ``ssmdefense evaluate --attacks pgd,autoattack`` (evaluation/report.json): its worst case
-    over the attacks on its samples, and how many samples (the first N of the test split)."""
+    """The run's AutoAttack figure for ``which``: from the final evaluation of ``defend`` (report.json)
+    or of ``evaluate`` (evaluation/report.json, its ``--aa-samples`` section, else ``--attacks
+    autoattack``): the worst case over the attacks on its samples, how many samples (the first N of
+    the test split) and, for audio, the SNR ball and the L-inf ball's own worst case."""
     report = json.loads((run_dir / "report.json").read_text())
-    aa = report[which].get("autoattack")
-    if aa:
-        return {"source": "report.json", "samples": aa["samples"], "aa": aa["worst_case"]}
     evaluation = run_dir / "evaluation" / "report.json"
-    if evaluation.is_file():
-        e = json.loads(evaluation.read_text())
-        if "autoattack" in e[which]["robust_accuracy"]:
-            worst = (e[which].get("worst_case") or {}).get("robust_accuracy", e[which]["robust_accuracy"]["autoattack"])
-            return {"source": "evaluation/report.json", "samples": e["config"]["samples"], "aa": worst}
+    e = json.loads(evaluation.read_text()) if evaluation.is_file() else None
+    for source, section in (("report.json", report[which]), ("evaluation/report.json", (e or {}).get(which, {}))):
+        aa = section.get("autoattack")
+        if aa:
+            found = {"source": source, "samples": aa["samples"], "aa": aa["worst_case"]}
+            if aa.get("snr_db") is not None:
+                found.update(snr_db=aa["snr_db"], aa_linf=aa["linf_worst_case"])
+            return found
+    if e is not None and "autoattack" in e[which]["robust_accuracy"]:
+        worst = (e[which].get("worst_case") or {}).get("robust_accuracy", e[which]["robust_accuracy"]["autoattack"])
+        return {"source": "evaluation/report.json", "samples": e["config"]["samples"], "aa": worst}
     return None
 
 
 def check(run_dir: Path, which: str = "best", steps: int = 50, restarts: int = 5, seed: int = 0) -> dict:
     """The independent attack on ``run_dir``'s ``which`` checkpoint, beside the report's figures: on
     the samples of the run's AutoAttack when it has one (``gap_aa``: AutoAttack minus this attack),
-    else on the run's evaluated samples (``gap``: the lowest single attack minus this attack)."""
+    else on the run's evaluated samples (``gap``: the lowest single attack minus this attack).
+
+    Audio (waveform) runs are attacked in the L-inf ball of the run's eps and in each clip's SNR ball
+    of the audio AutoAttack's ``snr_db``; a clip is robust only if it survives both (``independent``),
+    and ``independent_linf`` is the L-inf ball alone, set against the AutoAttack's own L-inf figure
+    (``gap_aa_linf``)."""
     report = json.loads((run_dir / "report.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
     clf = sd.load(run_dir / which, device_type="cpu")
@@ -109,9 +176,8 @@ def check(run_dir: Path, which: str = "best", steps: int = 50, restarts: int = 5
         x, y = x[:n], y[:n]
     x = clf.prepare_inputs(x)
     eps = report["config"]["eps"]
-    robust, largest = margin_pgd(
-        clf.model, x, y, eps=eps, clip=clf.clip_values, steps=steps, restarts=restarts, seed=seed
-    )
+    attack = dict(eps=eps, clip=clf.clip_values, steps=steps, restarts=restarts, seed=seed)
+    robust, largest = margin_pgd(clf.model, x, y, **attack)
     reported = report[which]["robust_accuracy"]
     result = {
         "checkpoint": str(run_dir / which),
@@ -122,10 +188,23 @@ def check(run_dir: Path, which: str = "best", steps: int = 50, restarts: int = 5
         "largest_perturbation": largest,
         "report": reported,
         "report_min": min(reported.values()),
-        "gap": min(reported.values()) - float(robust.mean()),
     }
+    waveform = clf.is_audio and tuple(clf.input_shape) == tuple(clf.natural_shape)
+    if waveform:
+        snr_db = aa.get("snr_db", 30.0) if aa else 30.0
+        in_snr, ratio = margin_pgd(clf.model, x, y, **attack, snr_db=snr_db)
+        result.update(
+            snr_db=snr_db,
+            independent_linf=float(robust.mean()),
+            independent_snr=float(in_snr.mean()),
+            independent=float((robust & in_snr).mean()),
+            largest_snr_ratio=ratio,  # the largest ||delta|| / radius: at most 1
+        )
+    result["gap"] = result["report_min"] - result["independent"]
     if aa:
-        result.update(aa_source=aa["source"], aa=aa["aa"], gap_aa=aa["aa"] - float(robust.mean()))
+        result.update(aa_source=aa["source"], aa=aa["aa"], gap_aa=aa["aa"] - result["independent"])
+        if "aa_linf" in aa and waveform:
+            result.update(aa_linf=aa["aa_linf"], gap_aa_linf=aa["aa_linf"] - result["independent_linf"])
     return result
 
 

@@ -34,7 +34,21 @@ def log_command(args: list[str], log) -> None:
 
 
 #: the keys whose values are accuracies (averaged over seeds); other values are the first seed's
-ACCURACY_KEYS = ("ca", "ra", "aa", "pgd_aa_samples", "independent", "eval_ca", "eval_ra", "snr", "time_shift", "speed")
+ACCURACY_KEYS = (
+    "ca",
+    "ra",
+    "val_ra",
+    "aa",
+    "aa_linf",
+    "pgd_aa_samples",
+    "independent",
+    "independent_linf",
+    "eval_ca",
+    "eval_ra",
+    "snr",
+    "time_shift",
+    "speed",
+)
 
 
 def mean_sd(values: list):

@@ -22,7 +22,11 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def digits():
-    return sd.load_dataset("digits")
+    """The loader's digits, all 1,437 training images (no validation split carved: these tests train
+    and attack directly, and their measured numbers were taken on the whole training set)."""
+    from ssmdefense.api import load_dataset_as_is
+
+    return load_dataset_as_is("digits")
 
 
 def make_classifier(data, seed=0, **model_params):

@@ -88,6 +88,38 @@ def test_final_evaluation_reports_standard_autoattack_on_the_stated_samples(runs
     assert json.loads((runs["ads"] / "config.json").read_text())["aa_samples"] == 8
 
 
+def test_the_best_checkpoint_is_chosen_on_a_validation_split_and_the_report_says_so(runs):
+    config = json.loads((runs["ads"] / "config.json").read_text())
+    v = config["validation"]
+    assert config["select_on"] == "val" and v["source"] == "carved" and (v["train"], v["val"]) == (1293, 144)
+    report = json.loads((runs["ads"] / "report.json").read_text())
+    assert report["config"]["select_on"] == "val" and report["config"]["validation"] == v
+    lines = (runs["ads"] / "report.md").read_text().splitlines()
+    assert lines[2].startswith("Best checkpoint chosen on the **validation** split (144 samples, 10 % of the")
+    assert "scored below on the **test** split" in lines[2]
+    rows = [json.loads(line) for line in (runs["ads"] / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:  # per-epoch accuracies counted on the 144 validation images, not on 200 test images
+        assert abs(row["clean_accuracy"] * 144 - round(row["clean_accuracy"] * 144)) < 1e-6
+    best = max(rows, key=lambda r: (r["robust_accuracy"]["pgd-10"], r["clean_accuracy"]))
+    assert report["best"]["epoch"] == best["epoch"]
+
+
+def test_select_on_test_is_the_old_protocol_and_labelled(tmp_path):
+    out = tmp_path / "on-test"
+    tiny = [a if a != "4" else "2" for a in TINY]  # 2 epochs
+    result = run("train", *tiny, "--select-on", "test", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "best checkpoint chosen on the TEST split (--select-on test)" in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["select_on"] == "test" and config["validation"] is None  # all 1,437 images train
+    lines = (out / "report.md").read_text().splitlines()
+    assert lines[2].startswith("**Best checkpoint chosen on the test split** (`--select-on test`")
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["epoch"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    chosen = rows[report["best"]["epoch"]]  # chosen on the first 200 test images: the very number reported
+    assert chosen["clean_accuracy"] == report["best"]["clean_accuracy"]
+
+
 def test_report_json_keys_and_values(runs):
     report = json.loads((runs["ads"] / "report.json").read_text())
     for which in ("best", "last"):
@@ -216,6 +248,11 @@ def test_evaluate_reuses_best_when_last_is_the_same_epoch(runs, tmp_path):
         (["frobnicate"], "No such command"),
         (["attack", "--checkpoint", "missing-dir", "--attack", "pgd"], "no checkpoint at missing-dir"),
         (["evaluate", "--checkpoint", "missing-dir"], "no checkpoint at missing-dir"),
+        (["defend", "--defense", "ads", "--select-on", "nonsense"], "'--select-on'"),
+        (["defend", "--defense", "ads", "-D", "val_fraction=0"], "val_fraction must be between 0 and 1 (exclusive)"),
+        (["train", "-D", "val_fraction=1.5"], "val_fraction must be between 0 and 1 (exclusive)"),
+        (["train", "-D", "val_fraction=0.2", "--select-on", "test"], "--select-on test carves no validation split"),
+        (["train", "--dataset", "digits", "-D", "val_fraction=0.999"], "is too small to carve a validation split"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
@@ -419,6 +456,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
     fails = run("defend", "--resume", tmp_path / "cut", "--epochs", "9")
     assert fails.exit_code == 2 and "drop --epochs" in fails.output
+    with monkeypatch.context() as m:  # another validation split than the one epochs 1-2 were chosen on
+        m.setattr("ssmdefense.data.splits.DEFAULT_VAL_SEED", 1)
+        moved = run("defend", "--resume", tmp_path / "cut", "-q")
+    assert moved.exit_code == 2 and "validation split is not the one" in moved.output
     resumed = run("defend", "--resume", tmp_path / "cut", "-q")
     assert resumed.exit_code == 0, resumed.output
     assert not list(tmp_path.glob(".cut.partial-*"))

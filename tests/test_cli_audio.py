@@ -54,6 +54,8 @@ def speech_run(tmp_path_factory):
         *SMALL,
         "-p",
         "max_iter=2",
+        "--aa-samples",
+        "6",
         "--out",
         out,
     )
@@ -72,6 +74,15 @@ def test_speech_commands_trains_from_its_official_layout(speech_run):
     assert budget["attack_space"] == "waveform" and budget["eps"] == 0.001
     assert budget["worst_case_snr_db_min"] <= budget["worst_case_snr_db_median"]
     assert 0 <= report["best"]["robust_accuracy"]["pgd-10"] <= report["best"]["clean_accuracy"] <= 1
+    assert config["validation"] == {**config["validation"], "source": "official", "val": 10}  # validation_list.txt
+    aa = report["best"]["autoattack"]  # the audio AutoAttack of the final evaluation
+    assert aa["attack"] == "audio-autoattack" and aa["samples"] == 6 and aa["snr_db"] == 30.0
+    assert aa["components"] == ["apgd-ce", "apgd-t", "square-1d", "snr-apgd-ce", "snr-apgd-t"]
+    assert (
+        aa["worst_case"] <= aa["linf_worst_case"] <= min(aa["robust_accuracy"]["fgsm"], aa["robust_accuracy"]["pgd-10"])
+    )
+    md = (out / "report.md").read_text()
+    assert "## Audio AutoAttack (standard) on the first 6 evaluated clips" in md and "L-inf worst case" in md
 
 
 def test_audio_run_keeps_listenable_examples(speech_run):
@@ -119,11 +130,16 @@ def test_evaluate_adds_accuracy_against_snr(speech_run, tmp_path):
         "40,20",
         "-p",
         "snr-pgd.max_iter=3",
+        "--samples",
+        "5",
         "--out",
         tmp_path / "eval",
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    aa = report["best"]["autoattack"]  # by default on a waveform checkpoint (100 clips, here all 5)
+    assert report["config"]["aa_samples"] == 5 and aa["attack"] == "audio-autoattack" and aa["samples"] == 5
+    assert report["config"]["select_on"] == "val"  # as the run chose its best checkpoint
     audio = report["best"]["audio"]
     assert [p["snr_db"] for p in audio["snr_curve"]] == [40.0, 20.0]
     assert audio["snr_curve"][1]["accuracy"] <= audio["snr_curve"][0]["accuracy"] + 1e-9
@@ -179,6 +195,8 @@ def test_features_attack_space_from_the_cli(tmp_path):
         *SMALL,
         "-p",
         "max_iter=2",
+        "--aa-samples",
+        "2",
         "--out",
         out,
     )
@@ -187,6 +205,7 @@ def test_features_attack_space_from_the_cli(tmp_path):
     assert report["budget"] == {**report["budget"], "attack_space": "features", "eps": 2.0}
     assert report["config"]["sequence_params"]["attack_space"] == "features"
     assert "Features attack space" in (out / "report.md").read_text()
+    assert report["best"]["autoattack"]["attack"] == "autoattack"  # a spectrogram is an image: image AutoAttack
     result = run("attack", "--checkpoint", out, "--attack", "pgd", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["max_linf"] <= 2.0 + 1e-4  # dB on the log-mel spectrogram
@@ -249,3 +268,6 @@ def test_spoken_digits_defaults_flow_into_the_run(tmp_path, monkeypatch):
     assert report["best"]["clean_accuracy"] > 0.15  # two epochs of a tiny model on 480 clips: above chance
     assert report["best"]["robust_accuracy"]["pgd-10"] < report["best"]["clean_accuracy"]
     assert "| checkpoint | attack | zero | one |" in (out / "report.md").read_text()
+    v = config["validation"]  # one of the 8 training voices of the two accents held out: 60 clips
+    assert v["stratified_by"] == "group" and len(v["held_out_groups"]) == 1 and v["val"] == 60
+    assert report["best"]["autoattack"]["samples"] == 40  # the audio AutoAttack by default, on the evaluated clips

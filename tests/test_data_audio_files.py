@@ -23,6 +23,8 @@ import ssmdefense as sd
 from ssmdefense.data import audio_io
 from ssmdefense.data.speech_commands import ALL_WORDS, DIGITS
 from ssmdefense.data.urbansound8k import CLASSES as US8K_CLASSES
+from ssmdefense.data.urbansound8k import urbansound8k
+from ssmdefense.errors import SSMDefenseError
 
 # ---------------------------------------------------------------------------------------------
 # Tree writers (importable by other test files)
@@ -309,7 +311,7 @@ def test_speech_commands_digits_official_split(sc_digits):
     assert data.y_test.tolist() == list(range(10)) and data.y_train.tolist() == [k for k in range(10) for _ in (0, 1)]
     assert_labels_match_tones(data.x_train, data.y_train, 16000, lambda k: word_frequency(DIGITS[k]))
     assert_labels_match_tones(data.x_test, data.y_test, 16000, lambda k: word_frequency(DIGITS[k]))
-    # exactly the files of testing_list.txt in test, validation files nowhere, the rest in train
+    # exactly the files of testing_list.txt in test, of validation_list.txt in validation, the rest in train
     base = sc_digits.joinpath(*SC_PARTS)
     testing = (base / "testing_list.txt").read_text().split()
     validation = (base / "validation_list.txt").read_text().split()
@@ -322,11 +324,13 @@ def test_speech_commands_digits_official_split(sc_digits):
     ]
     assert np.array_equal(data.x_test, _expected_split(base, by_label(testing)))
     assert np.array_equal(data.x_train, _expected_split(base, by_label(train)))
+    assert np.array_equal(data.x_val, _expected_split(base, by_label(validation)))
+    assert data.validation == {"source": "official", "description": "Speech Commands' validation_list.txt", "val": 10}
     # 0.75 s clips are zero-padded at the end
     assert (np.abs(data.x_train[:, 0, 12000:]).max(axis=1) == 0).sum() == 10
     info = data.info
-    assert info["root"] == str(base) and info["counts"] == {"train": 20, "test": 10}
-    assert info["left_out"] == {"list": "validation_list.txt", "files": 10}
+    assert info["root"] == str(base) and info["counts"] == {"train": 20, "test": 10, "val": 10}
+    assert info["validation"] == {"list": "validation_list.txt", "files": 10}
     assert info["per_class"]["train"] == [2] * 10 and info["skipped"] == {}
     assert info["converted"]["resampled"] == 0 and info["converted"]["downmixed"] == 0
     assert info["settings"]["subset"] == "digits" and info["settings"]["sample_rate"] == 16000
@@ -338,7 +342,8 @@ def test_speech_commands_root_variants_and_validation_list(sc_digits):
         other = sd.load_dataset("speech-commands", root=root)
         assert np.array_equal(other.x_test, ref.x_test) and np.array_equal(other.y_train, ref.y_train)
     val = sd.load_dataset("speech-commands", root=sc_digits, test_list="validation")
-    assert val.info["left_out"] == {"list": "testing_list.txt", "files": 10}
+    assert val.info["validation"] == {"list": "testing_list.txt", "files": 10}
+    assert np.array_equal(val.x_val, ref.x_test) and np.array_equal(val.x_test, ref.x_val)  # the roles swap
     assert val.x_test.shape == (10, 1, 16000) and not np.array_equal(val.x_test, ref.x_test)
     assert np.array_equal(val.x_train, ref.x_train)  # train = neither list, whichever tests
 
@@ -356,7 +361,7 @@ def test_speech_commands_all_words_and_max_per_class(tmp_path):
     assert digits.nb_classes == 10 and digits.classes == DIGITS and len(digits.y_train) == 20
     assert_labels_match_tones(digits.x_test, digits.y_test, 16000, lambda k: word_frequency(DIGITS[k]))
     one = sd.load_dataset("speech-commands", root=tmp_path, max_per_class=1)
-    assert one.info["per_class"] == {"train": [1] * 10, "test": [1] * 10}
+    assert one.info["per_class"] == {"train": [1] * 10, "test": [1] * 10, "val": [1] * 10}
     again = sd.load_dataset("speech-commands", root=tmp_path, max_per_class=1)
     assert np.array_equal(one.x_train, again.x_train)  # deterministic choice
     train_rows = {row.tobytes() for row in digits.x_train}
@@ -366,7 +371,7 @@ def test_speech_commands_all_words_and_max_per_class(tmp_path):
 def test_speech_commands_resampled_output_rate(sc_digits):
     data = sd.load_dataset("speech-commands", root=sc_digits, sample_rate=8000)
     assert_audio_dataset(data, n_train=20, n_test=10, length=8000, nb_classes=10)
-    assert data.sample_rate == 8000 and data.info["converted"]["resampled"] == 30
+    assert data.sample_rate == 8000 and data.info["converted"]["resampled"] == 40  # train, validation, test
     assert_labels_match_tones(data.x_train, data.y_train, 8000, lambda k: word_frequency(DIGITS[k]))
 
 
@@ -401,7 +406,7 @@ def test_speech_commands_bad_files_are_skipped_or_converted(tmp_path, caplog):
         "three/bad00002_nohash_0.wav": "non_finite",
     }
     assert info["converted"]["not_16k"] == 1 and info["converted"]["not_mono"] == 1
-    assert info["converted"]["source_rates"] == {8000: 1, 16000: 41}  # train + test
+    assert info["converted"]["source_rates"] == {8000: 1, 16000: 51}  # train + validation + test
     json.dumps(info)
     (record,) = warnings_of(caplog)  # one warning line for the whole load
     msg = record.getMessage()
@@ -492,7 +497,7 @@ def test_speech_commands_download(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def us8k(tmp_path_factory):
     root = tmp_path_factory.mktemp("us8k")
-    write_urbansound8k_tree(root)  # folds 1, 2, 10; one clip per class and fold
+    write_urbansound8k_tree(root, folds=(1, 2, 9, 10))  # one clip per class and fold; 9 validates, 10 tests
     return root
 
 
@@ -509,9 +514,11 @@ def test_urbansound8k_default_load(us8k):
     assert_labels_match_tones(data.x_train, data.y_train, 16000, class_frequency)
     assert_labels_match_tones(data.x_test, data.y_test, 16000, class_frequency)
     base = us8k / "UrbanSound8K"
-    train_rows, test_rows = _us8k_rows(base, lambda f: f != 10), _us8k_rows(base, lambda f: f == 10)
+    train_rows, test_rows = _us8k_rows(base, lambda f: f < 9), _us8k_rows(base, lambda f: f == 10)
     assert data.y_train.tolist() == [int(r[6]) for r in train_rows]
     assert data.y_test.tolist() == [int(r[6]) for r in test_rows]
+    assert data.y_val.tolist() == [int(r[6]) for r in _us8k_rows(base, lambda f: f == 9)]  # the fold before 10
+    assert data.validation == {"source": "official", "description": "UrbanSound8K fold 9", "fold": 9, "val": 10}
     # each clip: resampled length ceil(frames * 16000 / rate), zero padded / cropped to 4 s
     for x, rows in ((data.x_train, train_rows), (data.x_test, test_rows)):
         for clip, row in zip(x[:, 0], rows):
@@ -521,11 +528,12 @@ def test_urbansound8k_default_load(us8k):
             expected_amplitude = 0.5 if meta.channels == 1 else 0.375  # stereo: mean of 0.5 and 0.25
             assert abs(np.abs(clip[200 : n - 200]).max() - expected_amplitude) < 0.03, (row, meta.channels)
     info = data.info
-    assert info["counts"] == {"train": 20, "test": 10} and info["folds"]["test"] == [10]
+    assert info["counts"] == {"train": 20, "test": 10, "val": 10}
+    assert info["folds"] == {"train": [1, 2], "val": [9], "test": [10]}
     conv = info["converted"]
-    assert conv["source_rates"] == {8000: 6, 16000: 6, 22050: 6, 44100: 6, 48000: 6}
-    assert conv["source_subtypes"] == {"FLOAT": 6, "PCM_16": 12, "PCM_24": 6, "PCM_U8": 6}
-    assert conv["resampled"] == 24 and conv["downmixed"] == 12 and conv["source_channels"] == {1: 18, 2: 12}
+    assert conv["source_rates"] == {8000: 8, 16000: 8, 22050: 8, 44100: 8, 48000: 8}  # 4 folds of 10 clips
+    assert conv["source_subtypes"] == {"FLOAT": 8, "PCM_16": 16, "PCM_24": 8, "PCM_U8": 8}
+    assert conv["resampled"] == 32 and conv["downmixed"] == 16 and conv["source_channels"] == {1: 24, 2: 16}
     assert conv["cropped"] > 0 and conv["padded"] > 0
     assert info["skipped"] == {} and info["unlisted_files"] == 0
     assert info["settings"]["duration"] == 4.0 and info["settings"]["length"] == 64000
@@ -537,12 +545,20 @@ def test_urbansound8k_root_variants_folds_and_options(us8k):
     assert np.array_equal(inner.x_train, ref.x_train) and np.array_equal(inner.y_test, ref.y_test)
     fold1 = sd.load_dataset("urbansound8k", root=us8k, test_fold=1, duration=1.0, sample_rate=8000)
     assert_audio_dataset(fold1, n_train=20, n_test=10, length=8000, nb_classes=10)
-    assert fold1.info["folds"] == {"train": [2, 3, 4, 5, 6, 7, 8, 9, 10], "test": [1]}
+    assert fold1.info["folds"] == {"train": [2, 9], "val": [10], "test": [1]}
     assert_labels_match_tones(fold1.x_test, fold1.y_test, 8000, class_frequency)
     base = us8k / "UrbanSound8K"
     assert fold1.y_test.tolist() == [int(r[6]) for r in _us8k_rows(base, lambda f: f == 1)]
     small = sd.load_dataset("urbansound8k", root=us8k, max_per_class=1, duration=0.5)
-    assert small.info["per_class"] == {"train": [1] * 10, "test": [1] * 10}
+    assert small.info["per_class"] == {"train": [1] * 10, "test": [1] * 10, "val": [1] * 10}
+    fold2 = sd.load_dataset("urbansound8k", root=us8k, val_fold=2, duration=0.5)
+    assert fold2.info["folds"] == {"train": [1, 9], "val": [2], "test": [10]}
+    with pytest.raises(SSMDefenseError, match="val_fold must be one of 1..10 other than test_fold 10; got 10"):
+        sd.load_dataset("urbansound8k", root=us8k, val_fold=10)
+    with pytest.raises(SSMDefenseError, match="no clips in the validation fold 5"):
+        sd.load_dataset("urbansound8k", root=us8k, val_fold=5)
+    with pytest.raises(SSMDefenseError, match="has its own validation split .UrbanSound8K fold 9.; val_fraction"):
+        sd.load_dataset("urbansound8k", root=us8k, val_fraction=0.2)
     again = sd.load_dataset("urbansound8k", root=us8k, max_per_class=1, duration=0.5)
     assert np.array_equal(small.x_train, again.x_train)
 
@@ -560,9 +576,9 @@ def test_urbansound8k_missing_and_bad_files_are_skipped(tmp_path, caplog):
     nan[5] = np.nan
     sf.write(base / "audio" / "fold1" / rows[2][0], nan, 16000, subtype="FLOAT")
     sf.write(base / "audio" / "fold10" / "unlisted.wav", tone(440, 0.1, 16000), 16000)
-    with caplog.at_level(logging.INFO, logger="ssmdefense"):
-        data = sd.load_dataset("urbansound8k", root=tmp_path)
-    assert data.y_train.shape == (7,) and data.y_test.shape == (10,)
+    with caplog.at_level(logging.INFO, logger="ssmdefense"):  # the loader alone: 7 clips are too few to validate on
+        data = urbansound8k(root=tmp_path)
+    assert data.y_train.shape == (7,) and data.y_test.shape == (10,) and data.x_val is None  # no fold 9
     assert sorted(data.y_train.tolist()) == [0, 4, 5, 6, 7, 8, 9]
     assert_labels_match_tones(data.x_train, data.y_train, 16000, class_frequency)
     info = data.info

@@ -39,6 +39,7 @@ from click.testing import CliRunner
 import ssmdefense as sd
 from ssmdefense.cli import cli
 from ssmdefense.data import LazyDataset, cifar10, gtsrb
+from ssmdefense.data import mnist as mnist_module
 
 MAGIC = {"images": 2051, "labels": 2049}  # idx: 0x0803 unsigned bytes, 3 dims; 0x0801 one dim
 
@@ -222,11 +223,14 @@ def warnings_of(caplog):
 
 
 def assert_images(data, n_train, n_test, shape, nb_classes):
+    """``n_train``: the training images on disk, of which sd.load_dataset carves 10 % for validation."""
     assert isinstance(data, sd.Dataset)
-    assert data.x_train.shape == (n_train, *shape) and data.x_test.shape == (n_test, *shape)
-    assert data.x_train.dtype == data.x_test.dtype == np.float32
-    assert data.y_train.dtype == data.y_test.dtype == np.int64
-    for x in (data.x_train, data.x_test):
+    n_val = -(-n_train // 10)
+    assert data.x_train.shape == (n_train - n_val, *shape) and data.x_test.shape == (n_test, *shape)
+    assert data.x_val.shape == (n_val, *shape) and data.validation["source"] == "carved"
+    assert data.x_train.dtype == data.x_val.dtype == data.x_test.dtype == np.float32
+    assert data.y_train.dtype == data.y_val.dtype == data.y_test.dtype == np.int64
+    for x in (data.x_train, data.x_val, data.x_test):
         assert 0.0 <= x.min() and x.max() <= 1.0
     assert data.nb_classes == nb_classes and len(data.classes) == nb_classes
     assert data.clip_values == (0.0, 1.0) and data.sequence == "rows" and data.input_shape == shape
@@ -266,8 +270,8 @@ def mnist_tree(tmp_path_factory):
 
 def test_mnist_reads_the_official_idx_files(mnist_tree):
     root, written = mnist_tree
-    data = sd.load_dataset("mnist", root=root)
-    assert_images(data, 60, 20, (1, 28, 28), 10)
+    assert_images(sd.load_dataset("mnist", root=root), 60, 20, (1, 28, 28), 10)
+    data = mnist_module.mnist(root=root)  # the loader alone: the files' order, before a validation split is carved
     for x, y, (images, labels) in (
         (data.x_train, data.y_train, written["train"]),
         (data.x_test, data.y_test, written["test"]),
@@ -292,9 +296,10 @@ def test_mnist_root_variants_gzip_and_max_per_class(mnist_tree, tmp_path):
     assert data.info["files"]["train"] == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
     assert sorted(data.info["decompressed"]) == sorted(f"{s}.gz" for pair in data.info["files"].values() for s in pair)
     assert (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
-    np.testing.assert_array_equal(data.y_train, gz["train"][1])
+    np.testing.assert_array_equal(mnist_module.mnist(root=tmp_path).y_train, gz["train"][1])  # file order
     assert sd.load_dataset("mnist", root=tmp_path).info["decompressed"] == []  # once
-    small = sd.load_dataset("mnist", root=root, max_per_class=2)
+    small = mnist_module.mnist(root=root, max_per_class=2)
+    reference = mnist_module.mnist(root=root)
     assert small.info["per_class"] == {"train": [2] * 10, "test": [2] * 10}
     kept = np.sort(np.concatenate([np.flatnonzero(reference.y_train == c)[:2] for c in range(10)]))
     np.testing.assert_array_equal(small.x_train, reference.x_train[kept])  # the first two of each digit
@@ -402,8 +407,8 @@ def cifar_tree(tmp_path_factory):
 
 def test_cifar10_reads_the_official_batches(cifar_tree):
     root, written = cifar_tree
-    data = sd.load_dataset("cifar10", root=root)
-    assert_images(data, 50, 20, (3, 32, 32), 10)
+    assert_images(sd.load_dataset("cifar10", root=root), 50, 20, (3, 32, 32), 10)
+    data = cifar10.cifar10(root=root)  # the loader alone: the files' order
     for x, y, (images, labels) in (
         (data.x_train, data.y_train, written["train"]),
         (data.x_test, data.y_test, written["test"]),
@@ -415,7 +420,7 @@ def test_cifar10_reads_the_official_batches(cifar_tree):
     assert data.classes == CIFAR_NAMES
     assert data.eps == pytest.approx(8 / 255)
     assert data.info["md5"].startswith("differs from the official files: data_batch_1")  # informational only
-    small = sd.load_dataset("cifar10", root=root / "cifar-10-batches-py", max_per_class=1)
+    small = cifar10.cifar10(root=root / "cifar-10-batches-py", max_per_class=1)
     assert small.info["counts"] == {"train": 10, "test": 10}
     np.testing.assert_array_equal(small.y_test, np.arange(10))
 
@@ -543,8 +548,8 @@ def assert_colours(x, y):
 
 
 def test_gtsrb_reads_the_official_layout_resized(gtsrb_tree):
-    data = sd.load_dataset("gtsrb", root=gtsrb_tree, num_workers=2)
-    assert_images(data, 86, 50, (3, 32, 32), 43)
+    assert_images(sd.load_dataset("gtsrb", root=gtsrb_tree, num_workers=2), 86, 50, (3, 32, 32), 43)
+    data = gtsrb.gtsrb(root=gtsrb_tree, num_workers=2)  # the loader alone: before a validation split is carved
     np.testing.assert_array_equal(data.y_train, np.repeat(np.arange(43), 2))  # ordered by (class, file)
     np.testing.assert_array_equal(data.y_test, (7 * np.arange(50)) % 43)  # CSV order
     assert_colours(data.x_train, data.y_train)
@@ -552,7 +557,7 @@ def test_gtsrb_reads_the_official_layout_resized(gtsrb_tree):
     assert data.classes[14] == "stop" and data.eps == pytest.approx(8 / 255)
     assert data.info["resize"] == "whole image -> RGB 32x32, PIL bilinear"
     assert data.info["skipped"] == {"missing_test_images": 0, "undecodable_images": 0}
-    small = sd.load_dataset("gtsrb", root=gtsrb_tree / "gtsrb", size=12, max_per_class=1, num_workers=1)
+    small = gtsrb.gtsrb(root=gtsrb_tree / "gtsrb", size=12, max_per_class=1, num_workers=1)
     assert small.x_train.shape == (43, 3, 12, 12) and small.input_shape == (3, 12, 12)
     assert small.info["per_class"]["test"] == [1 if c in set(data.y_test) else 0 for c in range(43)]
     np.testing.assert_array_equal(small.y_train, np.arange(43))
@@ -561,7 +566,7 @@ def test_gtsrb_reads_the_official_layout_resized(gtsrb_tree):
 def test_gtsrb_lazy_decodes_nothing_until_asked(gtsrb_tree, monkeypatch):
     from PIL import Image
 
-    eager = sd.load_dataset("gtsrb", root=gtsrb_tree, size=16)
+    eager = gtsrb.gtsrb(root=gtsrb_tree, size=16)
     opened = []
     real_open = Image.open
 
@@ -597,7 +602,7 @@ def test_gtsrb_bad_files_are_skipped_or_named(tmp_path, caplog):
     truncated.write_bytes(truncated.read_bytes()[:-40])  # a cut download: header intact, pixels short
     (base / "GTSRB" / "Final_Test" / "Images" / "00004.ppm").unlink()
     with caplog.at_level(logging.WARNING, logger="ssmdefense"):
-        data = sd.load_dataset("gtsrb", root=tmp_path)
+        data = gtsrb.gtsrb(root=tmp_path)
     assert (len(data.y_train), len(data.y_test)) == (84, 9)
     assert data.info["skipped"] == {"missing_test_images": 1, "undecodable_images": 2}
     assert data.info["skipped_files"] == [
@@ -665,8 +670,10 @@ def test_gtsrb_labels_are_the_folder_numbers(tmp_path):
     training = base / "GTSRB" / "Training"
     (training / "0000_extra").mkdir()  # a stray folder sorting first: numbering folders in order would shift labels
     (training / "0000_extra" / "x.ppm").write_bytes((training / "00005" / "00000_00000.ppm").read_bytes())
-    data = sd.load_dataset("gtsrb", root=tmp_path, size=8)
+    data = gtsrb.gtsrb(root=tmp_path, size=8)  # one image per class: too few to carve a validation split from
     np.testing.assert_array_equal(data.y_train, np.arange(43))  # the stray folder is not read
+    with one_line_error("dataset 'gtsrb' is too small to carve a validation split from .*each of the 43 classes"):
+        sd.load_dataset("gtsrb", root=tmp_path, size=8)
     assert_colours(data.x_train, data.y_train)
 
 
@@ -706,11 +713,11 @@ def test_gtsrb_download_is_torchvisions(tmp_path, monkeypatch):
             z.extractall(download_root)
 
     monkeypatch.setattr(torchvision.datasets.gtsrb, "download_and_extract_archive", unpack_a_local_zip)
-    data = sd.load_dataset("gtsrb", root=tmp_path / "fresh", size=8, download=True)
+    data = gtsrb.gtsrb(root=tmp_path / "fresh", size=8, download=True)
     assert served == [gtsrb.BASE_URL + name for name in members]
     assert (len(data.y_train), len(data.y_test)) == (43, 10)
     assert (tmp_path / "fresh" / "gtsrb" / "GT-final_test.csv").is_file()
-    sd.load_dataset("gtsrb", root=tmp_path / "fresh" / "gtsrb", size=8, download=True)  # complete
+    gtsrb.gtsrb(root=tmp_path / "fresh" / "gtsrb", size=8, download=True)  # complete
     assert len(served) == 3
 
 
@@ -739,7 +746,7 @@ def test_registered_and_listed_by_the_cli():
     [
         ("mnist", write_mnist_tree, [], 0.1),
         ("cifar10", write_cifar10_tree, [], 8 / 255),
-        ("gtsrb", lambda root: write_gtsrb_tree(root, per_class=1, n_test=20), ["-D", "size=16"], 8 / 255),
+        ("gtsrb", lambda root: write_gtsrb_tree(root, per_class=2, n_test=20), ["-D", "size=16"], 8 / 255),
     ],
 )
 def test_one_epoch_through_the_cli(tmp_path, name, write, params, eps):
@@ -759,7 +766,7 @@ def test_one_epoch_through_the_cli(tmp_path, name, write, params, eps):
 def test_lazy_gtsrb_trains_and_evaluates_like_the_eager_one(tmp_path):
     """`-D lazy=true`: the loop, the per-epoch evaluation and `evaluate` read the images through
     DataLoader workers, and the run's numbers are the in-memory run's."""
-    write_gtsrb_tree(tmp_path / "data", per_class=1, n_test=20)
+    write_gtsrb_tree(tmp_path / "data", per_class=2, n_test=20)
     reports = {}
     for lazy in ("false", "true"):
         out = tmp_path / f"run-{lazy}"

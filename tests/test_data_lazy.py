@@ -30,6 +30,7 @@ from ssmdefense.data.base import LazyDataset
 from ssmdefense.data.speech_commands import DIGITS, UNKNOWN_WHEN_LAZY, speech_commands
 from ssmdefense.data.stream import batches
 from ssmdefense.data.urbansound8k import CLASSES as US8K_CLASSES
+from ssmdefense.data.urbansound8k import urbansound8k
 from test_data_audio_files import (
     SC_PARTS,
     one_line_error,
@@ -98,7 +99,9 @@ def test_lazy_matches_eager(small_tree, params):
     assert lazy.classes == eager.classes == DIGITS and lazy.nb_classes == eager.nb_classes == 10
     for field in ("name", "sample_rate", "eps", "clip_values", "sequence", "defaults"):
         assert getattr(lazy, field) == getattr(eager, field), field
-    for x, y, clips in ((eager.x_train, eager.y_train, lazy.train), (eager.x_test, eager.y_test, lazy.test)):
+    assert lazy.validation == eager.validation and lazy.validation["source"] == "official"
+    splits = [(eager.x_train, eager.y_train, lazy.train), (eager.x_val, eager.y_val, lazy.val)]
+    for x, y, clips in [*splits, (eager.x_test, eager.y_test, lazy.test)]:
         assert len(clips) == len(x) and np.array_equal(clips.labels, y)
         for i in range(len(x)):
             xi, yi = clips[i]  # (1 T), int
@@ -137,7 +140,9 @@ def test_creating_decodes_nothing(many_tree, monkeypatch):
         monkeypatch.setattr(module, attr, refuse(f"{module.__name__}.{attr}"))
     data = speech_commands(root=many_tree, lazy=True, num_workers=4)  # num_workers: accepted, unused
     assert calls == [] and len(data.train) == 2800 and len(data.test) == 100
-    assert data.info["counts"] == {"train": 2800, "test": 100} and data.info["per_class"]["train"] == [280] * 10
+    assert data.info["counts"] == {"train": 2800, "test": 100, "val": 100}
+    assert data.info["per_class"]["train"] == [280] * 10
+    assert len(data.val) == 100 and data.validation["source"] == "official"
     with pytest.raises(sd.SSMDefenseError, match="audio_io.decode called"):  # reading an item decodes
         data.train[0]
 
@@ -245,10 +250,10 @@ def test_broken_file_raises_when_read(tmp_path):
 
 @pytest.fixture(scope="module")
 def us8k_tree(tmp_path_factory):
-    """Folds 1, 2 and 10, one clip per class and fold, in the real mix of rates (8-48 kHz), bit
+    """Folds 1, 2, 9 and 10, one clip per class and fold, in the real mix of rates (8-48 kHz), bit
     depths, channel counts and durations (shorter and longer than 4 s)."""
     root = tmp_path_factory.mktemp("us8k")
-    write_urbansound8k_tree(root)
+    write_urbansound8k_tree(root, folds=(1, 2, 9, 10))
     return root
 
 
@@ -260,7 +265,9 @@ def test_urbansound8k_lazy_matches_eager(us8k_tree, params):
     assert lazy.input_shape == eager.input_shape and lazy.classes == eager.classes == US8K_CLASSES
     for field in ("name", "sample_rate", "eps", "clip_values", "sequence", "defaults", "nb_classes"):
         assert getattr(lazy, field) == getattr(eager, field), field
-    for x, y, clips in ((eager.x_train, eager.y_train, lazy.train), (eager.x_test, eager.y_test, lazy.test)):
+    assert lazy.validation == eager.validation and lazy.validation["source"] == "official"
+    splits = [(eager.x_train, eager.y_train, lazy.train), (eager.x_val, eager.y_val, lazy.val)]
+    for x, y, clips in [*splits, (eager.x_test, eager.y_test, lazy.test)]:
         assert len(clips) == len(x) and np.array_equal(clips.labels, y)
         for i in range(len(x)):
             xi, yi = clips[i]  # (1 T), int
@@ -282,13 +289,13 @@ def test_urbansound8k_lazy_decodes_nothing_and_raises_on_a_broken_file(tmp_path,
         m.setattr(audio_io, "decode", lambda *a, **k: pytest.fail("decode called while creating"))
         m.setattr(audio_io, "load_clips", lambda *a, **k: pytest.fail("load_clips called while creating"))
         with caplog.at_level("WARNING", logger="ssmdefense"):
-            data = sd.load_dataset("urbansound8k", root=tmp_path, lazy=True)
+            data = urbansound8k(root=tmp_path, lazy=True)  # the loader alone: 9 clips are too few to validate on
     assert len(data.train) == 9 and len(data.test) == 10 and data.info["skipped"] == {"missing_file": 1}
     assert "skipped 1 of 20 CSV rows whose file does not exist" in caplog.text
     broken = [i for i in range(len(data.train)) if Path(data.train.path(i)).name == rows[0][0]]
     with one_line_error(rf"urbansound8k: .*{rows[0][0]} is unreadable.*; remove the file, or .*lazy=true"):
         data.train[broken[0]]
-    eager = sd.load_dataset("urbansound8k", root=tmp_path)  # skips and counts it instead
+    eager = urbansound8k(root=tmp_path)  # skips and counts it instead
     assert len(eager.y_train) == 8 and eager.info["skipped"] == {"missing_file": 1, "unreadable": 1}
     with one_line_error("lazy must be true or false; got 'yes'"):
         sd.load_dataset("urbansound8k", root=tmp_path, lazy="yes")

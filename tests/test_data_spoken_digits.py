@@ -55,14 +55,15 @@ def test_shapes_dtypes_and_range(full, cache_root):
     data, seconds = full
     assert seconds < 60  # built on first use well within a minute (about 5 s on 2 cores)
     assert data.name == "spoken-digits" and data.nb_classes == 10
-    assert data.x_train.shape == (1920, 1, 16000) and data.x_test.shape == (480, 1, 16000)
+    assert data.x_train.shape == (1680, 1, 16000) and data.x_test.shape == (480, 1, 16000)
+    assert data.x_val.shape == (240, 1, 16000)  # 1,920 training clips less 4 validation voices
     assert len(data.y_train) + len(data.y_test) >= 2000 and data.info["n_clips"] == 2400
     assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64 and data.y_test.dtype == np.int64
     assert data.input_shape == (1, 16000) and data.is_audio and data.sample_rate == 16000
     assert data.clip_values == (-1.0, 1.0) and data.sequence == "mel"
     assert data.eps == sdg.DEFAULT_EPS == 0.001 and data.defaults == {"epochs": 8, "eval_samples": 240}
     assert data.classes == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    for x in (data.x_train, data.x_test):
+    for x in (data.x_train, data.x_val, data.x_test):
         assert np.isfinite(x).all() and x.min() >= -1.0 and x.max() <= 1.0
         peaks = np.abs(x).max(axis=(1, 2))  # (N)
         assert peaks.min() > 0.25 and peaks.max() < 0.95  # peak levels drawn in 0.3..0.9 (+ noise)
@@ -74,7 +75,7 @@ def test_shapes_dtypes_and_range(full, cache_root):
 
 def test_labels_balanced_in_both_splits(full):
     data, _ = full
-    assert np.bincount(data.y_train, minlength=10).tolist() == [192] * 10
+    assert np.bincount(data.y_train, minlength=10).tolist() == [168] * 10
     assert np.bincount(data.y_test, minlength=10).tolist() == [48] * 10
     assert not np.array_equal(data.y_train[:20], np.sort(data.y_train[:20]))  # shuffled, not in blocks
 
@@ -90,10 +91,16 @@ def test_train_and_test_voices_are_disjoint(full):
     assert len(variants) >= 30 and len(accents) >= 6
     assert {v.split("+")[0] for v in test} == accents  # test voices spread over all accents
     # per clip: every voice says every word equally often, in its own split only
-    for voices, v_ix, y in ((train, info["voice_train"], data.y_train), (test, info["voice_test"], data.y_test)):
+    train_ix = np.asarray([train.index(v) for v in data.groups])  # training clips left after the validation voices
+    for voices, v_ix, y in ((train, train_ix, data.y_train), (test, info["voice_test"], data.y_test)):
         counts = np.zeros((len(voices), 10), int)
         np.add.at(counts, (v_ix, y), 1)
-        assert (counts == 6).all()  # 3 rates x 2 pitches
+        assert set(counts.ravel()) <= {0, 6}  # 3 rates x 2 pitches, for each voice of the split
+        assert (counts.sum(1) > 0).sum() == (28 if voices is train else 8)
+    # validation: 4 whole training voices, heard neither in training nor in test
+    held_out = set(data.validation["held_out_groups"])
+    assert len(held_out) == 4 and held_out <= set(train) and not held_out & set(data.groups)
+    assert len(data.y_val) == 240 and (np.bincount(data.y_val) == 24).all()
     # and no test clip is a copy of a train clip
     train_rows = {row.tobytes() for row in data.x_train[:, 0]}
     assert not any(row.tobytes() in train_rows for row in data.x_test[:, 0])
@@ -292,7 +299,7 @@ def test_builds_are_identical(tmp_path, full):
     npz_a, npz_b = (folder_of(tmp_path / d) / "spoken-digits.npz" for d in "ab")
     assert npz_a.read_bytes() == npz_b.read_bytes()
     assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_train, b.y_train)
-    full_rows = {row.tobytes() for x in (full[0].x_train, full[0].x_test) for row in x[:, 0]}
+    full_rows = {row.tobytes() for x in (full[0].x_train, full[0].x_val, full[0].x_test) for row in x[:, 0]}
     assert all(row.tobytes() in full_rows for x in (a.x_train, a.x_test) for row in x[:, 0])
 
 

@@ -63,7 +63,22 @@ def get_defense(name: str, estimator: Any, **params: Any) -> Trainer:
 
 
 def load_dataset(name: str, **params: Any) -> Dataset:
-    """Load registered dataset ``name`` (x_train, y_train, x_test, y_test, input_shape, ...)."""
+    """Load registered dataset ``name`` (x_train, y_train, x_val, y_val, x_test, y_test, input_shape, ...).
+
+    Every dataset has a validation split (``ssmdefense.data.splits``): its own, or ``val_fraction``
+    (default 0.1) of the training data carved out, stratified by class, with ``val_seed`` (default 0);
+    those two parameters are accepted for every dataset whose split is carved.
+    """
+    from .data.splits import PARAMS, with_validation
+
+    split = {k: params.pop(k) for k in PARAMS if k in params}
+    return with_validation(load_dataset_as_is(name, **params), name, **split)
+
+
+def load_dataset_as_is(name: str, **params: Any) -> Dataset:
+    """What the loader of ``name`` returns, without a validation split carved from its training data
+    (the dataset's own validation split, if it has one, is kept): ``--select-on test`` trains on all
+    of it, as runs did before validation splits."""
     return _create("datasets", name, **params)
 
 

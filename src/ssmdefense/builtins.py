@@ -99,6 +99,11 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
             "AutoAttack (Croce & Hein): standard APGD-CE, APGD-T, FAB-T, Square 5000; version=fast: the cheap one",
         ),
         (
+            "audio-autoattack",
+            "ssmdefense.attacks.audio_autoattack:AudioAutoAttack",
+            "AutoAttack for waveforms: APGD-CE/APGD-T in the L-inf and the SNR ball, 1-D Square 5000 (worst case)",
+        ),
+        (
             "fab",
             "ssmdefense.attacks.fab:FABTargeted",
             "FAB-T, targeted Fast Adaptive Boundary attack (minimum norm, scored within eps)",
@@ -128,6 +133,16 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
             "snr-pgd",
             "ssmdefense.attacks.snr_pgd:snr_pgd",
             "L2 PGD on the waveform in a per-example ball set by a signal-to-noise ratio (dB)",
+        ),
+        (
+            "snr-apgd",
+            "ssmdefense.attacks.snr_apgd:snr_apgd",
+            "APGD (Croce & Hein 2020) on the waveform in the per-example L2 ball set by an SNR in dB",
+        ),
+        (
+            "square-1d",
+            "ssmdefense.attacks.square_1d:square_1d",
+            "Square Attack (score-based, no gradients) on waveforms: L-inf, 1-D segment updates",
         ),
         (
             "time-shift",

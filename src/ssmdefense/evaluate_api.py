@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,11 +34,19 @@ from .errors import CheckpointError, SSMDefenseError
 from .evaluation.audio import audio_budget, audio_robustness, snr_db, snr_summary
 from .evaluation.components import analyse_components, find_body
 from .evaluation.report import read_report, write_report
-from .evaluation.robustness import DEFAULT_ATTACK_PARAMS, best_last_gap, evaluate_robustness
+from .evaluation.robustness import (
+    DEFAULT_AA_SNR_DB,
+    DEFAULT_ATTACK_PARAMS,
+    aa_attack,
+    autoattack_check,
+    best_last_gap,
+    evaluate_robustness,
+)
 from .evaluation.sanity import gradient_masking_checks
 from .plugins import registry
 from .runs import check_eps, load_data, resolve_device, staged_directory, use_threads
 from .seeding import seeded
+from .validation import is_number
 
 if TYPE_CHECKING:
     from .data.base import Dataset
@@ -117,6 +126,9 @@ class EvaluateConfig(_CheckpointWork):
     analysis: extra analyses, from ``ANALYSES``; analysis_samples: train and test samples they use.
     snr_db: audio (waveform) checkpoints: SNRs of the snr-pgd curve; the time-shift and speed attacks
         run too. Empty skips all three.
+    aa_samples: AutoAttack (``evaluation.robustness.autoattack_check``: the standard one, the audio
+        ensemble for waveforms) on the first N samples, beside FGSM and PGD-10 on the same ones (None:
+        100 for waveform checkpoints, 0 for others; 0 skips it). aa_snr_db: the audio ensemble's SNR ball.
     dataset, data_dir, dataset_params: the test data (default: the run's, with its folder and parameters).
     out: where report.json, report.md and plots/ go (default: ``<run>/evaluation``); replaced if present.
     """
@@ -130,6 +142,8 @@ class EvaluateConfig(_CheckpointWork):
     analysis: list[str] = field(default_factory=list)
     analysis_samples: int = 200
     snr_db: list[float] = field(default_factory=lambda: [40.0, 30.0, 20.0])
+    aa_samples: int | None = None
+    aa_snr_db: float = DEFAULT_AA_SNR_DB
     out: Path | None = None
     PATHS: ClassVar[tuple[str, ...]] = ("checkpoint", "data_dir", "out")
 
@@ -148,7 +162,8 @@ class EvaluationReport:
     config: checkpoint, dataset, attacks, eps, eps_list, samples, attack_params, seed, checks,
         analysis, sequence, sequence_params (and snr_db for audio checkpoints).
     best, last (a run directory) or checkpoint (one checkpoint): ``{"epoch", **evaluate_robustness}``
-        plus ``sanity`` (checks), ``audio`` (audio checkpoints) and ``components`` (analysis); ``last``
+        plus ``sanity`` (checks), ``audio`` (audio checkpoints), ``autoattack`` (aa_samples) and
+        ``components`` (analysis); ``last``
         is ``best`` when both are the same epoch.
     gap: best minus last, when both are there. gradient_masking_suspected: with checks, whether any
         checkpoint fails one. classes: class names, when the dataset has them. budget: audio only, the
@@ -416,6 +431,8 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
     _check_common(c)
     if c.analysis_samples < 1:
         raise OptionError("analysis_samples", "--analysis-samples", "must be at least 1")
+    if c.aa_samples is not None and not is_number(c.aa_samples, integer=True) or (c.aa_samples or 0) < 0:
+        raise OptionError("aa_samples", "--aa-samples", f"must be an integer >= 0; got {c.aa_samples!r}")
     attacks = list(c.attacks)
     if not attacks:
         raise OptionError("attacks", "--attacks", "give at least one attack")
@@ -458,7 +475,9 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
     x = first.prepare_inputs(natural_x)
     for a in attacks:  # bad attack parameters fail here, before any work
         get_attack(a, first, eps=eps_list[0], **{**DEFAULT_ATTACK_PARAMS.get(a, {}), **attack_params.get(a, {})})
-    audio = bool(snrs) and first.is_audio and tuple(first.input_shape) == first.natural_shape
+    waveform = first.is_audio and tuple(first.input_shape) == first.natural_shape
+    audio = bool(snrs) and waveform
+    aa_samples = c.aa_samples if c.aa_samples is not None else (100 if waveform else 0)
     if audio:
         for a in AUDIO_ATTACKS:
             get_attack(a, first, **{**({"snr_db": snrs[0]} if a == "snr-pgd" else {}), **attack_params.get(a, {})})
@@ -479,6 +498,8 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
             "analysis": list(c.analysis),
             "sequence": first.sequence,
             "sequence_params": first.sequence_params,
+            "aa_samples": min(aa_samples, len(y)),
+            "select_on": first.checkpoint_meta.get("extra", {}).get("select_on"),
         },
         classes=list(data.classes) if getattr(data, "classes", None) else None,
         out=out,
@@ -513,6 +534,12 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
                 )
             if audio:
                 result["audio"] = audio_robustness(clf, x, y, snrs=snrs, seed=c.seed, attack_params=attack_params)
+            if aa_samples:
+                n = min(aa_samples, len(y))
+                print(f"{aa_attack(clf)} (standard) on {n} samples of {which}...", file=sys.stderr, flush=True)
+                result["autoattack"] = autoattack_check(
+                    clf, x[:n], y[:n], eps=eps_list[0], seed=c.seed, snr_db=c.aa_snr_db
+                )
             if "components" in c.analysis:
                 result["components"] = _components(clf, data, x, y, eps_list[0], c.analysis_samples, c.seed)
             setattr(report, which, result)

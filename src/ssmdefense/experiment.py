@@ -5,8 +5,10 @@
     report = run(RunConfig(defense="ads", out=Path("runs/ads")))
     report.best["robust_accuracy"]["pgd-10"]
 
-``run`` validates every name first, trains with the defense (resumably), evaluates the best and the
-last checkpoint (clean, FGSM, PGD-10 at eps, and the accuracy-vs-eps curve), and writes the run
+``run`` validates every name first, trains with the defense (resumably; the per-epoch evaluation and
+the choice of the best checkpoint on the validation split, ``select_on``), evaluates the best and the
+last checkpoint on the test split (clean, FGSM, PGD-10 at eps, the accuracy-vs-eps curve and
+AutoAttack: the standard one for images, the audio ensemble for waveforms), and writes the run
 directory (config.json, metrics.jsonl, best.* / last.*, report.json, report.md, plots/; audio runs
 also examples/) under a temporary name that appears only when complete. The CLI commands parse
 their options into a ``RunConfig`` and print the ``RunReport``.
@@ -51,7 +53,13 @@ from .evaluate_api import (  # noqa: F401  (the evaluation API, importable from 
 )
 from .evaluation.audio import audio_budget, write_audio_examples
 from .evaluation.report import read_report, write_report
-from .evaluation.robustness import autoattack_check, best_last_gap, evaluate_robustness
+from .evaluation.robustness import (
+    DEFAULT_AA_SNR_DB,
+    aa_attack,
+    autoattack_check,
+    best_last_gap,
+    evaluate_robustness,
+)
 from .plugins import registry
 from .runs import (
     check_eps,
@@ -63,10 +71,11 @@ from .runs import (
     use_threads,
 )
 from .seeding import seed_everything
-from .validation import integer
+from .validation import integer, number
 
 DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of eps
-DEFAULT_AA_SAMPLES = 100  # standard AutoAttack in the final evaluation of image runs (--aa-samples)
+DEFAULT_AA_SAMPLES = 100  # AutoAttack in the final evaluation (--aa-samples): images and audio
+SELECT_ON = ("val", "test")  # the split that chooses the best checkpoint (--select-on)
 
 
 @dataclass
@@ -79,6 +88,10 @@ class RunConfig:
     ``config.json`` and names the command that ``--resume`` must match. ``workers``: DataLoader
     worker processes that decode a lazily loaded dataset (None: 2 for lazy data, 0 for arrays).
     Under ``torchrun`` ``batch_size`` is the global batch (``ssmdefense.distributed``).
+    ``select_on``: the split of the per-epoch evaluation that chooses the best checkpoint, "val" (the
+    dataset's validation split, ``ssmdefense.data.splits``) or "test" (the AdS paper's practice:
+    selection on the split the report scores, labelled as such). ``aa_snr_db``: the SNR ball of the
+    audio AutoAttack.
     """
 
     defense: str = "none"
@@ -95,6 +108,8 @@ class RunConfig:
     batch_size: int = 64
     eval_samples: int | None = None
     aa_samples: int | None = None
+    aa_snr_db: float = DEFAULT_AA_SNR_DB
+    select_on: str = "val"
     workers: int | None = None
     preset: str | None = None
     model_params: dict = field(default_factory=dict)
@@ -207,6 +222,8 @@ def resume_config(out: Path, command: str) -> tuple[RunConfig, Path]:
         batch_size=c["batch_size"],
         eval_samples=c.get("eval_samples"),
         aa_samples=c.get("aa_samples"),
+        aa_snr_db=c.get("aa_snr_db", DEFAULT_AA_SNR_DB),
+        select_on=c.get("select_on", "test"),  # runs before the validation split chose on test
         model_params={**c["model_params"], **c.get("sequence_params", {})},
         defense_params=c["defense_params"],
         data_dir=None if c.get("data_dir") is None else Path(c["data_dir"]),
@@ -231,6 +248,9 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
         if key in c.defense_params:
             raise SSMDefenseError(f"-p: set {key} with its own option, not -p")
     integer("aa_samples", c.aa_samples, 0, optional=True, error=SSMDefenseError)
+    if c.select_on not in SELECT_ON:
+        raise SSMDefenseError(f"select_on must be one of {', '.join(SELECT_ON)}; got {c.select_on!r}")
+    number("aa_snr_db", c.aa_snr_db, unit="dB", error=SSMDefenseError)
     integer("workers", c.workers, 0, optional=True, error=SSMDefenseError)
     for kind, name in (("datasets", c.dataset), ("models", c.model), ("defenses", c.defense)):
         registry(kind).get(name)  # unknown names fail here, before any work
@@ -245,7 +265,15 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
     if world.distributed and c.batch_size < world.size:
         raise SSMDefenseError(f"--batch-size {c.batch_size} is smaller than the {world.size} processes sharing it")
 
-    data = load_data(c.dataset, c.data_dir, c.dataset_params)
+    # --select-on test: no split carved from train (it trains on all of it, as runs did before validation)
+    data = load_data(c.dataset, c.data_dir, c.dataset_params, carve=c.select_on == "val")
+    if resume_dir is not None:  # the same validation split as the interrupted run (its best epoch was chosen on it)
+        recorded = json.loads((resume_dir / "config.json").read_text()).get("validation")
+        if recorded is not None and recorded.get("fingerprint") != (data.validation or {}).get("fingerprint"):
+            raise SSMDefenseError(
+                f"--resume: the dataset's validation split is not the one {out} was chosen on "
+                f"({recorded.get('description')}): the data or the split settings changed"
+            )
     lazy = isinstance(data, LazyDataset)
     workers = c.workers if c.workers is not None else (2 if lazy else 0)
     threads = use_threads(c.threads, getattr(data, "sample_rate", None) is not None)
@@ -254,9 +282,7 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
     recommended = getattr(data, "defaults", {}) or {}
     epochs = c.epochs or recommended.get("epochs", 10)
     eval_samples = c.eval_samples or recommended.get("eval_samples")
-    aa_samples = c.aa_samples if c.aa_samples is not None else recommended.get("aa_samples")
-    if aa_samples is None:  # standard AutoAttack costs about 2,000 gradients per robust sample: opt-in for audio
-        aa_samples = 0 if getattr(data, "sample_rate", None) is not None else DEFAULT_AA_SAMPLES
+    aa_samples = c.aa_samples if c.aa_samples is not None else recommended.get("aa_samples", DEFAULT_AA_SAMPLES)
     sequence_params, model_params = split_sequence_params(sequence, dict(c.model_params), c.model)
     serialiser = build_serialiser(sequence, data.input_shape, **sequence_params)
     seed_everything(c.seed)  # the initial weights too: same seed, same run
@@ -310,18 +336,25 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
         "batch_size": c.batch_size,
         "eval_samples": eval_samples,
         "aa_samples": aa_samples,
+        "aa_snr_db": c.aa_snr_db,
+        "select_on": c.select_on,
+        "validation": data.validation if c.select_on == "val" else None,
         "workers": workers,
         "processes": world.size,
         "preset": c.preset,
         "trainer": trainer.describe(),
     }
+    # the per-epoch evaluation, which chooses the best checkpoint, runs on the validation split (or,
+    # with select_on="test", on the test split the report scores); the final evaluation on test
     if lazy:  # read batch by batch
-        train, validation = (data.train, None), data.test
+        train, validation = (data.train, None), data.val if c.select_on == "val" else data.test
     else:
         train = (clf.prepare_inputs(data.x_train), data.y_train)
-        validation = (clf.prepare_inputs(data.x_test), data.y_test)
+        chosen_on = (data.x_val, data.y_val) if c.select_on == "val" else (data.x_test, data.y_test)
+        validation = (clf.prepare_inputs(chosen_on[0]), chosen_on[1])
         n_eval = len(data.y_test) if eval_samples is None else eval_samples
-        x_natural, x_eval, y_eval = data.x_test[:n_eval], validation[0][:n_eval], data.y_test[:n_eval]
+        x_natural, y_eval = data.x_test[:n_eval], data.y_test[:n_eval]
+        x_eval = clf.prepare_inputs(x_natural)
     fit = {
         "validation_data": validation,
         "nb_epochs": epochs,
@@ -332,6 +365,7 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
             "data_dir": data_dir,
             "eps": eps,
             "seed": c.seed,
+            "select_on": c.select_on,
         },
     }
     if isinstance(trainer, TrainingLoop):
@@ -386,8 +420,10 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
                 if aa_samples:
                     n = min(aa_samples, len(y_eval))
                     if c.verbose:
-                        print(f"AutoAttack (standard) on {n} samples...", file=sys.stderr)
-                    by_epoch[epoch]["autoattack"] = autoattack_check(ckpt, x_eval[:n], y_eval[:n], eps=eps, seed=c.seed)
+                        print(f"{aa_attack(ckpt)} (standard) on {n} samples...", file=sys.stderr, flush=True)
+                    by_epoch[epoch]["autoattack"] = autoattack_check(
+                        ckpt, x_eval[:n], y_eval[:n], eps=eps, seed=c.seed, snr_db=c.aa_snr_db
+                    )
             results[which] = {"epoch": epoch, **by_epoch[epoch]}
         report = RunReport(
             best=results["best"],
@@ -406,6 +442,8 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
                 "dataset_params": c.dataset_params,
                 "defense_params": c.defense_params,
                 "kernels": clf.kernels,
+                "select_on": c.select_on,
+                "validation": run_config["validation"],
             },
             timing={},
             classes=list(data.classes) if getattr(data, "classes", None) else None,

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .api import load_dataset
+from .api import load_dataset, load_dataset_as_is
 from .errors import RankLost, SSMDefenseError, TrainingDiverged
 from .plugins import registry
 
@@ -23,8 +23,12 @@ if TYPE_CHECKING:
     from .data.base import Dataset, LazyDataset
 
 
-def load_data(name: str, data_dir: Path | None = None, params: dict | None = None) -> Dataset | LazyDataset:
-    """Load dataset ``name`` with ``--data-dir`` (as ``root=``) and ``-D`` parameters."""
+def load_data(
+    name: str, data_dir: Path | None = None, params: dict | None = None, *, carve: bool = True
+) -> Dataset | LazyDataset:
+    """Load dataset ``name`` with ``--data-dir`` (as ``root=``) and ``-D`` parameters; with its
+    validation split (``sd.load_dataset``), or, ``carve=False``, none carved from its training data
+    (``--select-on test``)."""
 
     params = dict(params or {})
     if data_dir is not None:
@@ -34,7 +38,17 @@ def load_data(name: str, data_dir: Path | None = None, params: dict | None = Non
         if accepted is not None and "root" not in accepted:
             raise SSMDefenseError(f"dataset {name!r} is embedded and reads no folder; drop --data-dir")
         params["root"] = str(data_dir)
-    return load_dataset(name, **params)
+    if carve:
+        return load_dataset(name, **params)
+    from .data.splits import PARAMS
+
+    given = [k for k in PARAMS if k in params]
+    if given:
+        raise SSMDefenseError(
+            f"-D {'/'.join(given)}: --select-on test carves no validation split (the run trains on all the "
+            f"training data and chooses on test); drop it, or choose on the validation split"
+        )
+    return load_dataset_as_is(name, **params)
 
 
 def split_sequence_params(sequence: str, model_params: dict, model: str | None = None) -> tuple[dict, dict]:

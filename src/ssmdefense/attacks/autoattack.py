@@ -12,15 +12,17 @@
 DeepFool, Square) with 20 iterations, 1 restart and 20 Square queries.
 
 Each component attacks only the points every earlier one left correctly classified, and a point
-counts as robust only if it survives them all: the ensemble's accuracy is the per-point worst case.
-Written here rather than through ART's ``AutoAttack`` because that one reports neither which
-component broke a point nor the accuracy after each: after ``generate``, ``breakdown`` holds the
-accuracy on the clean input and after each component (cumulative), with its seconds. Every result
-is projected back into the eps-ball and the clip range, whatever a component returned.
+counts as robust only if it survives them all: the ensemble's accuracy is the per-point worst case
+(``attacks/_ensemble.py``, shared with ``audio-autoattack``). Written here rather than through ART's
+``AutoAttack`` because that one reports neither which component broke a point nor the accuracy
+after each: after ``generate``, ``breakdown`` holds the accuracy on the clean input and after each
+component (cumulative), with its seconds. Every result is projected back into the eps-ball and the
+clip range, whatever a component returned.
 
-On input that is not image-shaped (audio (1, T), sequences) Square's square-shaped updates do not
-apply, so it is left out, and with fewer than 3 classes the DLR loss (APGD-T, APGD-DLR) is not
-defined, so they are left out; ``components`` says what ran, and reports show it.
+On input that is not image-shaped (sequences; audio waveforms have their own ensemble,
+``audio-autoattack``, with a 1-D Square) Square's square-shaped updates do not apply, so it is left
+out, and with fewer than 3 classes the DLR loss (APGD-T, APGD-DLR) is not defined, so they are left
+out; ``components`` says what ran, and reports show it.
 
 Arguments:
     eps (float): budget. Default: 0.1.
@@ -46,25 +48,22 @@ Examples::
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import numpy as np
-from art.attacks.attack import EvasionAttack
-from art.attacks.evasion import AutoProjectedGradientDescent, DeepFool, SquareAttack
+from art.attacks.evasion import DeepFool, SquareAttack
 from art.estimators.classification import PyTorchClassifier
-from tqdm.auto import tqdm
 
-from ._common import check_count, check_positive, check_targets, class_indices, parse_norm
+from ._common import check_count, check_positive, check_targets, parse_norm
+from ._ensemble import Ensemble
 from .fab import FABTargeted
 
 VERSIONS = ("standard", "fast")
 
 
-class AutoAttack(EvasionAttack):
+class AutoAttack(Ensemble):
     """Croce & Hein's ensemble, component by component on the points still robust; see the module docstring."""
 
-    attack_params = EvasionAttack.attack_params + [
+    name = "autoattack"
+    attack_params = Ensemble.attack_params + [
         "eps",
         "eps_step",
         "norm",
@@ -105,7 +104,7 @@ class AutoAttack(EvasionAttack):
         self.n_queries = int(n_queries or (20 if fast else 5000))
         self.eps_step = 2 * eps if eps_step is None else eps_step
         self.breakdown: list[dict] = []
-        self.components = [name for name, _ in self._components()]
+        self.components = [name for name, _, _ in self._components()]
 
     def _check_params(self) -> None:
         if self.version not in VERSIONS:
@@ -122,55 +121,27 @@ class AutoAttack(EvasionAttack):
         check_targets(self.n_target_classes, self.estimator.nb_classes)
 
     # ---- the components: each maps (x (n ...), labels (n)) to candidates x_adv (n ...) --------------
-    def _components(self) -> list[tuple[str, Callable]]:
+    def _components(self):
         images = len(self.estimator.input_shape) == 3
         if self.version == "fast":
-            components = [
+            runs = [
                 ("apgd-ce", self._apgd("cross_entropy", self.nb_restarts)),
                 ("apgd-dlr", self._apgd("difference_logits_ratio", self.nb_restarts)),
                 ("deepfool", self._deepfool),
             ]
         else:
-            components = [
+            runs = [
                 ("apgd-ce", self._apgd("cross_entropy", self.nb_restarts)),
-                ("apgd-t", self._apgd_targeted),
+                ("apgd-t", self._each_target(self._apgd_t)),
                 ("fab-t", self._fab_targeted),
             ]
         if self.estimator.nb_classes < 3:  # the DLR loss needs a third-largest logit
-            components = [c for c in components if c[0] not in ("apgd-dlr", "apgd-t")]
-        return components + ([("square", self._square)] if images else [])
+            runs = [c for c in runs if c[0] not in ("apgd-dlr", "apgd-t")]
+        runs += [("square", self._square)] if images else []
+        return [(name, run, self._in_ball) for name, run in runs]
 
-    def _apgd(self, loss: str, restarts: int, targeted: bool = False) -> Callable:
-        def run(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            attack = AutoProjectedGradientDescent(
-                self.estimator,
-                norm=self.norm,
-                eps=self.eps,
-                eps_step=self.eps_step,
-                max_iter=self.max_iter,
-                targeted=targeted,
-                nb_random_init=restarts,
-                batch_size=int(self.batch_size),
-                loss_type=loss,
-                verbose=self.verbose,
-            )
-            return attack.generate(x, self._one_hot(y))
-
-        return run
-
-    def _apgd_targeted(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """APGD on the targeted DLR loss against each target in turn, on the points not yet fooled."""
-        run = self._apgd("difference_logits_ratio", 1, targeted=True)
-        ranked = self._ranked_targets(x, y)  # (n n_target_classes)
-        x_adv, left = x.copy(), np.arange(len(x))
-        for k in range(self.n_target_classes):
-            if left.size == 0:
-                break
-            candidate = run(x[left], ranked[left, k])  # (m ...)
-            fooled = self._fooled(candidate, y[left])  # (m)
-            x_adv[left[fooled]] = candidate[fooled]
-            left = left[~fooled]
-        return x_adv
+    def _apgd_t(self, x: np.ndarray, targets: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return self._apgd("difference_logits_ratio", 1, targeted=True)(x, targets)
 
     def _fab_targeted(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return FABTargeted(
@@ -195,61 +166,18 @@ class AutoAttack(EvasionAttack):
         ).generate(x, self._one_hot(y))
 
     def _square(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        # ART's SquareAttack draws a square's corner in range(H - side) without capping the side at
+        # H - 1 as the reference does, so on a wide non-square input (a log-mel spectrogram, 40 x 101)
+        # p_init = 0.8 asks for a side wider than the image: p_init is capped so the first side fits.
+        _, h, w = self.estimator.input_shape
+        p_init = min(0.8, 0.99 * (min(h, w) - 1) ** 2 / (h * w))
         return SquareAttack(
             self.estimator,
             norm=self.norm,
             eps=self.eps,
             max_iter=self.n_queries,
-            p_init=0.8,
+            p_init=p_init,
             nb_restarts=1,
             batch_size=int(self.batch_size),
             verbose=self.verbose,
         ).generate(x, self._one_hot(y))
-
-    # ---- helpers -----------------------------------------------------------------------------------
-    def _one_hot(self, y: np.ndarray) -> np.ndarray:
-        return np.eye(self.estimator.nb_classes, dtype=np.float32)[y]  # (n C)
-
-    def _predict(self, x: np.ndarray) -> np.ndarray:
-        return self.estimator.predict(x.astype(np.float32), batch_size=int(self.batch_size))  # (n C)
-
-    def _fooled(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return self._predict(x).argmax(1) != y  # (n)
-
-    def _ranked_targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """(n, n_target_classes): the classes other than y by decreasing logit at x (AutoAttack's targets)."""
-        logits = self._predict(x)  # (n C)
-        logits[np.arange(len(y)), y] = -np.inf
-        return np.argsort(-logits, axis=1)[:, : self.n_target_classes]
-
-    def _in_budget(self, x: np.ndarray, x_adv: np.ndarray) -> np.ndarray:
-        """x_adv projected into the eps-ball around x and the clip range."""
-        delta = (x_adv - x).reshape(len(x), -1)  # (n D)
-        if self.norm == np.inf:
-            delta = np.clip(delta, -self.eps, self.eps)
-        else:
-            norms = np.linalg.norm(delta, axis=1, keepdims=True)  # (n 1)
-            delta = delta * np.minimum(1.0, self.eps / np.maximum(norms, 1e-12))
-        lo, hi = self.estimator.clip_values
-        return np.clip(x + delta.reshape(x.shape), lo, hi).astype(x.dtype)
-
-    def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
-        x = np.asarray(x)
-        x = x.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32)
-        labels = class_indices(self.estimator, x, y, int(self.batch_size))  # (N)
-        x_adv = x.copy()
-        robust = ~self._fooled(x, labels)  # (N)
-        self.breakdown = [{"component": "clean", "robust_accuracy": float(robust.mean()), "seconds": 0.0}]
-        for name, run in self._components():
-            start = time.perf_counter()
-            idx = np.flatnonzero(robust)
-            if idx.size:
-                candidate = self._in_budget(x[idx], run(x[idx], labels[idx]))  # (n ...)
-                fooled = self._fooled(candidate, labels[idx])  # (n)
-                x_adv[idx[fooled]] = candidate[fooled]
-                robust[idx[fooled]] = False
-            step = {"component": name, "robust_accuracy": float(robust.mean())}
-            self.breakdown.append({**step, "seconds": time.perf_counter() - start})
-            if self.verbose:
-                tqdm.write(f"autoattack {self.version}: after {name} {step['robust_accuracy']:.3f}")
-        return x_adv

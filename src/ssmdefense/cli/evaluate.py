@@ -182,6 +182,21 @@ def attack(
     help="Audio runs: SNRs (dB) of the snr-pgd accuracy curve; the time-shift and speed attacks run "
     "too ('none' skips all three).",
 )
+@click.option(
+    "--aa-samples",
+    type=click.IntRange(min=0),
+    default=None,
+    help="AutoAttack (standard; the audio ensemble for waveforms) on the first N samples beside FGSM and "
+    "PGD-10 on the same ones, with its breakdown and worst case (default: 100 for waveform checkpoints, "
+    "0 for others; 0 skips it).",
+)
+@click.option(
+    "--aa-snr-db",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Audio AutoAttack: the SNR ball (dB) of its L2 components.",
+)
 def evaluate(
     checkpoint,
     dataset,
@@ -200,6 +215,8 @@ def evaluate(
     analysis,
     analysis_samples,
     snr_text,
+    aa_samples,
+    aa_snr_db,
 ):
     """Clean, per-attack, per-class and per-eps accuracy with gradient-masking checks; best and last side by side."""
     from ..evaluate_api import AUDIO_ATTACKS  # here, not at the top: --help stays fast
@@ -218,6 +235,8 @@ def evaluate(
         analysis=list(analysis),
         analysis_samples=analysis_samples,
         snr_db=[] if snr_text.strip().lower() == "none" else parse_float_list(snr_text, "--snr"),
+        aa_samples=aa_samples,
+        aa_snr_db=aa_snr_db,
         dataset=dataset,
         data_dir=data_dir,
         dataset_params=parse_params(dataset_params, "-D"),
@@ -246,6 +265,13 @@ def evaluate(
                 f"{which:<10}  "
                 + "  ".join(f"snr-pgd {p['snr_db']:g} dB {p['accuracy']:.3f}" for p in a["snr_curve"])
                 + "".join(f"  {k} {v['accuracy']:.3f}" for k, v in a["search"].items())
+            )
+    for which, r in results.items():
+        if r.get("autoattack"):
+            aa = r["autoattack"]
+            click.echo(
+                f"{which:<10}  {aa['attack']} ({aa['version']}) on {aa['samples']} samples: worst case "
+                f"{aa['worst_case']:.3f} ({aa['seconds']:.0f} s)"
             )
     if checks:
         failed = {k: [c["name"] for c in r["sanity"]["checks"] if c["passed"] is False] for k, r in results.items()}

@@ -75,9 +75,25 @@ def run_options(fn):
             "--aa-samples",
             type=click.IntRange(min=0),
             default=None,
-            help="Run AutoAttack (standard) on the first N evaluated samples of best and last, beside "
-            "FGSM and PGD-10 on the same samples; 0 skips it (default: 100 for images, 0 for audio, "
-            "or the dataset's).",
+            help="Run AutoAttack (standard; for waveforms the audio ensemble over the L-inf and the SNR ball) "
+            "on the first N evaluated samples of best and last, beside FGSM and PGD-10 on the same samples; "
+            "0 skips it (default: 100, or the dataset's).",
+        ),
+        click.option(
+            "--aa-snr-db",
+            type=float,
+            default=30.0,
+            show_default=True,
+            help="Audio AutoAttack: the SNR ball (dB) of its L2 components, beside the L-inf ball of --eps.",
+        ),
+        click.option(
+            "--select-on",
+            type=click.Choice(["val", "test"]),
+            default="val",
+            show_default=True,
+            help="The split whose per-epoch PGD-10 accuracy chooses the best checkpoint: the validation split "
+            "(-D val_fraction=..., or the dataset's own), or test (the AdS paper's practice; the report "
+            "says so). Best and last are scored on test either way.",
         ),
         click.option(
             "-m",
@@ -136,6 +152,8 @@ RESUMED = (
     "batch_size",
     "eval_samples",
     "aa_samples",
+    "aa_snr_db",
+    "select_on",
     "model_params",
     "params",
     "defense",
@@ -179,6 +197,8 @@ def run_training(
     as_json,
     quiet,
     command,
+    aa_snr_db=30.0,
+    select_on="val",
     data_dir=None,
     dataset_params=(),
     resume=None,
@@ -217,6 +237,8 @@ def run_training(
             batch_size=batch_size,
             eval_samples=eval_samples,
             aa_samples=aa_samples,
+            aa_snr_db=aa_snr_db,
+            select_on=select_on,
             workers=workers,
             model_params=parse_params(model_params, "-m"),
             defense_params=parse_params(params, "-p"),
@@ -282,9 +304,11 @@ def _print_summary(report, out):
     aa = report["best"].get("autoattack")
     if aa:
         click.echo(
-            f"AutoAttack ({aa['version']}) on {aa['samples']} samples, best checkpoint: "
-            f"{aa['worst_case']:.3f} (worst case with FGSM and PGD-10 on the same samples)"
+            f"{aa.get('attack', 'autoattack')} ({aa['version']}) on {aa['samples']} samples, best checkpoint: "
+            f"{aa['worst_case']:.3f} (worst case with FGSM and PGD-10 on the same samples; {aa['seconds']:.0f} s)"
         )
+    chosen = {"val": "the validation split", "test": "the TEST split (--select-on test)"}
+    click.echo(f"best checkpoint chosen on {chosen[report['config']['select_on']]}")
     click.echo(f"report: {out / 'report.md'}")
 
 

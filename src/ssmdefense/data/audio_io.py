@@ -413,10 +413,21 @@ def split_counts(arrays: dict, n_classes: int) -> dict:
     }
 
 
-def audio_dataset(name: str, arrays: dict, classes: list[str], *, sample_rate: int, eps: float, info: dict) -> Dataset:
-    """The ``Dataset`` of mono clips in [-1, 1] from ``{"train": (x, y), "test": (x, y)}``, read by the
-    mel front end by default."""
+def audio_dataset(
+    name: str,
+    arrays: dict,
+    classes: list[str],
+    *,
+    sample_rate: int,
+    eps: float,
+    info: dict,
+    validation: dict | None = None,
+) -> Dataset:
+    """The ``Dataset`` of mono clips in [-1, 1] from ``{"train": (x, y), "test": (x, y)}`` (and
+    ``"val"``, the dataset's own validation split, described by ``validation``), read by the mel
+    front end by default."""
     (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
+    x_val, y_val = arrays.get("val", (None, None))
     return Dataset(
         name,
         x_tr,
@@ -430,15 +441,26 @@ def audio_dataset(name: str, arrays: dict, classes: list[str], *, sample_rate: i
         sample_rate=sample_rate,
         eps=eps,
         classes=list(classes),
+        x_val=x_val,
+        y_val=y_val,
+        validation=validation if x_val is not None else None,
     )
 
 
 def lazy_audio_dataset(
-    name: str, files: dict, classes: list[str], *, sample_rate: int, length: int, eps: float, info: dict
+    name: str,
+    files: dict,
+    classes: list[str],
+    *,
+    sample_rate: int,
+    length: int,
+    eps: float,
+    info: dict,
+    validation: dict | None = None,
 ) -> LazyDataset:
-    """The ``LazyDataset`` of mono clips in [-1, 1] from ``{"train": (paths, y), "test": (paths, y)}``:
-    :class:`LazyClips` of ``length`` samples at ``sample_rate``, read by the mel front end by default
-    (the lazy counterpart of :func:`audio_dataset`)."""
+    """The ``LazyDataset`` of mono clips in [-1, 1] from ``{"train": (paths, y), "test": (paths, y)}``
+    (and ``"val"``): :class:`LazyClips` of ``length`` samples at ``sample_rate``, read by the mel front
+    end by default (the lazy counterpart of :func:`audio_dataset`)."""
     clips = {split: LazyClips(paths, y, sample_rate, length, name=name) for split, (paths, y) in files.items()}
     return LazyDataset(
         name=name,
@@ -454,4 +476,7 @@ def lazy_audio_dataset(
         sample_rate=sample_rate,
         eps=eps,
         classes=list(classes),
+        val=clips.get("val"),
+        y_val=clips["val"].labels if "val" in clips else None,
+        validation=validation if "val" in clips else None,
     )

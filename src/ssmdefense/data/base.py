@@ -26,10 +26,17 @@ class _Settings:
 
     def __repr__(self) -> str:
         audio = f", sample_rate={self.sample_rate}" if self.is_audio else ""
+        val = f", val={len(self.y_val)}" if self.y_val is not None else ""
         return (
-            f"{type(self).__name__}({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
+            f"{type(self).__name__}({self.name!r}, train={len(self.y_train)}{val}, test={len(self.y_test)}, "
             f"input_shape={self.input_shape}, nb_classes={self.nb_classes}{audio})"
         )
+
+    def _check_groups(self) -> None:
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups)
+            if len(self.groups) != len(self.y_train):
+                raise ValueError(f"{self.name}: {len(self.groups)} groups for {len(self.y_train)} training samples")
 
 
 @dataclass(repr=False)
@@ -42,6 +49,12 @@ class Dataset(_Settings):
     default L-inf budget of ``ssmdefense defend`` on this dataset (None: 0.1). ``defaults`` may name
     other settings the command line uses when they are not given (``epochs``, ``eval_samples``), so
     that the default command fits the dataset's cost.
+
+    Validation (``ssmdefense.data.splits``): ``x_val``/``y_val`` hold the validation split that
+    chooses the best checkpoint and ``validation`` says where it came from. A loader fills them
+    when the dataset has its own split; otherwise ``sd.load_dataset`` carves one from train. A
+    loader may give ``groups`` (per training sample: a speaker, a voice, a recording) so that a
+    carved split holds whole groups.
     """
 
     name: str
@@ -57,6 +70,10 @@ class Dataset(_Settings):
     eps: float | None = None  # default L-inf budget (None: the CLI's 0.1)
     classes: list[str] | None = None  # class names, index = label
     defaults: dict = field(default_factory=dict)  # run settings `defend`/`train` use unless given: epochs, eval_samples
+    x_val: np.ndarray | None = None  # the validation split (ssmdefense.data.splits)
+    y_val: np.ndarray | None = None
+    validation: dict | None = None  # where it came from: {"source": "official" | "carved", ...}
+    groups: np.ndarray | None = None  # per training sample, the group a carved split keeps whole
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -67,6 +84,14 @@ class Dataset(_Settings):
         self.x_test = np.ascontiguousarray(self.x_test, dtype=np.float32)
         self.y_train = np.asarray(self.y_train, dtype=np.int64)
         self.y_test = np.asarray(self.y_test, dtype=np.int64)
+        if (self.x_val is None) != (self.y_val is None):
+            raise ValueError(f"{self.name}: give both x_val and y_val, or neither")
+        if self.x_val is not None:
+            self.x_val = np.ascontiguousarray(self.x_val, dtype=np.float32)
+            self.y_val = np.asarray(self.y_val, dtype=np.int64)
+            if len(self.x_val) != len(self.y_val):
+                raise ValueError(f"{self.name}: {len(self.x_val)} validation inputs but {len(self.y_val)} labels")
+        self._check_groups()
         self._check_settings()
 
 
@@ -94,12 +119,23 @@ class LazyDataset(_Settings):
     eps: float | None = None
     classes: list[str] | None = None
     defaults: dict = field(default_factory=dict)
+    val: object = None  # torch.utils.data.Dataset of the validation split, as train and test
+    y_val: np.ndarray | None = None
+    validation: dict | None = None
+    groups: np.ndarray | None = None
 
     def __post_init__(self):
         self.y_train = np.asarray(self.y_train, dtype=np.int64)
         self.y_test = np.asarray(self.y_test, dtype=np.int64)
         self.input_shape = tuple(int(s) for s in self.input_shape)
-        for split, data, labels in (("train", self.train, self.y_train), ("test", self.test, self.y_test)):
+        if (self.val is None) != (self.y_val is None):
+            raise ValueError(f"{self.name}: give both val and y_val, or neither")
+        splits = [("train", self.train, self.y_train), ("test", self.test, self.y_test)]
+        if self.val is not None:
+            self.y_val = np.asarray(self.y_val, dtype=np.int64)
+            splits.append(("val", self.val, self.y_val))
+        for split, data, labels in splits:
             if len(data) != len(labels):
                 raise ValueError(f"{self.name}: {len(data)} {split} items but {len(labels)} labels")
+        self._check_groups()
         self._check_settings()

@@ -11,9 +11,11 @@ Layout read (what ``torchaudio.datasets.SPEECHCOMMANDS`` downloads and extracts)
 ``root`` may be the folder holding ``SpeechCommands/`` (torchaudio's convention), ``SpeechCommands/``
 itself, or ``speech_commands_v0.02/`` itself. On the command line ``--data-dir`` is ``root``.
 
-Split (the official one): test = the files in ``testing_list.txt``, train = every other file that
-is in neither list; the validation files are left out of both (their count is in ``info``).
-``test_list="validation"`` swaps the roles of the two lists.
+Split (the official one): test = the files in ``testing_list.txt``, validation = the files in
+``validation_list.txt`` (the split that chooses a run's best checkpoint, ``ssmdefense.data.splits``),
+train = every other file. ``test_list="validation"`` swaps the roles of the two lists. When the
+validation list names no file of the chosen words, there is no official validation split and
+``sd.load_dataset`` carves one from train (``val_fraction``).
 
 Classes: ``subset="digits"`` (default) the ten words zero ... nine, labels in that order;
 ``subset="all"`` the 35 words of v0.02 sorted alphabetically (backward=0 ... zero=34).
@@ -220,13 +222,13 @@ def _scan_word(folder: Path) -> list[str]:
 @dataclass
 class Selection:
     """Which files a load reads, known from directory listings and the two list files alone:
-    ``splits`` maps "train"/"test" to (label, relative path) pairs in (label, path) order."""
+    ``splits`` maps "train"/"test" (and "val", when its list names any file) to (label, relative
+    path) pairs in (label, path) order."""
 
     base: Path
     words: list[str]
     splits: dict[str, list[tuple[int, str]]]
-    held_out_list: str  # the list file left out of both splits
-    held_out: int  # how many of its files
+    val_list: str  # the list file of the validation split
     list_problems: dict[str, list[str]]
 
 
@@ -253,7 +255,7 @@ def select_files(*, root, subset: str, test_list: str, max_per_class: int | None
     files = {w: _scan_word(base / w) for w in words}
     present = {f"{w}/{name}" for w, names in files.items() for name in names}
 
-    held_out_name = "validation" if test_list == "testing" else "testing"
+    val_name = "validation" if test_list == "testing" else "testing"
     list_problems = {"missing_list_entries": [], "unknown_word_list_entries": [], "malformed_list_entries": []}
 
     def read_entries(which: str) -> set[str]:
@@ -276,11 +278,13 @@ def select_files(*, root, subset: str, test_list: str, max_per_class: int | None
         return kept
 
     test_set = read_entries(test_list)
-    held_out = read_entries(held_out_name) - test_set
+    val_set = read_entries(val_name) - test_set
     splits = {
-        "train": sorted((label_of[r.split("/")[0]], r) for r in present - test_set - held_out),
+        "train": sorted((label_of[r.split("/")[0]], r) for r in present - test_set - val_set),
         "test": sorted((label_of[r.split("/")[0]], r) for r in test_set),
     }
+    if val_set:
+        splits["val"] = sorted((label_of[r.split("/")[0]], r) for r in val_set)
     if max_per_class is not None:
         for split, items in splits.items():
             by_class: dict[int, list] = {}
@@ -291,13 +295,13 @@ def select_files(*, root, subset: str, test_list: str, max_per_class: int | None
                 for group in by_class.values()
                 for it in sorted(group, key=lambda it: audio_io.stable_order_key(it[1]))[:max_per_class]
             )
-    for split, items in splits.items():
-        if not items:
+    for split in ("train", "test"):
+        if not splits[split]:
             raise SSMDefenseError(
                 f"{NAME}: no clips for the {split} split in {base} (subset {subset!r}, "
                 f"test_list {test_list!r}); expected {LAYOUT}"
             )
-    return Selection(base, list(words), splits, LIST_FILES[held_out_name], len(held_out), list_problems)
+    return Selection(base, list(words), splits, LIST_FILES[val_name], list_problems)
 
 
 def speech_commands(
@@ -314,7 +318,7 @@ def speech_commands(
     """Speech Commands v0.02 from ``root`` (official layout and split; see the module docstring).
 
     ``subset``: "digits" (zero..nine) or "all" (35 words, alphabetical). ``test_list``: "testing"
-    (official) or "validation": which list file is the test split; the other list is left out.
+    (official) or "validation": which list file is the test split; the other list is the validation split.
     ``max_per_class``: keep at most this many clips per class and split, a fixed choice (smallest
     SHA-1 of the relative path: same on every machine, spread over speakers). ``sample_rate``:
     output rate (clips stay 1 s). ``download``: fetch the archive through torchaudio when missing.
@@ -386,7 +390,7 @@ def speech_commands(
         "root": str(base),
         "lazy": lazy,
         **audio_io.split_counts(labelled, len(sel.words)),
-        "left_out": {"list": sel.held_out_list, "files": sel.held_out},
+        "validation": {"list": sel.val_list, "files": len(sel.splits.get("val", []))},
         "skipped": decoded["skipped"],
         "skipped_files": decoded["skipped_files"],
         "skipped_list_entries": [e for v in sel.list_problems.values() for e in v][:100],
@@ -400,11 +404,24 @@ def speech_commands(
             **audio_io.CONVERSION,
         },
     }
+    validation = None
+    if "val" in sel.splits:  # the official validation split (else sd.load_dataset carves one)
+        n_val = len(labelled["val"][1])
+        validation = {"source": "official", "description": f"Speech Commands' {sel.val_list}", "val": n_val}
     if lazy:
         return audio_io.lazy_audio_dataset(
-            NAME, files, sel.words, sample_rate=sample_rate, length=sample_rate, eps=EPS, info=info
+            NAME,
+            files,
+            sel.words,
+            sample_rate=sample_rate,
+            length=sample_rate,
+            eps=EPS,
+            info=info,
+            validation=validation,
         )
-    return audio_io.audio_dataset(NAME, labelled, sel.words, sample_rate=sample_rate, eps=EPS, info=info)
+    return audio_io.audio_dataset(
+        NAME, labelled, sel.words, sample_rate=sample_rate, eps=EPS, info=info, validation=validation
+    )
 
 
 def _warn(base, skipped, total, list_problems, odd_rate, multi) -> None:

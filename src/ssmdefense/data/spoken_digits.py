@@ -31,8 +31,11 @@ synthesised on first use with the eSpeak NG library bundled in the ``espeakng-lo
 Defaults for attacks and models: ``eps`` = ``DEFAULT_EPS`` (0.001, L-inf on the waveform, -60 dBFS:
 the loudest perturbation it allows has an SNR of about 37 dB on the median test clip and 26 dB on
 the quietest), ``sequence="mel"``. ``info`` holds the voice lists, counts, settings, the source
-(library versions), the build time and the cache path, and ``voice_train``/``voice_test``: per
-clip, the index of its voice in ``info["train_voices"]``/``info["test_voices"]``.
+(library versions), the build time and the cache path, and ``voice_test``: per test clip, the index
+of its voice in ``info["test_voices"]``. ``groups`` names the voice of each training clip, so the
+validation split that ``sd.load_dataset`` carves (``val_fraction`` of the training voices, default
+10 %: 4 of the 32) holds out whole voices: like the test voices, the validation voices are never
+heard in training (``ssmdefense.data.splits``; 1,680 train / 240 validation clips by default).
 
 **Cache**: ``<root>/spoken-digits-v1/`` with ``spoken-digits.npz`` (no pickles) and
 ``manifest.json`` (format version, build settings, SHA-256 of the npz), where ``<root>`` is
@@ -511,13 +514,7 @@ def spoken_digits(
                 _save(folder, arrays, settings, info)
             except OSError as exc:
                 log.warning("%s: could not write the cache in %s (%s); using the dataset uncached", NAME, folder, exc)
-    info = {
-        **info,
-        "cache": str(folder),
-        "settings": settings,
-        "voice_train": arrays["voice_train"],
-        "voice_test": arrays["voice_test"],
-    }
+    info = {**info, "cache": str(folder), "settings": settings, "voice_test": arrays["voice_test"]}
     return Dataset(
         NAME,
         _from_pcm(arrays["x_train"]),
@@ -532,4 +529,5 @@ def spoken_digits(
         eps=DEFAULT_EPS,
         classes=list(WORDS),
         defaults=dict(RUN_DEFAULTS),
+        groups=np.asarray(info["train_voices"])[arrays["voice_train"]],  # validation holds out whole voices
     )

@@ -10,10 +10,14 @@ Layout read (the extracted ``UrbanSound8K.tar.gz``)::
 line ``--data-dir`` is ``root``. The dataset is not downloaded automatically (its licence asks
 users to fetch it themselves): https://urbansounddataset.weebly.com/urbansound8k.html.
 
-Split: fold ``test_fold`` (default 10) is the test set, the other nine folds train (the dataset's
-predefined 10-fold cross-validation; never shuffle folds together, slices of one recording share a
-fold). Labels are ``classID`` (0 air_conditioner, 1 car_horn, 2 children_playing, 3 dog_bark,
-4 drilling, 5 engine_idling, 6 gun_shot, 7 jackhammer, 8 siren, 9 street_music).
+Split: fold ``test_fold`` (default 10) is the test set, fold ``val_fold`` (default: the fold
+before the test fold, 9 for fold 10, 10 for fold 1) the validation set that chooses a run's best
+checkpoint, the other eight folds train (the dataset's predefined 10-fold cross-validation; never
+shuffle folds together, slices of one recording share a fold). When the validation fold holds no
+file (a partial copy) and ``val_fold`` was not given, ``sd.load_dataset`` carves a validation split
+from train instead (``ssmdefense.data.splits``). Labels are ``classID`` (0 air_conditioner,
+1 car_horn, 2 children_playing, 3 dog_bark, 4 drilling, 5 engine_idling, 6 gun_shot, 7 jackhammer,
+8 siren, 9 street_music).
 
 Clips: the real files mix sample rates (8-96 kHz), bit depths (8/16/24-bit PCM, float) and channel
 counts; each is averaged to mono, resampled to ``sample_rate`` (16 kHz) and padded with zeros at
@@ -51,7 +55,8 @@ unreadable, empty (0 samples) or NaN/Inf WAV                  skipped, counted, 
 stereo / other rate / other bit depth                         converted, counted (INFO log)
 WAV files in a fold folder that the CSV does not list         ignored, counted in ``info``
 nothing left to load in the train or the test split           error
-bad parameter (``test_fold=11``, ``duration<=0``, ...)        error naming the valid values
+bad parameter (``test_fold=11``, ``val_fold=test_fold``, ...)  error naming the valid values
+``val_fold`` given and no file in it                          error
 ============================================================  =====================================
 
 All errors are :class:`ssmdefense.errors.SSMDefenseError` with a one-line message.
@@ -195,6 +200,7 @@ def urbansound8k(
     *,
     root=None,
     test_fold: int = 10,
+    val_fold: int | None = None,
     sample_rate: int = 16000,
     duration: float = 4.0,
     max_per_class: int | None = None,
@@ -203,7 +209,8 @@ def urbansound8k(
 ) -> Dataset | LazyDataset:
     """UrbanSound8K from ``root`` (official layout; see the module docstring).
 
-    ``test_fold``: the fold (1..10) used as test set, the other nine train. ``sample_rate``: rate
+    ``test_fold``: the fold (1..10) used as test set; ``val_fold``: the validation fold (None: the one
+    before ``test_fold``); the other eight train. ``sample_rate``: rate
     every clip is resampled to. ``duration``: seconds every clip is padded/cropped to.
     ``max_per_class``: keep at most this many clips per class and split, a fixed choice (smallest
     SHA-1 of "fold<k>/<file>": same on every machine, spread over folds and recordings).
@@ -221,6 +228,14 @@ def urbansound8k(
     if not is_number(test_fold, integer=True, numpy=True) or test_fold not in FOLDS:
         raise SSMDefenseError(f"{NAME}: test_fold must be one of 1..10; got {test_fold!r}")
     test_fold = int(test_fold)
+    given_val_fold = val_fold is not None
+    if val_fold is None:
+        val_fold = test_fold - 1 if test_fold > 1 else FOLDS[-1]
+    if not is_number(val_fold, integer=True, numpy=True) or val_fold not in FOLDS or val_fold == test_fold:
+        raise SSMDefenseError(
+            f"{NAME}: val_fold must be one of 1..10 other than test_fold {test_fold}; got {val_fold!r}"
+        )
+    val_fold = int(val_fold)
     sample_rate = audio_io.check_positive_int("sample_rate", sample_rate, NAME)
     positive(f"{NAME}: duration", duration, unit="seconds", numpy=True, error=SSMDefenseError)
     length = int(round(float(duration) * sample_rate))
@@ -249,7 +264,16 @@ def urbansound8k(
     missing = [f"fold{fold}/{name}" for fold, name, _ in sorted(rows) if name not in on_disk[fold]]
     present = sorted(r for r in rows if r[1] in on_disk[r[0]])
 
-    splits = {"train": [r for r in present if r[0] != test_fold], "test": [r for r in present if r[0] == test_fold]}
+    splits = {
+        "train": [r for r in present if r[0] not in (test_fold, val_fold)],
+        "test": [r for r in present if r[0] == test_fold],
+        "val": [r for r in present if r[0] == val_fold],
+    }
+    if not splits["val"]:
+        if given_val_fold:
+            raise SSMDefenseError(f"{NAME}: no clips in the validation fold {val_fold} in {base}; expected {LAYOUT}")
+        del splits["val"]  # a partial copy: sd.load_dataset carves a validation split from train
+        splits["train"] = [r for r in present if r[0] != test_fold]
     if max_per_class is not None:
         for split, items in splits.items():
             by_class: dict[int, list] = {}
@@ -263,7 +287,7 @@ def urbansound8k(
 
     for split, items in splits.items():
         if not items:
-            what = f"fold {test_fold}" if split == "test" else f"the folds other than {test_fold}"
+            what = f"fold {test_fold}" if split == "test" else f"the folds other than {test_fold} and {val_fold}"
             extra = f" ({len(missing)} CSV rows name files that do not exist)" if missing else ""
             raise SSMDefenseError(
                 f"{NAME}: no clips for the {split} split ({what}) in {base}{extra}; expected {LAYOUT}"
@@ -317,7 +341,11 @@ def urbansound8k(
         "source": "UrbanSound8K (Salamon, Jacoby and Bello 2014), predefined folds",
         "root": str(base),
         **audio_io.split_counts(arrays, len(CLASSES)),
-        "folds": {"train": [f for f in FOLDS if f != test_fold], "test": [test_fold]},
+        "folds": {
+            "train": sorted({r[0] for r in splits["train"]}),
+            "val": [val_fold] if "val" in splits else [],
+            "test": [test_fold],
+        },
         "lazy": lazy,
         "skipped": decoded["skipped"],
         "skipped_files": decoded["skipped_files"],
@@ -326,6 +354,7 @@ def urbansound8k(
         "converted": decoded["converted"],
         "settings": {
             "test_fold": test_fold,
+            "val_fold": val_fold if "val" in splits else None,
             "sample_rate": sample_rate,
             "duration": float(duration),
             "length": length,
@@ -333,11 +362,28 @@ def urbansound8k(
             **audio_io.CONVERSION,
         },
     }
+    validation = None
+    if "val" in splits:
+        validation = {
+            "source": "official",
+            "description": f"UrbanSound8K fold {val_fold}",
+            "fold": val_fold,
+            "val": len(arrays["val"][1]),
+        }
     if lazy:
         return audio_io.lazy_audio_dataset(
-            NAME, files, list(CLASSES), sample_rate=sample_rate, length=length, eps=EPS, info=info
+            NAME,
+            files,
+            list(CLASSES),
+            sample_rate=sample_rate,
+            length=length,
+            eps=EPS,
+            info=info,
+            validation=validation,
         )
-    return audio_io.audio_dataset(NAME, arrays, list(CLASSES), sample_rate=sample_rate, eps=EPS, info=info)
+    return audio_io.audio_dataset(
+        NAME, arrays, list(CLASSES), sample_rate=sample_rate, eps=EPS, info=info, validation=validation
+    )
 
 
 def _warn(base: Path, missing: list[str], listed: int, skipped: list, total: int, audio: Path) -> None:

@@ -23,6 +23,7 @@ def render_markdown(report: dict, title: str) -> str:
             if key not in keys:
                 keys.append(key)
     lines = [f"# {title}", ""]
+    lines += _selection_headline(cfg)
     lines += _masking_headline(report, ckpts)
     if cfg:
         lines += ["| setting | value |", "|---|---|"]
@@ -107,6 +108,27 @@ def render_markdown(report: dict, title: str) -> str:
 def _distinct(report: dict, ckpts: list[str]) -> list[str]:
     """The checkpoints worth a detailed section: "last" is left out when it is the best one."""
     return [k for k in ckpts if not (k == "last" and report.get("best") == report["last"])]
+
+
+def _selection_headline(cfg: dict) -> list[str]:
+    """Which split chose the best checkpoint (``select_on``), said before any number."""
+    select_on = cfg.get("select_on")
+    if select_on == "val":
+        v = cfg.get("validation") or {}
+        size = f"{v['val']} samples, " if v.get("val") is not None else ""
+        return [
+            f"Best checkpoint chosen on the **validation** split ({size}{v.get('description', 'validation')}); "
+            "best and last are scored below on the **test** split, which took no part in the choice.",
+            "",
+        ]
+    if select_on == "test":
+        return [
+            "**Best checkpoint chosen on the test split** (`--select-on test`, the AdS paper's practice): the "
+            "best row below was selected on the samples it is scored on, so it flatters the model; the last "
+            "row is not selected.",
+            "",
+        ]
+    return []
 
 
 def _masking_headline(report: dict, ckpts: list[str]) -> list[str]:
@@ -197,27 +219,49 @@ def _attack_notes(report: dict, ckpts: list[str]) -> list[str]:
 
 
 def _autoattack(report: dict, ckpts: list[str]) -> list[str]:
-    """The final evaluation's standard AutoAttack (``autoattack_check``): breakdown and worst case."""
+    """The final evaluation's AutoAttack (``autoattack_check``): breakdown, worst case and cost."""
     rows = [(k, report[k]["autoattack"]) for k in ckpts if report[k].get("autoattack")]
     if not rows:
         return []
-    components = [b["component"] for b in rows[0][1]["breakdown"][1:]]
+    first = rows[0][1]
+    components = [b["component"] for b in first["breakdown"][1:]]
+    audio = first.get("attack") == "audio-autoattack"
+    what = "clips" if audio else "samples"
     lines = [
         "",
-        f"## AutoAttack ({rows[0][1]['version']}) on the first {rows[0][1]['samples']} evaluated samples",
+        f"## {'Audio AutoAttack' if audio else 'AutoAttack'} ({first['version']}) on the first {first['samples']} "
+        f"evaluated {what}",
         "",
+    ]
+    if audio:
+        eps = report.get("config", {}).get("eps")
+        lines += [
+            f"Threat model: the L-inf ball of eps = {eps} on the waveform **or** each clip's SNR ball of "
+            f"{first['snr_db']:g} dB (L2, radius ||x|| * 10^(-{first['snr_db']:g}/20)); a clip counts as robust "
+            "only if no perturbation in either ball fools the model. The L-inf components run first: "
+            "\"L-inf worst case\" is the L-inf ball alone (with FGSM and PGD-10), the one training attacked; "
+            "\"worst case\" adds the SNR ball. `square-1d` uses no gradient.",
+            "",
+        ]
+    lines += [
         "Accuracy after each component (each attacks only the samples all earlier ones left correct), "
         "FGSM and PGD-10 on the same samples, and the worst case over all of them (the AA figure to quote).",
         "",
-        "| checkpoint | clean | " + " | ".join(components) + " | FGSM | PGD-10 | worst case |",
-        "|---|---|" + "---|" * (len(components) + 3),
+        "| checkpoint | clean | "
+        + " | ".join(components)
+        + " | FGSM | PGD-10 | "
+        + ("L-inf worst case | " if audio else "")
+        + "worst case | seconds |",
+        "|---|---|" + "---|" * (len(components) + 4 + audio),
     ]
     for k, aa in rows:
         steps = " | ".join(_pct(b["robust_accuracy"]) for b in aa["breakdown"][1:])
         ra = aa["robust_accuracy"]
+        seconds = aa.get("seconds", sum(b["seconds"] for b in aa["breakdown"]))
         lines.append(
             f"| {k} | {_pct(aa['clean_accuracy'])} | {steps} | {_pct(ra.get('fgsm'))} | {_pct(ra.get('pgd-10'))} | "
-            f"**{_pct(aa['worst_case'])}** |"
+            + (f"{_pct(aa.get('linf_worst_case'))} | " if audio else "")
+            + f"**{_pct(aa['worst_case'])}** | {seconds:.0f} |"
         )
     return lines
 
@@ -306,16 +350,17 @@ def plot_curves(report: dict, path: Path) -> bool:
     return _save(plt, fig, ax, path, "eps (L-inf)", "Robust accuracy vs eps")
 
 
-def plot_history(history: list[dict], path: Path) -> bool:
-    """Test clean and robust accuracy, and training-batch accuracy (where recorded), per epoch."""
+def plot_history(history: list[dict], path: Path, split: str = "validation") -> bool:
+    """Clean and robust accuracy on the selection ``split``, and training-batch accuracy (where
+    recorded), per epoch."""
     rows = [r for r in history if "clean_accuracy" in r]
     if not rows:
         return False
     plt, fig, ax = _accuracy_axes()
     epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["clean_accuracy"] for r in rows], marker="o", label="clean (test)")
+    ax.plot(epochs, [r["clean_accuracy"] for r in rows], marker="o", label=f"clean ({split})")
     for key in rows[0]["robust_accuracy"]:
-        ax.plot(epochs, [r["robust_accuracy"][key] for r in rows], marker="o", label=f"{key} (test)")
+        ax.plot(epochs, [r["robust_accuracy"][key] for r in rows], marker="o", label=f"{key} ({split})")
     if all("train_accuracy" in r for r in rows):  # a plugin's plain ART trainer reports none
         ax.plot(epochs, [r["train_accuracy"] for r in rows], linestyle="--", label="train batches")
     return _save(plt, fig, ax, path, "epoch", "Accuracy per epoch")
@@ -329,7 +374,8 @@ def write_report(directory, report: dict, title: str, history: list[dict] | None
     plots = []
     if plot_curves(report, directory / "plots" / "robust_accuracy_vs_eps.png"):
         plots.append("plots/robust_accuracy_vs_eps.png")
-    if history and plot_history(history, directory / "plots" / "training_curves.png"):
+    split = "test" if report.get("config", {}).get("select_on") == "test" else "validation"
+    if history and plot_history(history, directory / "plots" / "training_curves.png", split):
         plots.append("plots/training_curves.png")
     if any(report.get(k, {}).get("audio") for k in ("best", "last", "checkpoint")):
         if plot_snr_curve(report, directory / "plots" / "accuracy_vs_snr.png"):
