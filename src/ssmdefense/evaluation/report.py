@@ -239,8 +239,8 @@ def _autoattack(report: dict, ckpts: list[str]) -> list[str]:
             f"Threat model: the L-inf ball of eps = {eps} on the waveform **or** each clip's SNR ball of "
             f"{first['snr_db']:g} dB (L2, radius ||x|| * 10^(-{first['snr_db']:g}/20)); a clip counts as robust "
             "only if no perturbation in either ball fools the model. The L-inf components run first: "
-            "\"L-inf worst case\" is the L-inf ball alone (with FGSM and PGD-10), the one training attacked; "
-            "\"worst case\" adds the SNR ball. `square-1d` uses no gradient.",
+            '"L-inf worst case" is the L-inf ball alone (with FGSM and PGD-10), the one training attacked; '
+            '"worst case" adds the SNR ball. `square-1d` uses no gradient.',
             "",
         ]
     lines += [
