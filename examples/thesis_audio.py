@@ -1,5 +1,6 @@
 """The master thesis' audio protocols ("Min-max optimization methods in adversarial learning",
-tables 5.4-5.6), re-measured on spoken-digits with this toolkit's evaluation: S4, LSTM and GRU on
+tables 5.4-5.6), re-measured on spoken-digits (or Speech Commands, ``--dataset``) with this
+toolkit's evaluation: S4, LSTM and GRU on
 the raw waveform and on log-mel + dB, each under standard training, PGD-AT and the thesis' min-max
 training (Algorithm 2: per-class targeted attacks plus the clean sample as one more candidate).
 
@@ -33,6 +34,8 @@ most likely wrong classes (default 3, ``-p classes=topk:3``) with ``-p include_c
     python examples/thesis_audio.py                          # every row (hours on 2 cores)
     python examples/thesis_audio.py --only s4 --fronts mel   # some rows
     python examples/thesis_audio.py -D 'accents=["en-us"]' --epochs 1 --aa-samples 4   # a quick variant
+    python examples/thesis_audio.py --dataset speech-commands --data-dir ~/data --root runs/study/thesis-sc
+                                   # the thesis' own data: Speech Commands v0.02 digits, official split
 """
 
 from __future__ import annotations
@@ -129,7 +132,8 @@ def one_row(model: str, front: str, defense: str, args, log) -> dict:
         "--model",
         model,
         "--dataset",
-        "spoken-digits",
+        args.dataset,
+        *([] if args.data_dir is None else ["--data-dir", str(args.data_dir)]),
         "--sequence",
         FRONTS[front],
         *[a for m in MODELS[model] for a in ("-m", m)],
@@ -151,7 +155,8 @@ def one_row(model: str, front: str, defense: str, args, log) -> dict:
             RunConfig(
                 defense=defense,
                 model=model,
-                dataset="spoken-digits",
+                dataset=args.dataset,
+                data_dir=args.data_dir,
                 sequence=FRONTS[front],
                 model_params=parse_params(MODELS[model], "-m"),
                 defense_params=parse_params(params, "-p"),
@@ -224,6 +229,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the dataset's, 8)")
     parser.add_argument("--aa-samples", type=int, default=100, help="test clips of AutoAttack and the protocols")
+    parser.add_argument("--dataset", default="spoken-digits", help="spoken-digits, or speech-commands (the thesis')")
+    parser.add_argument("--data-dir", type=Path, default=None, help="the folder of a real dataset (speech-commands)")
     parser.add_argument("-D", "--dataset-param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--root", type=Path, default=Path("runs/study/thesis"))
     args = parser.parse_args(argv)
