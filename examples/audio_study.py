@@ -92,6 +92,7 @@ def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
                 dataset_params=parse_params(args.dataset_param, "-D"),
                 epochs=args.epochs,
                 eval_samples=args.eval_samples,
+                threads=args.threads,
                 overwrite=True,
                 verbose=False,
                 out=out,
@@ -126,6 +127,7 @@ def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
                 seed=seed,
                 checks=checks,
                 aa_samples=0,
+                threads=args.threads,
             )
         )
     report = json.loads((out / "report.json").read_text())
@@ -217,6 +219,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--samples", type=int, default=240, help="test clips of evaluate's attacks")
     parser.add_argument("--checks", action="store_true", help="run evaluate's gradient-masking checks too")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the audio default)")
     parser.add_argument("--root", type=Path, default=Path("runs/study/audio"))
     args = parser.parse_args(argv)
     seeds_from(args)

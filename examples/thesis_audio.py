@@ -164,6 +164,7 @@ def one_row(model: str, front: str, defense: str, args, log) -> dict:
                 epochs=args.epochs,
                 aa_samples=args.aa_samples,
                 seed=args.seed,
+                threads=args.threads,
                 overwrite=True,
                 verbose=False,
                 out=out,
@@ -227,6 +228,7 @@ def main(argv=None) -> int:
     parser.add_argument("--defenses", default=",".join(DEFENSES), help="comma-separated defenses")
     parser.add_argument("--topk", type=int, default=3, help="min-max: wrong classes attacked per sample")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the audio default)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the dataset's, 8)")
     parser.add_argument("--aa-samples", type=int, default=100, help="test clips of AutoAttack and the protocols")
     parser.add_argument("--dataset", default="spoken-digits", help="spoken-digits, or speech-commands (the thesis')")
