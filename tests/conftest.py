@@ -1,10 +1,18 @@
 """Shared fixtures: small models on the embedded ``digits`` dataset so the suite runs on 2 cores."""
 
-import numpy as np
-import pytest
-import torch
+import os
 
-import ssmdefense as sd
+# OpenMP threads with nothing to do sleep instead of spinning. The suite runs as 2 xdist workers on
+# 2 cores, and an audio run takes every core (up to 4) by default: spinning threads then hold the
+# core the other worker needs (an audio run took 4x longer beside a busy process). Set before torch
+# loads its OpenMP runtime; subprocesses inherit it; no result depends on it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import ssmdefense as sd  # noqa: E402
 
 # One thread: these models are tiny, and extra threads only add synchronisation (see docs/architecture.md).
 torch.set_num_threads(1)
@@ -103,8 +111,31 @@ def interrupt_on_call(monkeypatch, owner, method: str, call: int, exc=Interrupt)
     return lambda: monkeypatch.setattr(owner, method, original)
 
 
+# About how many seconds each of the longest test files takes on the 2-core test machine. Under
+# ``-n auto --dist loadscope`` a file is one unit of work, handed out in collection order (setup.cfg
+# turns off xdist's reordering by test count, which put these few-test files last, where one worker
+# ran them alone while the other sat idle): the longest first, the many short files fill in at the end.
+LONGEST_FIRST = {
+    "test_distributed.py": 95,
+    "test_kill_resume.py": 65,
+    "test_cli.py": 55,
+    "test_evaluation.py": 40,
+    "test_cli_audio.py": 38,
+    "test_example_study.py": 33,
+    "test_attacks_ensemble.py": 29,
+    "test_defense_distill_augment.py": 26,
+    "test_data_spoken_digits.py": 26,
+    "test_attacks_audio_autoattack.py": 17,
+    "test_example_plugin_plain.py": 17,
+    "test_defense_fast_at.py": 16,
+    "test_kernel_selection.py": 14,
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """The ``gpu`` tier runs only where torch sees a CUDA GPU (``pytest -m gpu`` on a GPU machine)."""
+    """The longest files first (LONGEST_FIRST; the others keep their order after them). The ``gpu``
+    tier runs only where torch sees a CUDA GPU (``pytest -m gpu`` on a GPU machine)."""
+    items.sort(key=lambda item: -LONGEST_FIRST.get(item.path.name, 0))  # stable: in-file order kept
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -34,6 +34,13 @@ def batch():
     return tones(40, 2)
 
 
+@pytest.fixture(scope="module")
+def checked(clf, batch):
+    """``autoattack_check`` on the batch, as the final evaluation runs it (read by two tests below)."""
+    x, y = batch
+    return autoattack_check(clf, x, y, eps=EPS, snr_db=SNR, params=QUICK)
+
+
 def test_components_stay_in_their_balls_and_the_breakdown_only_falls(clf, batch):
     x, y = batch
     attack = sd.get_attack("audio-autoattack", clf, eps=EPS, snr_db=SNR, **QUICK)
@@ -53,10 +60,9 @@ def test_components_stay_in_their_balls_and_the_breakdown_only_falls(clf, batch)
     assert linf[broken_by_linf].all()
 
 
-def test_the_final_evaluation_reports_worst_case_and_linf_figure(clf, batch):
-    x, y = batch
+def test_the_final_evaluation_reports_worst_case_and_linf_figure(clf, checked):
     assert aa_attack(clf) == "audio-autoattack"
-    r = autoattack_check(clf, x, y, eps=EPS, snr_db=SNR, params=QUICK)
+    r = checked
     assert r["attack"] == "audio-autoattack" and r["snr_db"] == SNR and r["samples"] == 40
     ra = r["robust_accuracy"]
     assert set(ra) == {"fgsm", "pgd-10", "audio-autoattack"}
@@ -65,10 +71,10 @@ def test_the_final_evaluation_reports_worst_case_and_linf_figure(clf, batch):
     assert r["breakdown"][-1]["robust_accuracy"] == ra["audio-autoattack"] and r["seconds"] > 0
 
 
-def test_an_independent_attack_finds_no_more_than_the_ensemble(clf, batch):
+def test_an_independent_attack_finds_no_more_than_the_ensemble(clf, batch, checked):
     """examples/independent_pgd.py's margin PGD (plain torch, 20 steps, 2 restarts) in both balls."""
     x, y = batch
-    r = autoattack_check(clf, x, y, eps=EPS, snr_db=SNR, params=QUICK)
+    r = checked
     in_linf, _ = margin_pgd(clf.model, x, y, eps=EPS, clip=(-1.0, 1.0), steps=20, restarts=2)
     in_snr, ratio = margin_pgd(clf.model, x, y, eps=EPS, clip=(-1.0, 1.0), steps=20, restarts=2, snr_db=SNR)
     assert ratio <= 1.0 + 1e-6

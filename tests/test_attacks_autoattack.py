@@ -13,6 +13,10 @@ from ssmdefense.attacks.fab import project
 from ssmdefense.evaluation.robustness import autoattack_check
 
 D, C, N = 20, 10, 48
+# FAB's steps per target: the linearisation of a linear classifier is exact, so FAB settles on its
+# answer within a few steps (the same distances, 1.0052 x the true ones, after 20 steps as after the
+# default 100 AutoAttack uses), at a fifth of the cost
+FAB_STEPS = 20
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,8 @@ def norms(delta: np.ndarray, norm: str) -> np.ndarray:
 @pytest.mark.parametrize("norm", ["inf", "2"])
 def test_fab_finds_the_minimal_perturbation_of_a_linear_classifier(linear, norm):
     clf, x, y, dist = linear
-    attack = sd.get_attack("fab", clf, eps=1e-6, norm=norm)  # a tiny eps: every target is tried
+    assert sd.get_attack("fab", clf, norm=norm).max_iter == 100  # AutoAttack's budget by default
+    attack = sd.get_attack("fab", clf, eps=1e-6, norm=norm, max_iter=FAB_STEPS)  # a tiny eps: every target is tried
     attack.generate(x, y)
     ratio = attack.min_norms / dist[norm]
     assert ratio.min() >= 1 - 1e-4  # nothing closer than the true distance exists
@@ -61,7 +66,7 @@ def test_fab_finds_the_minimal_perturbation_of_a_linear_classifier(linear, norm)
 def test_fab_at_eps_fools_exactly_the_samples_closer_than_eps(linear, norm):
     clf, x, y, dist = linear
     eps = float(np.median(dist[norm]))
-    x_adv = sd.get_attack("fab", clf, eps=eps, norm=norm).generate(x, y)
+    x_adv = sd.get_attack("fab", clf, eps=eps, norm=norm, max_iter=FAB_STEPS).generate(x, y)
     fooled = clf.predict(x_adv).argmax(1) != y
     assert fooled[dist[norm] < 0.99 * eps].all()
     assert not fooled[dist[norm] > eps].any()
@@ -79,6 +84,7 @@ def test_projection_is_the_smallest_step_to_the_hyperplane_inside_the_box(norm):
     c = rng.normal(size=6) * 0.8
     d = project(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(c), 0.0, 1.0, np.inf if norm == "inf" else 2)
     d = d.numpy()
+    reached = 0  # cases whose hyperplane the box reaches (the others: the step goes as far as it can)
     for i in range(6):
         assert (x[i] + d[i] >= -1e-9).all() and (x[i] + d[i] <= 1 + 1e-9).all()
         if norm == "inf":  # min r s.t. w.d = c, -r <= d <= r, -x <= d <= 1 - x; variables (d, r)
@@ -93,15 +99,23 @@ def test_projection_is_the_smallest_step_to_the_hyperplane_inside_the_box(norm):
             if res.success:
                 assert w[i] @ d[i] == pytest.approx(c[i], abs=1e-9)
                 assert np.abs(d[i]).max() == pytest.approx(res.fun, abs=1e-9)
+                reached += 1
             else:  # the box cannot reach the hyperplane: the step goes as far as the box allows
                 assert abs(w[i] @ d[i]) < abs(c[i])
         else:
             if abs(w[i] @ d[i] - c[i]) < 1e-9:  # reachable: no feasible step is shorter (random probes)
+                inside = 0
                 for _ in range(200):
                     probe = d[i] + rng.normal(size=5) * 0.05
                     probe -= (w[i] @ probe - c[i]) * w[i] / (w[i] @ w[i])  # back onto the hyperplane
                     if (x[i] + probe >= 0).all() and (x[i] + probe <= 1).all():
+                        inside += 1
                         assert np.linalg.norm(probe) >= np.linalg.norm(d[i]) - 1e-9
+                assert inside > 0  # some probes stayed in the box: the comparison above ran (98 to 200 here)
+                reached += 1
+            else:  # the box cannot reach the hyperplane: the step goes as far as the box allows
+                assert abs(w[i] @ d[i]) < abs(c[i])
+    assert 0 < reached < 6  # both kinds of case were checked (5 reachable, 1 not)
 
 
 def test_autoattack_report_is_the_worst_case_of_its_components(trained, digits):

@@ -43,6 +43,8 @@ def noise_accuracy(clf, x, y, eps, norm):
 )
 def test_attack_beats_noise_and_stays_in_bounds(trained, batch, name, params, norm, eps):
     x, y = batch
+    if name == "cw" and norm == np.inf:  # ART's C&W L-inf runs one sample at a time, about a second each:
+        x, y = x[:10], y[:10]  # 10 of them (accuracy 0.6 vs 0.9 under noise, as on all 20 and on the other 10)
     x_adv = sd.get_attack(name, trained, eps=eps, **params).generate(x, y)
     delta = (x_adv - x).reshape(len(x), -1)
     dist = np.abs(delta).max(1) if norm == np.inf else np.linalg.norm(delta, axis=1)

@@ -313,6 +313,7 @@ def test_urbansound8k_lazy_trains_like_the_eager_one(us8k_tree, tmp_path):
         args = ["train", "--dataset", "urbansound8k", "--data-dir", us8k_tree, "-D", "duration=0.5"]
         args += ["-D", f"lazy={lazy}", "--epochs", "1", "--aa-samples", "0", "--eval-samples", "10", "-q"]
         args += ["--workers", "1", "--out", out, "-m", "d_model=8", "-m", "n_layers=1", "-m", "d_state=8"]
+        args += ["--threads", "1"]  # audio takes every core by default: on a shared 2-core machine they wait
         result = CliRunner().invoke(cli, [str(a) for a in args])
         assert result.exit_code == 0, result.output
         reports[lazy] = json.loads((out / "report.json").read_text())

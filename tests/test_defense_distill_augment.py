@@ -45,10 +45,11 @@ def distilled(digits, tmp_path_factory):
     return clf, trainer, history, out
 
 
-def test_distillation_looks_robust_to_pgd_but_the_evaluation_flags_it(digits, distilled):
+def test_distillation_looks_robust_to_pgd_but_the_evaluation_flags_it(digits, distilled, standard):
     clf, trainer, history, _ = distilled
-    standard = make_classifier(digits)
-    standard_history = fit(standard, digits, "none", 10, **DISTILL)
+    # standard training on the same budget, the augment tests' (lr 1e-2; at distillation's 5e-2 the
+    # figures below barely move: PGD-10 0.15 instead of 0.115, logits 11 instead of 6 against 438)
+    standard, standard_history = standard
     assert best_pgd(history) > best_pgd(standard_history) + 0.3, (best_pgd(history), best_pgd(standard_history))
     assert history[-1]["clean_accuracy"] > 0.8
 

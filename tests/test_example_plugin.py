@@ -1,8 +1,10 @@
 """The example third-party plugin ``plugins/ssmdefense-noise``, installed the way a user would.
 
 pip installs it into a temporary ``--target`` directory (the venv is never touched); the CLI then
-runs with that directory on PYTHONPATH and must list the plugin's attack and defense. The same
-directory is imported in-process to check that the attack and the defense do what they say.
+runs with that directory on PYTHONPATH and must list the plugin (in its own process, as a user runs
+it) and its attack and defense, and train with the defense (in this process, with the directory on
+``sys.path``: a new interpreter per command costs seconds of imports). The same directory is
+imported in-process to check that the attack and the defense do what they say.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 import ssmdefense as sd
 from plugin_install import install, run_cli
 from ssmdefense import plugins
+from ssmdefense.cli import cli
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +32,25 @@ def plugin_site(tmp_path_factory) -> Path:
     return site
 
 
-def test_cli_lists_the_plugin_attack_defense_and_distribution(plugin_site):
-    attacks = {row["name"]: row for row in run_cli(plugin_site, "attacks", "--json")}
+def in_process(*args):
+    """``ssmdefense *args`` in this process (the plugin loaded by ``with_plugin``); its standard output."""
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, f"ssmdefense {' '.join(map(str, args))} exited {result.exit_code}:\n{result.output}"
+    return result.stdout
+
+
+def test_cli_lists_the_plugin_attack_defense_and_distribution(plugin_site, with_plugin):
+    attacks = {row["name"]: row for row in json.loads(in_process("attacks", "--json"))}
     assert attacks["gaussian-noise"]["source"] == "ssmdefense-noise"
     assert "gaussian noise" in attacks["gaussian-noise"]["summary"].lower()
     # The built-ins are still there, the core uniform `noise` among them: no name clash.
     assert attacks["noise"]["source"] == "ssmdefense.attacks.noise"
     assert "pgd" in attacks
 
-    defenses = {row["name"]: row for row in run_cli(plugin_site, "defenses", "--json")}
+    defenses = {row["name"]: row for row in json.loads(in_process("defenses", "--json"))}
     assert defenses["noise-augment"]["source"] == "ssmdefense-noise"
 
-    rows = {row["name"]: row for row in run_cli(plugin_site, "plugins", "--json")}
+    rows = {row["name"]: row for row in run_cli(plugin_site, "plugins", "--json")}  # its own process
     assert all(row["error"] is None for row in rows.values())
     noise = rows["ssmdefense-noise"]
     assert noise["distribution"] == "ssmdefense-noise"
@@ -49,10 +60,9 @@ def test_cli_lists_the_plugin_attack_defense_and_distribution(plugin_site):
     assert rows["ssmdefense.builtins"]["builtin"] is True  # every built-in, one table
 
 
-def test_cli_defend_trains_with_the_plugin_defense(plugin_site, tmp_path):
+def test_cli_defend_trains_with_the_plugin_defense(with_plugin, tmp_path):
     out = tmp_path / "run"
-    run_cli(
-        plugin_site,
+    in_process(
         "defend",
         "--defense",
         "noise-augment",
@@ -71,9 +81,8 @@ def test_cli_defend_trains_with_the_plugin_defense(plugin_site, tmp_path):
         "-p",
         "sigma=0.2",
         "--out",
-        str(out),
+        out,
         "-q",
-        parse_json=False,
     )
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["defense"] == "noise-augment"

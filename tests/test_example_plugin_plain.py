@@ -9,10 +9,12 @@ import sys
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import ssmdefense as sd
 from plugin_install import install, run_cli
 from ssmdefense import plugins
+from ssmdefense.cli import cli
 from ssmdefense.defenses.art_trainer import ARTTrainerDefense, as_defense
 
 FAST = ("--dataset", "digits", "--eval-samples", "64", "--aa-samples", "0", "--threads", "1", "-q")
@@ -25,6 +27,9 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def madry_run(site):
+    """``ssmdefense defend`` in its own process with the plugin on PYTHONPATH, as a user runs it; the
+    tests below run the command line in this process with the plugin loaded (``with_plugin``): a new
+    interpreter for each would cost seconds of imports and check nothing more."""
     out = site.parent / "madry-run"
     run_cli(
         site,
@@ -57,9 +62,19 @@ def test_defend_with_a_plain_art_trainer_and_a_plain_module_runs_end_to_end(madr
     assert {"fgsm", "pgd-10"} <= set(report["best"]["robust_accuracy"])
 
 
-def test_the_plain_model_checkpoint_is_attacked_like_any_other(site, madry_run):
-    result = run_cli(site, "attack", "--checkpoint", str(madry_run), "--attack", "pgd", "--samples", "32", "--json")
-    assert result["adversarial_accuracy"] <= result["clean_accuracy"]
+def in_process(*args, expect: int = 0):
+    """``ssmdefense *args`` in this process (the plugin loaded by ``with_plugin``); the click result."""
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == expect, (
+        f"ssmdefense {' '.join(map(str, args))} exited {result.exit_code}:\n{result.output}"
+    )
+    return result
+
+
+def test_the_plain_model_checkpoint_is_attacked_like_any_other(with_plugin, madry_run):
+    out = in_process("attack", "--checkpoint", madry_run, "--attack", "pgd", "--samples", "32", "--json")
+    result = json.loads(out.stdout)
+    assert result["samples"] == 32 and result["adversarial_accuracy"] <= result["clean_accuracy"]
 
 
 @pytest.mark.parametrize(
@@ -69,15 +84,14 @@ def test_the_plain_model_checkpoint_is_attacked_like_any_other(site, madry_run):
         (("defend", "--defense", "yopo", "--model", "tiny-gru", "--epochs", "1"), "encoder"),
     ],
 )
-def test_what_needs_ssm_internals_says_so_in_one_line(site, tmp_path, args, needs):
-    proc = run_cli(site, *args, "--out", str(tmp_path / "run"), *FAST, parse_json=False, expect=2)
+def test_what_needs_ssm_internals_says_so_in_one_line(with_plugin, tmp_path, args, needs):
+    proc = in_process(*args, "--out", tmp_path / "run", *FAST, expect=2)
     assert len(proc.stderr.strip().splitlines()) == 1 and needs in proc.stderr, proc.stderr
     assert not (tmp_path / "run").exists()
 
 
-def test_components_analysis_of_a_plain_model_says_so_in_one_line(site, madry_run, tmp_path):
-    proc = run_cli(
-        site,
+def test_components_analysis_of_a_plain_model_says_so_in_one_line(with_plugin, madry_run, tmp_path):
+    proc = in_process(
         "evaluate",
         "--checkpoint",
         str(madry_run),
@@ -89,8 +103,7 @@ def test_components_analysis_of_a_plain_model_says_so_in_one_line(site, madry_ru
         "--analysis",
         "components",
         "--out",
-        str(tmp_path / "ev"),
-        parse_json=False,
+        tmp_path / "ev",
         expect=2,
     )
     assert len(proc.stderr.strip().splitlines()) == 1 and "components" in proc.stderr, proc.stderr

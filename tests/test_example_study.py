@@ -25,6 +25,8 @@ def test_two_seeds_give_mean_and_sd(tmp_path, capsys):
         "1",
         "--seeds",
         "0,1",
+        "--check-seeds",
+        "0",  # the gradient-masking checks (half this test's cost per seed) on one seed: not the subject here
         "--eval-samples",
         "16",
         "--aa-samples",
@@ -50,13 +52,22 @@ def test_two_seeds_give_mean_and_sd(tmp_path, capsys):
 
 def test_audio_study_runs_the_checks_on_the_seeds_asked(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SSMDEFENSE_CACHE_DIR", str(tmp_path / "cache"))  # never the user's cache
+    # one thread (an audio run takes every core up to 4 by default): on the 2 cores of the test machine,
+    # shared with another worker, more threads only wait; the thread default is test_cli_audio's subject
+    monkeypatch.setattr("ssmdefense.runs.available_cores", lambda: 1)
     args = ["--only", "lstm", "--defenses", "none", "--seeds", "0,1", "-D", 'accents=["en-us"]', "--epochs", "1"]
     args += ["--eval-samples", "4", "--samples", "4", "--checks", "--check-seeds", "0", "--root", str(tmp_path)]
     assert audio_study.main(args) == 0
     (row,) = json.loads((tmp_path / "results.json").read_text())
     seed0, seed1 = row["runs"]
-    assert seed0["masking_suspected"] in (True, False)  # the checks ran on seed 0 ...
+    # the checks ran on seed 0 (their verdicts in its evaluation, the row's flag read from them) ...
+    sanity = json.loads((Path(seed0["dir"]) / "evaluation" / "report.json").read_text())["best"]["sanity"]
+    assert {c["name"] for c in sanity["checks"]} >= {"loss_rises", "large_eps_breaks"}
+    assert any(isinstance(c["passed"], bool) for c in sanity["checks"])
+    assert seed0["masking_suspected"] is sanity["gradient_masking_suspected"]
+    assert isinstance(seed0["masking_suspected"], bool)
     assert seed1["masking_suspected"] is None  # ... and not on seed 1
+    assert "sanity" not in json.loads((Path(seed1["dir"]) / "evaluation" / "report.json").read_text())["best"]
     assert row["ra"] == statistics.fmean([seed0["ra"], seed1["ra"]])
     commands = (tmp_path / "commands.txt").read_text()
     assert (

@@ -105,8 +105,24 @@ def test_auto_falls_back_with_one_log_line_and_numba_is_a_clear_error_where_numb
     backend._warn_once.cache_clear()
 
 
-def test_without_numba_the_package_imports_and_trains_on_the_torch_paths():
-    code = """
+# The checks that need a fresh interpreter share one per condition (each costs seconds of imports):
+# the parts of a script are separated on stdout and stderr by NEXT.
+NEXT = "----- next check -----"
+
+
+def parts(code: str) -> tuple[int, list[str], list[str]]:
+    """Run ``code`` in a new interpreter: its exit code and its stdout and stderr split at NEXT."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout.split(NEXT + "\n"), proc.stderr.split(NEXT + "\n")
+
+
+@pytest.fixture(scope="module")
+def without_numba(tmp_path_factory):
+    """An interpreter where numba cannot be imported: the package on the torch paths, then the CLI
+    asked for kernel=numba (test_cli_refuses_kernel_numba_where_numba_cannot_run_before_writing_anything)."""
+    tmp = tmp_path_factory.mktemp("without-numba")
+    out = tmp / "run"
+    code = f"""
 import sys
 sys.modules["numba"] = None  # as if numba were not installed: importing it raises ImportError
 import torch, ssmdefense as sd
@@ -116,17 +132,43 @@ try:
     sd.build_model("s5", d_input=2, n_classes=3, kernel="numba")(torch.randn(2, 5, 2))
 except sd.SSMDefenseError as exc:
     print("ERROR:", exc)
+print({NEXT!r}, flush=True)
+print({NEXT!r}, file=sys.stderr, flush=True)
+from ssmdefense.cli import main
+sys.argv = ["ssmdefense", "train", "--model", "s5", "-m", "kernel=numba", "--dataset", "digits", "--epochs", "1",
+            "--out", {str(out)!r}]
+main()
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "mamba: kernel=auto falls back to torch on cpu: numba cannot be imported" in proc.stderr
-    assert "ERROR: s5: kernel='numba' cannot run on cpu: numba cannot be imported" in proc.stdout
+    returncode, stdout, stderr = parts(code)
+    assert len(stdout) == len(stderr) == 2, stderr[-1][-2000:]  # the first part ran to its end
+    return returncode, stdout, stderr, tmp
 
 
-def test_importing_the_package_does_not_import_numba():
-    code = "import sys, ssmdefense, ssmdefense.cli; import ssmdefense.models; print('numba' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.stdout.strip() == "False", proc.stderr[-2000:]
+def test_without_numba_the_package_imports_and_trains_on_the_torch_paths(without_numba):
+    _, stdout, stderr, _ = without_numba
+    assert "mamba: kernel=auto falls back to torch on cpu: numba cannot be imported" in stderr[0]
+    assert "ERROR: s5: kernel='numba' cannot run on cpu: numba cannot be imported" in stdout[0]
+
+
+@pytest.fixture(scope="module")
+def fresh_import():
+    """A new interpreter: the package imported (not numba), then a Numba kernel run with one thread set."""
+    code = f"""
+import torch
+torch.set_num_threads(1)
+import sys, ssmdefense, ssmdefense.cli; import ssmdefense.models; print('numba' in sys.modules)
+print({NEXT!r}, flush=True)
+import numba, ssmdefense as sd
+sd.build_model("s5", d_input=2, n_classes=3, kernel="numba")(torch.randn(2, 5, 2)).sum().backward()
+print(torch.get_num_threads(), numba.get_num_threads())
+"""
+    returncode, stdout, stderr = parts(code)
+    assert returncode == 0 and len(stdout) == 2, stderr[-1][-2000:]
+    return stdout
+
+
+def test_importing_the_package_does_not_import_numba(fresh_import):
+    assert fresh_import[0].strip() == "False"
 
 
 def test_cli_model_param_kernel_reaches_the_model_and_the_run_records_it(digits, tmp_path):
@@ -170,31 +212,14 @@ def test_a_kernel_parameter_goes_to_both_the_mel_front_end_and_the_model():
     assert sequence == {"kernel": "numba"} and model == {}
 
 
-def test_numba_kernels_keep_the_thread_count_the_user_set():
+def test_numba_kernels_keep_the_thread_count_the_user_set(fresh_import):
     """Numba's OpenMP layer would turn ``--threads 1`` into every core at its first launch."""
-    code = """
-import torch
-torch.set_num_threads(1)
-import numba, ssmdefense as sd
-sd.build_model("s5", d_input=2, n_classes=3, kernel="numba")(torch.randn(2, 5, 2)).sum().backward()
-print(torch.get_num_threads(), numba.get_num_threads())
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.stdout.split() == ["1", "1"], proc.stderr[-2000:]
+    assert fresh_import[1].split() == ["1", "1"]
 
 
-def test_cli_refuses_kernel_numba_where_numba_cannot_run_before_writing_anything(tmp_path):
-    out = tmp_path / "run"
-    code = f"""
-import sys
-sys.modules["numba"] = None
-from ssmdefense.cli import main
-sys.argv = ["ssmdefense", "train", "--model", "s5", "-m", "kernel=numba", "--dataset", "digits", "--epochs", "1",
-            "--out", {str(out)!r}]
-main()
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+def test_cli_refuses_kernel_numba_where_numba_cannot_run_before_writing_anything(without_numba):
+    returncode, _, stderr, tmp = without_numba
+    assert returncode == 2, stderr[-1][-2000:]
+    lines = [line for line in stderr[1].splitlines() if line.strip()]
     assert lines[-1].startswith("Error: s5: kernel='numba' cannot run on cpu: numba cannot be imported"), lines
-    assert not out.exists() and not any(tmp_path.iterdir())
+    assert not (tmp / "run").exists() and not any(tmp.iterdir())

@@ -25,7 +25,7 @@ ARGS = [
     "--dataset",
     "digits",
     "--epochs",
-    "3",
+    "2",  # every kill below lands in epoch 2 or after it
     "--eval-samples",
     "48",
     "-q",
@@ -80,14 +80,40 @@ def metrics(run_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
+    """An uninterrupted run, the report every resumed run must equal. While it holds the lock on its
+    --out, it is stopped and a second process is given the same --out: that process's result is
+    test_a_second_process_on_the_same_out_is_refused's subject (one run instead of two)."""
     root = tmp_path_factory.mktemp("whole")
-    proc = cli(*ARGS, "--out", "run", cwd=root)
-    assert proc.returncode == 0, proc.stderr
-    return metrics(root / "run")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ssmdefense", *ARGS, "--out", "run"],
+        cwd=root,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lock = root / ".run.lock"
+        while not (lock.exists() and lock.read_text().strip()):  # the first one holds the lock (its pid written)
+            assert first.poll() is None, "the first run ended before it was checked"  # pytest-timeout bounds the wait
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGSTOP)  # hold the first one mid-run, lock taken
+        try:
+            second = cli(*ARGS, "--out", "run", cwd=root)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+    finally:
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err  # the first finished untouched
+    return {
+        "metrics": metrics(root / "run"),
+        "second": second,
+        "report": json.loads((root / "run" / "report.json").read_text()),
+    }
 
 
 KILLS = {  # moment: (module, attribute, n-th call, kill before or after the call)
-    "mid-epoch": ("ssmdefense.defenses.loop", "TrainingLoop.train_batch", 23 + 7, "before"),  # epoch 2, batch 7
+    "mid-epoch": ("ssmdefense.defenses.loop", "TrainingLoop.train_batch", 30, "before"),  # epoch 2 (21 batches each)
     "writing the resume state": (
         "ssmdefense.defenses.resume",
         "save_file",
@@ -115,33 +141,14 @@ def test_a_run_killed_at_any_moment_resumes_to_the_same_report(moment, whole, tm
     assert (partial / "state.json").is_file()
     resumed = cli("defend", "--resume", "run", "-q", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert metrics(tmp_path / "run") == whole
+    assert metrics(tmp_path / "run") == whole["metrics"]
     assert not list(tmp_path.glob(".run.*"))  # the partial directory and the lock are gone
 
 
-def test_a_second_process_on_the_same_out_is_refused(tmp_path):
-    first = subprocess.Popen(
-        [sys.executable, "-m", "ssmdefense", *ARGS, "--out", "run"],
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        lock = tmp_path / ".run.lock"
-        while not (lock.exists() and lock.read_text().strip()):  # the first one holds the lock (its pid written)
-            assert first.poll() is None, "the first run ended before it was checked"  # pytest-timeout bounds the wait
-            time.sleep(0.05)
-        os.kill(first.pid, signal.SIGSTOP)  # hold the first one mid-run, lock taken
-        try:
-            second = cli(*ARGS, "--out", "run", cwd=tmp_path)
-        finally:
-            os.kill(first.pid, signal.SIGCONT)
-        assert second.returncode == 2
-        lines = second.stderr.strip().splitlines()
-        assert len(lines) == 1 and "is being written by another ssmdefense process" in lines[0], second.stderr
-    finally:
-        _, err = first.communicate(timeout=600)
-    assert first.returncode == 0, err  # the first finished untouched
-    assert json.loads((tmp_path / "run" / "report.json").read_text())["config"]["defense"] == "pgd-at"
+def test_a_second_process_on_the_same_out_is_refused(whole):
+    """The second process started while the ``whole`` run held its --out (see the fixture)."""
+    second = whole["second"]
+    assert second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is being written by another ssmdefense process" in lines[0], second.stderr
+    assert whole["report"]["config"]["defense"] == "pgd-at"  # the first finished untouched
