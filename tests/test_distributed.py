@@ -286,7 +286,7 @@ def test_a_resumed_distributed_free_at_run_equals_an_uninterrupted_one(tmp_path)
     """FreeAT carries a perturbation per rank from batch to batch: resume gives each rank its own."""
     args = list(ARGS)
     args[args.index("pgd-at")] = "free-at"
-    args[args.index("--epochs") + 1] = "6"  # 3 epochs of 2 replays
+    args[args.index("--epochs") + 1] = "4"  # 2 epochs of 2 replays: killed in the second, resumed
     args[args.index("max_iter=3")] = "replays=2"  # one FGSM step per replay: FreeAT has no max_iter
     whole = torchrun(tmp_path / "whole", *args, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-3000:]
