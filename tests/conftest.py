@@ -7,6 +7,10 @@ import os
 # core the other worker needs (an audio run took 4x longer beside a busy process). Set before torch
 # loads its OpenMP runtime; subprocesses inherit it; no result depends on it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The suite checks the built-ins and the plugins it installs itself (those tests load them by name or
+# clear this): another package's plugin in the same environment (one that imports torch at import
+# time, say) must not change what the listing and import checks see.
+os.environ["SSMDEFENSE_LOAD_PLUGINS"] = ""
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

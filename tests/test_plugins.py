@@ -35,6 +35,8 @@ def fake_plugins(monkeypatch):
     """Install fake plugin modules + entry points; restore the real plugin state afterwards."""
     added = []
 
+    monkeypatch.delenv("SSMDEFENSE_LOAD_PLUGINS", raising=False)  # conftest.py sets it empty: load these
+
     def install(entry_points, modules):
         for name, module in modules.items():
             monkeypatch.setitem(sys.modules, name, module)
@@ -155,6 +157,32 @@ def test_broken_plugin_is_reported_and_the_rest_works(fake_plugins):
     assert rows["fine"]["error"] is None
     # other commands still run
     assert CliRunner().invoke(cli, ["datasets", "--json"]).exit_code == 0
+
+
+def test_a_misspelt_hook_leaves_its_plugin_out_with_a_clear_error(fake_plugins, caplog):
+    def register_model(register):  # the spec is register_models: pluggy alone would never call it
+        register("never-seen", lambda: None, "")
+
+    def register_datasets(register):
+        register("fake-data", lambda: "data", "fine")
+
+    fake_plugins(
+        [FakeEntryPoint("typo", "typo_mod", dist="ssmdefense-typo"), FakeEntryPoint("fine", "fine_mod")],
+        {
+            "typo_mod": make_module("typo_mod", register_model=register_model, register_datasets=register_datasets),
+            "fine_mod": make_module("fine_mod", register_datasets=lambda register: register("other", lambda: 0, "")),
+        },
+    )
+    with caplog.at_level("WARNING", logger="ssmdefense"):
+        errors = plugins.load_errors()
+    assert [(e["name"], e["distribution"]) for e in errors] == [("typo", "ssmdefense-typo")]
+    assert errors[0]["error"] == (
+        "PluginValidationError: unknown hook 'register_model' (did you mean 'register_models'?)"
+    )
+    assert "plugin 'typo' is left out: unknown hook 'register_model'" in caplog.text
+    assert "fake-data" not in sd.list_datasets() and "other" in sd.list_datasets()  # left out whole; the rest works
+    rows = {r["name"]: r for r in json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).output)}
+    assert rows["typo"]["error"].startswith("PluginValidationError: unknown hook 'register_model'")
 
 
 def test_env_switch_limits_third_party_plugins(fake_plugins, monkeypatch):

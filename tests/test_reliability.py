@@ -242,6 +242,7 @@ def test_row42_autoattack_version_and_aa_samples_through_the_api(trainer, tmp_pa
 @pytest.fixture
 def plugin_with(monkeypatch):
     """Install a fake third-party plugin module (``hooks``: name -> function) for this test."""
+    monkeypatch.delenv("SSMDEFENSE_LOAD_PLUGINS", raising=False)  # conftest.py sets it empty: load this one
 
     def install(**hooks):
         module = types.ModuleType("bad_plugin_mod")

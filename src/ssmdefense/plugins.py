@@ -4,12 +4,14 @@ The built-ins (one plugin, ``ssmdefense.builtins``: a table of names, summaries 
 ``"module:attribute"`` factories, imported on first use) and third-party packages (entry-point group
 ``ssmdefense``) register through the same hooks, once per process. Setting
 ``SSMDEFENSE_LOAD_PLUGINS`` to a comma-separated list of entry-point names loads only those
-third-party plugins (empty: none); built-ins always load. A plugin that fails to import is recorded
-in ``load_errors()`` (shown by ``ssmdefense plugins``) and the others keep working.
+third-party plugins (empty: none); built-ins always load. A plugin that fails to import, or that
+implements a hook no spec names (a misspelt ``register_model``), is left out and recorded in
+``load_errors()`` (shown by ``ssmdefense plugins``), and the others keep working.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -210,21 +212,22 @@ def get_plugin_manager() -> pluggy.PluginManager:
             try:
                 module = ep.load()
             except Exception as exc:  # a broken third-party plugin must not break the others
-                _load_errors.append(
-                    {
-                        "name": ep.name,
-                        "value": ep.value,
-                        "distribution": dist_name,
-                        "version": getattr(dist, "version", None) if dist is not None else None,
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "traceback": traceback.format_exc(),
-                    }
-                )
+                _load_errors.append(_entry_error(ep, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
                 continue
             if pm.is_registered(module):  # declared twice (under two entry-point names)
                 continue
             name = ep.name if pm.get_plugin(ep.name) is None else f"{dist_name}:{ep.name}"
             pm.register(module, name=name)
+            # pluggy accepts a hookimpl no spec names (``register_model``) and never calls it; its
+            # ``check_pending`` raises for the whole manager. Per plugin instead: a misspelt hook leaves
+            # that plugin out, reported like an import failure, and the others keep working.
+            unknown = sorted(caller.name for caller in pm.get_hookcallers(module) or () if caller.spec is None)
+            if unknown:
+                pm.unregister(module)
+                message = "; ".join(_unknown_hook(hook) for hook in unknown)
+                _load_errors.append(_entry_error(ep, f"PluginValidationError: {message}", ""))
+                log.warning("plugin %r is left out: %s", ep.name, message)
+                continue
             _plugin_sources[name] = {
                 "distribution": dist_name,
                 "version": getattr(dist, "version", None) if dist else None,
@@ -232,6 +235,25 @@ def get_plugin_manager() -> pluggy.PluginManager:
             }
         _pm = pm
     return _pm
+
+
+def _entry_error(ep: importlib.metadata.EntryPoint, error: str, trace: str) -> dict:
+    """A ``load_errors()`` row for an entry point that could not be loaded."""
+    dist = getattr(ep, "dist", None)
+    return {
+        "name": ep.name,
+        "value": ep.value,
+        "distribution": dist.name if dist is not None else None,
+        "version": getattr(dist, "version", None) if dist is not None else None,
+        "error": error,
+        "traceback": trace,
+    }
+
+
+def _unknown_hook(hook: str) -> str:
+    known = [name for name in dir(hookspecs) if name.startswith("register_")]
+    close = difflib.get_close_matches(hook, known, n=1)
+    return f"unknown hook {hook!r}" + (f" (did you mean {close[0]!r}?)" if close else f"; hooks: {', '.join(known)}")
 
 
 def reset() -> None:
