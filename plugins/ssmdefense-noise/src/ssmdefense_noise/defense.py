@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmdefense import TrainingLoop
+from ssmdefense.validation import number
 
 
 class NoiseAugmentTrainer(TrainingLoop):
@@ -30,10 +31,14 @@ class NoiseAugmentTrainer(TrainingLoop):
     name = "noise-augment"
 
     def __init__(self, classifier, *, sigma: float | None = None, **loop_params):
-        super().__init__(classifier, **loop_params)
-        self.sigma = self.eps if sigma is None else sigma
-        if isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float)) or self.sigma < 0:
-            raise ValueError(f"sigma must be a number >= 0 (or None for eps); got {sigma!r}")
+        self.sigma = sigma
+        super().__init__(classifier, **loop_params)  # stores eps, lr, ...; calls _check_params()
+        if self.sigma is None:  # resolved once eps is checked
+            self.sigma = self.eps
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        number("sigma", self.sigma, 0.0, optional=True, hint="None means eps")
 
     def training_step(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
         lo, hi = self.clip
