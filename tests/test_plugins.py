@@ -5,6 +5,7 @@ import re
 import sys
 import types
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -183,6 +184,29 @@ def test_a_misspelt_hook_leaves_its_plugin_out_with_a_clear_error(fake_plugins, 
     assert "fake-data" not in sd.list_datasets() and "other" in sd.list_datasets()  # left out whole; the rest works
     rows = {r["name"]: r for r in json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).output)}
     assert rows["typo"]["error"].startswith("PluginValidationError: unknown hook 'register_model'")
+
+
+def test_an_art_attack_class_registered_as_it_is_takes_its_own_parameters(fake_plugins, digits):
+    """ART declares an attack's keywords in ``attack_params`` (positional-or-keyword in ``__init__``)."""
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    fake_plugins(
+        [FakeEntryPoint("artpgd", "artpgd_mod")],
+        {
+            "artpgd_mod": make_module(
+                "artpgd_mod",
+                register_attacks=lambda register: register("art-pgd-raw", ProjectedGradientDescent, "ART's PGD"),
+            )
+        },
+    )
+    body = sd.build_model("s4d", d_input=8, n_classes=10, d_model=16, n_layers=1)
+    clf = sd.SSMClassifier(body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0))
+    attack = sd.get_attack("art-pgd-raw", clf, eps=0.05, eps_step=0.01, max_iter=3, verbose=False)
+    assert isinstance(attack, ProjectedGradientDescent) and attack.max_iter == 3
+    x = digits.x_test[:8]
+    assert np.abs(attack.generate(x) - x).max() <= 0.05 + 1e-6
+    with pytest.raises(sd.SSMDefenseError, match=r"got unknown parameter\(s\) epsilon; accepted: .*eps, eps_step"):
+        sd.get_attack("art-pgd-raw", clf, epsilon=0.1)
 
 
 def test_env_switch_limits_third_party_plugins(fake_plugins, monkeypatch):

@@ -139,14 +139,16 @@ class Registry:
     def accepted_params(self, name: str) -> list[str] | None:
         """Keyword parameters the factory accepts (None: any).
 
-        A factory that declares them ART-style (``defense_params``, a tuple of names, as every
-        ``TrainingLoop`` does) is taken at its word; otherwise its signature (a class's own
+        A factory that declares them ART-style (``defense_params``, as every ``TrainingLoop`` does,
+        or ``attack_params``, as every ART attack class does: an ART attack registered as it is
+        takes its own keywords) is taken at its word; otherwise its signature (a class's own
         ``__init__``) tells: its keyword-only parameters, or None when it takes ``**kwargs``.
         """
         factory = self.get(name).factory
-        declared = getattr(factory, "defense_params", None)
-        if declared is not None:
-            return list(dict.fromkeys(declared))
+        for art_style in ("defense_params", "attack_params"):
+            declared = getattr(factory, art_style, None)
+            if declared is not None:
+                return list(dict.fromkeys(declared))
         try:
             params = list(inspect.signature(factory).parameters.values())
         except (TypeError, ValueError):
