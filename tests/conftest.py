@@ -136,10 +136,18 @@ LONGEST_FIRST = {
 }
 
 
+SLOW_SECONDS = 25  # a file at least this long (LONGEST_FIRST) is marked ``slow``
+
+
 def pytest_collection_modifyitems(config, items):
-    """The longest files first (LONGEST_FIRST; the others keep their order after them). The ``gpu``
-    tier runs only where torch sees a CUDA GPU (``pytest -m gpu`` on a GPU machine)."""
+    """The longest files first (LONGEST_FIRST; the others keep their order after them), and those of
+    SLOW_SECONDS or more marked ``slow`` (``pytest -m "not slow"`` for a quick local pass; CI runs
+    every test). The ``gpu`` tier runs only where torch sees a CUDA GPU (``pytest -m gpu`` on a GPU
+    machine)."""
     items.sort(key=lambda item: -LONGEST_FIRST.get(item.path.name, 0))  # stable: in-file order kept
+    for item in items:
+        if LONGEST_FIRST.get(item.path.name, 0) >= SLOW_SECONDS:
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
