@@ -225,6 +225,55 @@ def test_env_switch_limits_third_party_plugins(fake_plugins, monkeypatch):
     assert "fake-data" in sd.list_datasets()
 
 
+def test_a_plugin_dataset_that_only_implements_the_lazy_protocol_trains(fake_plugins, tmp_path):
+    """Not our LazyDataset, no arrays: train/test item datasets, their labels and the settings."""
+    import torch
+
+    class Items(torch.utils.data.Dataset):
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return torch.from_numpy(self.x[i]), int(self.y[i])
+
+    class Lazy:  # the members of contracts.LazyData, and one optional (eps)
+        def __init__(self, data):
+            self.train, self.y_train = Items(data.x_train, data.y_train), data.y_train
+            self.test, self.y_test = Items(data.x_test, data.y_test), data.y_test
+            self.input_shape, self.nb_classes, self.clip_values = data.input_shape, 10, (0.0, 1.0)
+            self.sequence, self.eps = "rows", 0.05
+
+    from ssmdefense.api import load_dataset_as_is
+
+    digits = load_dataset_as_is("digits")
+    fake_plugins(
+        [FakeEntryPoint("lazy", "lazy_mod")],
+        {
+            "lazy_mod": make_module(
+                "lazy_mod", register_datasets=lambda register: register("lazy-digits", lambda: Lazy(digits), "")
+            )
+        },
+    )
+    data = sd.load_dataset("lazy-digits")
+    assert type(data).__name__ == "LazyDataset" and data.eps == 0.05 and data.name == "lazy-digits"
+    assert data.validation["source"] == "carved" and len(data.y_val) + len(data.y_train) == len(digits.y_train)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "lazy-digits", "--epochs", "2", "--aa-samples", "0", "--eval-samples", "64", "-q"]
+    small = ["-m", "d_model=16", "-m", "n_layers=1"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out), *small])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["eps"] == 0.05 and report["best"]["clean_accuracy"] > 0.3  # it learned (chance 0.1)
+    # as it is (no split carved: the loader's object itself reaches the workflows), streamed
+    as_is = tmp_path / "as-is"
+    result = CliRunner().invoke(cli, [*args, "--select-on", "test", "--out", str(as_is), *small])
+    assert result.exit_code == 0, result.output
+    assert json.loads((as_is / "report.json").read_text())["best"]["clean_accuracy"] > 0.3
+
+
 def test_plugin_dataset_brings_its_own_input_kind(fake_plugins, tmp_path):
     """A dataset of (F, T) feature matrices with its own sequence mode trains, saves and loads."""
     import numpy as np

@@ -78,8 +78,11 @@ def load_dataset(name: str, **params: Any) -> Dataset:
 def load_dataset_as_is(name: str, **params: Any) -> Dataset:
     """What the loader of ``name`` returns, without a validation split carved from its training data
     (the dataset's own validation split, if it has one, is kept): ``--select-on test`` trains on all
-    of it, as runs did before validation splits."""
-    return _create("datasets", name, **params)
+    of it, as runs did before validation splits. A plugin's product becomes a ``Dataset`` or
+    ``LazyDataset`` by the protocol it satisfies (``ssmdefense.data.base.adopt``)."""
+    from .data.base import adopt
+
+    return adopt(_create("datasets", name, **params), name)
 
 
 def build_serialiser(sequence: str, input_shape: Sequence[int], **params: Any) -> torch.nn.Module:

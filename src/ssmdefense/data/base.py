@@ -139,3 +139,26 @@ class LazyDataset(_Settings):
                 raise ValueError(f"{self.name}: {len(data)} {split} items but {len(labels)} labels")
         self._check_groups()
         self._check_settings()
+
+
+def adopt(product: object, name: str) -> Dataset | LazyDataset:
+    """What a dataset loader returned, as this package's ``Dataset`` or ``LazyDataset``.
+
+    A plugin's loader may return any object with the members of ``contracts.Dataset`` (arrays) or
+    ``contracts.LazyData`` (``train`` and ``test`` item datasets and their labels). Dispatch goes by
+    the protocol it satisfies, never by its class: its required members and the optional ones it has
+    (``name``, ``info``, ``sample_rate``, ``eps``, ``classes``, ``defaults``, the validation split,
+    ``groups``) are copied into the matching dataclass, which checks them, so the workflows read one
+    kind of object. Ours pass through unchanged.
+    """
+    from dataclasses import fields
+
+    from ..contracts import LazyData, protocol_of
+
+    if isinstance(product, (Dataset, LazyDataset)):
+        return product
+    cls = LazyDataset if protocol_of("datasets", product) is LazyData else Dataset
+    settable = [f.name for f in fields(cls) if f.init]
+    values = {key: getattr(product, key) for key in settable if hasattr(product, key)}
+    values.setdefault("name", name)
+    return cls(**values)  # (Dataset derives input_shape from its arrays: not a field to copy)
