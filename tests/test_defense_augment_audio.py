@@ -216,7 +216,7 @@ def test_audio_transforms_repeat_with_a_seed(waves):
 
 
 def test_audio_augment_resumes_exactly(waves, tmp_path, monkeypatch):
-    from ssmdefense.defenses.loop import TrainingLoop
+    from ssmdefense.defenses import loop
 
     x, y = waves[0].numpy(), waves[1].numpy()
 
@@ -237,7 +237,8 @@ def test_audio_augment_resumes_exactly(waves, tmp_path, monkeypatch):
     whole_state = sd.load(tmp_path / "last", device_type="cpu").body.state_dict()
     cut = tmp_path / "cut"
     cut.mkdir()
-    restore = interrupt_on_call(monkeypatch, TrainingLoop, "_save_state", 2)  # dies in epoch 2, after epoch 1
+    # dies saving epoch 2's resume state: the state on disk is epoch 1's
+    restore = interrupt_on_call(monkeypatch, loop, "save_state", 2)
     with pytest.raises(Interrupt):
         trainer().fit(x, y, nb_epochs=3, out_dir=cut)
     restore()

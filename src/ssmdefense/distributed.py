@@ -237,3 +237,76 @@ def weighted_average_hook(state, bucket):  # noqa: ANN001, ANN201 (DDP checks re
     tensor.mul_(state.weight / dist.get_world_size())
     future = dist.all_reduce(tensor, async_op=True).get_future()
     return future.then(lambda f: f.value()[0])
+
+
+class Strategy:
+    """How ``TrainingLoop.fit`` trains in this process, alone or as one rank of a DDP run: the one
+    place that knows the difference. It wraps the model (DDP with the weighted gradient average),
+    draws the batches (this rank's share of the one-process run's global batches), reseeds each
+    epoch per rank, sums and gathers over the ranks, and says whether this process is the main one.
+    In a world of one every step is the plain one and ``torch.distributed`` is never touched."""
+
+    def __init__(self, world: World | None = None):
+        self.world = world or current()
+        self.main = self.world.main
+        self.shares: RankBatches | None = None
+        self._weight: GradientWeight | None = None
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if batch_size < self.world.size:
+            raise SSMDefenseError(f"batch size {batch_size} is smaller than the {self.world.size} processes sharing it")
+
+    def data(
+        self, dataset: torch.utils.data.Dataset, batch_size: int, seed: int, num_workers: int
+    ) -> tuple[torch.Generator, torch.utils.data.DataLoader]:
+        """(the shuffle generator, saved with the resume state; the ``DataLoader`` of this rank's
+        batches) over ``dataset``, a ``torch.utils.data.Dataset`` of (x, y) items."""
+        generator = torch.Generator().manual_seed(seed)
+        index_loader = torch.utils.data.DataLoader(
+            range(len(dataset)), batch_size=batch_size, shuffle=True, generator=generator
+        )  # (B) index batches: the global batches of one process
+        self.shares = RankBatches(index_loader, self.world, len(dataset), batch_size)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=self.shares,
+            num_workers=num_workers,
+            generator=torch.Generator().manual_seed(seed + self.world.rank),  # worker seeds, not the global RNG
+        )
+        return generator, loader
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The module to train: ``model`` itself, or under torchrun DDP around it, its gradient
+        average weighted by each rank's share of the batch."""
+        if not self.world.distributed:
+            return model
+        self._weight = GradientWeight()
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+        ddp.register_comm_hook(self._weight, weighted_average_hook)
+        return ddp
+
+    def start_epoch(self, seed: int, epoch: int) -> None:
+        """Under torchrun, each rank its own attack randomness for ``epoch``, repeatable and resumable."""
+        if self.world.distributed:
+            from .seeding import seed_everything
+
+            seed_everything(rank_seed(seed, self.world.rank, epoch))
+
+    def start_batch(self, batch: int, local: int) -> None:
+        """Before training batch ``batch`` (from 1) of ``local`` samples on this rank."""
+        if self._weight is not None:
+            self._weight.set(local, self.shares.global_sizes[batch - 1], self.world)
+
+    def sum(self, values: list[float]) -> list[float]:
+        return all_sum(values)
+
+    def gather(self, value: object) -> list[object] | None:
+        """Every rank's ``value`` in rank order under torchrun; None in one process."""
+        return all_gather(value) if self.world.distributed else None
+
+    def in_sync(self, model: torch.nn.Module, what: str) -> None:
+        check_in_sync(model, what)
+
+    def barrier(self) -> None:
+        barrier()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import SSMDefenseError
+from ..labels import as_training_data
 
 CHUNK = 1024  # samples of a lazy dataset the evaluation holds at once
 
@@ -81,3 +82,24 @@ def materialise(x, y=None, limit: int | None = None, num_workers: int = 0) -> tu
     n = len(x) if limit is None else min(limit, len(x))
     parts = list(chunks(x, y, indices=range(n), num_workers=num_workers))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def validation_pair(validation_data) -> tuple:
+    """(x, y) of ``validation_data``: a pair of arrays, or a lazy ``Dataset`` and None."""
+    return (validation_data, None) if is_lazy(validation_data) else tuple(validation_data)
+
+
+def training_data(x, y, clf) -> tuple:
+    """Arrays checked and converted (``labels.as_training_data``), or a lazy ``Dataset`` (y None) whose
+    first item is checked against the classifier's input shape."""
+    if not is_lazy(x):
+        return as_training_data(x, y, clf.input_shape, clf.nb_classes)
+    if y is not None:
+        raise SSMDefenseError("a lazily loaded dataset carries its labels: give y=None")
+    if len(x) == 0:
+        raise SSMDefenseError("the dataset is empty: there are no samples")
+    shape = tuple(x[0][0].shape)
+    if shape != tuple(clf.input_shape):
+        expected = tuple(clf.input_shape)
+        raise SSMDefenseError(f"the dataset's items have shape {shape}; the classifier expects {expected}")
+    return x, None

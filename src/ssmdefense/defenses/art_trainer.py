@@ -9,8 +9,8 @@ such a trainer in this adapter, which
 - trains one epoch per ``trainer.fit(x, y, nb_epochs=1, batch_size=...)`` call when the trainer's
   ``fit`` takes ``nb_epochs`` (ART's trainers do), so that each epoch is evaluated (clean and PGD
   accuracy at ``eps``, as the shared loop does: ``evaluator.py``) and checkpointed by the loop's
-  policy (``checkpoints.py``: best by PGD accuracy, and last). A ``fit`` without ``nb_epochs`` is
-  called once, as one epoch;
+  policy (``epochs.EpochEnd``, the loop's own: best by PGD accuracy, and last). A ``fit`` without
+  ``nb_epochs`` is called once, as one epoch;
 - records ``describe()`` as the trainer's class and the run's settings, and no cost ratio (the
   trainer's batches are its own business: ``timing`` is empty);
 - cannot resume: an ART trainer keeps its optimiser and attack state to itself, so
@@ -20,7 +20,6 @@ such a trainer in this adapter, which
 from __future__ import annotations
 
 import inspect
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from ..contracts import Defense, missing
 from ..errors import SSMDefenseError
 from ..labels import as_training_data
 from ..seeding import seed_everything
-from .checkpoints import best_checkpoint_key, write_epoch
+from .epochs import EpochEnd
 from .evaluator import evaluate_epoch
 
 #: what ``ssmdefense defend`` passes to every defense factory; the adapter keeps the values it uses
@@ -55,6 +54,7 @@ class ARTTrainerDefense:
         self.eval_samples, self.verbose, self.eval_max_iter = eval_samples, verbose, eval_max_iter
         self.timing: dict = {}
         self.history: list[dict] = []
+        self.best_epoch, self.best_state = None, None  # the best epoch's number and weights, after fit
         self._epoch_fit = "nb_epochs" in inspect.signature(trainer.fit).parameters
 
     def get_classifier(self):
@@ -95,47 +95,19 @@ class ARTTrainerDefense:
         epochs = nb_epochs if self._epoch_fit else 1
         kwargs = {"nb_epochs": 1, "batch_size": batch_size or self.batch_size} if self._epoch_fit else {}
         seed_everything(self.seed)
-        best_key, self.history = None, []
+        self.history = []
+        end = EpochEnd(self, clf, validation_data, out=out, checkpoint_extra=checkpoint_extra, epochs=epochs,
+                       verbose=self.verbose)  # fmt: skip
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             self.trainer.fit(x, y, **kwargs)
-            row = {"epoch": epoch, "epoch_seconds": time.perf_counter() - start}
-            if validation_data is not None:
-                t_eval = time.perf_counter()
-                row.update(
-                    evaluate_epoch(
-                        clf,
-                        *validation_data,
-                        eps=self.eps,
-                        max_iter=self.eval_max_iter,
-                        seed=self.seed,
-                        samples=self.eval_samples,
-                    )
-                )
-                row["eval_seconds"] = time.perf_counter() - t_eval
-            self.history.append(row)
-            key = best_checkpoint_key(row, self.eval_max_iter) if validation_data is not None else (epoch,)
-            improved = best_key is None or key > best_key
-            best_key = key if improved else best_key
-            if out is not None:
-                meta = {**(checkpoint_extra or {}), "epoch": epoch, "defense": self.name, "metrics": row}
-                write_epoch(clf, out, meta, improved)
-            if self.verbose:
-                print(
-                    f"{self.name} epoch {epoch}/{epochs}: " + _summary(row, self.eval_max_iter),
-                    file=sys.stderr,
-                    flush=True,
-                )
+            end({"epoch": epoch, "epoch_seconds": time.perf_counter() - start})
         return self.history
 
-
-def _summary(row: dict, max_iter: int) -> str:
-    if "clean_accuracy" not in row:
-        return f"{row['epoch_seconds']:.1f}s"
-    return (
-        f"clean {row['clean_accuracy']:.3f}  pgd-{max_iter} {row['robust_accuracy'][f'pgd-{max_iter}']:.3f}  "
-        f"({row['epoch_seconds']:.1f}s)"
-    )
+    def evaluate(self, x, y) -> dict:
+        """Clean and PGD accuracy of the current weights on (x, y), as the shared loop evaluates."""
+        clf, samples = self.get_classifier(), self.eval_samples
+        return evaluate_epoch(clf, x, y, eps=self.eps, max_iter=self.eval_max_iter, seed=self.seed, samples=samples)
 
 
 def as_defense(trainer, name: str, params: dict):

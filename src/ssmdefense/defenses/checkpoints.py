@@ -1,9 +1,8 @@
-"""The loop's checkpoint policy: which epoch is best, and what each epoch writes to the run directory
-(and prints)."""
+"""The loop's checkpoint policy: which epoch is best, what each epoch writes to the run directory and
+prints (``epochs.EpochEnd`` applies it), and when a loss stops a run."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -15,17 +14,6 @@ from ..errors import TrainingDiverged
 def best_checkpoint_key(row: dict, eval_max_iter: int) -> tuple:
     """The best epoch has the highest PGD robust accuracy; ties go to the higher clean accuracy."""
     return row["robust_accuracy"][f"pgd-{eval_max_iter}"], row["clean_accuracy"]
-
-
-def update_best(trainer, row: dict, epoch: int, best_key, validated: bool) -> tuple[tuple, bool]:
-    """(the best key so far, whether epoch ``epoch``, metrics ``row``, improved on ``best_key``):
-    by ``best_checkpoint_key`` when the run is ``validated``, else the last epoch is the best. An
-    improving epoch becomes the trainer's ``best_epoch`` and a copy of its weights its ``best_state``."""
-    key = best_checkpoint_key(row, trainer.eval_max_iter) if validated else (epoch,)
-    if best_key is not None and not tuple(key) > tuple(best_key):
-        return best_key, False
-    trainer.best_epoch, trainer.best_state = epoch, copy.deepcopy(trainer._classifier.body.state_dict())
-    return key, True
 
 
 def write_epoch(clf, out: Path, meta: dict, improved: bool) -> None:
@@ -40,7 +28,9 @@ def write_epoch(clf, out: Path, meta: dict, improved: bool) -> None:
 
 def epoch_summary(row: dict, epochs: int, eval_max_iter: int, improved: bool) -> str:
     """The line a verbose fit prints after epoch ``row["epoch"]`` of ``epochs``."""
-    msg = f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  train acc {row['train_accuracy']:.3f}"
+    msg = f"epoch {row['epoch']}/{epochs}"
+    if "train_loss" in row:  # (a plain ART trainer's epochs report none)
+        msg += f"  loss {row['train_loss']:.4f}  train acc {row['train_accuracy']:.3f}"
     if "clean_accuracy" in row:
         ra = row["robust_accuracy"][f"pgd-{eval_max_iter}"]
         msg += f"  clean {row['clean_accuracy']:.3f}  pgd-{eval_max_iter} {ra:.3f}"

@@ -6,15 +6,18 @@ drive the backward pass itself (YOPO), ``train_batch`` with ``steps_per_batch`` 
 ``on_fit_start`` trains anything first (distillation's teacher), ``extra_timing`` adds its cost.
 Parameters are ART-style (``params.py``): ``defense_params``, ``_check_params()``, ``describe()``.
 
-The loop owns the rest, once: a seeded ``DataLoader``; ``configure_optimizers()`` (AdamW, cosine
-schedule per batch); per-epoch clean and PGD-10 accuracy (``evaluator.py``); best (PGD-10, ties to
-clean) and last checkpoints and ``metrics.jsonl`` (``checkpoints.py``); resume state after every
-epoch (``resume.py``); progress bars; the overhead against standard training (``cost.py``).
-Labels may be class indices or one-hot (ART's trainers take one-hot only).
+The defaults of those hooks are in ``hooks.py``. The loop owns the rest, once: seeded batches and
+everything one process or a DDP rank does differently (``distributed.Strategy``);
+``configure_optimizers()`` (AdamW, cosine schedule per batch); after every epoch (``epochs.EpochEnd``,
+shared with the ART-trainer adapter) clean and PGD-10 accuracy on the validation data
+(``evaluator.py``), best (PGD-10, ties to clean) and last checkpoints and ``metrics.jsonl``
+(``checkpoints.py``) and the resume state (``resume.py``); progress bars; the overhead against
+standard training (``cost.py``). Labels may be class indices or one-hot (ART's trainers take one-hot only).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -24,51 +27,21 @@ from art.defences.trainer import Trainer
 from tqdm.auto import tqdm
 
 from .. import distributed
-from ..data.stream import as_torch_dataset, batches, is_lazy, materialise
+from ..data.stream import as_torch_dataset, batches, materialise, training_data, validation_pair
 from ..errors import SSMDefenseError
-from ..labels import as_training_data, check_labels
-from ..optim import parameter_groups
+from ..labels import check_labels
 from ..seeding import seed_everything
 from ..validation import integer
-from .checkpoints import epoch_summary, finite_loss, update_best, write_epoch
+from .checkpoints import finite_loss
 from .cost import measure_overhead
+from .epochs import EpochEnd
 from .evaluator import evaluate_epoch
+from .hooks import DefenseHooks
 from .params import LOOP_PARAMS, check_loop_params, declare_params
 from .resume import cpu_tensors, load_state, save_state
 
 
-def _pair(validation_data) -> tuple:
-    """(x, y) of ``validation_data``: a pair of arrays, or a lazy ``Dataset`` and None."""
-    return (validation_data, None) if is_lazy(validation_data) else tuple(validation_data)
-
-
-def training_data(x, y, clf) -> tuple:
-    """Arrays checked and converted (``labels.as_training_data``), or a lazy ``Dataset`` (y None) whose
-    first item is checked against the classifier's input shape."""
-    if not is_lazy(x):
-        return as_training_data(x, y, clf.input_shape, clf.nb_classes)
-    if y is not None:
-        raise SSMDefenseError("a lazily loaded dataset carries its labels: give y=None")
-    if len(x) == 0:
-        raise SSMDefenseError("the dataset is empty: there are no samples")
-    shape = tuple(x[0][0].shape)
-    if shape != tuple(clf.input_shape):
-        expected = tuple(clf.input_shape)
-        raise SSMDefenseError(f"the dataset's items have shape {shape}; the classifier expects {expected}")
-    return x, None
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """The process's peak memory so far in MiB: CUDA memory allocated by torch on a GPU, else the
-    peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-class TrainingLoop(Trainer):
+class TrainingLoop(DefenseHooks, Trainer):
     """Base ART ``Trainer`` for ssmdefense defenses (standard training as it stands). A defense stores
     its own parameters, then calls ``super().__init__``, which stores these and calls ``_check_params()``.
 
@@ -136,59 +109,6 @@ class TrainingLoop(Trainer):
         ``undescribed_params``) with the values it holds, defaults resolved (e.g. ``eps_step``)."""
         return {key: getattr(self, key) for key in self.defense_params if key not in self.undescribed_params}
 
-    # ---- what a defense overrides ------------------------------------------------------------
-    def training_step(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
-        """Loss to minimise on batch ``x`` (B, ...natural shape), ``y`` (B,) and the logits it used."""
-        logits = model(x)  # (B C)
-        return torch.nn.functional.cross_entropy(logits, y), logits
-
-    #: optimizer (and schedule) steps one ``train_batch`` takes
-    steps_per_batch = 1
-    #: fit(nb_epochs) runs ceil(nb_epochs / epoch_divisor) epochs (FreeAT's replays keep the budget)
-    epoch_divisor = 1
-
-    def train_batch(self, model: torch.nn.Module, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor):
-        """Train on one batch: loss, backward, optimizer and schedule steps. Returns the detached
-        (loss, logits) the progress bar and the training accuracy use."""
-        loss, logits = self.training_step(model, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        return loss.detach(), logits.detach()
-
-    def on_fit_start(
-        self, x: np.ndarray, y: np.ndarray, *, nb_epochs: int, batch_size: int, out: Path | None, resume: bool
-    ) -> None:
-        """Called by ``fit`` before the seed is set, with its data (y as class indices) and settings
-        (``out``: None without ``out_dir``). Resets what a defense carries from batch to batch, so
-        each ``fit`` starts afresh; a defense that trains something first does it here."""
-
-    def extra_timing(self, timing: dict, nb_epochs: int) -> dict:
-        """Entries a defense adds to (or replaces in) ``timing``, the loop's measured cost of a fit of
-        ``nb_epochs`` (``measure_overhead``), to make ``self.timing``."""
-        return {}
-
-    def extra_state(self) -> dict[str, torch.Tensor]:
-        """Tensors a defense carries from batch to batch (FreeAT's perturbation), saved for resume."""
-        return {}
-
-    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore what ``extra_state`` returned."""
-
-    def configure_optimizers(self, model: torch.nn.Module, total_steps: int):
-        """(optimizer, per-step scheduler) of a fit of ``total_steps`` optimizer steps: AdamW (``lr``,
-        ``weight_decay``, and ``ssm_weight_decay`` for the SSM parameters ``ssmdefense.optim`` names)
-        and a cosine schedule. Override to train with others; resume saves and restores whatever
-        their ``state_dict``s hold."""
-        optimizer = torch.optim.AdamW(self.parameter_groups(model), lr=self.lr)
-        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-
-    def parameter_groups(self, model: torch.nn.Module) -> list[dict]:
-        """The optimizer's parameter groups: ``weight_decay``, but ``ssm_weight_decay`` on the
-        parameters the model's SSM layers exempt (``ssmdefense.optim``)."""
-        return parameter_groups(model, self.weight_decay, self.ssm_weight_decay)
-
     # ---- the loop --------------------------------------------------------------------------------
     @property
     def clip(self) -> tuple[float, float]:
@@ -236,106 +156,84 @@ class TrainingLoop(Trainer):
         integer("nb_epochs", nb_epochs, 1, error=SSMDefenseError)
         clf = self._classifier
         x, y = training_data(x, y, clf)
-        if validation_data is not None:
-            x_val, y_val = training_data(*_pair(validation_data), clf)
+        validation = training_data(*validation_pair(validation_data), clf) if validation_data is not None else None
         out = Path(out_dir) if out_dir is not None else None
         if resume and out is None:
             raise SSMDefenseError("resume=True needs the out_dir of the interrupted run")
-        world = distributed.current()
-        write = out is not None and world.main
-        epochs = -(-nb_epochs // self.epoch_divisor)
-        batch_size = batch_size or self.batch_size
-        if batch_size < world.size:
-            raise SSMDefenseError(f"batch size {batch_size} is smaller than the {world.size} processes sharing it")
+        strategy = distributed.Strategy()
+        epochs, batch_size = -(-nb_epochs // self.epoch_divisor), batch_size or self.batch_size
+        strategy.check_batch_size(batch_size)
 
         self.on_fit_start(x, y, nb_epochs=nb_epochs, batch_size=batch_size, out=out, resume=resume)
         seed_everything(self.seed)
-        model, device = clf.model, clf.device
-        generator = torch.Generator().manual_seed(self.seed)  # the shuffling, saved with the resume state
-        # the global batches: the same shuffle as one process, each rank reading its share (distributed.py)
-        index_loader = torch.utils.data.DataLoader(
-            range(len(x)), batch_size=batch_size, shuffle=True, generator=generator
-        )  # (B) index batches
-        shares = distributed.RankBatches(index_loader, world, len(x), batch_size)
-        loader = torch.utils.data.DataLoader(
-            as_torch_dataset(x, y),
-            batch_sampler=shares,
-            num_workers=num_workers,
-            generator=torch.Generator().manual_seed(self.seed + world.rank),  # worker seeds, not the global RNG
-        )
-        optimizer, scheduler = self.configure_optimizers(model, epochs * len(shares) * self.steps_per_batch)
-        best_key, first, self.history = None, 1, []
+        generator, loader = strategy.data(as_torch_dataset(x, y), batch_size, self.seed, num_workers)
+        optimizer, scheduler = self.configure_optimizers(clf.model, epochs * len(loader) * self.steps_per_batch)
+        self.history = []
+        writes = out if strategy.main else None  # rank 0 alone writes, under torchrun
+        end = EpochEnd(self, clf, validation, out=writes, checkpoint_extra=checkpoint_extra, epochs=epochs,
+                       verbose=self.verbose and strategy.main)  # fmt: skip
+        first = 1
         if resume:
-            best_key, first = load_state(self, out, optimizer, scheduler, generator, epochs)
-        trained, weight = model, None
-        if world.distributed:  # DDP averages the gradients, weighted by each rank's share of the batch
-            weight = distributed.GradientWeight()
-            trained = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-            )
-            trained.register_comm_hook(weight, distributed.weighted_average_hook)
+            end.best_key, first = load_state(self, out, optimizer, scheduler, generator, epochs)
+        trained = strategy.wrap(clf.model, clf.device)
         for epoch in range(first, epochs + 1):
-            if world.distributed:  # each rank its own attack randomness, repeatable and resumable
-                seed_everything(distributed.rank_seed(self.seed, world.rank, epoch))
+            strategy.start_epoch(self.seed, epoch)
             # one draw from the shuffle generator per epoch, as tqdm.auto's extra iter(loader) made before
             # the loop read batch shares: the same seed gives the same batches as runs made before
             torch.empty((), dtype=torch.int64).random_(generator=generator)
-            model.train()
-            start = time.perf_counter()
-            loss_sum, correct, seen = 0.0, 0, 0
-            bar = tqdm(
-                batches(loader),
-                total=len(shares),
-                desc=f"{self.name} epoch {epoch}/{epochs}",
-                disable=not (self.verbose and world.main),
-                leave=False,
-                unit="batch",
-            )
-            for batch, (xb, yb) in enumerate(bar, 1):
-                xb, yb = xb.to(device), check_labels(yb, clf.nb_classes).to(device)  # (B ...), (B)
-                if weight is not None:
-                    weight.set(len(yb), shares.global_sizes[batch - 1], world)
-                with (
-                    distributed.peers_watched(),
-                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"),
-                ):
-                    loss, logits = self.train_batch(trained, optimizer, scheduler, xb, yb)
-                model.train()  # a training step may have switched to eval mode to attack
-                batch_sums = distributed.all_sum([loss.item() * len(yb), int((logits.argmax(1) == yb).sum()), len(yb)])
-                finite_loss(batch_sums[0], epoch, batch, out)  # the same on every rank: all stop together
-                loss_sum += batch_sums[0]
-                correct += int(batch_sums[1])
-                seen += int(batch_sums[2])
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            lr, seconds = optimizer.param_groups[0]["lr"], time.perf_counter() - start
-            distributed.check_in_sync(model, f"{self.name}, epoch {epoch}")
-            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": lr}
-            row["epoch_seconds"] = seconds
-            row["peak_memory_mb"] = peak_memory_mb(device)
-            if validation_data is not None:
-                t_eval = time.perf_counter()
-                row.update(self.evaluate(x_val, y_val))
-                row["eval_seconds"] = time.perf_counter() - t_eval
-            self.history.append(row)
-            best_key, improved = update_best(self, row, epoch, best_key, validation_data is not None)
+            row = self._train_epoch(trained, optimizer, scheduler, loader, strategy, epoch, epochs, out)
+            strategy.in_sync(clf.model, f"{self.name}, epoch {epoch}")
             # what every rank carries from batch to batch (FreeAT's perturbation), saved by rank 0 for resume
-            carried = distributed.all_gather(cpu_tensors(self.extra_state())) if world.distributed else None
-            if write:
-                meta = {**(checkpoint_extra or {}), "epoch": epoch, "defense": self.name, "metrics": row}
-                write_epoch(clf, out, meta, improved)
-                self._save_state(out, epoch, best_key, optimizer, scheduler, generator, carried)
-            if self.verbose and world.main:
-                tqdm.write(epoch_summary(row, epochs, self.eval_max_iter, improved))
-        self.timing = {}
-        if world.main:  # the cost of a batch, timed on rank 0 alone
-            x_cost, y_cost = materialise(x, y, limit=3 * batch_size, num_workers=num_workers)
-            timing = self.measure_overhead(x_cost, y_cost, batch_size)
-            self.timing = {**timing, **self.extra_timing(timing, nb_epochs)}
-        distributed.barrier()
+            carried = strategy.gather(cpu_tensors(self.extra_state()))
+            state = dict(optimizer=optimizer, scheduler=scheduler, generator=generator, carried=carried)
+            end(row, functools.partial(save_state, self, out, epoch, **state))  # resume.py, after the checkpoints
+        self.timing = self._cost(x, y, batch_size, nb_epochs, num_workers) if strategy.main else {}  # rank 0 alone
+        strategy.barrier()
         return self.history
 
-    def _save_state(self, out: Path, epoch: int, best_key, optimizer, scheduler, generator, carried=None) -> None:
-        save_state(self, out, epoch, best_key, optimizer, scheduler, generator, carried)  # resume.py
+    def _cost(self, x, y, batch_size: int, nb_epochs: int, num_workers: int) -> dict:
+        """``timing``: the cost of a batch against standard training's, measured on a few batches
+        (``measure_overhead``), and what the defense adds (``extra_timing``)."""
+        x_cost, y_cost = materialise(x, y, limit=3 * batch_size, num_workers=num_workers)
+        timing = self.measure_overhead(x_cost, y_cost, batch_size)
+        return {**timing, **self.extra_timing(timing, nb_epochs)}
+
+    def _train_epoch(self, trained, optimizer, scheduler, loader, strategy, epoch: int, epochs: int, out) -> dict:
+        """One epoch over ``loader`` (this rank's batches); its row: the loss and training accuracy
+        summed over the ranks, the learning rate and the seconds it took."""
+        clf = self._classifier
+        clf.model.train()
+        start = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(
+            batches(loader),
+            total=len(loader),
+            desc=f"{self.name} epoch {epoch}/{epochs}",
+            disable=not (self.verbose and strategy.main),
+            leave=False,
+            unit="batch",
+        )
+        for batch, (xb, yb) in enumerate(bar, 1):
+            xb, yb = xb.to(clf.device), check_labels(yb, clf.nb_classes).to(clf.device)  # (B ...), (B)
+            strategy.start_batch(batch, len(yb))
+            with (
+                distributed.peers_watched(),
+                torch.autocast(clf.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"),
+            ):
+                loss, logits = self.train_batch(trained, optimizer, scheduler, xb, yb)
+            clf.model.train()  # a training step may have switched to eval mode to attack
+            sums = strategy.sum([loss.item() * len(yb), int((logits.argmax(1) == yb).sum()), len(yb)])
+            loss_sum += finite_loss(sums[0], epoch, batch, out)  # the same on every rank: all stop together
+            correct, seen = correct + int(sums[1]), seen + int(sums[2])
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        lr, seconds = optimizer.param_groups[0]["lr"], time.perf_counter() - start
+        return {
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "lr": lr,
+            "epoch_seconds": seconds,
+        }
 
     def measure_overhead(self, x: np.ndarray, y: np.ndarray, batch_size: int, batches: int = 3) -> dict:
         """This defense's seconds per batch against standard training's and the run's overhead ratio
