@@ -31,12 +31,10 @@ being skipped (the index of every item is fixed before anything is decoded).
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import warnings
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +43,8 @@ import numpy as np
 import torch
 
 from ..errors import SSMDefenseError
-from ..validation import positive
 from .base import Dataset, LazyDataset
+from .files import default_workers, one_line, ordered_map
 
 RES_TYPE = "soxr_hq"  # librosa's default resampler
 #: how every clip of a folder-backed audio dataset is made to fit (recorded in its ``info["settings"]``)
@@ -83,12 +81,6 @@ class DecodedAudio:
     subtype: str
     source_frames: int
     clipped: bool = False
-
-
-def one_line(text) -> str:
-    """``text`` (or an exception's message) on one line, whitespace runs collapsed: for error messages
-    that quote a library's multi-line text."""
-    return " ".join(str(text).split())
 
 
 UNKNOWN_WHEN_LAZY = "unknown: lazy=true decodes each clip when it is read"  # info entries only decoding knows
@@ -220,40 +212,6 @@ class ClipSet:
         }
 
 
-def unusable_root(root: Path) -> str | None:
-    """Why ``root`` cannot hold a dataset at all ("... does not exist", "... is not a folder"), or None."""
-    if not root.exists():
-        return f"{root} does not exist"
-    if not root.is_dir():
-        return f"{root} is not a folder"
-    return None
-
-
-def default_workers() -> int:
-    """Decoding threads by default: the CPUs this process may use, at most 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
-
-
-def _ordered_map(fn, items, workers: int):
-    """``map(fn, items)`` on ``workers`` threads, results in input order, at most a bounded number
-    of results waiting (so memory stays flat however many files there are)."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    it = iter(items)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssmdefense-audio") as pool:
-        pending = deque(pool.submit(fn, item) for item in itertools.islice(it, 8 * workers))
-        while pending:
-            future = pending.popleft()
-            for item in itertools.islice(it, 1):
-                pending.append(pool.submit(fn, item))
-            yield future.result()
-
-
 def load_clips(paths, *, sample_rate: int, length: int, num_workers: int | None = None) -> ClipSet:
     """Decode each of ``paths`` (see :func:`decode`), fixed to ``length`` samples at ``sample_rate``.
 
@@ -277,7 +235,7 @@ def load_clips(paths, *, sample_rate: int, length: int, num_workers: int | None 
     out = ClipSet(np.zeros((len(paths), 1, length), dtype=np.float32), np.zeros(0, dtype=np.int64))
     kept: list[int] = []
     with _quiet_fallback():
-        for i, result in enumerate(_ordered_map(work, paths, workers)):
+        for i, result in enumerate(ordered_map(work, paths, workers)):
             if isinstance(result, AudioReadError):
                 out.skipped.append((str(paths[i]), result.reason, result.detail))
                 continue
@@ -389,28 +347,6 @@ def _relative(path, root) -> str:
 def skipped_examples(skipped, root=None, limit: int = 100) -> list[dict]:
     """Up to ``limit`` skipped files as {"path", "reason", "detail"} (paths relative to ``root``)."""
     return [{"path": _relative(p, root), "reason": r, **({"detail": d} if d else {})} for p, r, d in skipped[:limit]]
-
-
-def check_positive_int(name: str, value, dataset: str, *, allow_none: bool = False) -> int | None:
-    """``value`` as an int >= 1, else an SSMDefenseError naming ``dataset`` and ``name``."""
-    positive(f"{dataset}: {name}", value, integer=True, optional=allow_none, numpy=True, error=SSMDefenseError)
-    return None if value is None else int(value)
-
-
-def stable_order_key(relpath: str) -> str:
-    """A fixed pseudo-random sort key for ``relpath`` (SHA-1 of it): the same on every machine and
-    Python run, and unrelated to speaker id or fold, so the first k files under it spread out."""
-    import hashlib
-
-    return hashlib.sha1(relpath.encode("utf-8")).hexdigest()
-
-
-def split_counts(arrays: dict, n_classes: int) -> dict:
-    """``{"counts", "per_class"}`` of ``{"train": (x, y), "test": (x, y)}``, for a dataset's ``info``."""
-    return {
-        "counts": {k: int(len(y)) for k, (_, y) in arrays.items()},
-        "per_class": {k: np.bincount(y, minlength=n_classes).tolist() for k, (_, y) in arrays.items()},
-    }
 
 
 def audio_dataset(

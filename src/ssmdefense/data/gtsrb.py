@@ -81,8 +81,8 @@ from torchvision.datasets.folder import make_dataset
 
 from ..errors import SSMDefenseError
 from . import image_io
-from .audio_io import stable_order_key
 from .base import Dataset, LazyDataset
+from .files import stable_order_key
 
 log = logging.getLogger("ssmdefense")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SSMDefenseError
-from .audio_io import check_positive_int, default_workers, one_line, split_counts, unusable_root
 from .base import Dataset
+from .files import check_positive_int, default_workers, one_line, split_counts, unusable_root
 
 __all__ = [
     "check_positive_int",

@@ -78,6 +78,7 @@ import numpy as np
 from ..errors import SSMDefenseError
 from . import audio_io
 from .base import Dataset, LazyDataset
+from .files import check_positive_int, one_line, split_counts, stable_order_key, unusable_root
 
 log = logging.getLogger("ssmdefense")
 
@@ -157,7 +158,7 @@ def find_dataset_dir(root) -> Path | None:
 
 
 def _missing_error(root: Path) -> SSMDefenseError:
-    where = audio_io.unusable_root(root)
+    where = unusable_root(root)
     if where is None:
         v1 = [p for p in (root / FOLDER / "speech_commands_v0.01", root / "speech_commands_v0.01") if p.is_dir()]
         v2 = [p for p in (root / FOLDER / VERSION_FOLDER, root / VERSION_FOLDER) if p.is_dir()]
@@ -179,7 +180,7 @@ def _download(root: Path) -> None:
 
         torchaudio.datasets.SPEECHCOMMANDS(str(root), url=VERSION_FOLDER, download=True)
     except Exception as exc:  # URLError, checksum mismatch, broken archive, torchaudio missing
-        cause = audio_io.one_line(f"{type(exc).__name__}: {exc}")
+        cause = one_line(f"{type(exc).__name__}: {exc}")
         raise SSMDefenseError(
             f"{NAME}: downloading {URL} into {root / FOLDER / VERSION_FOLDER} failed "
             f"({cause}); check the network, or download and extract it by hand "
@@ -198,7 +199,7 @@ def _read_list(base: Path, which: str) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SSMDefenseError(f"{NAME}: cannot read {path}: {audio_io.one_line(exc)}") from None
+        raise SSMDefenseError(f"{NAME}: cannot read {path}: {one_line(exc)}") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -293,7 +294,7 @@ def select_files(*, root, subset: str, test_list: str, max_per_class: int | None
             splits[split] = sorted(
                 it
                 for group in by_class.values()
-                for it in sorted(group, key=lambda it: audio_io.stable_order_key(it[1]))[:max_per_class]
+                for it in sorted(group, key=lambda it: stable_order_key(it[1]))[:max_per_class]
             )
     for split in ("train", "test"):
         if not splits[split]:
@@ -340,9 +341,9 @@ def speech_commands(
     for flag, value in (("download", download), ("lazy", lazy)):
         if not isinstance(value, bool):
             raise SSMDefenseError(f"{NAME}: {flag} must be true or false; got {value!r}")
-    max_per_class = audio_io.check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
-    sample_rate = audio_io.check_positive_int("sample_rate", sample_rate, NAME)
-    num_workers = audio_io.check_positive_int("num_workers", num_workers, NAME, allow_none=True)
+    max_per_class = check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
+    sample_rate = check_positive_int("sample_rate", sample_rate, NAME)
+    num_workers = check_positive_int("num_workers", num_workers, NAME, allow_none=True)
 
     sel = select_files(root=root, subset=subset, test_list=test_list, max_per_class=max_per_class, download=download)
     base = sel.base
@@ -389,7 +390,7 @@ def speech_commands(
         "source": "Speech Commands v0.02 (Warden 2018), official split",
         "root": str(base),
         "lazy": lazy,
-        **audio_io.split_counts(labelled, len(sel.words)),
+        **split_counts(labelled, len(sel.words)),
         "validation": {"list": sel.val_list, "files": len(sel.splits.get("val", []))},
         "skipped": decoded["skipped"],
         "skipped_files": decoded["skipped_files"],

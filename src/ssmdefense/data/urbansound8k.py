@@ -76,6 +76,7 @@ from ..errors import SSMDefenseError
 from ..validation import is_number, positive
 from . import audio_io
 from .base import Dataset, LazyDataset
+from .files import check_positive_int, one_line, split_counts, stable_order_key, unusable_root
 
 log = logging.getLogger("ssmdefense")
 
@@ -114,7 +115,7 @@ def find_dataset_dir(root) -> Path | None:
 
 
 def _missing_error(root: Path) -> SSMDefenseError:
-    where = audio_io.unusable_root(root)
+    where = unusable_root(root)
     if where is None:
         if (root / FOLDER).is_dir() or (root / "metadata").is_dir() or (root / "audio").is_dir():
             inner = root / FOLDER if (root / FOLDER).is_dir() else root
@@ -183,7 +184,7 @@ def read_metadata(csv_path: Path) -> tuple[list[tuple[int, str, int]], int]:
     except SSMDefenseError:
         raise
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SSMDefenseError(f"{NAME}: cannot read {csv_path}: {audio_io.one_line(exc)}") from None
+        raise SSMDefenseError(f"{NAME}: cannot read {csv_path}: {one_line(exc)}") from None
     if not rows:
         raise SSMDefenseError(f"{NAME}: {csv_path} lists no clips; expected {LAYOUT}")
     return rows, duplicates
@@ -236,13 +237,13 @@ def urbansound8k(
             f"{NAME}: val_fold must be one of 1..10 other than test_fold {test_fold}; got {val_fold!r}"
         )
     val_fold = int(val_fold)
-    sample_rate = audio_io.check_positive_int("sample_rate", sample_rate, NAME)
+    sample_rate = check_positive_int("sample_rate", sample_rate, NAME)
     positive(f"{NAME}: duration", duration, unit="seconds", numpy=True, error=SSMDefenseError)
     length = int(round(float(duration) * sample_rate))
     if length < 1:
         raise SSMDefenseError(f"{NAME}: duration {duration} s at {sample_rate} Hz is less than one sample")
-    max_per_class = audio_io.check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
-    num_workers = audio_io.check_positive_int("num_workers", num_workers, NAME, allow_none=True)
+    max_per_class = check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
+    num_workers = check_positive_int("num_workers", num_workers, NAME, allow_none=True)
     if not isinstance(lazy, bool):
         raise SSMDefenseError(f"{NAME}: lazy must be true or false; got {lazy!r}")
 
@@ -282,7 +283,7 @@ def urbansound8k(
             splits[split] = sorted(
                 it
                 for group in by_class.values()
-                for it in sorted(group, key=lambda r: audio_io.stable_order_key(f"fold{r[0]}/{r[1]}"))[:max_per_class]
+                for it in sorted(group, key=lambda r: stable_order_key(f"fold{r[0]}/{r[1]}"))[:max_per_class]
             )
 
     for split, items in splits.items():
@@ -340,7 +341,7 @@ def urbansound8k(
     info = {
         "source": "UrbanSound8K (Salamon, Jacoby and Bello 2014), predefined folds",
         "root": str(base),
-        **audio_io.split_counts(arrays, len(CLASSES)),
+        **split_counts(arrays, len(CLASSES)),
         "folds": {
             "train": sorted({r[0] for r in splits["train"]}),
             "val": [val_fold] if "val" in splits else [],
