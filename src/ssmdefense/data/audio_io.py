@@ -416,3 +416,49 @@ def lazy_audio_dataset(
         y_val=clips["val"].labels if "val" in clips else None,
         validation=validation if "val" in clips else None,
     )
+
+
+# ---- the template of a dataset read from audio files (speech-commands, urbansound8k) ---------------
+
+
+def decode_splits(
+    name: str, splits: dict, *, sample_rate: int, length: int, num_workers: int | None, root: Path
+) -> tuple[dict, list, int, dict]:
+    """Decode ``splits`` (``{split: (paths, labels)}``, the dataset's selection): ``({split: (x, y)}``
+    of the clips that decoded, the skipped files ``[(path, reason, detail)]``, how many files there
+    were, the merged conversions). A split none of whose files decodes is an error naming ``name``."""
+    labelled, skipped, clipsets, total = {}, [], [], 0
+    for split, (paths, labels) in splits.items():
+        clips = load_clips(paths, sample_rate=sample_rate, length=length, num_workers=num_workers)
+        if clips.x.shape[0] == 0:
+            raise SSMDefenseError(
+                f"{name}: none of the {len(paths)} {split} files in {root} could be "
+                f"decoded ({describe_skips(clips.skipped, len(paths), root)})"
+            )
+        labelled[split] = (clips.x, np.asarray(labels, dtype=np.int64)[clips.kept])
+        skipped += clips.skipped
+        clipsets.append(clips)
+        total += len(paths)
+    return labelled, skipped, total, merge_conversions(clipsets)
+
+
+def file_dataset(
+    name: str,
+    splits: dict,
+    classes: list[str],
+    *,
+    lazy: bool,
+    sample_rate: int,
+    length: int,
+    eps: float,
+    info: dict,
+    validation: dict | None,
+) -> Dataset | LazyDataset:
+    """The dataset of ``splits``: ``{split: (x, y)}`` decoded (``decode_splits``), or with ``lazy``
+    the selection itself, ``{split: (paths, y)}``, decoded when an item is read. ``validation`` says
+    where a ``"val"`` split came from."""
+    if lazy:
+        return lazy_audio_dataset(
+            name, splits, classes, sample_rate=sample_rate, length=length, eps=eps, info=info, validation=validation
+        )
+    return audio_dataset(name, splits, classes, sample_rate=sample_rate, eps=eps, info=info, validation=validation)

@@ -348,11 +348,11 @@ def speech_commands(
     sel = select_files(root=root, subset=subset, test_list=test_list, max_per_class=max_per_class, download=download)
     base = sel.base
     list_skips = {k: len(v) for k, v in sel.list_problems.items() if v}
+    files = {  # the selection: (paths, labels) per split
+        split: ([base / rel for _, rel in items], np.asarray([label for label, _ in items], dtype=np.int64))
+        for split, items in sel.splits.items()
+    }
     if lazy:  # nothing decoded: what decoding would reveal (bad files, conversions) is unknown
-        files = {
-            split: ([base / rel for _, rel in items], np.asarray([label for label, _ in items], dtype=np.int64))
-            for split, items in sel.splits.items()
-        }
         labelled = {split: (None, y) for split, (_, y) in files.items()}
         _warn(base, [], 0, sel.list_problems, 0, 0)
         decoded = {
@@ -361,22 +361,9 @@ def speech_commands(
             "converted": UNKNOWN_WHEN_LAZY,
         }
     else:
-        labelled, skipped, converted, total = {}, [], [], 0
-        for split, items in sel.splits.items():
-            clips = audio_io.load_clips(
-                [base / rel for _, rel in items], sample_rate=sample_rate, length=sample_rate, num_workers=num_workers
-            )
-            if clips.x.shape[0] == 0:
-                raise SSMDefenseError(
-                    f"{NAME}: none of the {len(items)} {split} files in {base} could be "
-                    f"decoded ({audio_io.describe_skips(clips.skipped, len(items), base)})"
-                )
-            y = np.asarray([items[i][0] for i in clips.kept], dtype=np.int64)
-            labelled[split] = (clips.x, y)
-            skipped += clips.skipped
-            converted.append(clips)
-            total += len(items)
-        conv = audio_io.merge_conversions(converted)
+        labelled, skipped, total, conv = audio_io.decode_splits(
+            NAME, files, sample_rate=sample_rate, length=sample_rate, num_workers=num_workers, root=base
+        )
         odd_rate = sum(n for r, n in conv["source_rates"].items() if r != SAMPLE_RATE)
         multi = sum(n for c, n in conv["source_channels"].items() if c != 1)
         _warn(base, skipped, total, sel.list_problems, odd_rate, multi)
@@ -409,19 +396,16 @@ def speech_commands(
     if "val" in sel.splits:  # the official validation split (else sd.load_dataset carves one)
         n_val = len(labelled["val"][1])
         validation = {"source": "official", "description": f"Speech Commands' {sel.val_list}", "val": n_val}
-    if lazy:
-        return audio_io.lazy_audio_dataset(
-            NAME,
-            files,
-            sel.words,
-            sample_rate=sample_rate,
-            length=sample_rate,
-            eps=EPS,
-            info=info,
-            validation=validation,
-        )
-    return audio_io.audio_dataset(
-        NAME, labelled, sel.words, sample_rate=sample_rate, eps=EPS, info=info, validation=validation
+    return audio_io.file_dataset(
+        NAME,
+        files if lazy else labelled,
+        sel.words,
+        lazy=lazy,
+        sample_rate=sample_rate,
+        length=sample_rate,
+        eps=EPS,
+        info=info,
+        validation=validation,
     )
 
 

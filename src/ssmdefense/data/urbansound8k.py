@@ -293,31 +293,20 @@ def urbansound8k(
             raise SSMDefenseError(
                 f"{NAME}: no clips for the {split} split ({what}) in {base}{extra}; expected {LAYOUT}"
             )
-    paths = {split: [audio / f"fold{fold}" / name for fold, name, _ in items] for split, items in splits.items()}
+    files = {  # the selection: (paths, labels) per split
+        split: ([audio / f"fold{fold}" / name for fold, name, _ in items], np.asarray([r[2] for r in items], np.int64))
+        for split, items in splits.items()
+    }
     missing_skips = {"missing_file": len(missing)} if missing else {}
     if lazy:  # nothing decoded: what decoding would reveal (bad files, conversions) is unknown
-        files = {
-            split: (paths[split], np.asarray([label for _, _, label in items], dtype=np.int64))
-            for split, items in splits.items()
-        }
         arrays = {split: (None, y) for split, (_, y) in files.items()}
         _warn(base, missing, len(rows), [], 0, audio)
         unknown = audio_io.UNKNOWN_WHEN_LAZY
         decoded = {"skipped": missing_skips, "skipped_files": unknown, "converted": unknown}
     else:
-        arrays, skipped, clipsets, total = {}, [], [], 0
-        for split, items in splits.items():
-            clips = audio_io.load_clips(paths[split], sample_rate=sample_rate, length=length, num_workers=num_workers)
-            if clips.x.shape[0] == 0:
-                raise SSMDefenseError(
-                    f"{NAME}: none of the {len(items)} {split} files in {audio} could be "
-                    f"decoded ({audio_io.describe_skips(clips.skipped, len(items), audio)})"
-                )
-            arrays[split] = (clips.x, np.asarray([items[i][2] for i in clips.kept], dtype=np.int64))
-            skipped += clips.skipped
-            clipsets.append(clips)
-            total += len(items)
-        conv = audio_io.merge_conversions(clipsets)
+        arrays, skipped, total, conv = audio_io.decode_splits(
+            NAME, files, sample_rate=sample_rate, length=length, num_workers=num_workers, root=audio
+        )
         _warn(base, missing, len(rows), skipped, total, audio)
         log.info(
             "%s: converted to mono %d Hz, %d samples: %d resampled, %d downmixed, %d padded, %d cropped",
@@ -371,19 +360,16 @@ def urbansound8k(
             "fold": val_fold,
             "val": len(arrays["val"][1]),
         }
-    if lazy:
-        return audio_io.lazy_audio_dataset(
-            NAME,
-            files,
-            list(CLASSES),
-            sample_rate=sample_rate,
-            length=length,
-            eps=EPS,
-            info=info,
-            validation=validation,
-        )
-    return audio_io.audio_dataset(
-        NAME, arrays, list(CLASSES), sample_rate=sample_rate, eps=EPS, info=info, validation=validation
+    return audio_io.file_dataset(
+        NAME,
+        files if lazy else arrays,
+        list(CLASSES),
+        lazy=lazy,
+        sample_rate=sample_rate,
+        length=length,
+        eps=EPS,
+        info=info,
+        validation=validation,
     )
 
 
