@@ -91,7 +91,13 @@ class Attack(Protocol):
 
 @runtime_checkable
 class Dataset(Protocol):
-    """What a dataset loader returns (``ssmdefense.data.base.Dataset`` is one)."""
+    """What a dataset loader returns (``ssmdefense.data.base.Dataset`` is one).
+
+    Optional members, read when present (``data.base.adopt`` copies them): ``name``, ``info``,
+    ``sample_rate`` (audio), ``eps`` (the default budget), ``classes`` (names), ``defaults`` (run
+    settings: ``epochs``, ``eval_samples``, ``aa_samples``), ``x_val``/``y_val`` and ``validation``
+    (the dataset's own validation split and where it came from), ``groups`` (per training sample, the
+    group a carved validation split keeps whole)."""
 
     x_train: Any
     y_train: Any
@@ -105,7 +111,9 @@ class Dataset(Protocol):
 
 @runtime_checkable
 class LazyData(Protocol):
-    """What a lazily loading dataset loader returns (``ssmdefense.data.base.LazyDataset`` is one)."""
+    """What a lazily loading dataset loader returns (``ssmdefense.data.base.LazyDataset`` is one):
+    ``train`` and ``test`` are ``torch.utils.data.Dataset``s of (x tensor, int label) items. Optional
+    members as for ``Dataset``, with ``val``/``y_val`` for its own validation split."""
 
     train: Any
     test: Any
