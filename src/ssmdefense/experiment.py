@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from . import distributed
 from .api import build_model, build_serialiser, get_defense
 from .checkpoint import load as load_checkpoint
-from .data.base import LazyDataset
+from .data.base import Dataset, LazyDataset
 from .data.stream import materialise
 from .defenses.art_trainer import as_defense
 from .defenses.loop import TrainingLoop
@@ -76,6 +78,8 @@ from .validation import integer, number
 DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of eps
 DEFAULT_AA_SAMPLES = 100  # AutoAttack in the final evaluation (--aa-samples): images and audio
 SELECT_ON = ("val", "test")  # the split that chooses the best checkpoint (--select-on)
+#: the settings of config.json that every checkpoint carries (``evaluate`` and ``attack`` read them)
+CHECKPOINT_KEYS = ("dataset", "dataset_params", "data_dir", "eps", "seed", "select_on")
 
 
 @dataclass
@@ -233,6 +237,25 @@ def resume_config(out: Path, command: str) -> tuple[RunConfig, Path]:
     return config, partial
 
 
+@dataclass
+class _Setup:
+    """What ``run`` builds before training: the data, the classifier and the defense, with every
+    setting resolved from the config, the dataset's recommendations and the toolkit's defaults."""
+
+    data: object
+    clf: SSMClassifier
+    trainer: object
+    lazy: bool
+    workers: int
+    threads: int
+    sequence: str
+    eps: float
+    epochs: int
+    eval_samples: int | None
+    aa_samples: int
+    model_params: dict  # the model's own, as built
+
+
 def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | None:
     """Train with ``config.defense``, evaluate best and last, write the run directory; the report.
 
@@ -244,6 +267,70 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
     then rank 0 alone evaluates, writes the run directory and returns the report; the others return None.
     """
     c = config
+    _check_settings(c)
+    device_type = resolve_device(c.device, c.threads)
+    world = distributed.init(device_type)
+    out = c.out or Path("runs") / f"{c.defense}-{c.model}-{c.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(distributed.broadcast(str(out)))  # rank 0's default name, on every rank
+    if resume_dir is None and out.exists() and not c.overwrite:
+        raise SSMDefenseError(f"--out: {out} already exists (use --overwrite to replace it)")
+    if world.distributed and c.batch_size < world.size:
+        raise SSMDefenseError(f"--batch-size {c.batch_size} is smaller than the {world.size} processes sharing it")
+    setup = _build(c, _load_data(c, out, resume_dir), device_type, world)
+    run_config = _run_config(c, setup, device_type, world)
+    train, validation = _training_data(c, setup)
+    fit = {"validation_data": validation, "nb_epochs": setup.epochs, "resume": resume_dir is not None}
+    fit["checkpoint_extra"] = {key: run_config[key] for key in CHECKPOINT_KEYS}  # what evaluate reads back
+    if isinstance(setup.trainer, TrainingLoop):
+        fit["num_workers"] = setup.workers
+    if world.distributed:
+        if world.main:  # also with -q: how the run is split is part of its result
+            backend, share = "nccl" if device_type == "gpu" else "gloo", c.batch_size // world.size
+            print(f"distributed: {world.size} processes ({backend}), global batch {c.batch_size} (about {share} "
+                  f"per process); rank 0 writes {out}", file=sys.stderr, flush=True)  # fmt: skip
+        if not world.main:  # trains its share and writes nothing; rank 0 evaluates and reports
+            try:
+                setup.trainer.fit(*train, out_dir=resume_dir, **fit)
+            finally:
+                distributed.shutdown()
+            return None
+
+    with staged_directory(out, c.overwrite, keep_interrupted=True, reuse=resume_dir) as tmp:
+        if resume_dir is None:
+            (tmp / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+        start = time.perf_counter()
+        try:
+            history = setup.trainer.fit(*train, out_dir=tmp, **fit)
+        finally:
+            distributed.shutdown()
+        train_seconds = time.perf_counter() - start
+        x_natural, x_eval, y_eval = _test_data(setup)
+        results = _evaluate_best_and_last(c, setup, tmp, device_type, x_eval, y_eval)
+        report = _report(c, setup, run_config, results, out)
+        if setup.clf.is_audio:
+            report.budget = audio_budget(setup.clf, x_natural, setup.eps)
+            best = load_checkpoint(tmp / "best", device_type=device_type)
+            classes = getattr(setup.data, "classes", None)
+            report.examples = write_audio_examples(
+                tmp / "examples", best, x_natural, y_eval, eps=setup.eps, seed=c.seed, classes=classes
+            )
+        report.timing = {
+            "epoch_seconds": [r["epoch_seconds"] for r in history],
+            "eval_seconds": [r.get("eval_seconds") for r in history],
+            "peak_memory_mb": [r.get("peak_memory_mb") for r in history],
+            "processes": world.size,
+            "train_seconds": train_seconds,
+            "resumed": resume_dir is not None,
+            **setup.trainer.timing,
+            "total_seconds": time.perf_counter() - start,
+        }
+        title = f"ssmdefense {c.command}: {c.defense} on {c.model} / {c.dataset}"
+        report.plots = write_report(tmp, report.to_dict(), title, history=history)
+    return report
+
+
+def _check_settings(c: RunConfig) -> None:
+    """The settings that need no data: bad values and unknown names fail here, before any work."""
     for key in ("eps", "seed", "batch_size", "eval_samples", "verbose"):
         if key in c.defense_params:
             raise SSMDefenseError(f"-p: set {key} with its own option, not -p")
@@ -253,34 +340,34 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
     number("aa_snr_db", c.aa_snr_db, unit="dB", error=SSMDefenseError)
     integer("workers", c.workers, 0, optional=True, error=SSMDefenseError)
     for kind, name in (("datasets", c.dataset), ("models", c.model), ("defenses", c.defense)):
-        registry(kind).get(name)  # unknown names fail here, before any work
+        registry(kind).get(name)
     if c.sequence is not None:
         registry("sequences").get(c.sequence)
-    device_type = resolve_device(c.device, c.threads)
-    world = distributed.init(device_type)
-    out = c.out or Path("runs") / f"{c.defense}-{c.model}-{c.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-    out = Path(distributed.broadcast(str(out)))  # rank 0's default name, on every rank
-    if resume_dir is None and out.exists() and not c.overwrite:
-        raise SSMDefenseError(f"--out: {out} already exists (use --overwrite to replace it)")
-    if world.distributed and c.batch_size < world.size:
-        raise SSMDefenseError(f"--batch-size {c.batch_size} is smaller than the {world.size} processes sharing it")
 
-    # --select-on test: no split carved from train (it trains on all of it, as runs did before validation)
+
+def _load_data(c: RunConfig, out: Path, resume_dir: Path | None) -> Dataset | LazyDataset:
+    """The dataset, with its validation split carved unless ``select_on`` is "test" (which trains on
+    all of the training data, as runs did before validation splits); a resumed run must find the
+    validation split its best epoch was chosen on."""
     data = load_data(c.dataset, c.data_dir, c.dataset_params, carve=c.select_on == "val")
-    if resume_dir is not None:  # the same validation split as the interrupted run (its best epoch was chosen on it)
+    if resume_dir is not None:
         recorded = json.loads((resume_dir / "config.json").read_text()).get("validation")
         if recorded is not None and recorded.get("fingerprint") != (data.validation or {}).get("fingerprint"):
             raise SSMDefenseError(
                 f"--resume: the dataset's validation split is not the one {out} was chosen on "
                 f"({recorded.get('description')}): the data or the split settings changed"
             )
+    return data
+
+
+def _build(c: RunConfig, data: Dataset | LazyDataset, device_type: str, world: distributed.World) -> _Setup:
+    """The settings resolved (the config's, else the dataset's recommendation, else the default), the
+    classifier (seeded: same seed, same initial weights) and the defense."""
     lazy = isinstance(data, LazyDataset)
-    workers = c.workers if c.workers is not None else (2 if lazy else 0)
     threads = use_threads(c.threads, getattr(data, "sample_rate", None) is not None)
     sequence = c.sequence or data.sequence
     eps = c.eps if c.eps is not None else (data.eps if getattr(data, "eps", None) is not None else 0.1)
     recommended = getattr(data, "defaults", {}) or {}
-    epochs = c.epochs or recommended.get("epochs", 10)
     eval_samples = c.eval_samples or recommended.get("eval_samples")
     aa_samples = c.aa_samples if c.aa_samples is not None else recommended.get("aa_samples", DEFAULT_AA_SAMPLES)
     sequence_params, model_params = split_sequence_params(sequence, dict(c.model_params), c.model)
@@ -298,13 +385,8 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
         device_type=device_type,
     )
     check_eps(eps, clf.clip_values)
-    run_params = {
-        "eps": eps,
-        "seed": c.seed,
-        "batch_size": c.batch_size,
-        "eval_samples": eval_samples,
-        "verbose": c.verbose,
-    }
+    run_params = {"eps": eps, "seed": c.seed, "batch_size": c.batch_size, "eval_samples": eval_samples}
+    run_params["verbose"] = c.verbose
     # a plugin's plain ART trainer gets the per-epoch evaluation and checkpoints (contracts.Defense)
     trainer = as_defense(get_defense(c.defense, clf, **run_params, **c.defense_params), c.defense, run_params)
     if (lazy or world.distributed) and not isinstance(trainer, TrainingLoop):
@@ -314,164 +396,124 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
         )
     if lazy and tuple(clf.input_shape) != tuple(data.input_shape):  # features computed up front
         raise SSMDefenseError(f"sequence {sequence!r} with attack_space=features needs the dataset in memory, not lazy")
-    data_dir = None if c.data_dir is None else str(c.data_dir)
-    run_config = {
+    return _Setup(
+        data=data,
+        clf=clf,
+        trainer=trainer,
+        lazy=lazy,
+        workers=c.workers if c.workers is not None else (2 if lazy else 0),
+        threads=threads,
+        sequence=sequence,
+        eps=eps,
+        epochs=c.epochs or recommended.get("epochs", 10),
+        eval_samples=eval_samples,
+        aa_samples=aa_samples,
+        model_params=body.ssmdefense_config["params"],
+    )
+
+
+def _run_config(c: RunConfig, s: _Setup, device_type: str, world: distributed.World) -> dict:
+    """config.json: the run's settings, resolved, and what ran (kernels, threads, processes, trainer)."""
+    return {
         "command": c.command,
         "model": c.model,
-        "model_params": body.ssmdefense_config["params"],
+        "model_params": s.model_params,
         "dataset": c.dataset,
         "dataset_params": c.dataset_params,
-        "data_dir": data_dir,
-        "sequence": sequence,
-        "sequence_params": clf.sequence_params,
-        "sample_rate": clf.sample_rate,
+        "data_dir": None if c.data_dir is None else str(c.data_dir),
+        "sequence": s.sequence,
+        "sequence_params": s.clf.sequence_params,
+        "sample_rate": s.clf.sample_rate,
         "defense": c.defense,
         "defense_params": c.defense_params,
-        "eps": eps,
-        "epochs": epochs,
+        "eps": s.eps,
+        "epochs": s.epochs,
         "seed": c.seed,
         "device": device_type,
-        "threads": threads,
-        "kernels": clf.kernels,
+        "threads": s.threads,
+        "kernels": s.clf.kernels,
         "batch_size": c.batch_size,
-        "eval_samples": eval_samples,
-        "aa_samples": aa_samples,
+        "eval_samples": s.eval_samples,
+        "aa_samples": s.aa_samples,
         "aa_snr_db": c.aa_snr_db,
         "select_on": c.select_on,
-        "validation": data.validation if c.select_on == "val" else None,
-        "workers": workers,
+        "validation": s.data.validation if c.select_on == "val" else None,
+        "workers": s.workers,
         "processes": world.size,
         "preset": c.preset,
-        "trainer": trainer.describe(),
+        "trainer": s.trainer.describe(),
     }
-    # the per-epoch evaluation, which chooses the best checkpoint, runs on the validation split (or,
-    # with select_on="test", on the test split the report scores); the final evaluation on test
-    if lazy:  # read batch by batch
-        train, validation = (data.train, None), data.val if c.select_on == "val" else data.test
-    else:
-        train = (clf.prepare_inputs(data.x_train), data.y_train)
-        chosen_on = (data.x_val, data.y_val) if c.select_on == "val" else (data.x_test, data.y_test)
-        validation = (clf.prepare_inputs(chosen_on[0]), chosen_on[1])
-        n_eval = len(data.y_test) if eval_samples is None else eval_samples
-        x_natural, y_eval = data.x_test[:n_eval], data.y_test[:n_eval]
-        x_eval = clf.prepare_inputs(x_natural)
-    fit = {
-        "validation_data": validation,
-        "nb_epochs": epochs,
-        "resume": resume_dir is not None,
-        "checkpoint_extra": {
-            "dataset": c.dataset,
-            "dataset_params": c.dataset_params,
-            "data_dir": data_dir,
-            "eps": eps,
-            "seed": c.seed,
-            "select_on": c.select_on,
-        },
-    }
-    if isinstance(trainer, TrainingLoop):
-        fit["num_workers"] = workers
-    if world.distributed:
-        if world.main:  # also with -q: how the run is split is part of its result
-            print(
-                f"distributed: {world.size} processes ({'nccl' if device_type == 'gpu' else 'gloo'}), global batch "
-                f"{c.batch_size} (about {c.batch_size // world.size} per process); rank 0 writes {out}",
-                file=sys.stderr,
-                flush=True,
-            )
-        if not world.main:  # trains its share and writes nothing; rank 0 evaluates and reports
-            try:
-                trainer.fit(*train, out_dir=resume_dir, **fit)
-            finally:
-                distributed.shutdown()
-            return None
 
-    with staged_directory(out, c.overwrite, keep_interrupted=True, reuse=resume_dir) as tmp:
-        if resume_dir is None:
-            (tmp / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
-        start = time.perf_counter()
-        try:
-            history = trainer.fit(*train, out_dir=tmp, **fit)
-        finally:
-            distributed.shutdown()
-        train_seconds = time.perf_counter() - start
-        if lazy:  # the final evaluation holds its first eval_samples test samples (rank 0, after training)
-            x_natural, y_eval = materialise(data.test, None, eval_samples, num_workers=workers)
-            x_eval = x_natural
-        results, by_epoch = {}, {}
-        for which in ("best", "last"):
-            ckpt = load_checkpoint(tmp / which, device_type=device_type)  # also checks the files load
-            epoch = ckpt.checkpoint_meta["extra"]["epoch"]
-            if epoch not in by_epoch:  # best and last are often the same epoch
-                if c.verbose:
-                    print(
-                        f"evaluating the {which} checkpoint (clean, FGSM, PGD-10 at eps={eps} and a curve)...",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                by_epoch[epoch] = evaluate_robustness(
-                    ckpt,
-                    x_eval,
-                    y_eval,
-                    eps=eps,
-                    attacks=("fgsm", "pgd"),
-                    eps_list=[round(f * eps, 10) for f in DEFAULT_EPS_FACTORS],
-                    seed=c.seed,
-                )
-                if aa_samples:
-                    n = min(aa_samples, len(y_eval))
-                    if c.verbose:
-                        print(f"{aa_attack(ckpt)} (standard) on {n} samples...", file=sys.stderr, flush=True)
-                    by_epoch[epoch]["autoattack"] = autoattack_check(
-                        ckpt, x_eval[:n], y_eval[:n], eps=eps, seed=c.seed, snr_db=c.aa_snr_db
-                    )
-            results[which] = {"epoch": epoch, **by_epoch[epoch]}
-        report = RunReport(
-            best=results["best"],
-            last=results["last"],
-            gap=best_last_gap(results["best"], results["last"]),
-            config={
-                "model": c.model,
-                "dataset": c.dataset,
-                "defense": c.defense,
-                "eps": eps,
-                "seed": c.seed,
-                "epochs": epochs,
-                "sequence": sequence,
-                "model_params": run_config["model_params"],
-                "sequence_params": clf.sequence_params,
-                "dataset_params": c.dataset_params,
-                "defense_params": c.defense_params,
-                "kernels": clf.kernels,
-                "select_on": c.select_on,
-                "validation": run_config["validation"],
-            },
-            timing={},
-            classes=list(data.classes) if getattr(data, "classes", None) else None,
-            out=out,
-        )
-        if clf.is_audio:
-            report.budget = audio_budget(clf, x_natural, eps)
-            best = load_checkpoint(tmp / "best", device_type=device_type)
-            report.examples = write_audio_examples(
-                tmp / "examples",
-                best,
-                x_natural,
-                y_eval,
-                eps=eps,
-                seed=c.seed,
-                classes=getattr(data, "classes", None),
+
+def _training_data(c: RunConfig, s: _Setup) -> tuple:
+    """(the training data as ``fit`` takes it, the per-epoch evaluation's data): that evaluation,
+    which chooses the best checkpoint, runs on the validation split (or, with select_on="test", on
+    the test split the report scores)."""
+    data, clf = s.data, s.clf
+    if s.lazy:  # read batch by batch
+        return (data.train, None), data.val if c.select_on == "val" else data.test
+    chosen_on = (data.x_val, data.y_val) if c.select_on == "val" else (data.x_test, data.y_test)
+    return (clf.prepare_inputs(data.x_train), data.y_train), (clf.prepare_inputs(chosen_on[0]), chosen_on[1])
+
+
+def _test_data(s: _Setup) -> tuple:
+    """(natural inputs, model inputs, labels) of the first ``eval_samples`` test samples, for the final
+    evaluation (a lazy dataset's are read now, on rank 0, after training)."""
+    if s.lazy:
+        x_natural, y_eval = materialise(s.data.test, None, s.eval_samples, num_workers=s.workers)
+        return x_natural, x_natural, y_eval
+    n_eval = len(s.data.y_test) if s.eval_samples is None else s.eval_samples
+    x_natural = s.data.x_test[:n_eval]
+    return x_natural, s.clf.prepare_inputs(x_natural), s.data.y_test[:n_eval]
+
+
+def _evaluate_best_and_last(
+    c: RunConfig, s: _Setup, tmp: Path, device_type: str, x_eval: np.ndarray, y_eval: np.ndarray
+) -> dict:
+    """``{"best", "last"}``: each checkpoint's clean, FGSM and PGD-10 accuracy at eps, the curve over
+    multiples of eps, and AutoAttack on the first ``aa_samples`` (once per epoch: best and last are
+    often the same epoch)."""
+    results, by_epoch = {}, {}
+    for which in ("best", "last"):
+        ckpt = load_checkpoint(tmp / which, device_type=device_type)  # also checks the files load
+        epoch = ckpt.checkpoint_meta["extra"]["epoch"]
+        if epoch not in by_epoch:
+            if c.verbose:
+                what = f"clean, FGSM, PGD-10 at eps={s.eps} and a curve"
+                print(f"evaluating the {which} checkpoint ({what})...", file=sys.stderr, flush=True)
+            eps_list = [round(f * s.eps, 10) for f in DEFAULT_EPS_FACTORS]
+            by_epoch[epoch] = evaluate_robustness(
+                ckpt, x_eval, y_eval, eps=s.eps, attacks=("fgsm", "pgd"), eps_list=eps_list, seed=c.seed
             )
-        report.timing = {
-            "epoch_seconds": [r["epoch_seconds"] for r in history],
-            "eval_seconds": [r.get("eval_seconds") for r in history],
-            "peak_memory_mb": [r.get("peak_memory_mb") for r in history],
-            "processes": world.size,
-            "train_seconds": train_seconds,
-            "resumed": resume_dir is not None,
-            **trainer.timing,
-            "total_seconds": time.perf_counter() - start,
-        }
-        report.plots = write_report(
-            tmp, report.to_dict(), f"ssmdefense {c.command}: {c.defense} on {c.model} / {c.dataset}", history=history
-        )
-    return report
+            if s.aa_samples:
+                n = min(s.aa_samples, len(y_eval))
+                if c.verbose:
+                    print(f"{aa_attack(ckpt)} (standard) on {n} samples...", file=sys.stderr, flush=True)
+                by_epoch[epoch]["autoattack"] = autoattack_check(
+                    ckpt, x_eval[:n], y_eval[:n], eps=s.eps, seed=c.seed, snr_db=c.aa_snr_db
+                )
+        results[which] = {"epoch": epoch, **by_epoch[epoch]}
+    return results
+
+
+def _report(c: RunConfig, s: _Setup, run_config: dict, results: dict, out: Path) -> RunReport:
+    """The report of the evaluated checkpoints (its timing, and for audio its budget and examples, are
+    added by ``run``)."""
+    keys = ("model", "dataset", "defense", "eps", "seed", "epochs", "sequence", "model_params", "sequence_params")
+    config = {key: run_config[key] for key in keys}
+    config.update(
+        dataset_params=c.dataset_params,
+        defense_params=c.defense_params,
+        kernels=s.clf.kernels,
+        select_on=c.select_on,
+        validation=run_config["validation"],
+    )
+    return RunReport(
+        best=results["best"],
+        last=results["last"],
+        gap=best_last_gap(results["best"], results["last"]),
+        config=config,
+        timing={},
+        classes=list(s.data.classes) if getattr(s.data, "classes", None) else None,
+        out=out,
+    )
