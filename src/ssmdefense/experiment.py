@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -56,13 +56,13 @@ from .evaluate_api import (  # noqa: F401  (the evaluation API, importable from 
 from .evaluation.audio import audio_budget, write_audio_examples
 from .evaluation.report import read_report, write_report
 from .evaluation.robustness import (
-    DEFAULT_AA_SNR_DB,
     aa_attack,
     autoattack_check,
     best_last_gap,
     evaluate_robustness,
 )
 from .plugins import registry
+from .run_config import RunConfig
 from .runs import (
     check_eps,
     interrupted_run,
@@ -78,68 +78,6 @@ from .validation import integer, number
 DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of eps
 DEFAULT_AA_SAMPLES = 100  # AutoAttack in the final evaluation (--aa-samples): images and audio
 SELECT_ON = ("val", "test")  # the split that chooses the best checkpoint (--select-on)
-#: the settings of config.json that every checkpoint carries (``evaluate`` and ``attack`` read them)
-CHECKPOINT_KEYS = ("dataset", "dataset_params", "data_dir", "eps", "seed", "select_on")
-
-
-@dataclass
-class RunConfig:
-    """Every setting of a run, as the user gives it (None: the dataset's or the toolkit's default).
-
-    ``model_params`` are the ``-m`` settings: keys the sequence mode accepts go to it (``n_mels``,
-    ``attack_space``, ...), a key both accept (``kernel``) to both, the rest to the model.
-    ``defense_params`` are the ``-p`` settings. ``command`` ("defend" or "train") is recorded in
-    ``config.json`` and names the command that ``--resume`` must match. ``workers``: DataLoader
-    worker processes that decode a lazily loaded dataset (None: 2 for lazy data, 0 for arrays).
-    Under ``torchrun`` ``batch_size`` is the global batch (``ssmdefense.distributed``).
-    ``select_on``: the split of the per-epoch evaluation that chooses the best checkpoint, "val" (the
-    dataset's validation split, ``ssmdefense.data.splits``) or "test" (the AdS paper's practice:
-    selection on the split the report scores, labelled as such). ``aa_snr_db``: the SNR ball of the
-    audio AutoAttack.
-    """
-
-    defense: str = "none"
-    model: str = "s4d"
-    dataset: str = "mnist-5k"
-    epochs: int | None = None
-    eps: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    out: Path | None = None
-    overwrite: bool = False
-    sequence: str | None = None
-    batch_size: int = 64
-    eval_samples: int | None = None
-    aa_samples: int | None = None
-    aa_snr_db: float = DEFAULT_AA_SNR_DB
-    select_on: str = "val"
-    workers: int | None = None
-    preset: str | None = None
-    model_params: dict = field(default_factory=dict)
-    defense_params: dict = field(default_factory=dict)
-    data_dir: Path | None = None
-    dataset_params: dict = field(default_factory=dict)
-    command: str = "defend"
-    verbose: bool = True
-
-    def to_dict(self) -> dict:
-        """JSON values (paths as strings)."""
-        d = dataclasses.asdict(self)
-        for key in ("out", "data_dir"):
-            d[key] = None if d[key] is None else str(d[key])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RunConfig:
-        d = dict(d)
-        for key in ("out", "data_dir"):
-            if d.get(key) is not None:
-                d[key] = Path(d[key])
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise SSMDefenseError(f"RunConfig has no field(s) {', '.join(sorted(unknown))}")
-        return cls(**d)
 
 
 @dataclass
@@ -211,29 +149,10 @@ def resume_config(out: Path, command: str) -> tuple[RunConfig, Path]:
     if partial is None:
         what = "it finished" if out.exists() else "no interrupted run was found"
         raise SSMDefenseError(f"--resume: nothing to resume for {out}: {what}")
-    c = json.loads((partial / "config.json").read_text())
-    if c["command"] != command:
-        raise SSMDefenseError(f"--resume: {out} was started by `ssmdefense {c['command']}`")
-    config = RunConfig(
-        defense=c["defense"],
-        model=c["model"],
-        dataset=c["dataset"],
-        epochs=c["epochs"],
-        eps=c["eps"],
-        seed=c["seed"],
-        out=out,
-        sequence=c["sequence"],
-        batch_size=c["batch_size"],
-        eval_samples=c.get("eval_samples"),
-        aa_samples=c.get("aa_samples"),
-        aa_snr_db=c.get("aa_snr_db", DEFAULT_AA_SNR_DB),
-        select_on=c.get("select_on", "test"),  # runs before the validation split chose on test
-        model_params={**c["model_params"], **c.get("sequence_params", {})},
-        defense_params=c["defense_params"],
-        data_dir=None if c.get("data_dir") is None else Path(c["data_dir"]),
-        dataset_params=c.get("dataset_params", {}),
-        command=command,
-    )
+    record = json.loads((partial / "config.json").read_text())
+    if record["command"] != command:
+        raise SSMDefenseError(f"--resume: {out} was started by `ssmdefense {record['command']}`")
+    config = RunConfig.from_record(record, out=out, command=command)
     return config, partial
 
 
@@ -280,7 +199,7 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
     run_config = _run_config(c, setup, device_type, world)
     train, validation = _training_data(c, setup)
     fit = {"validation_data": validation, "nb_epochs": setup.epochs, "resume": resume_dir is not None}
-    fit["checkpoint_extra"] = {key: run_config[key] for key in CHECKPOINT_KEYS}  # what evaluate reads back
+    fit["checkpoint_extra"] = {key: run_config[key] for key in c.names("checkpoint")}  # evaluate reads them
     if isinstance(setup.trainer, TrainingLoop):
         fit["num_workers"] = setup.workers
     if world.distributed:
@@ -413,34 +332,27 @@ def _build(c: RunConfig, data: Dataset | LazyDataset, device_type: str, world: d
 
 
 def _run_config(c: RunConfig, s: _Setup, device_type: str, world: distributed.World) -> dict:
-    """config.json: the run's settings, resolved, and what ran (kernels, threads, processes, trainer)."""
+    """config.json: every recorded setting as the run resolved it, and what ran (the sequence mode's
+    parameters, kernels, validation split, processes, the trainer's own description)."""
+    resolved = dataclasses.replace(
+        c,
+        model_params=s.model_params,  # the model's own, as built (the sequence mode's below)
+        sequence=s.sequence,
+        eps=s.eps,
+        epochs=s.epochs,
+        device=device_type,
+        threads=s.threads,
+        eval_samples=s.eval_samples,
+        aa_samples=s.aa_samples,
+        workers=s.workers,
+    )
     return {
-        "command": c.command,
-        "model": c.model,
-        "model_params": s.model_params,
-        "dataset": c.dataset,
-        "dataset_params": c.dataset_params,
-        "data_dir": None if c.data_dir is None else str(c.data_dir),
-        "sequence": s.sequence,
+        **resolved.record(),
         "sequence_params": s.clf.sequence_params,
         "sample_rate": s.clf.sample_rate,
-        "defense": c.defense,
-        "defense_params": c.defense_params,
-        "eps": s.eps,
-        "epochs": s.epochs,
-        "seed": c.seed,
-        "device": device_type,
-        "threads": s.threads,
         "kernels": s.clf.kernels,
-        "batch_size": c.batch_size,
-        "eval_samples": s.eval_samples,
-        "aa_samples": s.aa_samples,
-        "aa_snr_db": c.aa_snr_db,
-        "select_on": c.select_on,
         "validation": s.data.validation if c.select_on == "val" else None,
-        "workers": s.workers,
         "processes": world.size,
-        "preset": c.preset,
         "trainer": s.trainer.describe(),
     }
 
@@ -499,15 +411,8 @@ def _evaluate_best_and_last(
 def _report(c: RunConfig, s: _Setup, run_config: dict, results: dict, out: Path) -> RunReport:
     """The report of the evaluated checkpoints (its timing, and for audio its budget and examples, are
     added by ``run``)."""
-    keys = ("model", "dataset", "defense", "eps", "seed", "epochs", "sequence", "model_params", "sequence_params")
+    keys = (*c.names("report"), "sequence_params", "kernels", "validation")
     config = {key: run_config[key] for key in keys}
-    config.update(
-        dataset_params=c.dataset_params,
-        defense_params=c.defense_params,
-        kernels=s.clf.kernels,
-        select_on=c.select_on,
-        validation=run_config["validation"],
-    )
     return RunReport(
         best=results["best"],
         last=results["last"],

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from .errors import SSMDefenseError
+from .run_config import RunConfig
 
 _MNIST_ATTACK = {"eps_step": 0.04, "max_iter": 10}
 _CIFAR_ATTACK = {"eps_step": 2 / 255, "max_iter": 10}
@@ -100,19 +101,14 @@ PRESETS: dict[str, dict] = {
     },
 }
 
-#: the RunConfig fields a preset may set
-FIELDS = (
-    "dataset",
-    "dataset_params",
-    "sequence",
-    "model",
-    "model_params",
-    "eps",
-    "epochs",
-    "batch_size",
-    "eval_samples",
-    "aa_samples",
-)
+
+def preset_fields() -> tuple[str, ...]:
+    """The RunConfig fields a preset's "config" may set (``run_config``: the fields marked ``preset``;
+    its ``defense_params`` come per defense, beside "config")."""
+    return tuple(name for name in RunConfig.names("preset") if name != "defense_params")
+
+
+FIELDS = preset_fields()
 
 
 def load_preset(name_or_file: str) -> dict:
@@ -134,10 +130,11 @@ def load_preset(name_or_file: str) -> dict:
         )
     if not isinstance(preset, dict) or not isinstance(preset.get("config", {}), dict):
         raise SSMDefenseError(f"--preset {name_or_file}: expected an object with a 'config' object")
-    unknown = set(preset.get("config", {})) - set(FIELDS)
+    known = preset_fields()
+    unknown = set(preset.get("config", {})) - set(known)
     if unknown:
         raise SSMDefenseError(
-            f"--preset {name_or_file}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(FIELDS)}"
+            f"--preset {name_or_file}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}"
         )
     per_defense = preset.get("defense_params", {})
     if not isinstance(per_defense, dict) or not all(isinstance(v, dict) for v in per_defense.values()):

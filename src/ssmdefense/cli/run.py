@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ..errors import RankLost
+from ..run_config import RunConfig
 from ..runs import interrupted_run
 from . import cli
 from .common import THREADS_HELP, echo_json, parse_params
@@ -141,40 +142,10 @@ def run_options(fn):
     return fn
 
 
-# options a resumed run takes from its config.json (anything else may be given again)
-RESUMED = (
-    "model",
-    "dataset",
-    "epochs",
-    "eps",
-    "seed",
-    "sequence",
-    "batch_size",
-    "eval_samples",
-    "aa_samples",
-    "aa_snr_db",
-    "select_on",
-    "model_params",
-    "params",
-    "defense",
-    "data_dir",
-    "dataset_params",
-    "preset",
-)
-# CLI option -> RunConfig field, for the settings a preset may fill
-PRESET_OPTIONS = {
-    "dataset": "dataset",
-    "dataset_params": "dataset_params",
-    "sequence": "sequence",
-    "model": "model",
-    "model_params": "model_params",
-    "eps": "eps",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "eval_samples": "eval_samples",
-    "aa_samples": "aa_samples",
-    "params": "defense_params",
-}
+# options a resumed run takes from its config.json (anything else may be given again), and the
+# options a preset may fill (CLI option -> RunConfig field): both read from the run schema
+RESUMED = tuple(RunConfig.options("resumed"))
+PRESET_OPTIONS = RunConfig.options("preset")
 
 
 def run_training(

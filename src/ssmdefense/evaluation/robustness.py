@@ -6,10 +6,10 @@ import numpy as np
 
 from ..api import get_attack
 from ..attacks.audio_autoattack import LINF
+from ..run_config import DEFAULT_AA_SNR_DB  # the SNR ball of the audio AutoAttack
 from ..seeding import seeded
 
 DEFAULT_ATTACK_PARAMS = {"pgd": {"max_iter": 10}}
-DEFAULT_AA_SNR_DB = 30.0  # the SNR ball of the audio AutoAttack
 
 
 def attack_key(name: str, params: dict | None = None) -> str:
