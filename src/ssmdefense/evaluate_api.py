@@ -428,46 +428,13 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
     analyses; write report.json, report.md and plots/ to ``out``. Everything is checked before any work;
     on any error nothing half-written remains."""
     c = _config(EvaluateConfig, config, settings)
-    _check_common(c)
-    if c.analysis_samples < 1:
-        raise OptionError("analysis_samples", "--analysis-samples", "must be at least 1")
-    if c.aa_samples is not None and not is_number(c.aa_samples, integer=True) or (c.aa_samples or 0) < 0:
-        raise OptionError("aa_samples", "--aa-samples", f"must be an integer >= 0; got {c.aa_samples!r}")
-    attacks = list(c.attacks)
-    if not attacks:
-        raise OptionError("attacks", "--attacks", "give at least one attack")
-    for a in attacks:
-        registry("attacks").get(a)
-    known = [*attacks, *AUDIO_ATTACKS]
-    for a, params in c.attack_params.items():
-        if a not in known or not isinstance(params, dict):
-            raise OptionError(
-                "attack_params",
-                "-p",
-                f"expected {{attack: {{key: value}}}} with attack one of {', '.join(known)}; got {a!r}: {params!r}",
-            )
-    attack_params = {a: dict(p) for a, p in c.attack_params.items()}
-    for a in c.analysis:
-        if a not in ANALYSES:
-            raise OptionError("analysis", "--analysis", f"{a!r} is not one of {', '.join(ANALYSES)}")
-    if c.eps is not None and (not c.eps or any(e < 0 for e in c.eps)):
-        raise OptionError("eps", "--eps", f"expected non-negative numbers; got {c.eps!r}")
-    snrs = list(c.snr_db)
+    attacks, attack_params = _check_evaluate(c)
     stems = find_checkpoints(c.checkpoint)
     device_type = resolve_device(c.device, c.threads)
     clfs = {k: load(s, device_type=device_type) for k, s in stems.items()}
     first = next(iter(clfs.values()))
     use_threads(c.threads, first.is_audio)
-    eps_list = c.eps
-    if eps_list is None:
-        run_eps = first.checkpoint_meta.get("extra", {}).get("eps")
-        if run_eps is None:
-            raise SSMDefenseError("this checkpoint does not record its eps; pass --eps")
-        eps_list = [round(f * run_eps, 10) for f in DEFAULT_EVAL_EPS_FACTORS]
-    if any(e <= 0 for e in eps_list[:1]):
-        raise OptionError("eps", "--eps", "the first eps must be positive")
-    for e in c.eps or []:
-        check_eps(e, first.clip_values)
+    eps_list = _eps_list(c, first)
     if "components" in c.analysis:
         for clf in clfs.values():
             find_body(clf)  # a model without SSM blocks fails here, before any work
@@ -475,6 +442,7 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
     x = first.prepare_inputs(natural_x)
     for a in attacks:  # bad attack parameters fail here, before any work
         get_attack(a, first, eps=eps_list[0], **{**DEFAULT_ATTACK_PARAMS.get(a, {}), **attack_params.get(a, {})})
+    snrs = list(c.snr_db)
     waveform = first.is_audio and tuple(first.input_shape) == first.natural_shape
     audio = bool(snrs) and waveform
     aa_samples = c.aa_samples if c.aa_samples is not None else (100 if waveform else 0)
@@ -508,41 +476,15 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
         report.budget = audio_budget(first, natural_x, eps_list[0])
         if audio:
             report.config["snr_db"] = sorted(snrs, reverse=True)
+    measure = {"attacks": attacks, "attack_params": attack_params, "audio": audio, "aa_samples": aa_samples}
     with staged_directory(out, overwrite=True) as tmp:
         for which, clf in clfs.items():
             epoch = clf.checkpoint_meta.get("extra", {}).get("epoch")
             if which == "last" and epoch is not None and report.best is not None and report.best["epoch"] == epoch:
                 report.last = report.best  # the same epoch's weights: nothing new to measure
                 continue
-            result = {
-                "epoch": epoch,
-                **evaluate_robustness(
-                    clf,
-                    x,
-                    y,
-                    eps=eps_list[0],
-                    attacks=attacks,
-                    eps_list=sorted({0.0, *eps_list}),
-                    attack_params=attack_params,
-                    seed=c.seed,
-                ),
-            }
-            if c.checks:
-                curve = result["curve"] if "pgd" in attacks else None
-                result["sanity"] = gradient_masking_checks(
-                    clf, x, y, eps=eps_list[0], curve=curve, pgd=attack_params.get("pgd"), seed=c.seed
-                )
-            if audio:
-                result["audio"] = audio_robustness(clf, x, y, snrs=snrs, seed=c.seed, attack_params=attack_params)
-            if aa_samples:
-                n = min(aa_samples, len(y))
-                print(f"{aa_attack(clf)} (standard) on {n} samples of {which}...", file=sys.stderr, flush=True)
-                result["autoattack"] = autoattack_check(
-                    clf, x[:n], y[:n], eps=eps_list[0], seed=c.seed, snr_db=c.aa_snr_db
-                )
-            if "components" in c.analysis:
-                result["components"] = _components(clf, data, x, y, eps_list[0], c.analysis_samples, c.seed)
-            setattr(report, which, result)
+            result = _evaluate_one(c, clf, which, x, y, data, eps_list, **measure)
+            setattr(report, which, {"epoch": epoch, **result})
         if report.best is not None and report.last is not None:
             report.gap = best_last_gap(report.best, report.last)
         if c.checks:
@@ -551,6 +493,92 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
             )
         report.plots = write_report(tmp, report.to_dict(), f"ssmdefense evaluate: {c.checkpoint}")
     return report
+
+
+def _check_evaluate(c: EvaluateConfig) -> tuple[list[str], dict]:
+    """The settings that need no checkpoint: (the attacks, their parameters per attack)."""
+    _check_common(c)
+    if c.analysis_samples < 1:
+        raise OptionError("analysis_samples", "--analysis-samples", "must be at least 1")
+    if c.aa_samples is not None and not is_number(c.aa_samples, integer=True) or (c.aa_samples or 0) < 0:
+        raise OptionError("aa_samples", "--aa-samples", f"must be an integer >= 0; got {c.aa_samples!r}")
+    attacks = list(c.attacks)
+    if not attacks:
+        raise OptionError("attacks", "--attacks", "give at least one attack")
+    for a in attacks:
+        registry("attacks").get(a)
+    known = [*attacks, *AUDIO_ATTACKS]
+    for a, params in c.attack_params.items():
+        if a not in known or not isinstance(params, dict):
+            raise OptionError(
+                "attack_params",
+                "-p",
+                f"expected {{attack: {{key: value}}}} with attack one of {', '.join(known)}; got {a!r}: {params!r}",
+            )
+    for a in c.analysis:
+        if a not in ANALYSES:
+            raise OptionError("analysis", "--analysis", f"{a!r} is not one of {', '.join(ANALYSES)}")
+    if c.eps is not None and (not c.eps or any(e < 0 for e in c.eps)):
+        raise OptionError("eps", "--eps", f"expected non-negative numbers; got {c.eps!r}")
+    return attacks, {a: dict(p) for a, p in c.attack_params.items()}
+
+
+def _eps_list(c: EvaluateConfig, first: SSMClassifier) -> list[float]:
+    """The budgets to evaluate at: ``--eps``, else multiples of the eps the run recorded."""
+    eps_list = c.eps
+    if eps_list is None:
+        run_eps = first.checkpoint_meta.get("extra", {}).get("eps")
+        if run_eps is None:
+            raise SSMDefenseError("this checkpoint does not record its eps; pass --eps")
+        eps_list = [round(f * run_eps, 10) for f in DEFAULT_EVAL_EPS_FACTORS]
+    if any(e <= 0 for e in eps_list[:1]):
+        raise OptionError("eps", "--eps", "the first eps must be positive")
+    for e in c.eps or []:
+        check_eps(e, first.clip_values)
+    return eps_list
+
+
+def _evaluate_one(
+    c: EvaluateConfig,
+    clf: SSMClassifier,
+    which: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    data: Dataset | LazyDataset,
+    eps_list: list[float],
+    *,
+    attacks: list[str],
+    attack_params: dict,
+    audio: bool,
+    aa_samples: int,
+) -> dict:
+    """One checkpoint's section of the report: the attacks at eps and over the eps list, and, as asked,
+    the gradient-masking checks, the audio attacks, AutoAttack and the component analysis."""
+    eps = eps_list[0]
+    result = evaluate_robustness(
+        clf,
+        x,
+        y,
+        eps=eps,
+        attacks=attacks,
+        eps_list=sorted({0.0, *eps_list}),
+        attack_params=attack_params,
+        seed=c.seed,
+    )
+    if c.checks:
+        curve = result["curve"] if "pgd" in attacks else None
+        result["sanity"] = gradient_masking_checks(
+            clf, x, y, eps=eps, curve=curve, pgd=attack_params.get("pgd"), seed=c.seed
+        )
+    if audio:
+        result["audio"] = audio_robustness(clf, x, y, snrs=list(c.snr_db), seed=c.seed, attack_params=attack_params)
+    if aa_samples:
+        n = min(aa_samples, len(y))
+        print(f"{aa_attack(clf)} (standard) on {n} samples of {which}...", file=sys.stderr, flush=True)
+        result["autoattack"] = autoattack_check(clf, x[:n], y[:n], eps=eps, seed=c.seed, snr_db=c.aa_snr_db)
+    if "components" in c.analysis:
+        result["components"] = _components(clf, data, x, y, eps, c.analysis_samples, c.seed)
+    return result
 
 
 def _components(
