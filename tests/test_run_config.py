@@ -11,6 +11,7 @@ import pytest
 from conftest import interrupt_on_call
 from ssmdefense import experiment, presets
 from ssmdefense.defenses.loop import TrainingLoop
+from ssmdefense.errors import SSMDefenseError
 from ssmdefense.run_config import RunConfig, setting
 
 
@@ -40,6 +41,8 @@ def test_a_new_field_reaches_config_report_checkpoints_presets_and_resume(extend
     assert json.loads((partial / "config.json").read_text())["note"] == "from the user"
     assert json.loads((partial / "best.json").read_text())["extra"]["note"] == "from the user"
 
+    with pytest.raises(SSMDefenseError, match="from its config.json; drop --note, --out"):  # the schema's rule
+        experiment.resume_config(tmp_path / "run", "defend", ("note", "out", "device"))
     resumed, kept = experiment.resume_config(tmp_path / "run", "defend")  # settings from config.json
     assert kept == partial and resumed.note == "from the user" and resumed.epochs == 2
     report = experiment.run(resumed, resume_dir=kept)

@@ -142,8 +142,15 @@ class RunReport:
         return cls.from_dict(read_report(run_dir, "run directory"), out=Path(run_dir))
 
 
-def resume_config(out: Path, command: str) -> tuple[RunConfig, Path]:
-    """The ``RunConfig`` of the interrupted run meant for ``out``, and the directory to continue in."""
+def resume_config(out: Path, command: str, given: tuple[str, ...] = ()) -> tuple[RunConfig, Path]:
+    """The ``RunConfig`` of the interrupted run meant for ``out``, and the directory to continue in.
+    ``given``: the settings the caller was also given; those the run takes from its config.json
+    (``RunConfig`` fields marked ``resumed``, by field or option name, and ``out``) are refused."""
+    resumed = {*RunConfig.names("resumed"), *RunConfig.options("resumed"), "out"}
+    conflicting = [key for key in given if key in resumed]
+    if conflicting:
+        drop = ", ".join("--" + key.replace("_", "-") for key in conflicting)
+        raise SSMDefenseError(f"--resume takes the run's settings from its config.json; drop {drop}")
     out = Path(out)
     partial = interrupted_run(out)
     if partial is None:

@@ -184,13 +184,7 @@ def run_training(
     if resume is not None:
         ctx = click.get_current_context()
         given = [k for k in RESUMED if k in ctx.params and ctx.get_parameter_source(k).name != "DEFAULT"]
-        if given or out is not None:
-            raise click.BadParameter(
-                f"--resume takes the run's settings from its config.json; drop "
-                f"{', '.join('--' + k.replace('_', '-') for k in given) or '--out'}",
-                param_hint="--resume",
-            )
-        config, partial = resume_config(resume, command)
+        config, partial = resume_config(resume, command, (*given, *(["out"] if out is not None else [])))
         config.device, config.threads, config.verbose, config.workers = device, threads, not quiet, workers
     else:
         config = RunConfig(
