@@ -48,6 +48,8 @@ ACCURACY_KEYS = (
     "snr",
     "time_shift",
     "speed",
+    "ra_last",
+    "aa_last",
 )
 
 
