@@ -121,28 +121,19 @@ def test_audio_attacks_run_on_an_audio_run(speech_run):
         assert res["samples"] == 10 and 0 <= res["adversarial_accuracy"] <= 1
 
 
+def evaluated(checkpoint, out, *args) -> dict:
+    """``ssmdefense evaluate --checkpoint CHECKPOINT --no-checks *args --out OUT``: its report.json."""
+    result = run("evaluate", "--checkpoint", checkpoint, "--no-checks", *args, "--out", out)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "report.json").read_text())
+
+
 def test_evaluate_adds_accuracy_against_snr(speech_run, tmp_path):
     _, out = speech_run
-    result = run(
-        "evaluate",
-        "--checkpoint",
-        out,
-        "--no-checks",
-        "--attacks",
-        "pgd",
-        "--snr",
-        "40,20",
-        "-p",
-        "snr-pgd.max_iter=3",
-        "--samples",
-        "6",
-        "--aa-samples",
-        "0",  # below, on its own: the standard budgets take a minute per clip that survives APGD
-        "--out",
-        tmp_path / "eval",
-    )
-    assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    # --aa-samples 0: the AutoAttack is checked below, on its own (its standard budgets take a minute
+    # per clip that survives APGD)
+    snr_args = ["--attacks", "pgd", "--snr", "40,20", "-p", "snr-pgd.max_iter=3", "--samples", "6"]
+    report = evaluated(out, tmp_path / "eval", *snr_args, "--aa-samples", "0")
     assert report["config"]["select_on"] == "val"  # as the run chose its best checkpoint
     assert report["config"]["aa_samples"] == 0 and "autoattack" not in report["best"]
     audio = report["best"]["audio"]
@@ -153,22 +144,7 @@ def test_evaluate_adds_accuracy_against_snr(speech_run, tmp_path):
     md = (tmp_path / "eval" / "report.md").read_text()
     assert "## Audio attacks" in md and "snr-pgd 20 dB" in md
     # the audio AutoAttack by default on a waveform checkpoint (100 clips, here all 2 evaluated)
-    result = run(
-        "evaluate",
-        "--checkpoint",
-        out,
-        "--no-checks",
-        "--attacks",
-        "fgsm",
-        "--snr",
-        "none",
-        "--samples",
-        "2",
-        "--out",
-        tmp_path / "aa",
-    )
-    assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "aa" / "report.json").read_text())
+    report = evaluated(out, tmp_path / "aa", "--attacks", "fgsm", "--snr", "none", "--samples", "2")
     aa = report["best"]["autoattack"]
     assert report["config"]["aa_samples"] == 2 and aa["attack"] == "audio-autoattack" and aa["samples"] == 2
     assert [b["component"] for b in aa["breakdown"]] == ["clean", *aa["components"]] and len(aa["components"]) == 5

@@ -80,6 +80,11 @@ def test_a_plugins_dataset_object_gets_a_carved_split():
     )
     data = with_validation(plain, "plugin-set")
     assert isinstance(data, Dataset) and data.name == "plugin-set" and len(data.y_val) == 6
+    # ... and one with its own validation split keeps it
+    own = SimpleNamespace(**vars(plain), x_val=base.x_train[:5], y_val=base.y_train[:5], info=None)
+    data = with_validation(own, "plugin-set")
+    assert len(data.y_val) == 5 and len(data.y_train) == 60 and data.validation["source"] == "official"
+    assert data.info == {}  # a member given as None takes the default
 
 
 def test_a_lazy_dataset_is_carved_by_index():

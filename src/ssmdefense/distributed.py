@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import RankLost, SSMDefenseError
+from .seeding import seed_everything
 
 
 @dataclass(frozen=True)
@@ -289,8 +290,6 @@ class Strategy:
     def start_epoch(self, seed: int, epoch: int) -> None:
         """Under torchrun, each rank its own attack randomness for ``epoch``, repeatable and resumable."""
         if self.world.distributed:
-            from .seeding import seed_everything
-
             seed_everything(rank_seed(seed, self.world.rank, epoch))
 
     def start_batch(self, batch: int, local: int) -> None:

@@ -200,8 +200,7 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
     out = Path(distributed.broadcast(str(out)))  # rank 0's default name, on every rank
     if resume_dir is None and out.exists() and not c.overwrite:
         raise SSMDefenseError(f"--out: {out} already exists (use --overwrite to replace it)")
-    if world.distributed and c.batch_size < world.size:
-        raise SSMDefenseError(f"--batch-size {c.batch_size} is smaller than the {world.size} processes sharing it")
+    distributed.Strategy(world).check_batch_size(c.batch_size)  # before any work (fit checks it again)
     setup = _build(c, _load_data(c, out, resume_dir), device_type, world)
     run_config = _run_config(c, setup, device_type, world)
     train, validation = _training_data(c, setup)

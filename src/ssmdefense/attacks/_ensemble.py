@@ -12,6 +12,7 @@ points still robust after component ``name`` (and every earlier one).
 
 from __future__ import annotations
 
+import abc
 import time
 from collections.abc import Callable
 
@@ -32,8 +33,9 @@ class Ensemble(EvasionAttack):
 
     name = "ensemble"
 
+    @abc.abstractmethod
     def _components(self) -> list[Component]:
-        raise NotImplementedError
+        """(name, run, in_budget) of each component, in the order they attack."""
 
     # ---- components built on ART's APGD -------------------------------------------------------------
     def _apgd(self, loss: str, restarts: int, targeted: bool = False) -> Callable:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
+
+from ..contracts import LazyData, protocol_of
 
 
 class _Settings:
@@ -151,14 +153,10 @@ def adopt(product: object, name: str) -> Dataset | LazyDataset:
     ``groups``) are copied into the matching dataclass, which checks them, so the workflows read one
     kind of object. Ours pass through unchanged.
     """
-    from dataclasses import fields
-
-    from ..contracts import LazyData, protocol_of
-
     if isinstance(product, (Dataset, LazyDataset)):
         return product
     cls = LazyDataset if protocol_of("datasets", product) is LazyData else Dataset
     settable = [f.name for f in fields(cls) if f.init]
-    values = {key: getattr(product, key) for key in settable if hasattr(product, key)}
+    values = {key: getattr(product, key) for key in settable if getattr(product, key, None) is not None}
     values.setdefault("name", name)
     return cls(**values)  # (Dataset derives input_shape from its arrays: not a field to copy)

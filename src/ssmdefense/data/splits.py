@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import SSMDefenseError
 from ..validation import integer
-from .base import Dataset, LazyDataset
+from .base import Dataset, LazyDataset, adopt
 
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_VAL_SEED = 0
@@ -103,57 +103,25 @@ def carve_indices(
     return train, val
 
 
-def _has_validation(data) -> bool:
-    if isinstance(data, LazyDataset) or hasattr(data, "train"):
-        return getattr(data, "val", None) is not None
-    return getattr(data, "x_val", None) is not None
-
-
-def _as_own(data, name: str) -> Dataset | LazyDataset:
-    """A plugin's dataset object (anything with the protocol's members) as ssmdefense's class."""
-    if isinstance(data, (Dataset, LazyDataset)):
-        return data
-    common = {
-        "name": getattr(data, "name", name),
-        "nb_classes": data.nb_classes,
-        "clip_values": tuple(data.clip_values),
-        "sequence": data.sequence,
-        **{k: getattr(data, k) for k in ("info", "sample_rate", "eps", "classes", "defaults") if hasattr(data, k)},
-    }
-    common["info"] = common.get("info") or {}
-    common["defaults"] = common.get("defaults") or {}
-    if hasattr(data, "train") and hasattr(data, "test"):
-        return LazyDataset(
-            train=data.train,
-            test=data.test,
-            y_train=data.y_train,
-            y_test=data.y_test,
-            input_shape=tuple(data.input_shape),
-            **common,
-        )
-    return Dataset(x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test, **common)
-
-
 def with_validation(
     data, name: str, *, val_fraction: float | None = None, val_seed: int | None = None
 ) -> Dataset | LazyDataset:
     """``data`` (what dataset ``name``'s loader returned) with its validation split: its own, or one
     carved from its training data (see the module docstring). Returns a new object; ``data`` is
     left as it was."""
-    if _has_validation(data):
+    data = adopt(data, name)  # a plugin's object as our Dataset or LazyDataset
+    if data.y_val is not None:  # its own validation split
         if val_fraction is not None or val_seed is not None:
             source = (getattr(data, "validation", None) or {}).get("description", "its own validation split")
             raise SSMDefenseError(
                 f"dataset {name!r} has its own validation split ({source}); val_fraction and val_seed apply only "
                 f"to datasets whose validation split is carved from the training data"
             )
-        data = _as_own(data, name)
         if data.validation is None:
             data.validation = {"source": "official", "description": "the dataset's own", "val": len(data.y_val)}
         return data
     fraction = DEFAULT_VAL_FRACTION if val_fraction is None else check_fraction(val_fraction)
     seed = DEFAULT_VAL_SEED if val_seed is None else integer("val_seed", val_seed, 0, error=SSMDefenseError)
-    data = _as_own(data, name)
     y = np.asarray(data.y_train)
     groups = data.groups
     try:
