@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 import ssmdefense as sd
-from ssmdefense.evaluate_api import load_test_data
 from ssmdefense.modes import eval_mode
+from ssmdefense.workflows import load_test_data
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import ssmdefense as sd
-from ssmdefense.evaluate_api import load_test_data
+from ssmdefense.workflows import load_test_data
 
 
 class UnitRange(torch.nn.Module):

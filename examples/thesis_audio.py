@@ -54,9 +54,9 @@ from study_common import log_command
 
 import ssmdefense as sd
 from ssmdefense.cli.common import parse_params
-from ssmdefense.evaluate_api import load_test_data
 from ssmdefense.experiment import RunConfig, run
 from ssmdefense.seeding import seeded
+from ssmdefense.workflows import load_test_data
 
 MODELS = {"s4": [], "lstm": ["pool=mean"], "gru": ["pool=mean"]}
 FRONTS = {"wave": "frames", "mel": "mel"}

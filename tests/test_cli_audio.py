@@ -9,7 +9,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from ssmdefense.cli import cli
-from ssmdefense.runs import available_cores
+from ssmdefense.workflows.common import available_cores
 from test_data_audio_files import write_speech_commands_tree, write_urbansound8k_tree
 
 SMALL = [

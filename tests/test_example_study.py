@@ -54,7 +54,7 @@ def test_audio_study_runs_the_checks_on_the_seeds_asked(tmp_path, capsys, monkey
     monkeypatch.setenv("SSMDEFENSE_CACHE_DIR", str(tmp_path / "cache"))  # never the user's cache
     # one thread (an audio run takes every core up to 4 by default): on the 2 cores of the test machine,
     # shared with another worker, more threads only wait; the thread default is test_cli_audio's subject
-    monkeypatch.setattr("ssmdefense.runs.available_cores", lambda: 1)
+    monkeypatch.setattr("ssmdefense.workflows.common.available_cores", lambda: 1)
     args = ["--only", "lstm", "--defenses", "none", "--seeds", "0,1", "-D", 'accents=["en-us"]', "--epochs", "1"]
     args += ["--eval-samples", "4", "--samples", "4", "--checks", "--check-seeds", "0", "--root", str(tmp_path)]
     assert audio_study.main(args) == 0

@@ -204,7 +204,7 @@ def test_cli_model_param_kernel_reaches_the_model_and_the_run_records_it(digits,
 
 
 def test_a_kernel_parameter_goes_to_both_the_mel_front_end_and_the_model():
-    from ssmdefense.runs import split_sequence_params
+    from ssmdefense.workflows.common import split_sequence_params
 
     sequence, model = split_sequence_params("mel", {"kernel": "numba", "n_mels": 32, "d_model": 16}, "s4d")
     assert sequence == {"kernel": "numba", "n_mels": 32} and model == {"kernel": "numba", "d_model": 16}

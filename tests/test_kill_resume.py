@@ -120,7 +120,7 @@ KILLS = {  # moment: (module, attribute, n-th call, kill before or after the cal
         2,
         "after",
     ),  # epoch 2's tensors written, not committed
-    "final evaluation": ("ssmdefense.experiment", "evaluate_robustness", 1, "before"),
+    "final evaluation": ("ssmdefense.workflows.train", "evaluate_robustness", 1, "before"),
 }
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from ssmdefense.cli import cli
 from ssmdefense.plugins import registry
-from ssmdefense.presets import FIELDS, PRESETS, apply_preset, load_preset
+from ssmdefense.workflows.presets import FIELDS, PRESETS, apply_preset, load_preset
 
 
 def run(*args):

@@ -78,7 +78,11 @@ CLI_ROWS = [
     (48, ["--select-on", "nonsense"], "Invalid value for '--select-on': 'nonsense' is not one of 'val', 'test'"),
     (49, ["-D", "val_fraction=0"], "val_fraction must be between 0 and 1 (exclusive)"),
     (50, ["-D", "val_fraction=1.5"], "val_fraction must be between 0 and 1 (exclusive)"),
-    (51, ["-D", "val_fraction=0.2", "--select-on", "test"], "-D val_fraction: --select-on test carves no validation"),
+    (
+        51,
+        ["-D", "val_fraction=0.2", "--select-on", "test"],
+        "'-D': val_fraction: --select-on test carves no validation",
+    ),
     (52, ["-D", "val_fraction=0.9999"], "dataset 'digits' is too small to carve a validation split from"),
     (53, ["--aa-snr-db", "inf"], "aa_snr_db must be a finite number of dB"),
 ]

@@ -1,4 +1,4 @@
-"""The run schema (``ssmdefense.run_config``): one field of ``RunConfig`` is all a new setting needs
+"""The run schema (``ssmdefense.workflows.config``): one field of ``RunConfig`` is all a new setting needs
 to reach config.json, the report, every checkpoint, presets and a resumed run."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import json
 import pytest
 
 from conftest import interrupt_on_call
-from ssmdefense import experiment, presets
 from ssmdefense.defenses.loop import TrainingLoop
-from ssmdefense.errors import SSMDefenseError
-from ssmdefense.run_config import RunConfig, setting
+from ssmdefense.errors import RunInterrupted, SSMDefenseError
+from ssmdefense.workflows import presets, resume, train
+from ssmdefense.workflows.config import RunConfig, setting
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def extended(monkeypatch):
         [("note", str, setting("plain", report=True, checkpoint=True, resumed=True, preset=True))],
         bases=(RunConfig,),
     )
-    monkeypatch.setattr(experiment, "RunConfig", cls)
+    monkeypatch.setattr(resume, "RunConfig", cls)
     monkeypatch.setattr(presets, "RunConfig", cls)
     return cls
 
@@ -34,25 +34,26 @@ def test_a_new_field_reaches_config_report_checkpoints_presets_and_resume(extend
     config = extended(dataset="digits", epochs=2, eval_samples=32, aa_samples=0, out=tmp_path / "run", verbose=False)
     config = dataclasses.replace(config, note="from the user", **small)
     restore = interrupt_on_call(monkeypatch, TrainingLoop, "evaluate", 2, KeyboardInterrupt)  # in epoch 2
-    with pytest.raises(KeyboardInterrupt):
-        experiment.run(config)
+    with pytest.raises(RunInterrupted, match="interrupted after epoch 1; continue with: ssmdefense defend --resume"):
+        train.run(config)
     restore()
     (partial,) = tmp_path.glob(".run.partial-*")
     assert json.loads((partial / "config.json").read_text())["note"] == "from the user"
     assert json.loads((partial / "best.json").read_text())["extra"]["note"] == "from the user"
 
     with pytest.raises(SSMDefenseError, match="from its config.json; drop --note, --out"):  # the schema's rule
-        experiment.resume_config(tmp_path / "run", "defend", ("note", "out", "device"))
-    resumed, kept = experiment.resume_config(tmp_path / "run", "defend")  # settings from config.json
+        resume.resume_config(tmp_path / "run", "defend", ("note", "out", "device"))
+    resumed, kept = resume.resume_config(tmp_path / "run", "defend")  # settings from config.json
     assert kept == partial and resumed.note == "from the user" and resumed.epochs == 2
-    report = experiment.run(resumed, resume_dir=kept)
+    report = train.run(resumed, resume_dir=kept)
     assert report.config["note"] == "from the user"
     assert json.loads((tmp_path / "run" / "report.json").read_text())["config"]["note"] == "from the user"
     assert json.loads((tmp_path / "run" / "last.json").read_text())["extra"]["note"] == "from the user"
 
     preset = tmp_path / "preset.json"
     preset.write_text(json.dumps({"config": {"note": "from a preset", "epochs": 3}}))
-    assert presets.apply_preset(presets.load_preset(str(preset)), {}, "none")["note"] == "from a preset"
+    assert presets.with_preset(extended(), str(preset)).note == "from a preset"
+    assert presets.with_preset(extended(note="mine"), str(preset)).note == "mine"  # given explicitly: it wins
 
 
 def test_the_cli_lists_come_from_the_schema():

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ..errors import SSMDefenseError
+from ..errors import OptionError, SSMDefenseError
 
 
 class RootGroup(click.Group):
@@ -56,6 +56,9 @@ class RootGroup(click.Group):
             rv = 2 if isinstance(exc, click.UsageError) else (exc.exit_code or 1)
             if isinstance(exc, UserError):
                 rv = 2
+        except OptionError as exc:  # a bad setting, said as click says a bad option value
+            click.echo(f"Error: Invalid value for '{exc.option}': {exc.message}", err=True)
+            rv = 2
         except SSMDefenseError as exc:
             click.echo(f"Error: {exc}", err=True)
             rv = 2

@@ -1,4 +1,4 @@
-"""Option parsing shared by the commands (the click-free run helpers are in ``ssmdefense.runs``)."""
+"""Option parsing shared by the commands (the click-free run helpers are in ``ssmdefense.workflows``)."""
 
 from __future__ import annotations
 

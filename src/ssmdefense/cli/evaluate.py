@@ -1,5 +1,5 @@
 """``ssmdefense attack`` and ``ssmdefense evaluate`` on saved checkpoints: parse the options into an
-``AttackConfig`` / ``EvaluateConfig``, call ``ssmdefense.experiment.attack_checkpoint`` /
+``AttackConfig`` / ``EvaluateConfig``, call ``ssmdefense.workflows.attack_checkpoint`` /
 ``evaluate_checkpoints`` (which check everything before any work and write the files), print the result.
 """
 
@@ -11,17 +11,6 @@ import click
 
 from . import cli
 from .common import THREADS_HELP, echo_json, parse_float_list, parse_params
-
-
-def _call(fn, config):
-    """``fn(config)``, a bad setting reported as click reports a bad option value."""
-    from ..experiment import OptionError
-
-    try:
-        return fn(config)
-    except OptionError as exc:
-        raise click.BadParameter(exc.message, param_hint=exc.option) from None
-
 
 common_options = [
     click.option(
@@ -92,7 +81,7 @@ def attack(
 ):
     """Run one attack on a checkpoint's test data; report clean and adversarial accuracy (and, for audio,
     the SNR of the perturbations)."""
-    from ..experiment import AttackConfig, attack_checkpoint  # here, not at the top: --help stays fast
+    from ..workflows.attack import AttackConfig, attack_checkpoint  # here, not at the top: --help stays fast
 
     config = AttackConfig(
         checkpoint=checkpoint,
@@ -108,7 +97,7 @@ def attack(
         threads=threads,
         save_examples=save_examples,
     )
-    result = _call(attack_checkpoint, config).to_dict()
+    result = attack_checkpoint(config).to_dict()
     if as_json:
         echo_json(result)
     else:
@@ -219,8 +208,7 @@ def evaluate(
     aa_snr_db,
 ):
     """Clean, per-attack, per-class and per-eps accuracy with gradient-masking checks; best and last side by side."""
-    from ..evaluate_api import AUDIO_ATTACKS  # here, not at the top: --help stays fast
-    from ..experiment import EvaluateConfig, evaluate_checkpoints
+    from ..workflows.evaluate import AUDIO_ATTACKS, EvaluateConfig, evaluate_checkpoints  # here: --help stays fast
 
     attacks = [a.strip() for a in attack_list.split(",") if a.strip()]
     if not attacks:
@@ -245,7 +233,7 @@ def evaluate(
         threads=threads,
         out=out,
     )
-    report = _call(evaluate_checkpoints, config)
+    report = evaluate_checkpoints(config)
     if as_json:
         echo_json({k: v for k, v in report.to_dict().items() if k != "plots"})  # the measurements, as before
         return

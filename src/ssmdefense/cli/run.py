@@ -1,19 +1,16 @@
 """``ssmdefense defend`` and ``ssmdefense train``: parse the options into a ``RunConfig`` and run it
-(``ssmdefense.experiment``), which writes the run directory (config.json, metrics.jsonl, best.* and
+(``ssmdefense.workflows.run``), which writes the run directory (config.json, metrics.jsonl, best.* and
 last.* checkpoints, report.json, report.md, plots/), built under a temporary name that appears only
 when complete.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from ..errors import RankLost
-from ..run_config import RunConfig
-from ..runs import interrupted_run
+from ..workflows.config import RunConfig
 from . import cli
 from .common import THREADS_HELP, echo_json, parse_params
 
@@ -142,92 +139,39 @@ def run_options(fn):
     return fn
 
 
-# options a resumed run takes from its config.json (anything else may be given again), and the
-# options a preset may fill (CLI option -> RunConfig field): both read from the run schema
+# the options a resumed run takes from its config.json (anything else may be given again), the options
+# a preset may fill, and every option's RunConfig field: all read from the run schema
 RESUMED = tuple(RunConfig.options("resumed"))
 PRESET_OPTIONS = RunConfig.options("preset")
+FIELDS = RunConfig.options()
+PARSED = {"model_params": "-m", "params": "-p", "dataset_params": "-D"}  # KEY=VALUE options
 
 
-def run_training(
-    defense,
-    model,
-    dataset,
-    epochs,
-    eps,
-    seed,
-    device,
-    threads,
-    out,
-    overwrite,
-    sequence,
-    batch_size,
-    eval_samples,
-    aa_samples,
-    model_params,
-    params,
-    as_json,
-    quiet,
-    command,
-    aa_snr_db=30.0,
-    select_on="val",
-    data_dir=None,
-    dataset_params=(),
-    resume=None,
-    workers=None,
-    preset=None,
-):
-    """Parse the options into a ``RunConfig``, run it (``ssmdefense.experiment.run``), print the report."""
-    from ..distributed import World
-    from ..experiment import RunConfig, resume_config, run
+def run_training(command: str, **options):
+    """Parse the options into a ``RunConfig`` (``--resume``: the interrupted run's, ``--preset``: completed
+    by the preset), run it (``ssmdefense.workflows.run``), print the report."""
+    from ..errors import RunInterrupted
+    from ..workflows.presets import with_preset
+    from ..workflows.resume import resume_config
+    from ..workflows.train import run
 
-    partial = None
+    ctx = click.get_current_context()
+    given = [name for name in ctx.params if ctx.get_parameter_source(name).name != "DEFAULT"]
+    as_json, quiet, resume, preset = (options.pop(key) for key in ("as_json", "quiet", "resume", "preset"))
     if resume is not None:
-        ctx = click.get_current_context()
-        given = [k for k in RESUMED if k in ctx.params and ctx.get_parameter_source(k).name != "DEFAULT"]
-        config, partial = resume_config(resume, command, (*given, *(["out"] if out is not None else [])))
-        config.device, config.threads, config.verbose, config.workers = device, threads, not quiet, workers
+        here = {"device": options["device"], "threads": options["threads"], "workers": options["workers"]}
+        refused = tuple(name for name in given if name in (*RESUMED, "out"))
+        config, partial = resume_config(resume, command, refused, **here, verbose=not quiet)
     else:
-        config = RunConfig(
-            defense=defense,
-            model=model,
-            dataset=dataset,
-            epochs=epochs,
-            eps=eps,
-            seed=seed,
-            device=device,
-            threads=threads,
-            out=out,
-            overwrite=overwrite,
-            sequence=sequence,
-            batch_size=batch_size,
-            eval_samples=eval_samples,
-            aa_samples=aa_samples,
-            aa_snr_db=aa_snr_db,
-            select_on=select_on,
-            workers=workers,
-            model_params=parse_params(model_params, "-m"),
-            defense_params=parse_params(params, "-p"),
-            data_dir=data_dir,
-            dataset_params=parse_params(dataset_params, "-D"),
-            command=command,
-            verbose=not quiet,
-        )
+        fields = {FIELDS[k]: parse_params(v, PARSED[k]) if k in PARSED else v for k, v in options.items()}
+        config, partial = RunConfig(**fields, command=command, verbose=not quiet), None
         if preset is not None:
-            _apply_preset(config, preset)
-    world = World.from_env()
+            config = with_preset(config, preset, [PRESET_OPTIONS[name] for name in given if name in PRESET_OPTIONS])
     try:
         report = run(config, resume_dir=partial)
-    except (KeyboardInterrupt, SystemExit, RankLost) as exc:
-        kept = interrupted_run(config.out) if config.out is not None and world.main else None
-        if kept is not None and (kept / "state.json").is_file():
-            done = json.loads((kept / "state.json").read_text())["epoch"]
-            launcher = f"torchrun --nproc-per-node {world.size} -m ssmdefense" if world.distributed else "ssmdefense"
-            lost = f"{exc}; " if isinstance(exc, RankLost) else ""
-            hint = f"continue with: {launcher} {command} --resume {config.out}"
-            click.echo(f"{lost}interrupted after epoch {done}; {hint}", err=True)
-            if isinstance(exc, RankLost):
-                raise SystemExit(2) from None
-        raise
+    except RunInterrupted as stopped:  # kept for --resume: say where it stopped and how to go on
+        click.echo(str(stopped), err=True)
+        raise SystemExit(stopped.exit_status) from None
     if report is None:  # a rank of a distributed run other than 0: rank 0 prints the report
         return None
     if as_json:
@@ -235,21 +179,6 @@ def run_training(
     else:
         _print_summary(report.to_dict(), report.out)
     return report
-
-
-def _apply_preset(config, preset: str) -> None:
-    """Fill the settings of ``config`` the user left at their defaults from ``preset``."""
-    from ..presets import apply_preset, load_preset
-
-    ctx = click.get_current_context()
-    given = {
-        field: getattr(config, field)
-        for option, field in PRESET_OPTIONS.items()
-        if ctx.get_parameter_source(option).name != "DEFAULT"
-    }
-    for field, value in apply_preset(load_preset(preset), given, config.defense).items():
-        setattr(config, field, value)
-    config.preset = preset
 
 
 def _print_summary(report, out):
@@ -306,7 +235,7 @@ def train(**options):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def presets(as_json):
     """List the paper-scale presets of `defend --preset NAME` and what each sets."""
-    from ..presets import PRESETS
+    from ..workflows.presets import PRESETS
 
     if as_json:
         echo_json([{"name": name, **preset} for name, preset in PRESETS.items()])

@@ -6,8 +6,8 @@ import numpy as np
 
 from ..api import get_attack
 from ..attacks.audio_autoattack import LINF
-from ..run_config import DEFAULT_AA_SNR_DB  # the SNR ball of the audio AutoAttack
 from ..seeding import seeded
+from ..workflows.config import DEFAULT_AA_SNR_DB  # the SNR ball of the audio AutoAttack
 
 DEFAULT_ATTACK_PARAMS = {"pgd": {"max_iter": 10}}
 

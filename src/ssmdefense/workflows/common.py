@@ -1,8 +1,8 @@
 """What a run needs besides the model and the defense, without the command line: the data (with a
 folder and parameters), the device and thread count, how ``-m`` parameters split between the sequence
 mode and the model, and the staged run directory (built under a temporary name, moved into place only
-when complete, kept for ``--resume`` when interrupted). Errors are ``SSMDefenseError``s, which the CLI
-shows as one line and exit status 2.
+when complete, kept for ``--resume`` when interrupted). A bad setting is an ``OptionError``, which the
+CLI shows as one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .api import load_dataset, load_dataset_as_is
-from .errors import RankLost, SSMDefenseError, TrainingDiverged
-from .plugins import registry
+from ..api import load_dataset, load_dataset_as_is
+from ..errors import OptionError, RankLost, TrainingDiverged
+from ..plugins import registry
 
 if TYPE_CHECKING:
-    from .data.base import Dataset, LazyDataset
+    from ..data.base import Dataset, LazyDataset
 
 
 def load_data(
@@ -33,20 +33,22 @@ def load_data(
     params = dict(params or {})
     if data_dir is not None:
         if "root" in params:
-            raise SSMDefenseError("give the folder once: --data-dir or -D root=...")
+            raise OptionError("data_dir", "--data-dir", "give the folder once: --data-dir or -D root=...")
         accepted = registry("datasets").accepted_params(name)
         if accepted is not None and "root" not in accepted:
-            raise SSMDefenseError(f"dataset {name!r} is embedded and reads no folder; drop --data-dir")
+            raise OptionError("data_dir", "--data-dir", f"dataset {name!r} is embedded and reads no folder; drop it")
         params["root"] = str(data_dir)
     if carve:
         return load_dataset(name, **params)
-    from .data.splits import PARAMS
+    from ..data.splits import PARAMS
 
     given = [k for k in PARAMS if k in params]
     if given:
-        raise SSMDefenseError(
-            f"-D {'/'.join(given)}: --select-on test carves no validation split (the run trains on all the "
-            f"training data and chooses on test); drop it, or choose on the validation split"
+        raise OptionError(
+            "dataset_params",
+            "-D",
+            f"{'/'.join(given)}: --select-on test carves no validation split (the run trains on all the "
+            f"training data and chooses on test); drop it, or choose on the validation split",
         )
     return load_dataset_as_is(name, **params)
 
@@ -72,7 +74,7 @@ def resolve_device(device: str, threads: int | None = None) -> str:
         torch.set_num_threads(threads)
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise SSMDefenseError("--device cuda: CUDA is not available on this machine")
+            raise OptionError("device", "--device", "cuda: CUDA is not available on this machine")
         return "gpu"
     if device == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
@@ -110,13 +112,13 @@ def staged_directory(
     """
     target = Path(target)
     if target.exists() and not overwrite:
-        raise SSMDefenseError(f"--out: {target} already exists (use --overwrite to replace it)")
+        raise OptionError("out", "--out", f"{target} already exists (use --overwrite to replace it)")
     created_parent = not target.parent.exists()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         lock = _lock(target)
     except OSError as exc:  # the parent is a file, or not writable
-        raise SSMDefenseError(f"--out: cannot write {target}: {exc.strerror or exc} ({exc.filename})") from None
+        raise OptionError("out", "--out", f"cannot write {target}: {exc.strerror or exc} ({exc.filename})") from None
     try:
         if reuse is not None:
             tmp = reuse
@@ -151,9 +153,10 @@ def _lock(target: Path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise SSMDefenseError(
-            f"--out: {target} is being written by another ssmdefense process; wait for it to finish or "
-            f"choose another --out"
+        raise OptionError(
+            "out",
+            "--out",
+            f"{target} is being written by another ssmdefense process; wait for it to finish or choose another --out",
         ) from None
     handle.write(f"{os.getpid()}\n")
     handle.flush()
@@ -168,13 +171,15 @@ def interrupted_run(target: Path) -> Path | None:
 
 
 def check_eps(eps: float, clip_values: tuple[float, float] | None, option: str = "--eps") -> None:
-    """``SSMDefenseError`` when an L-inf budget reaches the inputs' whole range: the eps-ball would
+    """``OptionError`` when an L-inf budget reaches the inputs' whole range: the eps-ball would
     then hold every valid input, and robust accuracy under it would measure nothing."""
     if clip_values is None:
         return
     lo, hi = (float(v) for v in clip_values)
     if eps >= hi - lo:
-        raise SSMDefenseError(
-            f"{option} {eps:g} is not smaller than the inputs' range {hi - lo:g} ({lo:g} to {hi:g}): "
-            f"the eps-ball would hold every valid input"
+        raise OptionError(
+            "eps",
+            option,
+            f"{eps:g} is not smaller than the inputs' range {hi - lo:g} ({lo:g} to {hi:g}): "
+            f"the eps-ball would hold every valid input",
         )

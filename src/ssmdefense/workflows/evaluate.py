@@ -1,40 +1,34 @@
-"""Evaluating saved checkpoints from Python: what ``ssmdefense evaluate`` and ``ssmdefense attack`` do,
-with the same numbers and the same files. Import the names from ``ssmdefense.experiment``::
+"""``evaluate_checkpoints``: what ``ssmdefense evaluate`` does, with the same numbers and the same files::
 
-    from ssmdefense.experiment import attack_checkpoint, evaluate_checkpoints
+    from ssmdefense.workflows import evaluate_checkpoints
     report = evaluate_checkpoints(checkpoint="runs/ads", attacks=["pgd", "autoattack"], samples=200)
     report.best["robust_accuracy"]["autoattack"], report.gap, report.out / "report.md"
-    result = attack_checkpoint(checkpoint="runs/ads/last", attack="fgsm", eps=0.05)
-    result.adversarial_accuracy, result.arrays["x_adv"]
 
-Each takes a config dataclass (``EvaluateConfig``, ``AttackConfig``) or its fields as keywords, checks
-every name, value and file before any work, and raises ``SSMDefenseError``s (``CheckpointError`` for a
-missing or corrupt checkpoint, ``UnknownNameError`` for an unknown attack or dataset, ``OptionError``
-for a bad setting). ``evaluate_checkpoints`` writes report.json, report.md and plots/ under a temporary
-name that appears only when complete.
+It takes an ``EvaluateConfig`` or its fields as keywords, checks every name, value and file before any
+work (``CheckpointError`` for a missing or corrupt checkpoint, ``UnknownNameError`` for an unknown
+attack or dataset, ``OptionError`` for a bad setting), and writes report.json, report.md and plots/
+under a temporary name that appears only when complete.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from .api import get_attack
-from .checkpoint import load
-from .data.base import LazyDataset
-from .data.stream import materialise
-from .errors import CheckpointError, SSMDefenseError
-from .evaluation.audio import audio_budget, audio_robustness, snr_db, snr_summary
-from .evaluation.components import analyse_components, find_body
-from .evaluation.report import read_report, write_report
-from .evaluation.robustness import (
+from ..api import get_attack
+from ..checkpoint import load
+from ..data.base import LazyDataset
+from ..data.stream import materialise
+from ..errors import OptionError, SSMDefenseError
+from ..evaluation.audio import audio_budget, audio_robustness
+from ..evaluation.components import analyse_components, find_body
+from ..evaluation.report import read_report, write_report
+from ..evaluation.robustness import (
     DEFAULT_AA_SNR_DB,
     DEFAULT_ATTACK_PARAMS,
     aa_attack,
@@ -42,80 +36,24 @@ from .evaluation.robustness import (
     best_last_gap,
     evaluate_robustness,
 )
-from .evaluation.sanity import gradient_masking_checks
-from .plugins import registry
-from .runs import check_eps, load_data, resolve_device, staged_directory, use_threads
-from .seeding import seeded
-from .validation import is_number
+from ..evaluation.sanity import gradient_masking_checks
+from ..plugins import registry
+from ..seeding import seeded
+from ..validation import is_number
+from .checkpoints import CheckpointWork, config_of, find_checkpoints, load_test_data
+from .common import check_eps, resolve_device, staged_directory, use_threads
 
 if TYPE_CHECKING:
-    from .data.base import Dataset
-    from .estimators import SSMClassifier
+    from ..data.base import Dataset
+    from ..estimators import SSMClassifier
 
 AUDIO_ATTACKS = ("snr-pgd", "time-shift", "speed")  # what evaluate adds on a waveform audio checkpoint
 DEFAULT_EVAL_EPS_FACTORS = (1.0, 0.5, 1.5, 2.0)  # evaluate's eps list at these multiples of the run's eps
 ANALYSES = ("components",)
 
 
-class OptionError(SSMDefenseError):
-    """A bad value of one setting: ``name`` is its config field, ``option`` its command-line option
-    (the CLI reports it as click reports a bad option value), ``message`` what is wrong."""
-
-    def __init__(self, name: str, option: str, message: str):
-        super().__init__(f"{name}: {message}")
-        self.name, self.option, self.message = name, option, message
-
-
-def _path_fields_to_json(obj: Any, paths: tuple[str, ...]) -> dict:
-    d = dataclasses.asdict(obj)
-    for key in paths:
-        d[key] = None if d[key] is None else str(d[key])
-    return d
-
-
-def _from_json(cls: type, d: dict) -> Any:
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise SSMDefenseError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
-    return cls(**d)  # __post_init__ turns the path strings back into Paths
-
-
-def _config(cls: type, config: Any, settings: dict) -> Any:
-    if config is not None and settings:
-        raise TypeError("give a config or its fields as keywords, not both")
-    return config if config is not None else cls(**settings)
-
-
-@dataclass(kw_only=True)
-class _CheckpointWork:
-    """The settings ``evaluate`` and ``attack`` share: the test data (default: the run's, with its
-    folder and parameters), the seed, and where the work runs. ``PATHS``: the fields that are paths
-    (strings become ``Path``s, and back in ``to_dict``)."""
-
-    PATHS: ClassVar[tuple[str, ...]] = ("checkpoint", "data_dir")
-    dataset: str | None = None
-    data_dir: Path | None = None
-    dataset_params: dict = field(default_factory=dict)
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        for key in self.PATHS:
-            if getattr(self, key) is not None:
-                setattr(self, key, Path(getattr(self, key)))
-
-    def to_dict(self) -> dict:
-        """JSON values (paths as strings)."""
-        return _path_fields_to_json(self, self.PATHS)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Any:
-        return _from_json(cls, d)
-
-
 @dataclass
-class EvaluateConfig(_CheckpointWork):
+class EvaluateConfig(CheckpointWork):
     """Every setting of ``ssmdefense evaluate`` (None: the checkpoint's or the toolkit's default).
 
     checkpoint: a run directory (its best and last checkpoints) or one checkpoint (``run/last``).
@@ -225,209 +163,12 @@ class EvaluationReport:
         return cls.from_dict(read_report(directory, "evaluation"), out=Path(directory))
 
 
-@dataclass
-class AttackConfig(_CheckpointWork):
-    """Every setting of ``ssmdefense attack``: one attack on one checkpoint's test data.
-
-    checkpoint: a checkpoint (``run/last``) or a run directory (its best checkpoint).
-    eps: the budget (default: the run's eps when the attack takes one, else the attack's default);
-        params: the attack's other parameters (``-p``), eps not among them when ``eps`` is given.
-    save_examples: a ``.npz`` file for x, x_adv, y, pred_clean and pred_adv.
-    """
-
-    checkpoint: Path
-    attack: str
-    eps: float | None = None
-    params: dict = field(default_factory=dict)
-    samples: int | None = None
-    save_examples: Path | None = None
-    PATHS: ClassVar[tuple[str, ...]] = ("checkpoint", "data_dir", "save_examples")
-
-
-@dataclass
-class AttackResult:
-    """What ``ssmdefense attack --json`` prints: accuracies before and after, the perturbation's size.
-
-    snr: audio (waveform) checkpoints: the perturbations' SNR (``evaluation.audio.snr_summary``: min,
-    mean and median dB, perturbed, silent_perturbed), flat in the JSON. examples: the ``.npz`` written.
-    arrays: x, x_adv, y, pred_clean, pred_adv (numpy; not in the JSON).
-    """
-
-    checkpoint: str
-    dataset: str
-    attack: str
-    params: dict
-    samples: int
-    clean_accuracy: float
-    adversarial_accuracy: float
-    max_linf: float
-    mean_l2: float
-    snr: dict | None = None
-    examples: str | None = None
-    arrays: dict | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict:
-        d = {
-            k: getattr(self, k)
-            for k in (
-                "checkpoint",
-                "dataset",
-                "attack",
-                "params",
-                "samples",
-                "clean_accuracy",
-                "adversarial_accuracy",
-                "max_linf",
-                "mean_l2",
-            )
-        }
-        d.update(self.snr or {})
-        if self.examples is not None:
-            d["examples"] = self.examples
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AttackResult:
-        named = {f.name for f in dataclasses.fields(cls)} - {"snr", "arrays"}
-        snr = {k: v for k, v in d.items() if k not in named}
-        return cls(**{k: v for k, v in d.items() if k in named}, snr=snr or None)
-
-
-def find_checkpoints(path: str | os.PathLike) -> dict[str, Path]:
-    """{"best": stem, "last": stem} for a run directory, {"checkpoint": stem} for one checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        found = {k: path / k for k in ("best", "last") if (path / f"{k}.json").is_file()}
-        if not found:
-            raise CheckpointError(f"{path} holds no best.json or last.json checkpoint")
-        return found
-    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
-    if not stem.with_suffix(".json").is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    return {"checkpoint": stem}
-
-
-def load_test_data(
-    clf: SSMClassifier,
-    dataset: str | None = None,
-    samples: int | None = None,
-    data_dir: Path | None = None,
-    dataset_params: dict | None = None,
-) -> tuple[str, np.ndarray, np.ndarray, Dataset]:
-    """(name, natural x, y, dataset) of the test split: the checkpoint's dataset with its recorded
-    parameters and folder, unless ``dataset``, ``data_dir`` or ``dataset_params`` say otherwise."""
-    extra = clf.checkpoint_meta.get("extra", {})
-    name = dataset or extra.get("dataset")
-    if name is None:
-        raise SSMDefenseError("this checkpoint does not record its dataset; pass --dataset")
-    params = dict(dataset_params or {})
-    if dataset is None or dataset == extra.get("dataset"):  # the run's own dataset: start from its settings
-        params = {**extra.get("dataset_params", {}), **params}
-        if data_dir is None and "root" not in params and extra.get("data_dir"):
-            data_dir = Path(extra["data_dir"])
-    data = load_data(name, data_dir, params)
-    natural = tuple(getattr(clf, "natural_shape", clf.input_shape))
-    if tuple(data.input_shape) != natural:
-        raise SSMDefenseError(
-            f"dataset {name!r} has inputs of shape {data.input_shape}; the checkpoint expects {natural}"
-        )
-    if isinstance(data, LazyDataset):  # read the first `samples` through a DataLoader, never the whole split
-        x, y = materialise(data.test, None, samples)
-        return name, x, y, data
-    x, y = data.x_test, data.y_test
-    if samples is not None:
-        x, y = x[:samples], y[:samples]
-    return name, x, y, data
-
-
-def _check_common(c: EvaluateConfig | AttackConfig) -> None:
-    """Values the command line's option types check; from Python they are checked here."""
-    if c.device not in ("auto", "cpu", "cuda"):
-        raise OptionError("device", "--device", f"expected auto, cpu or cuda; got {c.device!r}")
-    for key in ("samples", "threads"):
-        if getattr(c, key) is not None and getattr(c, key) < 1:
-            raise OptionError(key, f"--{key}", "must be at least 1")
-
-
-def attack_checkpoint(config: AttackConfig | None = None, **settings) -> AttackResult:
-    """Run one attack on a checkpoint's test data (``ssmdefense attack``): clean and adversarial
-    accuracy, the perturbation's size (and, for audio, its SNR); ``save_examples`` writes the arrays."""
-
-    c = _config(AttackConfig, config, settings)
-    _check_common(c)
-    params = dict(c.params)
-    registry("attacks").get(c.attack)
-    if c.save_examples is not None and c.save_examples.suffix != ".npz":
-        raise OptionError("save_examples", "--save-examples", "must end in .npz")
-    if c.save_examples is not None and not c.save_examples.parent.exists():
-        raise OptionError("save_examples", "--save-examples", f"directory {c.save_examples.parent} does not exist")
-    if c.eps is not None and c.eps <= 0:
-        raise OptionError("eps", "--eps", "must be positive")
-    stem = next(iter(find_checkpoints(c.checkpoint).values()))
-    clf = load(stem, device_type=resolve_device(c.device, c.threads))
-    use_threads(c.threads, clf.is_audio)
-    name, x, y, _ = load_test_data(clf, c.dataset, c.samples, c.data_dir, c.dataset_params)
-    x = clf.prepare_inputs(x)
-    if c.eps is not None:
-        check_eps(c.eps, clf.clip_values)
-    eps = c.eps
-    if eps is None and "eps" not in params and "snr_db" not in params and _takes_eps(c.attack):
-        eps = clf.checkpoint_meta.get("extra", {}).get("eps")
-    if eps is not None:
-        if "eps" in params:
-            raise OptionError("eps", "--eps", "give eps once: --eps or -p eps=...")
-        params["eps"] = eps
-    adv = get_attack(c.attack, clf, **params)
-    with seeded(c.seed):
-        x_adv = adv.generate(x, y).astype(np.float32)
-    pred_clean = clf.predict(x).argmax(1)
-    pred_adv = clf.predict(x_adv).argmax(1)
-    delta = (x_adv - x).reshape(len(x), -1)
-    result = AttackResult(
-        checkpoint=str(stem),
-        dataset=name,
-        attack=c.attack,
-        params=params,
-        samples=len(y),
-        clean_accuracy=float((pred_clean == y).mean()),
-        adversarial_accuracy=float((pred_adv == y).mean()),
-        max_linf=float(np.abs(delta).max()) if delta.size else 0.0,
-        mean_l2=float(np.linalg.norm(delta, axis=1).mean()) if delta.size else 0.0,
-        arrays={"x": x, "x_adv": x_adv, "y": y, "pred_clean": pred_clean, "pred_adv": pred_adv},
-    )
-    if clf.is_audio and tuple(clf.input_shape) == clf.natural_shape:  # waveforms: the perturbation's SNR
-        result.snr = snr_summary(snr_db(x, x_adv))
-    if c.save_examples is not None:
-        tmp = c.save_examples.with_name(f".{c.save_examples.name}.partial-{os.getpid()}.npz")
-        try:
-            np.savez_compressed(tmp, **result.arrays)
-            os.replace(tmp, c.save_examples)
-        finally:
-            tmp.unlink(missing_ok=True)
-        result.examples = str(c.save_examples)
-    return result
-
-
-def _takes_eps(attack_name: str) -> bool:
-    """Whether the run's eps is a sensible default for this attack: its factory takes ``eps`` with a
-    default budget (attacks with another budget, such as snr-pgd or time-shift, accept eps=None and
-    ignore it)."""
-    if "eps" not in (registry("attacks").accepted_params(attack_name) or ["eps"]):
-        return False
-    factory = registry("attacks").get(attack_name).factory
-    try:
-        param = inspect.signature(factory).parameters.get("eps")
-    except (TypeError, ValueError):
-        return True
-    return param is None or param.default is not None
-
-
 def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> EvaluationReport:
     """Evaluate a run's best and last checkpoints, or one checkpoint (``ssmdefense evaluate``): clean,
     per-attack, per-class and per-eps accuracy, the gradient-masking checks, the audio attacks and the
     analyses; write report.json, report.md and plots/ to ``out``. Everything is checked before any work;
     on any error nothing half-written remains."""
-    c = _config(EvaluateConfig, config, settings)
+    c = config_of(EvaluateConfig, config, settings)
     attacks, attack_params = _check_evaluate(c)
     stems = find_checkpoints(c.checkpoint)
     device_type = resolve_device(c.device, c.threads)
@@ -497,7 +238,7 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
 
 def _check_evaluate(c: EvaluateConfig) -> tuple[list[str], dict]:
     """The settings that need no checkpoint: (the attacks, their parameters per attack)."""
-    _check_common(c)
+    c.check()
     if c.analysis_samples < 1:
         raise OptionError("analysis_samples", "--analysis-samples", "must be at least 1")
     if c.aa_samples is not None and not is_number(c.aa_samples, integer=True) or (c.aa_samples or 0) < 0:

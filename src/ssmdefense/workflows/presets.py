@@ -19,11 +19,13 @@ entry is used (other defenses train with their own defaults).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import SSMDefenseError
-from .run_config import RunConfig
+from ..errors import OptionError
+from .config import RunConfig
 
 _MNIST_ATTACK = {"eps_step": 0.04, "max_iter": 10}
 _CIFAR_ATTACK = {"eps_step": 2 / 255, "max_iter": 10}
@@ -103,7 +105,7 @@ PRESETS: dict[str, dict] = {
 
 
 def preset_fields() -> tuple[str, ...]:
-    """The RunConfig fields a preset's "config" may set (``run_config``: the fields marked ``preset``;
+    """The RunConfig fields a preset's "config" may set (``config``: the fields marked ``preset``;
     its ``defense_params`` come per defense, beside "config")."""
     return tuple(name for name in RunConfig.names("preset") if name != "defense_params")
 
@@ -121,24 +123,26 @@ def load_preset(name_or_file: str) -> dict:
         try:
             preset = json.loads(path.read_text())
         except FileNotFoundError:
-            raise SSMDefenseError(f"--preset: {path} does not exist") from None
+            raise OptionError("preset", "--preset", f"{path} does not exist") from None
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SSMDefenseError(f"--preset: {path} is not a readable JSON file: {exc}") from None
+            raise OptionError("preset", "--preset", f"{path} is not a readable JSON file: {exc}") from None
     else:
-        raise SSMDefenseError(
-            f"--preset: unknown preset {name_or_file!r}; known: {', '.join(PRESETS)} (or a .json file)"
+        raise OptionError(
+            "preset", "--preset", f"unknown preset {name_or_file!r}; known: {', '.join(PRESETS)} (or a .json file)"
         )
     if not isinstance(preset, dict) or not isinstance(preset.get("config", {}), dict):
-        raise SSMDefenseError(f"--preset {name_or_file}: expected an object with a 'config' object")
+        raise OptionError("preset", "--preset", f"{name_or_file}: expected an object with a 'config' object")
     known = preset_fields()
     unknown = set(preset.get("config", {})) - set(known)
     if unknown:
-        raise SSMDefenseError(
-            f"--preset {name_or_file}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}"
+        raise OptionError(
+            "preset",
+            "--preset",
+            f"{name_or_file}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}",
         )
     per_defense = preset.get("defense_params", {})
     if not isinstance(per_defense, dict) or not all(isinstance(v, dict) for v in per_defense.values()):
-        raise SSMDefenseError(f"--preset {name_or_file}: 'defense_params' must map defense names to objects")
+        raise OptionError("preset", "--preset", f"{name_or_file}: 'defense_params' must map defense names to objects")
     return preset
 
 
@@ -153,3 +157,15 @@ def apply_preset(preset: dict, given: dict, defense: str) -> dict:
         else:
             settings[key] = value
     return settings
+
+
+def with_preset(config: RunConfig, preset: str, given: Iterable[str] | None = None) -> RunConfig:
+    """``config`` completed by ``preset`` (a name or a JSON file): the fields in ``given`` (the ones
+    the user set explicitly; None: those that differ from their defaults) win, and their dicts' keys
+    win one by one over the preset's; the preset fills the rest."""
+    defaults = RunConfig()
+    if given is None:
+        given = [name for name in RunConfig.names("preset") if getattr(config, name) != getattr(defaults, name)]
+    explicit = {name: getattr(config, name) for name in given if name in RunConfig.names("preset")}
+    settings = apply_preset(load_preset(preset), explicit, config.defense)
+    return dataclasses.replace(config, **settings, preset=preset)

@@ -5,7 +5,7 @@
 - ``report``: into ``report.json``'s ``config`` too;
 - ``checkpoint``: into every checkpoint's JSON (``evaluate`` and ``attack`` read them back);
 - ``resumed``: ``--resume`` takes it from ``config.json`` (the command line may not give it again);
-- ``preset``: a preset may set it (``ssmdefense.presets``);
+- ``preset``: a preset may set it (``ssmdefense.workflows.presets``);
 - ``option``: its command-line option's name, where that is not the field's name.
 
 ``config.json``, the report's config, the checkpoint extras, the preset keys, the resume rules and
@@ -20,10 +20,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SSMDefenseError
+from ..errors import SSMDefenseError
 
 DEFAULT_AA_SNR_DB = 30.0  # the SNR ball of the audio AutoAttack (evaluation.robustness uses it too)
 PATHS = ("out", "data_dir")  # fields held as Path, recorded as strings
+
+
+def with_paths(obj: Any, paths: tuple[str, ...]) -> None:
+    """The ``paths`` fields of the dataclass ``obj`` as ``Path`` (a caller may give strings)."""
+    for key in paths:
+        if getattr(obj, key) is not None:
+            setattr(obj, key, Path(getattr(obj, key)))
+
+
+def paths_to_json(obj: Any, paths: tuple[str, ...]) -> dict:
+    """Every field of the dataclass ``obj`` as JSON values (its ``paths`` as strings)."""
+    d = dataclasses.asdict(obj)
+    for key in paths:
+        d[key] = None if d[key] is None else str(d[key])
+    return d
+
+
+def from_json(cls: type, d: dict) -> Any:
+    """The dataclass ``cls`` from ``paths_to_json``'s dict; an unknown key is a clear error."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise SSMDefenseError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
+    return cls(**d)  # __post_init__ turns the path strings back into Paths
 
 
 def setting(
@@ -88,27 +111,23 @@ class RunConfig:
     verbose: bool = setting(True, record=False)
 
     def __post_init__(self) -> None:
-        for key in PATHS:
-            if getattr(self, key) is not None:
-                setattr(self, key, Path(getattr(self, key)))
+        with_paths(self, PATHS)
 
     @classmethod
-    def names(cls, flag: str) -> tuple[str, ...]:
-        """The fields marked ``flag`` ("record", "report", "checkpoint", "resumed", "preset"), in order."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(flag))
+    def names(cls, flag: str | None = None) -> tuple[str, ...]:
+        """The fields marked ``flag`` ("record", "report", "checkpoint", "resumed", "preset"), in order;
+        every field when ``flag`` is None."""
+        return tuple(f.name for f in dataclasses.fields(cls) if flag is None or f.metadata.get(flag))
 
     @classmethod
-    def options(cls, flag: str) -> dict[str, str]:
-        """{command-line option: field} of the fields marked ``flag``."""
+    def options(cls, flag: str | None = None) -> dict[str, str]:
+        """{command-line option: field} of the fields marked ``flag`` (every field when None)."""
         by_name = {f.name: f for f in dataclasses.fields(cls)}
         return {(by_name[n].metadata.get("option") or n): n for n in cls.names(flag)}
 
     def to_dict(self) -> dict:
         """Every field as JSON values (paths as strings)."""
-        d = dataclasses.asdict(self)
-        for key in PATHS:
-            d[key] = None if d[key] is None else str(d[key])
-        return d
+        return paths_to_json(self, PATHS)
 
     def record(self) -> dict:
         """The recorded fields as JSON values: what config.json starts with."""
@@ -117,10 +136,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise SSMDefenseError(f"RunConfig has no field(s) {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return from_json(cls, d)
 
     @classmethod
     def from_record(cls, record: dict, **given: Any) -> RunConfig:

@@ -1,0 +1,401 @@
+"""``run``: a whole experiment as data, ``RunConfig`` -> ``run`` -> ``RunReport``, what ``ssmdefense
+defend`` and ``ssmdefense train`` do, callable from Python::
+
+    from ssmdefense.workflows import RunConfig, run
+    report = run(RunConfig(defense="ads", out=Path("runs/ads")))
+    report.best["robust_accuracy"]["pgd-10"]
+
+``run`` validates every name first, trains with the defense (resumably; the per-epoch evaluation and
+the choice of the best checkpoint on the validation split, ``select_on``), evaluates the best and the
+last checkpoint on the test split (clean, FGSM, PGD-10 at eps, the accuracy-vs-eps curve and
+AutoAttack: the standard one for images, the audio ensemble for waveforms), and writes the run
+directory (config.json, metrics.jsonl, best.* / last.*, report.json, report.md, plots/; audio runs
+also examples/) under a temporary name that appears only when complete. Its steps: check the
+settings, load the data, build the classifier and the defense, train, evaluate best and last, report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from .. import distributed
+from ..api import build_model, build_serialiser, get_defense
+from ..checkpoint import load as load_checkpoint
+from ..data.base import Dataset, LazyDataset
+from ..data.stream import materialise
+from ..defenses.art_trainer import as_defense
+from ..defenses.loop import TrainingLoop
+from ..errors import OptionError, RankLost
+from ..estimators import SSMClassifier
+from ..evaluation.audio import audio_budget, write_audio_examples
+from ..evaluation.report import read_report, write_report
+from ..evaluation.robustness import aa_attack, autoattack_check, best_last_gap, evaluate_robustness
+from ..plugins import registry
+from ..seeding import seed_everything
+from ..validation import integer, number
+from .common import check_eps, load_data, resolve_device, split_sequence_params, staged_directory, use_threads
+from .config import RunConfig
+from .resume import interruption
+
+DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of eps
+DEFAULT_AA_SAMPLES = 100  # AutoAttack in the final evaluation (--aa-samples): images and audio
+SELECT_ON = ("val", "test")  # the split that chooses the best checkpoint (--select-on)
+
+
+@dataclass
+class RunReport:
+    """What ``report.json`` holds (the one place its schema is written down).
+
+    best, last: ``{"epoch", "clean_accuracy", "robust_accuracy": {"fgsm", "pgd-10"}, "eps_curve", ...}``
+        of ``evaluation.robustness.evaluate_robustness`` for the best and the last checkpoint, and
+        ``"autoattack"`` (``evaluation.robustness.autoattack_check``: standard AutoAttack on the first
+        ``aa_samples`` of them, its breakdown, and the worst case with FGSM and PGD-10) unless
+        ``aa_samples`` is 0.
+    gap: best minus last (robust overfitting), ``evaluation.robustness.best_last_gap``.
+    config: model, dataset, defense, eps, seed, epochs, sequence and the parameters of each, and the
+        ``kernels`` that ran.
+    timing: seconds per epoch, per-epoch evaluation, training, total, resumed, and the defense's
+        cost measurement (``overhead_ratio``).
+    classes: class names, when the dataset has them. budget, examples: audio runs only (the eps as
+        SNR in dB, and the written WAV/PNG examples). plots: the PNG files written beside the report.
+    out: the run directory (not in the JSON).
+    """
+
+    best: dict
+    last: dict
+    gap: dict
+    config: dict
+    timing: dict
+    classes: list | None = None
+    budget: dict | None = None
+    examples: list | None = None
+    plots: list | None = None
+    out: Path | None = None
+
+    def to_dict(self) -> dict:
+        """The JSON of ``report.json`` (optional sections only when present)."""
+        d = {"best": self.best, "last": self.last, "gap": self.gap, "config": self.config}
+        for key in ("classes", "budget", "examples"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        d["timing"] = self.timing
+        if self.plots is not None:
+            d["plots"] = self.plots
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, out: Path | None = None) -> RunReport:
+        return cls(
+            best=d["best"],
+            last=d["last"],
+            gap=d["gap"],
+            config=d["config"],
+            timing=d["timing"],
+            classes=d.get("classes"),
+            budget=d.get("budget"),
+            examples=d.get("examples"),
+            plots=d.get("plots"),
+            out=out,
+        )
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> RunReport:
+        """The report of a finished run directory."""
+        return cls.from_dict(read_report(run_dir, "run directory"), out=Path(run_dir))
+
+
+@dataclass
+class _Setup:
+    """What ``run`` builds before training: the data, the classifier and the defense, with every
+    setting resolved from the config, the dataset's recommendations and the toolkit's defaults."""
+
+    data: object
+    clf: SSMClassifier
+    trainer: object
+    lazy: bool
+    workers: int
+    threads: int
+    sequence: str
+    eps: float
+    epochs: int
+    eval_samples: int | None
+    aa_samples: int
+    model_params: dict  # the model's own, as built
+
+
+def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | None:
+    """Train with ``config.defense``, evaluate best and last, write the run directory; the report.
+
+    ``resume_dir``: continue the interrupted run kept there (``resume_config`` finds it); the result
+    equals an uninterrupted run. Bad names, parameters or paths raise ``SSMDefenseError`` (a bad
+    setting: ``OptionError``) before any work; on any error nothing half-written remains. Stopped
+    after an epoch (Ctrl-C, a signal, a lost process), it keeps the run and raises ``RunInterrupted``
+    with the epoch and the command that continues it.
+
+    Under ``torchrun`` every process calls it: they train data-parallel (``ssmdefense.distributed``),
+    then rank 0 alone evaluates, writes the run directory and returns the report; the others return None.
+    """
+    c = config
+    _check_settings(c)
+    device_type = resolve_device(c.device, c.threads)
+    world = distributed.init(device_type)
+    out = c.out or Path("runs") / f"{c.defense}-{c.model}-{c.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(distributed.broadcast(str(out)))  # rank 0's default name, on every rank
+    if resume_dir is None and out.exists() and not c.overwrite:
+        raise OptionError("out", "--out", f"{out} already exists (use --overwrite to replace it)")
+    distributed.Strategy(world).check_batch_size(c.batch_size)  # before any work (fit checks it again)
+    try:
+        return _train_and_report(c, out, resume_dir, device_type, world)
+    except (KeyboardInterrupt, SystemExit, RankLost) as exc:
+        stopped = interruption(c, out, world, exc)
+        if stopped is None:
+            raise
+        raise stopped from exc
+
+
+def _train_and_report(
+    c: RunConfig, out: Path, resume_dir: Path | None, device_type: str, world: distributed.World
+) -> RunReport | None:
+    """Build, train (data-parallel under torchrun), then on rank 0 evaluate and write the run."""
+    setup = _build(c, _load_data(c, out, resume_dir), device_type, world)
+    run_config = _run_config(c, setup, device_type, world)
+    train, validation = _training_data(c, setup)
+    fit = {"validation_data": validation, "nb_epochs": setup.epochs, "resume": resume_dir is not None}
+    fit["checkpoint_extra"] = {key: run_config[key] for key in c.names("checkpoint")}  # evaluate reads them
+    if isinstance(setup.trainer, TrainingLoop):
+        fit["num_workers"] = setup.workers
+    if world.distributed:
+        if world.main:  # also with -q: how the run is split is part of its result
+            backend, share = "nccl" if device_type == "gpu" else "gloo", c.batch_size // world.size
+            print(f"distributed: {world.size} processes ({backend}), global batch {c.batch_size} (about {share} "
+                  f"per process); rank 0 writes {out}", file=sys.stderr, flush=True)  # fmt: skip
+        if not world.main:  # trains its share and writes nothing; rank 0 evaluates and reports
+            try:
+                setup.trainer.fit(*train, out_dir=resume_dir, **fit)
+            finally:
+                distributed.shutdown()
+            return None
+
+    with staged_directory(out, c.overwrite, keep_interrupted=True, reuse=resume_dir) as tmp:
+        if resume_dir is None:
+            (tmp / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+        start = time.perf_counter()
+        try:
+            history = setup.trainer.fit(*train, out_dir=tmp, **fit)
+        finally:
+            distributed.shutdown()
+        train_seconds = time.perf_counter() - start
+        x_natural, x_eval, y_eval = _test_data(setup)
+        results = _evaluate_best_and_last(c, setup, tmp, device_type, x_eval, y_eval)
+        report = _report(c, setup, run_config, results, out)
+        if setup.clf.is_audio:
+            report.budget = audio_budget(setup.clf, x_natural, setup.eps)
+            best = load_checkpoint(tmp / "best", device_type=device_type)
+            classes = getattr(setup.data, "classes", None)
+            report.examples = write_audio_examples(
+                tmp / "examples", best, x_natural, y_eval, eps=setup.eps, seed=c.seed, classes=classes
+            )
+        report.timing = {
+            "epoch_seconds": [r["epoch_seconds"] for r in history],
+            "eval_seconds": [r.get("eval_seconds") for r in history],
+            "peak_memory_mb": [r.get("peak_memory_mb") for r in history],
+            "processes": world.size,
+            "train_seconds": train_seconds,
+            "resumed": resume_dir is not None,
+            **setup.trainer.timing,
+            "total_seconds": time.perf_counter() - start,
+        }
+        title = f"ssmdefense {c.command}: {c.defense} on {c.model} / {c.dataset}"
+        report.plots = write_report(tmp, report.to_dict(), title, history=history)
+    return report
+
+
+def _check_settings(c: RunConfig) -> None:
+    """The settings that need no data: bad values and unknown names fail here, before any work."""
+    for key in ("eps", "seed", "batch_size", "eval_samples", "verbose"):
+        if key in c.defense_params:
+            raise OptionError("defense_params", "-p", f"set {key} with its own option, not -p")
+    integer("aa_samples", c.aa_samples, 0, optional=True, error=OptionError.of("aa_samples"))
+    if c.select_on not in SELECT_ON:
+        raise OptionError("select_on", "--select-on", f"must be one of {', '.join(SELECT_ON)}; got {c.select_on!r}")
+    number("aa_snr_db", c.aa_snr_db, unit="dB", error=OptionError.of("aa_snr_db"))
+    integer("workers", c.workers, 0, optional=True, error=OptionError.of("workers"))
+    for kind, name in (("datasets", c.dataset), ("models", c.model), ("defenses", c.defense)):
+        registry(kind).get(name)
+    if c.sequence is not None:
+        registry("sequences").get(c.sequence)
+
+
+def _load_data(c: RunConfig, out: Path, resume_dir: Path | None) -> Dataset | LazyDataset:
+    """The dataset, with its validation split carved unless ``select_on`` is "test" (which trains on
+    all of the training data, as runs did before validation splits); a resumed run must find the
+    validation split its best epoch was chosen on."""
+    data = load_data(c.dataset, c.data_dir, c.dataset_params, carve=c.select_on == "val")
+    if resume_dir is not None:
+        recorded = json.loads((resume_dir / "config.json").read_text()).get("validation")
+        if recorded is not None and recorded.get("fingerprint") != (data.validation or {}).get("fingerprint"):
+            raise OptionError(
+                "resume",
+                "--resume",
+                f"the dataset's validation split is not the one {out} was chosen on "
+                f"({recorded.get('description')}): the data or the split settings changed",
+            )
+    return data
+
+
+def _build(c: RunConfig, data: Dataset | LazyDataset, device_type: str, world: distributed.World) -> _Setup:
+    """The settings resolved (the config's, else the dataset's recommendation, else the default), the
+    classifier (seeded: same seed, same initial weights) and the defense."""
+    lazy = isinstance(data, LazyDataset)
+    threads = use_threads(c.threads, getattr(data, "sample_rate", None) is not None)
+    sequence = c.sequence or data.sequence
+    eps = c.eps if c.eps is not None else (data.eps if getattr(data, "eps", None) is not None else 0.1)
+    recommended = getattr(data, "defaults", {}) or {}
+    eval_samples = c.eval_samples or recommended.get("eval_samples")
+    aa_samples = c.aa_samples if c.aa_samples is not None else recommended.get("aa_samples", DEFAULT_AA_SAMPLES)
+    sequence_params, model_params = split_sequence_params(sequence, dict(c.model_params), c.model)
+    serialiser = build_serialiser(sequence, data.input_shape, **sequence_params)
+    seed_everything(c.seed)  # the initial weights too: same seed, same run
+    body = build_model(c.model, serialiser.D, data.nb_classes, **model_params)
+    clf = SSMClassifier(
+        body,
+        input_shape=data.input_shape,
+        nb_classes=data.nb_classes,
+        sequence=sequence,
+        sequence_params=serialiser.params,
+        sample_rate=getattr(data, "sample_rate", None),
+        clip_values=data.clip_values,
+        device_type=device_type,
+    )
+    check_eps(eps, clf.clip_values)
+    run_params = {"eps": eps, "seed": c.seed, "batch_size": c.batch_size, "eval_samples": eval_samples}
+    run_params["verbose"] = c.verbose
+    # a plugin's plain ART trainer gets the per-epoch evaluation and checkpoints (contracts.Defense)
+    trainer = as_defense(get_defense(c.defense, clf, **run_params, **c.defense_params), c.defense, run_params)
+    if (lazy or world.distributed) and not isinstance(trainer, TrainingLoop):
+        raise OptionError(
+            "defense",
+            "--defense",
+            f"{c.defense!r} is a plain ART trainer: it trains on arrays in one process, so it takes "
+            f"neither a lazily loaded dataset nor torchrun",
+        )
+    if lazy and tuple(clf.input_shape) != tuple(data.input_shape):  # features computed up front
+        raise OptionError(
+            "sequence", "--sequence", f"{sequence!r} with attack_space=features needs the dataset in memory, not lazy"
+        )
+    return _Setup(
+        data=data,
+        clf=clf,
+        trainer=trainer,
+        lazy=lazy,
+        workers=c.workers if c.workers is not None else (2 if lazy else 0),
+        threads=threads,
+        sequence=sequence,
+        eps=eps,
+        epochs=c.epochs or recommended.get("epochs", 10),
+        eval_samples=eval_samples,
+        aa_samples=aa_samples,
+        model_params=body.ssmdefense_config["params"],
+    )
+
+
+def _run_config(c: RunConfig, s: _Setup, device_type: str, world: distributed.World) -> dict:
+    """config.json: every recorded setting as the run resolved it, and what ran (the sequence mode's
+    parameters, kernels, validation split, processes, the trainer's own description)."""
+    resolved = dataclasses.replace(
+        c,
+        model_params=s.model_params,  # the model's own, as built (the sequence mode's below)
+        sequence=s.sequence,
+        eps=s.eps,
+        epochs=s.epochs,
+        device=device_type,
+        threads=s.threads,
+        eval_samples=s.eval_samples,
+        aa_samples=s.aa_samples,
+        workers=s.workers,
+    )
+    return {
+        **resolved.record(),
+        "sequence_params": s.clf.sequence_params,
+        "sample_rate": s.clf.sample_rate,
+        "kernels": s.clf.kernels,
+        "validation": s.data.validation if c.select_on == "val" else None,
+        "processes": world.size,
+        "trainer": s.trainer.describe(),
+    }
+
+
+def _training_data(c: RunConfig, s: _Setup) -> tuple:
+    """(the training data as ``fit`` takes it, the per-epoch evaluation's data): that evaluation,
+    which chooses the best checkpoint, runs on the validation split (or, with select_on="test", on
+    the test split the report scores)."""
+    data, clf = s.data, s.clf
+    if s.lazy:  # read batch by batch
+        return (data.train, None), data.val if c.select_on == "val" else data.test
+    chosen_on = (data.x_val, data.y_val) if c.select_on == "val" else (data.x_test, data.y_test)
+    return (clf.prepare_inputs(data.x_train), data.y_train), (clf.prepare_inputs(chosen_on[0]), chosen_on[1])
+
+
+def _test_data(s: _Setup) -> tuple:
+    """(natural inputs, model inputs, labels) of the first ``eval_samples`` test samples, for the final
+    evaluation (a lazy dataset's are read now, on rank 0, after training)."""
+    if s.lazy:
+        x_natural, y_eval = materialise(s.data.test, None, s.eval_samples, num_workers=s.workers)
+        return x_natural, x_natural, y_eval
+    n_eval = len(s.data.y_test) if s.eval_samples is None else s.eval_samples
+    x_natural = s.data.x_test[:n_eval]
+    return x_natural, s.clf.prepare_inputs(x_natural), s.data.y_test[:n_eval]
+
+
+def _evaluate_best_and_last(
+    c: RunConfig, s: _Setup, tmp: Path, device_type: str, x_eval: np.ndarray, y_eval: np.ndarray
+) -> dict:
+    """``{"best", "last"}``: each checkpoint's clean, FGSM and PGD-10 accuracy at eps, the curve over
+    multiples of eps, and AutoAttack on the first ``aa_samples`` (once per epoch: best and last are
+    often the same epoch)."""
+    results, by_epoch = {}, {}
+    for which in ("best", "last"):
+        ckpt = load_checkpoint(tmp / which, device_type=device_type)  # also checks the files load
+        epoch = ckpt.checkpoint_meta["extra"]["epoch"]
+        if epoch not in by_epoch:
+            if c.verbose:
+                what = f"clean, FGSM, PGD-10 at eps={s.eps} and a curve"
+                print(f"evaluating the {which} checkpoint ({what})...", file=sys.stderr, flush=True)
+            eps_list = [round(f * s.eps, 10) for f in DEFAULT_EPS_FACTORS]
+            by_epoch[epoch] = evaluate_robustness(
+                ckpt, x_eval, y_eval, eps=s.eps, attacks=("fgsm", "pgd"), eps_list=eps_list, seed=c.seed
+            )
+            if s.aa_samples:
+                n = min(s.aa_samples, len(y_eval))
+                if c.verbose:
+                    print(f"{aa_attack(ckpt)} (standard) on {n} samples...", file=sys.stderr, flush=True)
+                by_epoch[epoch]["autoattack"] = autoattack_check(
+                    ckpt, x_eval[:n], y_eval[:n], eps=s.eps, seed=c.seed, snr_db=c.aa_snr_db
+                )
+        results[which] = {"epoch": epoch, **by_epoch[epoch]}
+    return results
+
+
+def _report(c: RunConfig, s: _Setup, run_config: dict, results: dict, out: Path) -> RunReport:
+    """The report of the evaluated checkpoints (its timing, and for audio its budget and examples, are
+    added by ``run``)."""
+    keys = (*c.names("report"), "sequence_params", "kernels", "validation")
+    config = {key: run_config[key] for key in keys}
+    return RunReport(
+        best=results["best"],
+        last=results["last"],
+        gap=best_last_gap(results["best"], results["last"]),
+        config=config,
+        timing={},
+        classes=list(s.data.classes) if getattr(s.data, "classes", None) else None,
+        out=out,
+    )
