@@ -27,11 +27,15 @@ collecting what was skipped and converted, so each loader logs one summary line 
 to hold in memory, read through a ``DataLoader`` whose workers decode): it holds only the paths and
 labels, and a file that cannot be used raises a one-line ``SSMDefenseError`` naming it instead of
 being skipped (the index of every item is fixed before anything is decoded).
+
+:class:`ClipDecoder` joins the two (``decoder.load`` is :func:`load_clips`, ``decoder(path)`` one
+clip of :class:`LazyClips`): it is the audio decoder of the file-dataset template of
+``ssmdefense.data.files`` (a selection of files per split, one decoder, eager and lazy loading from
+the same code), which ``gtsrb`` follows too with ``image_io.ImageDecoder``.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from collections import Counter
@@ -40,11 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..errors import SSMDefenseError
-from .base import Dataset, LazyDataset
-from .files import default_workers, one_line, ordered_map
+from . import files
+from .files import FileDecoder, LazyFiles, UnusableFile, default_workers, one_line, ordered_map
 
 RES_TYPE = "soxr_hq"  # librosa's default resampler
 #: how every clip of a folder-backed audio dataset is made to fit (recorded in its ``info["settings"]``)
@@ -61,13 +63,13 @@ SKIP_REASONS = {
 }
 
 
-class AudioReadError(SSMDefenseError):
+class AudioReadError(UnusableFile):
     """A file that cannot be used as a clip; ``reason`` is a key of ``SKIP_REASONS``."""
 
     def __init__(self, path, reason: str, detail: str = ""):
-        self.path, self.reason, self.detail = str(path), reason, detail
         text = f"{path}: {SKIP_REASONS.get(reason, reason)}"
-        super().__init__(f"{text} ({detail})" if detail else text)
+        super().__init__(path, f"{text} ({detail})" if detail else text)
+        self.reason, self.detail = reason, detail
 
 
 @dataclass
@@ -260,36 +262,25 @@ def load_clips(paths, *, sample_rate: int, length: int, num_workers: int | None 
     return out
 
 
-class LazyClips(torch.utils.data.Dataset):
-    """Clips decoded when read: item ``i`` is ``(x, y)``, ``x`` the float32 tensor (1, ``length``) of
-    ``paths[i]`` at ``sample_rate`` (the conversion of :func:`load_clips`: :func:`decode`, then
-    :func:`fix_length`) and ``y`` the int ``labels[i]``.
+@dataclass(frozen=True)
+class ClipDecoder(FileDecoder):
+    """Audio files as mono float32 clips (1, ``length``) in [-1, 1] at ``sample_rate``, read by the mel
+    front end by default: :func:`decode` then :func:`fix_length`, one file (``decoder(path)``, a
+    lazy item) or many (:func:`load_clips`, the eager load). ``name`` (the dataset) starts the error
+    of a file a lazy item cannot use."""
 
-    Holds only the paths (one numpy byte-string array, so ``DataLoader`` workers forked from the
-    main process do not copy them page by page through reference counts) and the labels; it pickles
-    small, for workers started with ``spawn`` too. Creating it opens no file. A file that cannot be
-    decoded, holds no samples or holds NaN/Inf raises :class:`SSMDefenseError` with one line naming
-    it (``name`` starts the message): unlike :func:`load_clips` it cannot be skipped, since the
-    dataset's length and labels are fixed before any file is read.
-    """
+    name: str
+    sample_rate: int
+    length: int
 
-    def __init__(self, paths, labels, sample_rate: int, length: int, *, name: str = "audio"):
-        encoded = [os.fsencode(os.fspath(p)) for p in paths]
-        self.paths = np.array(encoded, dtype=bytes) if encoded else np.zeros(0, dtype="S1")  # (N,)
-        self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)  # (N,)
-        if self.paths.shape != self.labels.shape:
-            raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
-        self.sample_rate, self.length, self.name = int(sample_rate), int(length), str(name)
+    clip_values = (-1.0, 1.0)
+    sequence = "mel"
 
-    def __len__(self) -> int:
-        return int(self.paths.shape[0])
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (1, self.length)
 
-    def path(self, i: int) -> str:
-        """The file of item ``i``."""
-        return os.fsdecode(self.paths[i])
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path = self.path(i)
+    def __call__(self, path) -> np.ndarray:
         try:
             with _quiet_fallback():
                 clip = decode(path, self.sample_rate)
@@ -298,14 +289,34 @@ class LazyClips(torch.utils.data.Dataset):
         except Exception as exc:  # anything else the decoders throw at a broken file
             problem = f"unreadable ({type(exc).__name__}: {exc})"
         else:
-            wave = np.ascontiguousarray(fix_length(clip.wave, self.length))  # (T,)
-            return torch.from_numpy(wave)[None], int(self.labels[i])  # (1 T), label
-        raise SSMDefenseError(
-            one_line(
-                f"{self.name}: {path} is {problem}; remove the file, or load the dataset without "
-                f"-D lazy=true (lazy=False in Python: that loader skips and counts such files)"
-            )
-        )
+            return np.ascontiguousarray(fix_length(clip.wave, self.length))[None]  # (1 T)
+        raise UnusableFile(path, one_line(f"{self.name}: {path} is {problem}"))
+
+    def load(self, paths, num_workers: int | None) -> ClipSet:
+        return load_clips(paths, sample_rate=self.sample_rate, length=self.length, num_workers=num_workers)
+
+    def why_none(self, loaded: ClipSet, total: int, root) -> str:
+        return describe_skips(loaded.skipped, total, root)
+
+    def items(self, paths, labels) -> LazyClips:
+        return LazyClips(paths, labels, self.sample_rate, self.length, name=self.name)
+
+
+class LazyClips(LazyFiles):
+    """Clips decoded when read: item ``i`` is ``(x, y)``, ``x`` the float32 tensor (1, ``length``) of
+    ``paths[i]`` at ``sample_rate`` (the conversion of :func:`load_clips`: :func:`decode`, then
+    :func:`fix_length`) and ``y`` the int ``labels[i]``.
+
+    A :class:`~ssmdefense.data.files.LazyFiles` of a :class:`ClipDecoder`: it holds only the paths
+    and the labels, pickles small (``DataLoader`` workers) and opens no file when created. A file
+    that cannot be decoded, holds no samples or holds NaN/Inf raises :class:`SSMDefenseError` with
+    one line naming it (``name`` starts the message): unlike :func:`load_clips` it cannot be
+    skipped, since the dataset's length and labels are fixed before any file is read.
+    """
+
+    def __init__(self, paths, labels, sample_rate: int, length: int, *, name: str = "audio"):
+        super().__init__(paths, labels, ClipDecoder(str(name), int(sample_rate), int(length)))
+        self.sample_rate, self.length, self.name = int(sample_rate), int(length), str(name)
 
     def __repr__(self) -> str:
         return f"LazyClips({len(self)} clips, sample_rate={self.sample_rate}, length={self.length})"
@@ -349,116 +360,15 @@ def skipped_examples(skipped, root=None, limit: int = 100) -> list[dict]:
     return [{"path": _relative(p, root), "reason": r, **({"detail": d} if d else {})} for p, r, d in skipped[:limit]]
 
 
-def audio_dataset(
-    name: str,
-    arrays: dict,
-    classes: list[str],
-    *,
-    sample_rate: int,
-    eps: float,
-    info: dict,
-    validation: dict | None = None,
-) -> Dataset:
-    """The ``Dataset`` of mono clips in [-1, 1] from ``{"train": (x, y), "test": (x, y)}`` (and
-    ``"val"``, the dataset's own validation split, described by ``validation``), read by the mel
-    front end by default."""
-    (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
-    x_val, y_val = arrays.get("val", (None, None))
-    return Dataset(
-        name,
-        x_tr,
-        y_tr,
-        x_te,
-        y_te,
-        nb_classes=len(classes),
-        clip_values=(-1.0, 1.0),
-        sequence="mel",
-        info=info,
-        sample_rate=sample_rate,
-        eps=eps,
-        classes=list(classes),
-        x_val=x_val,
-        y_val=y_val,
-        validation=validation if x_val is not None else None,
-    )
-
-
-def lazy_audio_dataset(
-    name: str,
-    files: dict,
-    classes: list[str],
-    *,
-    sample_rate: int,
-    length: int,
-    eps: float,
-    info: dict,
-    validation: dict | None = None,
-) -> LazyDataset:
-    """The ``LazyDataset`` of mono clips in [-1, 1] from ``{"train": (paths, y), "test": (paths, y)}``
-    (and ``"val"``): :class:`LazyClips` of ``length`` samples at ``sample_rate``, read by the mel front
-    end by default (the lazy counterpart of :func:`audio_dataset`)."""
-    clips = {split: LazyClips(paths, y, sample_rate, length, name=name) for split, (paths, y) in files.items()}
-    return LazyDataset(
-        name=name,
-        train=clips["train"],
-        test=clips["test"],
-        y_train=clips["train"].labels,
-        y_test=clips["test"].labels,
-        input_shape=(1, length),
-        nb_classes=len(classes),
-        clip_values=(-1.0, 1.0),
-        sequence="mel",
-        info=info,
-        sample_rate=sample_rate,
-        eps=eps,
-        classes=list(classes),
-        val=clips.get("val"),
-        y_val=clips["val"].labels if "val" in clips else None,
-        validation=validation if "val" in clips else None,
-    )
-
-
-# ---- the template of a dataset read from audio files (speech-commands, urbansound8k) ---------------
-
-
 def decode_splits(
     name: str, splits: dict, *, sample_rate: int, length: int, num_workers: int | None, root: Path
 ) -> tuple[dict, list, int, dict]:
-    """Decode ``splits`` (``{split: (paths, labels)}``, the dataset's selection): ``({split: (x, y)}``
-    of the clips that decoded, the skipped files ``[(path, reason, detail)]``, how many files there
-    were, the merged conversions). A split none of whose files decodes is an error naming ``name``."""
-    labelled, skipped, clipsets, total = {}, [], [], 0
-    for split, (paths, labels) in splits.items():
-        clips = load_clips(paths, sample_rate=sample_rate, length=length, num_workers=num_workers)
-        if clips.x.shape[0] == 0:
-            raise SSMDefenseError(
-                f"{name}: none of the {len(paths)} {split} files in {root} could be "
-                f"decoded ({describe_skips(clips.skipped, len(paths), root)})"
-            )
-        labelled[split] = (clips.x, np.asarray(labels, dtype=np.int64)[clips.kept])
-        skipped += clips.skipped
-        clipsets.append(clips)
-        total += len(paths)
-    return labelled, skipped, total, merge_conversions(clipsets)
-
-
-def file_dataset(
-    name: str,
-    splits: dict,
-    classes: list[str],
-    *,
-    lazy: bool,
-    sample_rate: int,
-    length: int,
-    eps: float,
-    info: dict,
-    validation: dict | None,
-) -> Dataset | LazyDataset:
-    """The dataset of ``splits``: ``{split: (x, y)}`` decoded (``decode_splits``), or with ``lazy``
-    the selection itself, ``{split: (paths, y)}``, decoded when an item is read. ``validation`` says
-    where a ``"val"`` split came from."""
-    if lazy:
-        return lazy_audio_dataset(
-            name, splits, classes, sample_rate=sample_rate, length=length, eps=eps, info=info, validation=validation
-        )
-    return audio_dataset(name, splits, classes, sample_rate=sample_rate, eps=eps, info=info, validation=validation)
+    """Decode ``splits`` (``{split: (paths, labels)}``, the dataset's selection) with a
+    :class:`ClipDecoder` (``files.decode_splits``): ``({split: (x, y)}`` of the clips that decoded,
+    the skipped files ``[(path, reason, detail)]``, how many files there were, the merged
+    conversions). A split none of whose files decodes is an error naming ``name``."""
+    decoder = ClipDecoder(name, sample_rate, length)
+    labelled, loaded = files.decode_splits(name, splits, decoder, num_workers=num_workers, root=root)
+    skipped = [s for clips in loaded.values() for s in clips.skipped]
+    total = sum(len(paths) for paths, _ in splits.values())
+    return labelled, skipped, total, merge_conversions(loaded.values())

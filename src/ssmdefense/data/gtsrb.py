@@ -22,8 +22,14 @@ order, so a missing or stray folder would shift every later label. What is writt
 CSV is read by hand, because ``GTSRB``'s reader keeps a ``ClassId`` outside 0..42 or a ``Filename``
 such as ``../x`` without a word, lists rows whose image does not exist (each would fail in the
 middle of training), and fails on a malformed CSV with a bare ``KeyError`` or ``TypeError`` naming
-neither file nor line; and the images are decoded by PIL here, because ``GTSRB`` would raise on the
-first damaged one, while the eager load skips and counts them.
+neither file nor line; and the images are decoded by PIL (``image_io.ImageDecoder``), because
+``GTSRB`` would raise on the first damaged one, while the eager load skips and counts them.
+
+The loader follows the file-dataset template of ``ssmdefense.data.files``, as ``speech-commands``
+and ``urbansound8k`` do: :func:`select_files` reads the layout into the (path, label) selection of
+each split, without opening an image; ``files.decode_splits`` (eager) or ``files.LazyFiles`` (lazy)
+decode it with the same decoder. GTSRB has no validation split of its own: ``sd.load_dataset``
+carves one from train.
 
 Images: the signs are 15x15 to 250x250 pixels; each whole image (no ROI crop, as torchvision) is
 converted to RGB and resized to ``size`` x ``size`` with PIL's bilinear filter (which averages over
@@ -71,18 +77,26 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
-import numpy as np
-import torch
 from torchvision.datasets import GTSRB
 from torchvision.datasets.folder import make_dataset
 
 from ..errors import SSMDefenseError
 from . import image_io
 from .base import Dataset, LazyDataset
-from .files import stable_order_key
+from .files import (
+    check_positive_int,
+    choose_per_class,
+    decode_splits,
+    disk_root,
+    file_dataset,
+    one_line,
+    paths_and_labels,
+    split_counts,
+)
 
 log = logging.getLogger("ssmdefense")
 
@@ -156,50 +170,6 @@ LAYOUT = (
 )
 
 
-class ImageReadError(SSMDefenseError):
-    """An image PIL cannot decode; ``path`` and ``reason`` say which and why."""
-
-    def __init__(self, path, reason: str):
-        super().__init__(f"{NAME}: cannot decode {path}: {reason}")
-        self.path, self.reason = str(path), reason
-
-
-def decode(path, size: int) -> np.ndarray:
-    """Image file ``path`` as uint8 (3, size, size): RGB, resized bilinearly; ImageReadError if PIL
-    cannot read it."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            pixels = np.asarray(im, dtype=np.uint8)  # (size size 3)
-    except Exception as exc:  # UnidentifiedImageError, truncated data (OSError), decompression bomb, ...
-        raise ImageReadError(path, image_io.one_line(f"{type(exc).__name__}: {exc}")) from None
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (3 size size)
-
-
-class GTSRBImages(torch.utils.data.Dataset):
-    """Images decoded when asked for: item ``i`` is (x float32 (3, size, size) in [0, 1], label)."""
-
-    def __init__(self, paths: list[str], labels: np.ndarray, size: int):
-        self.paths, self.labels, self.size = list(paths), np.asarray(labels, dtype=np.int64), int(size)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            pixels = decode(self.paths[i], self.size)  # (3 size size) uint8
-        except ImageReadError as exc:
-            raise SSMDefenseError(
-                f"{exc}; remove the file, or load the dataset without -D lazy=true "
-                f"(lazy=False in Python: that loader skips and counts such files)"
-            ) from None
-        return torch.from_numpy(image_io.to_unit(pixels)), int(self.labels[i])  # (3 size size) in [0, 1], label
-
-
 def find_dataset_dir(root) -> Path | None:
     """The ``gtsrb`` folder for ``root`` (see the module docstring), or None."""
     root = Path(root)
@@ -243,7 +213,7 @@ def _train_items(base: Path) -> list[tuple[int, str]]:
     try:
         samples = make_dataset(str(train_dir), class_to_idx=CLASS_TO_IDX, extensions=EXTENSIONS)
     except FileNotFoundError as exc:  # "Found no valid file for the classes 00042. ...": missing or empty
-        raise SSMDefenseError(f"{NAME}: {train_dir}: {image_io.one_line(exc)}; expected {LAYOUT}") from None
+        raise SSMDefenseError(f"{NAME}: {train_dir}: {one_line(exc)}; expected {LAYOUT}") from None
     return [(label, Path(os.path.relpath(path, base)).as_posix()) for path, label in samples]
 
 
@@ -265,7 +235,7 @@ def _test_items(base: Path) -> tuple[list[tuple[int, str]], list[str]]:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f, delimiter=";", skipinitialspace=True))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SSMDefenseError(f"{NAME}: cannot read {path}: {image_io.one_line(exc)}") from None
+        raise SSMDefenseError(f"{NAME}: cannot read {path}: {one_line(exc)}") from None
     header = [h.strip() for h in rows[0]] if rows else []
     if "Filename" not in header or "ClassId" not in header:
         raise SSMDefenseError(
@@ -296,35 +266,38 @@ def _test_items(base: Path) -> tuple[list[tuple[int, str]], list[str]]:
     return items, absent
 
 
-def _subsample(items: list, k: int | None, spread: bool) -> list:
-    if k is None:
-        return items
-    y = np.asarray([label for label, _ in items], dtype=np.int64)
-    order = np.argsort([stable_order_key(rel) for _, rel in items], kind="stable") if spread else None
-    return [items[i] for i in image_io.first_per_class(y, k, order)]
+@dataclass
+class Selection:
+    """Which images a load reads, known from the class folders and the test CSV alone: ``splits``
+    maps "train" and "test" to (label, path relative to ``base``) pairs, train in (label, file name)
+    order, test in CSV order; ``absent`` names the CSV rows whose image does not exist."""
+
+    base: Path
+    splits: dict[str, list[tuple[int, str]]]
+    absent: list[str]
 
 
-def _decode_all(base: Path, items, size: int, workers: int):
-    """uint8 (n, 3, size, size) of the images that decode, their labels, and the ImageReadErrors."""
-    x = np.empty((len(items), 3, size, size), dtype=np.uint8)  # (n 3 size size)
-    ok = np.zeros(len(items), dtype=bool)
-
-    def one(i):
-        try:
-            x[i] = decode(base / items[i][1], size)
-            ok[i] = True
-        except ImageReadError as exc:
-            return exc
-        return None
-
-    if workers <= 1:
-        results = map(one, range(len(items)))
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssmdefense-images") as pool:
-            results = list(pool.map(one, range(len(items)), chunksize=64))
-    errors = [e for e in results if e is not None]
-    y = np.asarray([label for label, _ in items], dtype=np.int64)
-    return x[ok], y[ok], errors
+def select_files(root: Path, *, max_per_class: int | None, download: bool) -> Selection:
+    """Find the dataset under ``root`` (downloading it when asked), list the training images, read the
+    test CSV and make the ``max_per_class`` choice; opens no image. Parameters are those of
+    :func:`gtsrb`, already checked."""
+    base = find_dataset_dir(root)
+    if not _complete(base) and download:
+        _download(root)
+        base = find_dataset_dir(root)
+    if base is None:
+        raise image_io.not_found(NAME, root, "GTSRB", LAYOUT, BASE_URL)
+    test_items, absent = _test_items(base)
+    train_items = _train_items(base)
+    label, relpath = itemgetter(0), itemgetter(1)  # of a (label, path) item
+    splits = {  # train: a spread-out choice (not k frames of one track); test: the first k in the CSV
+        "train": choose_per_class(train_items, max_per_class, label=label, spread_by=relpath),
+        "test": choose_per_class(test_items, max_per_class, label=label),
+    }
+    for split, items in splits.items():
+        if not items:
+            raise SSMDefenseError(f"{NAME}: no images for the {split} split in {base}; expected {LAYOUT}")
+    return Selection(base, splits, absent)
 
 
 def _warn(base: Path, errors, absent, total: int) -> None:
@@ -355,67 +328,31 @@ def gtsrb(
     images on demand. ``max_per_class``: keep k images of each class in each split.
     ``num_workers``: decoding threads of an eager load (None: up to 8).
     """
-    root = image_io.disk_root(NAME, root, LAYOUT, download=download, lazy=lazy)
-    size = image_io.check_positive_int("size", size, NAME)
-    max_per_class = image_io.check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
-    num_workers = image_io.check_positive_int("num_workers", num_workers, NAME, allow_none=True)
-    base = find_dataset_dir(root)
-    if not _complete(base) and download:
-        _download(root)
-        base = find_dataset_dir(root)
-    if base is None:
-        raise image_io.not_found(NAME, root, "GTSRB", LAYOUT, BASE_URL)
+    root = disk_root(NAME, root, LAYOUT, download=download, lazy=lazy)
+    size = check_positive_int("size", size, NAME)
+    max_per_class = check_positive_int("max_per_class", max_per_class, NAME, allow_none=True)
+    num_workers = check_positive_int("num_workers", num_workers, NAME, allow_none=True)
 
-    test_items, absent = _test_items(base)
-    splits = {
-        "train": _subsample(_train_items(base), max_per_class, spread=True),
-        "test": _subsample(test_items, max_per_class, spread=False),
-    }
-    for split, items in splits.items():
-        if not items:
-            raise SSMDefenseError(f"{NAME}: no images for the {split} split in {base}; expected {LAYOUT}")
-    settings = {"size": size, "max_per_class": max_per_class, "lazy": lazy}
+    sel = select_files(root, max_per_class=max_per_class, download=download)
+    base = sel.base
+    files = paths_and_labels(base, sel.splits)  # the selection: (paths, labels) per split
+    decoder = image_io.ImageDecoder(NAME, size)  # file -> float32 (3 size size) in [0, 1]
     info = {
         "source": "GTSRB (Stallkamp et al. 2012), official training set and final test set",
         "root": str(base),
         "resize": f"whole image -> RGB {size}x{size}, PIL bilinear",
-        "skipped": {"missing_test_images": len(absent)},
-        "settings": settings,
+        "skipped": {"missing_test_images": len(sel.absent)},
+        "settings": {"size": size, "max_per_class": max_per_class, "lazy": lazy},
     }
-    if lazy:
-        info["counts"] = {k: len(v) for k, v in splits.items()}
-        _warn(base, [], absent, 0)
-        labels = {k: np.asarray([label for label, _ in v], dtype=np.int64) for k, v in splits.items()}
-        parts = {k: GTSRBImages([str(base / rel) for _, rel in v], labels[k], size) for k, v in splits.items()}
-        return LazyDataset(
-            name=NAME,
-            train=parts["train"],
-            test=parts["test"],
-            y_train=labels["train"],
-            y_test=labels["test"],
-            input_shape=(3, size, size),
-            nb_classes=N_CLASSES,
-            clip_values=(0.0, 1.0),
-            sequence="rows",
-            info=info,
-            eps=EPS,
-            classes=list(CLASSES),
-        )
+    if lazy:  # nothing decoded: a damaged image raises when its item is read
+        info["counts"] = {split: len(y) for split, (_, y) in files.items()}
+        _warn(base, [], sel.absent, 0)
+        return file_dataset(NAME, files, CLASSES, decoder, lazy=True, eps=EPS, info=info)
 
-    workers = num_workers or image_io.default_workers()
-    arrays, errors, total = {}, [], 0
-    for split, items in splits.items():
-        x, y, failed = _decode_all(base, items, size, workers)  # (n 3 size size) uint8
-        if len(y) == 0:
-            raise SSMDefenseError(
-                f"{NAME}: none of the {len(items)} {split} images in {base} could be decoded "
-                f"(first: {failed[0].path}: {failed[0].reason})"
-            )
-        arrays[split] = (image_io.to_unit(x), y)  # (n 3 size size) in [0, 1]
-        errors += failed
-        total += len(items)
-    _warn(base, errors, absent, total)
-    info.update(image_io.split_counts(arrays, N_CLASSES))
+    arrays, loaded = decode_splits(NAME, files, decoder, num_workers=num_workers, root=base)  # (K 3 size size)
+    errors = [e for images in loaded.values() for e in images.failed]
+    _warn(base, errors, sel.absent, sum(len(y) for _, y in files.values()))
+    info.update(split_counts(arrays, N_CLASSES))
     info["skipped"]["undecodable_images"] = len(errors)
     info["skipped_files"] = [os.path.relpath(e.path, base) for e in errors[:100]]
-    return image_io.image_dataset(NAME, arrays, CLASSES, eps=EPS, info=info)
+    return file_dataset(NAME, arrays, CLASSES, decoder, lazy=False, eps=EPS, info=info)

@@ -1,26 +1,45 @@
 """What the real image dataset loaders (``mnist``, ``cifar10``, ``gtsrb``) share: a time limit for
-torchvision's downloads and one error for their failures, choosing the first images of each class,
-and building the :class:`Dataset`.
+torchvision's downloads and one error for their failures, turning pixels into [0, 1], building the
+:class:`Dataset`, and the decoder of image files (:class:`ImageDecoder`) of the file-based ones
+(``gtsrb``), which read through the template of ``ssmdefense.data.files`` as the audio datasets do.
+The disk checks and the choice of k images per class are ``files``' (imported here for ``mnist``
+and ``cifar10``).
 
 Downloading (and MNIST's and GTSRB's reading) is torchvision's (``torchvision.datasets``): its
 ``download_url`` checks each archive against the official MD5 before using it and does not fetch
-again a file already there with the right MD5.
+again a file already there with the right MD5. Image files are decoded by PIL here, not by a
+torchvision dataset, because those raise on the first damaged file, while the eager load skips and
+counts them.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SSMDefenseError
 from .base import Dataset
-from .files import check_positive_int, default_workers, one_line, split_counts, unusable_root
+from .files import (
+    FileDecoder,
+    UnusableFile,
+    check_positive_int,
+    default_workers,
+    disk_root,
+    first_per_class,
+    one_line,
+    ordered_map,
+    split_counts,
+    unusable_root,
+)
 
 __all__ = [
+    "ImageDecoder",
+    "ImageReadError",
+    "ImageSet",
     "check_positive_int",
     "default_workers",
     "describe",
@@ -28,9 +47,11 @@ __all__ = [
     "download_failed",
     "first_per_class",
     "image_dataset",
+    "load_images",
     "network_timeout",
     "not_found",
     "one_line",
+    "read_image",
     "split_counts",
     "to_unit",
     "unusable_root",
@@ -61,20 +82,6 @@ def network_timeout(seconds: float = TIMEOUT):
             socket.setdefaulttimeout(None)
 
 
-def disk_root(name: str, root, layout: str, **flags) -> Path:
-    """``root`` as a ``Path`` (``~`` expanded), after the checks every image loader makes first: a
-    folder is given (``--data-dir``), and each of ``flags`` (``download``, ``lazy``) is a bool."""
-    if root is None:
-        raise SSMDefenseError(
-            f"{name}: this dataset is read from disk; give its folder with --data-dir DIR (root=DIR in Python), "
-            f"where {layout}"
-        )
-    for key, value in flags.items():
-        if not isinstance(value, bool):
-            raise SSMDefenseError(f"{name}: {key} must be true or false; got {value!r}")
-    return Path(os.path.expanduser(os.fspath(root)))
-
-
 def not_found(name: str, root: Path, what: str, layout: str, url: str) -> SSMDefenseError:
     """The error of a ``root`` that holds no copy of the dataset: why (``unusable_root``, else
     ``what``), the layout expected, and how to download it."""
@@ -92,22 +99,6 @@ def download_failed(name: str, urls, into, exc: BaseException, layout: str) -> S
         f"{name}: downloading {', '.join(urls)} into {into} failed ({describe(exc)}); check the network, "
         f"or download it by hand so that {layout}"
     )
-
-
-def first_per_class(y: np.ndarray, k: int | None, order: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the first ``k`` items of each class of ``y`` (in ``order``, default file order),
-    returned in file order; all indices when ``k`` is None."""
-    if k is None:
-        return np.arange(len(y))
-    order = np.arange(len(y)) if order is None else np.asarray(order)
-    taken: dict[int, int] = {}
-    keep = []
-    for i in order:
-        c = int(y[i])
-        if taken.get(c, 0) < k:
-            taken[c] = taken.get(c, 0) + 1
-            keep.append(int(i))
-    return np.sort(np.asarray(keep, dtype=np.int64))
 
 
 def to_unit(x: np.ndarray) -> np.ndarray:
@@ -134,3 +125,96 @@ def image_dataset(name: str, arrays: dict, classes: list[str], *, eps: float | N
         eps=eps,
         classes=list(classes),
     )
+
+
+# ---- image files (gtsrb): the decoder of the file-dataset template (ssmdefense.data.files) ----------
+
+
+class ImageReadError(UnusableFile):
+    """An image PIL cannot decode; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, name: str, path, reason: str):
+        super().__init__(path, f"{name}: cannot decode {path}: {reason}")
+        self.reason = reason
+
+
+def read_image(path, size: int, name: str) -> np.ndarray:
+    """Image file ``path`` as uint8 (3, size, size): the whole image converted to RGB and resized
+    with PIL's bilinear filter (which averages over the source pixels when shrinking);
+    :class:`ImageReadError` (naming ``name``) if PIL cannot read it."""
+    from PIL import Image
+
+    # PIL by hand, not a torchvision dataset's reader: that raises on the first damaged image, while
+    # the eager load skips and counts them and a lazy item names the file
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            pixels = np.asarray(im, dtype=np.uint8)  # (size size 3)
+    except Exception as exc:  # UnidentifiedImageError, truncated data (OSError), decompression bomb, ...
+        raise ImageReadError(name, path, one_line(f"{type(exc).__name__}: {exc}")) from None
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (3 size size)
+
+
+@dataclass
+class ImageSet:
+    """What :func:`load_images` returns: ``x`` float32 (K, 3, size, size) in [0, 1] of the K files
+    that decoded (in the order given), ``kept`` (K,) their indices into the input list, ``failed``
+    the :class:`ImageReadError` of each other file."""
+
+    x: np.ndarray
+    kept: np.ndarray
+    failed: list[ImageReadError] = field(default_factory=list)
+
+
+def load_images(paths, *, size: int, name: str, num_workers: int | None = None) -> ImageSet:
+    """Decode each of ``paths`` (:func:`read_image`) on ``num_workers`` threads (None: up to 8; PIL
+    releases the GIL while decoding); the files PIL cannot read are skipped and listed."""
+    paths = list(paths)
+    workers = default_workers() if num_workers is None else int(num_workers)
+
+    def work(path):
+        try:
+            return read_image(path, size, name)  # (3 size size) uint8
+        except ImageReadError as exc:
+            return exc
+
+    pixels = np.empty((len(paths), 3, size, size), dtype=np.uint8)  # (N 3 size size), the first K filled
+    kept, failed = [], []
+    for i, result in enumerate(ordered_map(work, paths, workers)):
+        if isinstance(result, ImageReadError):
+            failed.append(result)
+            continue
+        pixels[len(kept)] = result
+        kept.append(i)
+    x = to_unit(pixels[: len(kept)])  # (K 3 size size) in [0, 1]
+    return ImageSet(x, np.asarray(kept, dtype=np.int64), failed)
+
+
+@dataclass(frozen=True)
+class ImageDecoder(FileDecoder):
+    """Image files as float32 (3, size, size) in [0, 1] (RGB, resized bilinearly; see
+    :func:`read_image`), read row by row by default; ``name`` (the dataset) starts its errors."""
+
+    name: str
+    size: int
+
+    noun = "images"
+    clip_values = (0.0, 1.0)
+    sequence = "rows"
+    sample_rate = None  # not audio
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3, self.size, self.size)
+
+    def __call__(self, path) -> np.ndarray:
+        return to_unit(read_image(path, self.size, self.name))  # (3 size size) in [0, 1]
+
+    def load(self, paths, num_workers: int | None) -> ImageSet:
+        return load_images(paths, size=self.size, name=self.name, num_workers=num_workers)
+
+    def why_none(self, loaded: ImageSet, total: int, root) -> str:
+        first = loaded.failed[0]
+        return f"first: {first.path}: {first.reason}"

@@ -73,12 +73,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import SSMDefenseError
 from . import audio_io
 from .base import Dataset, LazyDataset
-from .files import check_positive_int, one_line, split_counts, stable_order_key, unusable_root
+from .files import (
+    check_positive_int,
+    choose_per_class,
+    file_dataset,
+    one_line,
+    paths_and_labels,
+    split_counts,
+    unusable_root,
+)
 
 log = logging.getLogger("ssmdefense")
 
@@ -286,16 +292,8 @@ def select_files(*, root, subset: str, test_list: str, max_per_class: int | None
     }
     if val_set:
         splits["val"] = sorted((label_of[r.split("/")[0]], r) for r in val_set)
-    if max_per_class is not None:
-        for split, items in splits.items():
-            by_class: dict[int, list] = {}
-            for item in items:
-                by_class.setdefault(item[0], []).append(item)
-            splits[split] = sorted(
-                it
-                for group in by_class.values()
-                for it in sorted(group, key=lambda it: stable_order_key(it[1]))[:max_per_class]
-            )
+    for split, items in splits.items():  # (label, path) order: the choice keeps it
+        splits[split] = choose_per_class(items, max_per_class, label=lambda it: it[0], spread_by=lambda it: it[1])
     for split in ("train", "test"):
         if not splits[split]:
             raise SSMDefenseError(
@@ -348,10 +346,7 @@ def speech_commands(
     sel = select_files(root=root, subset=subset, test_list=test_list, max_per_class=max_per_class, download=download)
     base = sel.base
     list_skips = {k: len(v) for k, v in sel.list_problems.items() if v}
-    files = {  # the selection: (paths, labels) per split
-        split: ([base / rel for _, rel in items], np.asarray([label for label, _ in items], dtype=np.int64))
-        for split, items in sel.splits.items()
-    }
+    files = paths_and_labels(base, sel.splits)  # the selection: (paths, labels) per split
     if lazy:  # nothing decoded: what decoding would reveal (bad files, conversions) is unknown
         labelled = {split: (None, y) for split, (_, y) in files.items()}
         _warn(base, [], 0, sel.list_problems, 0, 0)
@@ -396,16 +391,9 @@ def speech_commands(
     if "val" in sel.splits:  # the official validation split (else sd.load_dataset carves one)
         n_val = len(labelled["val"][1])
         validation = {"source": "official", "description": f"Speech Commands' {sel.val_list}", "val": n_val}
-    return audio_io.file_dataset(
-        NAME,
-        files if lazy else labelled,
-        sel.words,
-        lazy=lazy,
-        sample_rate=sample_rate,
-        length=sample_rate,
-        eps=EPS,
-        info=info,
-        validation=validation,
+    decoder = audio_io.ClipDecoder(NAME, sample_rate, sample_rate)  # 1 s clips
+    return file_dataset(
+        NAME, files if lazy else labelled, sel.words, decoder, lazy=lazy, eps=EPS, info=info, validation=validation
     )
 
 

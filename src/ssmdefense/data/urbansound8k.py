@@ -76,7 +76,7 @@ from ..errors import SSMDefenseError
 from ..validation import is_number, positive
 from . import audio_io
 from .base import Dataset, LazyDataset
-from .files import check_positive_int, one_line, split_counts, stable_order_key, unusable_root
+from .files import check_positive_int, choose_per_class, file_dataset, one_line, split_counts, unusable_root
 
 log = logging.getLogger("ssmdefense")
 
@@ -275,16 +275,10 @@ def urbansound8k(
             raise SSMDefenseError(f"{NAME}: no clips in the validation fold {val_fold} in {base}; expected {LAYOUT}")
         del splits["val"]  # a partial copy: sd.load_dataset carves a validation split from train
         splits["train"] = [r for r in present if r[0] != test_fold]
-    if max_per_class is not None:
-        for split, items in splits.items():
-            by_class: dict[int, list] = {}
-            for item in items:
-                by_class.setdefault(item[2], []).append(item)
-            splits[split] = sorted(
-                it
-                for group in by_class.values()
-                for it in sorted(group, key=lambda r: stable_order_key(f"fold{r[0]}/{r[1]}"))[:max_per_class]
-            )
+    for split, items in splits.items():  # (fold, file) order: the choice keeps it
+        splits[split] = choose_per_class(
+            items, max_per_class, label=lambda r: r[2], spread_by=lambda r: f"fold{r[0]}/{r[1]}"
+        )
 
     for split, items in splits.items():
         if not items:
@@ -360,16 +354,9 @@ def urbansound8k(
             "fold": val_fold,
             "val": len(arrays["val"][1]),
         }
-    return audio_io.file_dataset(
-        NAME,
-        files if lazy else arrays,
-        list(CLASSES),
-        lazy=lazy,
-        sample_rate=sample_rate,
-        length=length,
-        eps=EPS,
-        info=info,
-        validation=validation,
+    decoder = audio_io.ClipDecoder(NAME, sample_rate, length)
+    return file_dataset(
+        NAME, files if lazy else arrays, CLASSES, decoder, lazy=lazy, eps=EPS, info=info, validation=validation
     )
 
 
