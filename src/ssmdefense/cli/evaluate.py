@@ -236,7 +236,12 @@ def evaluate(
     report = evaluate_checkpoints(config)
     if as_json:
         echo_json({k: v for k, v in report.to_dict().items() if k != "plots"})  # the measurements, as before
-        return
+    else:
+        _print_evaluation(report, checks)
+
+
+def _print_evaluation(report, checks: bool) -> None:
+    """The evaluation as a few lines: accuracies per checkpoint, audio attacks, AutoAttack, checks."""
     results = report.results
     keys = list(next(iter(results.values()))["robust_accuracy"])
     click.echo(f"eps={report.config['eps']} on {report.config['samples']} {report.config['dataset']} test samples")

@@ -14,127 +14,129 @@ from ..workflows.config import RunConfig
 from . import cli
 from .common import THREADS_HELP, echo_json, parse_params
 
+# the options of `defend` and `train`, in the order --help lists them
+RUN_OPTIONS = [
+    click.option("--model", default="s4d", show_default=True, help="Registered model name."),
+    click.option("--dataset", default="mnist-5k", show_default=True, help="Registered dataset name."),
+    click.option(
+        "--epochs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Training epochs (default: 10, or the dataset's, e.g. 8 for spoken-digits).",
+    ),
+    click.option(
+        "--eps",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="L-inf budget for training attacks and the PGD-10/FGSM evaluation "
+        "(default: the dataset's, e.g. 0.1 for images; audio states it also as SNR in dB).",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, same run."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    click.option("--threads", type=click.IntRange(min=1), default=None, help=THREADS_HELP),
+    click.option(
+        "--out",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Run directory (default: runs/<defense>-<model>-<dataset>-<time>).",
+    ),
+    click.option("--overwrite", is_flag=True, help="Replace --out if it exists."),
+    click.option(
+        "--sequence",
+        default=None,
+        help="How inputs become sequences: pixels|rows for images, mel|frames|samples for audio, "
+        "or a plugin's (default: the dataset's; see `ssmdefense sequences`).",
+    ),
+    click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Folder holding a real dataset in its official layout (passed as root=).",
+    ),
+    click.option(
+        "-D",
+        "--dataset-param",
+        "dataset_params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Dataset parameter, e.g. -D subset=all -D test_fold=3 (repeatable).",
+    ),
+    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+    click.option(
+        "--eval-samples",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Evaluate on the first N test samples (default: all, or the dataset's).",
+    ),
+    click.option(
+        "--aa-samples",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Run AutoAttack (standard; for waveforms the audio ensemble over the L-inf and the SNR ball) "
+        "on the first N evaluated samples of best and last, beside FGSM and PGD-10 on the same samples; "
+        "0 skips it (default: 100, or the dataset's).",
+    ),
+    click.option(
+        "--aa-snr-db",
+        type=float,
+        default=30.0,
+        show_default=True,
+        help="Audio AutoAttack: the SNR ball (dB) of its L2 components, beside the L-inf ball of --eps.",
+    ),
+    click.option(
+        "--select-on",
+        type=click.Choice(["val", "test"]),
+        default="val",
+        show_default=True,
+        help="The split whose per-epoch PGD-10 accuracy chooses the best checkpoint: the validation split "
+        "(-D val_fraction=..., or the dataset's own), or test (the AdS paper's practice; the report "
+        "says so). Best and last are scored on test either way.",
+    ),
+    click.option(
+        "-m",
+        "--model-param",
+        "model_params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Model parameter, e.g. -m d_model=128, or a setting of the sequence mode, e.g. "
+        "-m n_mels=64 -m attack_space=features (repeatable).",
+    ),
+    click.option(
+        "-p",
+        "--param",
+        "params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Defense parameter, e.g. -p act=tanh (repeatable).",
+    ),
+    click.option(
+        "--preset",
+        default=None,
+        metavar="NAME|FILE.json",
+        help="Paper-scale settings: ads-mnist, ads-cifar10, thesis-gtsrb, thesis-speech-commands (see "
+        "`ssmdefense presets`), or a JSON file of the same form; options given explicitly win.",
+    ),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=0),
+        default=None,
+        help="DataLoader worker processes decoding a lazily loaded dataset, e.g. -D lazy=true "
+        "(default: 2 for lazy data, 0 for data in memory).",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+    click.option(
+        "--resume",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Continue an interrupted run: give its --out directory. Its settings come from the "
+        "run's config.json; the result equals an uninterrupted run.",
+    ),
+]
+
 
 def run_options(fn):
-    options = [
-        click.option("--model", default="s4d", show_default=True, help="Registered model name."),
-        click.option("--dataset", default="mnist-5k", show_default=True, help="Registered dataset name."),
-        click.option(
-            "--epochs",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Training epochs (default: 10, or the dataset's, e.g. 8 for spoken-digits).",
-        ),
-        click.option(
-            "--eps",
-            type=click.FloatRange(min=0, min_open=True),
-            default=None,
-            help="L-inf budget for training attacks and the PGD-10/FGSM evaluation "
-            "(default: the dataset's, e.g. 0.1 for images; audio states it also as SNR in dB).",
-        ),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, same run."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help=THREADS_HELP),
-        click.option(
-            "--out",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="Run directory (default: runs/<defense>-<model>-<dataset>-<time>).",
-        ),
-        click.option("--overwrite", is_flag=True, help="Replace --out if it exists."),
-        click.option(
-            "--sequence",
-            default=None,
-            help="How inputs become sequences: pixels|rows for images, mel|frames|samples for audio, "
-            "or a plugin's (default: the dataset's; see `ssmdefense sequences`).",
-        ),
-        click.option(
-            "--data-dir",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="Folder holding a real dataset in its official layout (passed as root=).",
-        ),
-        click.option(
-            "-D",
-            "--dataset-param",
-            "dataset_params",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Dataset parameter, e.g. -D subset=all -D test_fold=3 (repeatable).",
-        ),
-        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
-        click.option(
-            "--eval-samples",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Evaluate on the first N test samples (default: all, or the dataset's).",
-        ),
-        click.option(
-            "--aa-samples",
-            type=click.IntRange(min=0),
-            default=None,
-            help="Run AutoAttack (standard; for waveforms the audio ensemble over the L-inf and the SNR ball) "
-            "on the first N evaluated samples of best and last, beside FGSM and PGD-10 on the same samples; "
-            "0 skips it (default: 100, or the dataset's).",
-        ),
-        click.option(
-            "--aa-snr-db",
-            type=float,
-            default=30.0,
-            show_default=True,
-            help="Audio AutoAttack: the SNR ball (dB) of its L2 components, beside the L-inf ball of --eps.",
-        ),
-        click.option(
-            "--select-on",
-            type=click.Choice(["val", "test"]),
-            default="val",
-            show_default=True,
-            help="The split whose per-epoch PGD-10 accuracy chooses the best checkpoint: the validation split "
-            "(-D val_fraction=..., or the dataset's own), or test (the AdS paper's practice; the report "
-            "says so). Best and last are scored on test either way.",
-        ),
-        click.option(
-            "-m",
-            "--model-param",
-            "model_params",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Model parameter, e.g. -m d_model=128, or a setting of the sequence mode, e.g. "
-            "-m n_mels=64 -m attack_space=features (repeatable).",
-        ),
-        click.option(
-            "-p",
-            "--param",
-            "params",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Defense parameter, e.g. -p act=tanh (repeatable).",
-        ),
-        click.option(
-            "--preset",
-            default=None,
-            metavar="NAME|FILE.json",
-            help="Paper-scale settings: ads-mnist, ads-cifar10, thesis-gtsrb, thesis-speech-commands (see "
-            "`ssmdefense presets`), or a JSON file of the same form; options given explicitly win.",
-        ),
-        click.option(
-            "--workers",
-            type=click.IntRange(min=0),
-            default=None,
-            help="DataLoader worker processes decoding a lazily loaded dataset, e.g. -D lazy=true "
-            "(default: 2 for lazy data, 0 for data in memory).",
-        ),
-        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
-        click.option(
-            "--resume",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="Continue an interrupted run: give its --out directory. Its settings come from the "
-            "run's config.json; the result equals an uninterrupted run.",
-        ),
-    ]
-    for option in reversed(options):
+    for option in reversed(RUN_OPTIONS):
         fn = option(fn)
     return fn
 
