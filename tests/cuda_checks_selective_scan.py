@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from ssmdefense.kernels import selective_scan_numba as K
+from ssmdefense.kernels import selective_scan_cpu as KC
+from ssmdefense.kernels import selective_scan_cuda as K
+from ssmdefense.kernels import selective_scan_math
 from ssmdefense.kernels.backend import numba_cuda_problem
 from ssmdefense.kernels.selective_scan import selective_scan_ref
 
@@ -75,7 +77,7 @@ def test_cuda_kernels_match_the_cpu_kernels(L, use_D, use_z, use_bias, softplus)
     u, delta, A, B, C, D, z, bias = inputs(L, seed=L)
     D, z, bias = (D if use_D else None), (z if use_z else None), (bias if use_bias else None)
     out, last, ckpt = cuda_forward(u, delta, A, B, C, D, z, bias, softplus)
-    out_cpu, last_cpu, ckpt_cpu = K.forward_cpu(u, delta, A, B, C, D, z, bias, softplus, save_states=True)
+    out_cpu, last_cpu, ckpt_cpu = KC.forward_cpu(u, delta, A, B, C, D, z, bias, softplus, save_states=True)
     np.testing.assert_allclose(out, out_cpu, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(last, last_cpu, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(ckpt, ckpt_cpu, rtol=1e-12, atol=1e-13)
@@ -84,7 +86,7 @@ def test_cuda_kernels_match_the_cpu_kernels(L, use_D, use_z, use_bias, softplus)
     dout, dlast = rng.standard_normal(u.shape), rng.standard_normal(last.shape)
     for dl in (dlast, None):
         got = cuda_backward(u, delta, A, B, C, D, z, bias, softplus, ckpt, dout, dl)
-        want = K.backward_cpu(u, delta, A, B, C, D, z, bias, softplus, ckpt_cpu, dout, dl)
+        want = KC.backward_cpu(u, delta, A, B, C, D, z, bias, softplus, ckpt_cpu, dout, dl)
         for name, g, w in zip(GRADS, got, want):
             if w is None:
                 assert g is None, name
@@ -95,7 +97,7 @@ def test_cuda_kernels_match_the_cpu_kernels(L, use_D, use_z, use_bias, softplus)
 def test_cuda_kernels_match_the_reference_across_checkpoint_blocks(monkeypatch):
     """3-step blocks, L = 7: three blocks, the last one short; outputs and every gradient against
     autograd through ``selective_scan_ref``."""
-    monkeypatch.setattr(K, "BLOCK_T", 3)
+    monkeypatch.setattr(selective_scan_math, "BLOCK_T", 3)  # the one block length of both targets
     u, delta, A, B, C, D, z, bias = inputs(7, seed=3)
     out, last, ckpt = cuda_forward(u, delta, A, B, C, D, z, bias, True)
     assert ckpt.shape == (BATCH, 3, N, DIM)

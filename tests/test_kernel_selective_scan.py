@@ -106,7 +106,7 @@ def test_odd_lengths_and_batch_one(L):
 def test_channel_blocks_split_for_small_batches_gives_the_same_results():
     """With more threads than batch rows the CPU kernels split the channels into blocks; the
     results do not depend on the split (dB, dC up to the order of their channel sums)."""
-    from ssmdefense.kernels import selective_scan_numba as K
+    from ssmdefense.kernels import selective_scan_cpu as K
 
     assert K.channel_blocks(1, 40, 4) == 16 and K.channel_blocks(32, 40, 4) == 40 and K.channel_blocks(1, 40, 1) == 40
     rng = np.random.default_rng(0)
@@ -127,7 +127,7 @@ def test_channel_blocks_split_for_small_batches_gives_the_same_results():
 def test_vectorised_exp_and_softplus_match_numpy_to_two_ulps(dtype):
     """The kernels' own exp and softplus (LLVM vectorises them; libm's it cannot), over every range
     including overflow, underflow (to subnormals or zero), infinities and NaN."""
-    from ssmdefense.kernels.selective_scan_numba import apply_elementwise
+    from ssmdefense.kernels.selective_scan_math import apply_elementwise
 
     rng = np.random.default_rng(0)
     big = 120.0 if dtype == np.float32 else 800.0

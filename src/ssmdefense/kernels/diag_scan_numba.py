@@ -40,7 +40,7 @@ kernels: every kernel writes a per-worker (CPU) or per-batch-element (CUDA) part
 sums in torch. This keeps the kernels free of complex atomics (Numba's ``cuda.atomic.add`` takes no
 complex) and of races.
 
-The file holds the ``@njit`` / ``@cuda.jit`` bodies and thin array-level launchers only; the
+The file holds the ``@njit`` / ``@cuda_kernel`` bodies and thin array-level launchers only; the
 ``torch.autograd.Function``s that call them are ``diag_ssm.diag_ssm_scan`` and
 ``assoc_scan.diagonal_scan``. Launchers take arrays whose dtypes already agree (float32 with
 complex64, or float64 with complex128) and C-contiguous layouts; CPU launchers take numpy arrays,
@@ -73,6 +73,12 @@ summed once every ``CHUNK`` steps (one lane per time step: a coalesced write, no
 with N > 32 several warps add into the same row with float atomics (y and grad u must be zeroed).
 In the backward each lane keeps x~, z, S, T and mu of its state in registers.
 S5 scan: one thread per (b, p), sequential over L, neighbouring threads on neighbouring p (coalesced).
+The CUDA kernels compile on their first launch (``cuda_compile``).
+
+The CPU and CUDA bodies share no code: the CPU kernels split every complex number into real and
+imaginary float arrays so that the loop over states is plain SIMD float arithmetic, while a CUDA
+thread keeps one state's complex values in registers and the per-step sums go through shared
+memory; the arithmetic per state is a line or two of each, written in those two different forms.
 """
 
 from __future__ import annotations
@@ -80,7 +86,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, njit, prange
+from numba import njit, prange
+
+from .cuda_compile import cuda_device, cuda_kernel
+
+cuda = None  # numba.cuda, bound by cuda_compile when the CUDA kernels first compile
 
 # Time steps per CUDA reduction tile (the per-step sums over n are added up once per tile).
 CHUNK = 32
@@ -264,7 +274,7 @@ def diag_ssm_backward_cpu(u, dA, dB, C, g_y, g_u, g_dA, g_dB, g_C):
 # ---------------------------------------------------------------------------------------------
 
 
-@cuda.jit(device=True)
+@cuda_device
 def _store_tile_sums(tile, wb, lane, out, b, h, k, ok, n_warps):
     """Lane j of a warp writes step k's sum over the warp's 32 modes (row j of its tile) into out[b, h, k];
     with several warps per (b, h) row their partial sums are added atomically."""
@@ -278,7 +288,7 @@ def _store_tile_sums(tile, wb, lane, out, b, h, k, ok, n_warps):
             cuda.atomic.add(out, (b, h, k), s)
 
 
-@cuda.jit(device=True)
+@cuda_device
 def _warp_layout(Bt, H, N, n_warps):
     """This thread's place: lane and warp in the block, the (b, h) row its warp works on (n_warps
     warps per row), its state index n, whether the row exists and whether n does too."""
@@ -293,7 +303,7 @@ def _warp_layout(Bt, H, N, n_warps):
     return lane, wb, b, h, n, row_ok, row_ok and n < N
 
 
-@cuda.jit(cache=True)
+@cuda_kernel
 def _diag_ssm_fwd_cuda(u, dA, dB, C, y, n_warps):
     """Block (32, WARPS_PER_BLOCK): warp -> (row r = b H + h, states n = 32 j + lane)."""
     Bt, H, L = u.shape
@@ -324,7 +334,7 @@ def _diag_ssm_fwd_cuda(u, dA, dB, C, y, n_warps):
         cuda.syncthreads()
 
 
-@cuda.jit(cache=True)
+@cuda_kernel
 def _diag_ssm_bwd_cuda(u, dA, dB, C, g_y, g_u, g_dA, g_dB, g_C, n_warps):
     """Same thread layout as the forward; x~, z, S, T and mu of a thread's state live in registers."""
     Bt, H, L = u.shape
@@ -499,7 +509,7 @@ def diagonal_scan_backward_cpu(a, x, g_x, g_b, g_a):
 # ---------------------------------------------------------------------------------------------
 
 
-@cuda.jit(cache=True)
+@cuda_kernel
 def _diag_scan_fwd_cuda(a, b, x):
     """One thread per (batch element, state p), sequential over L."""
     Bt, L, P = b.shape
@@ -515,7 +525,7 @@ def _diag_scan_fwd_cuda(a, b, x):
             x[bi, k, p] = s
 
 
-@cuda.jit(cache=True)
+@cuda_kernel
 def _diag_scan_bwd_cuda(a, x, g_x, g_b, g_a):
     Bt, L, P = x.shape
     i = cuda.grid(1)

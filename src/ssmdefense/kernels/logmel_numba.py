@@ -23,7 +23,8 @@ turns a block into power (F, K), bins by frames, and sums each band over its bin
 once (a SIMD loop), accumulating in the arrays' dtype as a float32 matmul does; the backward scatters
 each band's gradient over its bins into one (F,) row per frame, then multiplies by the spectrum.
 CUDA: one thread per output element (a (row, band) forward, a (row, bin) backward, gathering its
-bands), accumulating in float64. Compiled per dtype on first use and cached on disk.
+bands), accumulating in float64. Compiled per dtype on first use (``cuda_compile`` for the CUDA
+kernels) and cached on disk.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
-try:  # numba-cuda; without it only the CUDA target is missing
-    from numba import cuda
-except ImportError:  # pragma: no cover
-    cuda = None
+from .cuda_compile import cuda_device, cuda_kernel
+
+cuda = None  # numba.cuda, bound by cuda_compile when the CUDA kernels first compile
 
 # 10 log10(x) = DB_PER_LN ln(x) (ln is the faster of the two here), and its derivative is DB_PER_LN / x;
 # mel below amin gets 10 log10(amin), exactly torch's floor (-100 dB for amin = 1e-10)
@@ -157,57 +157,59 @@ def backward_cpu(
 
 # -------------------------------------------------------------------------------------------- CUDA
 
-if cuda is not None:
-    _db_grad_cuda = cuda.jit(device=True)(_db_grad)
+_db_grad_cuda = cuda_device(_db_grad)
 
-    @cuda.jit(cache=True)
-    def _forward_cuda(spec, fbT, band_lo, band_hi, amin, db, dfac):
-        R, M = db.shape[0], db.shape[1]
-        i = cuda.grid(1)  # one thread per (row, band), bands fastest: a warp reads one or two frames
-        if i >= R * M:
-            return
-        r, m = i // M, i % M
-        acc = 0.0
-        for f in range(band_lo[m], band_hi[m]):
-            re, im = spec[r, f, 0], spec[r, f, 1]
-            acc += fbT[m, f] * (re * re + im * im)
-        if acc >= amin:
-            db[r, m] = DB_PER_LN * math.log(acc)
-            dfac[r, m] = DB_PER_LN / acc
-        else:
-            db[r, m] = 10.0 * math.log10(amin)
-            dfac[r, m] = 0.0
 
-    @cuda.jit(cache=True)
-    def _top_db_grad_cuda(db, g_db, floor, amax, below, count):
-        N, K = db.shape[0], db.shape[1]
-        i = cuda.grid(1)  # one thread per entry; atomics into the example's two sums (zeroed by the caller)
-        if i >= N * K:
-            return
-        n, k = i // K, i % K
-        d = db[n, k]
-        if d < floor[n]:
-            cuda.atomic.add(below, n, g_db[n, k])
-        elif d == floor[n]:
-            cuda.atomic.add(below, n, 0.5 * g_db[n, k])
-        if d == amax[n]:
-            cuda.atomic.add(count, n, 1)
+@cuda_kernel
+def _forward_cuda(spec, fbT, band_lo, band_hi, amin, db, dfac):
+    R, M = db.shape[0], db.shape[1]
+    i = cuda.grid(1)  # one thread per (row, band), bands fastest: a warp reads one or two frames
+    if i >= R * M:
+        return
+    r, m = i // M, i % M
+    acc = 0.0
+    for f in range(band_lo[m], band_hi[m]):
+        re, im = spec[r, f, 0], spec[r, f, 1]
+        acc += fbT[m, f] * (re * re + im * im)
+    if acc >= amin:
+        db[r, m] = DB_PER_LN * math.log(acc)
+        dfac[r, m] = DB_PER_LN / acc
+    else:
+        db[r, m] = 10.0 * math.log10(amin)
+        dfac[r, m] = 0.0
 
-    @cuda.jit(cache=True)
-    def _backward_cuda(spec, fb, bin_lo, bin_hi, db, dfac, g_db, floor, amax, g_max, rows_per_example, g_spec):
-        R, F = spec.shape[0], spec.shape[1]
-        i = cuda.grid(1)  # one thread per (row, bin), bins fastest: coalesced reads and writes of spec
-        if i >= R * F:
-            return
-        r, f = i // F, i % F
-        n = r // rows_per_example
-        acc = 0.0
-        for m in range(bin_lo[f], bin_hi[f]):
-            g = _db_grad_cuda(db[r, m], 1.0 * g_db[r, m], floor[n], amax[n], g_max[n])
-            acc += fb[f, m] * (g * dfac[r, m])
-        acc *= 2.0
-        g_spec[r, f, 0] = acc * spec[r, f, 0]
-        g_spec[r, f, 1] = acc * spec[r, f, 1]
+
+@cuda_kernel
+def _top_db_grad_cuda(db, g_db, floor, amax, below, count):
+    N, K = db.shape[0], db.shape[1]
+    i = cuda.grid(1)  # one thread per entry; atomics into the example's two sums (zeroed by the caller)
+    if i >= N * K:
+        return
+    n, k = i // K, i % K
+    d = db[n, k]
+    if d < floor[n]:
+        cuda.atomic.add(below, n, g_db[n, k])
+    elif d == floor[n]:
+        cuda.atomic.add(below, n, 0.5 * g_db[n, k])
+    if d == amax[n]:
+        cuda.atomic.add(count, n, 1)
+
+
+@cuda_kernel
+def _backward_cuda(spec, fb, bin_lo, bin_hi, db, dfac, g_db, floor, amax, g_max, rows_per_example, g_spec):
+    R, F = spec.shape[0], spec.shape[1]
+    i = cuda.grid(1)  # one thread per (row, bin), bins fastest: coalesced reads and writes of spec
+    if i >= R * F:
+        return
+    r, f = i // F, i % F
+    n = r // rows_per_example
+    acc = 0.0
+    for m in range(bin_lo[f], bin_hi[f]):
+        g = _db_grad_cuda(db[r, m], 1.0 * g_db[r, m], floor[n], amax[n], g_max[n])
+        acc += fb[f, m] * (g * dfac[r, m])
+    acc *= 2.0
+    g_spec[r, f, 0] = acc * spec[r, f, 0]
+    g_spec[r, f, 1] = acc * spec[r, f, 1]
 
 
 def _blocks(n: int) -> int:

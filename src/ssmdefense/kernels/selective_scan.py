@@ -26,7 +26,8 @@ one step already covers ``batch * D * N >= CPU_ONE_CHUNK_ELEMENTS`` elements the
 memory traffic rather than Python steps, and the default is a single chunk (a vectorised loop over
 L, no fix-up passes), which measured faster there (see ``default_chunk_size``).
 
-``selective_scan_fn`` is the Numba kernel (``selective_scan_numba.py``), with the arguments of
+``selective_scan_fn`` is the Numba kernel (``selective_scan_cpu.py``, ``selective_scan_cuda.py``, sharing
+the recurrence and its adjoint in ``selective_scan_math.py``), with the arguments of
 ``mamba_ssm``'s ``selective_scan_fn``, on the tensors' device: ``@njit(parallel=True)`` on CPU,
 ``cuda.jit`` on CUDA (on torch's current stream, outputs allocated by torch). ``SelectiveScanFn``
 (an ``autograd.Function``) sits between it and the kernels, which take the tensors as they are
@@ -247,7 +248,8 @@ def selective_scan(
 
 
 class SelectiveScanFn(torch.autograd.Function):
-    """The Numba selective scan with its hand-derived backward pass (``selective_scan_numba.py``).
+    """The Numba selective scan with its hand-derived backward pass (``selective_scan_cpu.py``,
+    ``selective_scan_cuda.py``).
 
     Tensors in the compute dtype: u, delta (before bias and softplus), z (B D L); A (D N);
     B, C (B N L); D, delta_bias (D) or None. Returns out (B D L) and the last state (B D N).
@@ -256,8 +258,6 @@ class SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        from . import selective_scan_numba as K
-
         ctx.set_materialize_grads(False)
         ctx.delta_softplus = delta_softplus = bool(delta_softplus)
         save = any(ctx.needs_input_grad)
@@ -265,12 +265,16 @@ class SelectiveScanFn(torch.autograd.Function):
         N = A.shape[1]
         inputs = tuple(None if t is None else t.detach().contiguous() for t in (u, delta, A, B, C, D, z, delta_bias))
         if u.is_cuda:
+            from . import selective_scan_cuda as K
+
             out, last = u.new_empty(batch, dim, L), u.new_empty(batch, dim, N)  # (B D L), (B D N)
             ckpt = u.new_empty(K.checkpoint_shape(batch, dim, L, N)) if save else None  # (B K N D)
             state = u.new_empty(K.cuda_scratch_shapes(batch, dim, L, N)["state"])  # (B N D)
             arrays, stream = cuda_arrays(*inputs, out, last, state, ckpt)
             K.forward_cuda(*arrays[:8], delta_softplus, *arrays[8:], stream=stream)
         else:
+            from . import selective_scan_cpu as K
+
             threads = sync_threads()
             u_, delta_, A_, B_, C_, D_, z_, bias_ = (None if t is None else t.numpy() for t in inputs)
             out, last, ckpt = K.forward_cpu(
@@ -285,8 +289,6 @@ class SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the backward runs in Numba: no graph for a double backward
     def backward(ctx, dout, dlast):
-        from . import selective_scan_numba as K
-
         *inputs, ckpt = ctx.saved_tensors
         u, D, z, delta_bias = inputs[0], inputs[5], inputs[6], inputs[7]
         batch, dim, L = u.shape
@@ -294,6 +296,8 @@ class SelectiveScanFn(torch.autograd.Function):
         dout = u.new_zeros(batch, dim, L) if dout is None else dout.to(u.dtype).contiguous()  # (B D L)
         dlast = None if dlast is None else dlast.to(u.dtype).contiguous()  # (B D N)
         if u.is_cuda:
+            from . import selective_scan_cuda as K
+
             names = ("lam", "xs", "As", "ys")
             shapes = K.cuda_scratch_shapes(batch, dim, L, N)
             scratch = [u.new_empty(shapes[k]) for k in names]
@@ -316,6 +320,8 @@ class SelectiveScanFn(torch.autograd.Function):
             dD = None if dD is None else dD.sum(0)  # (D)
             dbias = None if dbias is None else dbias.sum(0)  # (D)
         else:
+            from . import selective_scan_cpu as K
+
             threads = sync_threads()
             arrays = (None if t is None else t.numpy() for t in (*inputs, ckpt, dout, dlast))
             u_, delta_, A_, B_, C_, D_, z_, bias_, ckpt_, dout_, dlast_ = arrays
