@@ -7,8 +7,8 @@ loaded datasets.
   a one-process run with the same global batch and seed within the tolerance docs/scale.md states
   (the ranks draw their own attack randomness, so equality is not expected).
 - A rank killed with SIGKILL ends the run with one clear line and a kept run directory; ``--resume``
-  under torchrun finishes it with the same metrics as an uninterrupted two-process run, FreeAT's
-  per-rank perturbation included.
+  under torchrun finishes it with the same metrics as an uninterrupted two-process run (FreeAT: its
+  per-rank perturbation is resumed too).
 """
 
 from __future__ import annotations
@@ -268,27 +268,20 @@ def assert_same_metrics(a_run: Path, b_run: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process through /proc")
-def test_a_killed_rank_stops_the_run_clearly_and_resume_finishes_it(runs):
-    base, _ = runs
-    out = base / "killed"
-    stderr = kill_rank_1_then_resume(base, out, ARGS)
-    # rank 0 sees the lost peer in a collective, or torchrun's SIGTERM first: either way one line says
-    # where the run stopped and how to continue it
-    hint = f"continue with: torchrun --nproc-per-node 2 -m ssmdefense defend --resume {out}"
-    assert hint in stderr, stderr[-3000:]
-    line = next(line for line in stderr.splitlines() if hint in line)
-    assert line.startswith(("another process of the distributed run stopped", "interrupted after epoch"))
-    assert_same_metrics(out, base / "two")  # as if never interrupted
-
-
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process through /proc")
-def test_a_resumed_distributed_free_at_run_equals_an_uninterrupted_one(tmp_path):
-    """FreeAT carries a perturbation per rank from batch to batch: resume gives each rank its own."""
+def test_a_killed_rank_stops_the_run_clearly_and_resume_gives_the_uninterrupted_run(tmp_path):
+    """FreeAT, whose perturbation each rank carries from batch to batch: resume gives each rank its own."""
     args = list(ARGS)
     args[args.index("pgd-at")] = "free-at"
     args[args.index("--epochs") + 1] = "4"  # 2 epochs of 2 replays: killed in the second, resumed
     args[args.index("max_iter=3")] = "replays=2"  # one FGSM step per replay: FreeAT has no max_iter
     whole = torchrun(tmp_path / "whole", *args, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-3000:]
-    kill_rank_1_then_resume(tmp_path, tmp_path / "killed", args)
-    assert_same_metrics(tmp_path / "killed", tmp_path / "whole")
+    out = tmp_path / "killed"
+    stderr = kill_rank_1_then_resume(tmp_path, out, args)
+    # rank 0 sees the lost peer in a collective, or torchrun's SIGTERM first: either way one line says
+    # where the run stopped and how to continue it
+    hint = f"continue with: torchrun --nproc-per-node 2 -m ssmdefense defend --resume {out}"
+    assert hint in stderr, stderr[-3000:]
+    line = next(line for line in stderr.splitlines() if hint in line)
+    assert line.startswith(("another process of the distributed run stopped", "interrupted after epoch"))
+    assert_same_metrics(out, tmp_path / "whole")  # as if never interrupted

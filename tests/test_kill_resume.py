@@ -1,6 +1,6 @@
 """Runs that survive a real kill, and two processes on one ``--out``.
 
-``ssmdefense defend`` runs in a subprocess that SIGKILLs itself at a chosen moment (mid-epoch, in the
+``ssmdefense defend`` runs in a process (``forked_cli``) that SIGKILLs itself at a chosen moment (mid-epoch, in the
 middle of writing the resume state, during the final evaluation); ``defend --resume`` then finishes
 it, and its report must hold the same metrics as an uninterrupted run with the same seed. A second
 process given the same ``--out`` while the first is writing it is refused with one line."""
@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
+
+from forked_cli import Launcher
 
 ARGS = [
     "defend",
@@ -41,36 +41,11 @@ ARGS = [
     "d_state=4",
 ]
 
-# Runs the CLI with one function replaced by one that SIGKILLs the process on its n-th call (after
-# calling through when ``after`` is set): a real kill, no cleanup, no Python exception.
-KILLER = r"""
-import os, signal, sys, importlib
-module_name, attribute, nth, after = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "after"
-owner_name, _, member = attribute.rpartition(".")
-owner = importlib.import_module(module_name)
-if owner_name:
-    owner = getattr(owner, owner_name)
-original, calls = getattr(owner, member), [0]
-def killer(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == nth and not after:
-        os.kill(os.getpid(), signal.SIGKILL)
-    result = original(*args, **kwargs)
-    if calls[0] == nth:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return result
-setattr(owner, member, killer)
-from ssmdefense.cli import main
-sys.argv = ["ssmdefense", *sys.argv[5:]]
-main()
-"""
 
-
-def cli(*args, cwd, env=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "ssmdefense", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory):
+    """Every run below is a real process, forked from a server that imported the CLI once."""
+    return Launcher(tmp_path_factory.mktemp("logs"))
 
 
 def metrics(run_dir) -> dict:
@@ -79,32 +54,25 @@ def metrics(run_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def whole(tmp_path_factory):
+def whole(launcher, tmp_path_factory):
     """An uninterrupted run, the report every resumed run must equal. While it holds the lock on its
     --out, it is stopped and a second process is given the same --out: that process's result is
     test_a_second_process_on_the_same_out_is_refused's subject (one run instead of two)."""
     root = tmp_path_factory.mktemp("whole")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "ssmdefense", *ARGS, "--out", "run"],
-        cwd=root,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = launcher.start(*ARGS, "--out", "run", cwd=root)
     try:
         lock = root / ".run.lock"
         while not (lock.exists() and lock.read_text().strip()):  # the first one holds the lock (its pid written)
-            assert first.poll() is None, "the first run ended before it was checked"  # pytest-timeout bounds the wait
+            assert first.is_alive(), "the first run ended before it was checked"  # pytest-timeout bounds the wait
             time.sleep(0.05)
         os.kill(first.pid, signal.SIGSTOP)  # hold the first one mid-run, lock taken
         try:
-            second = cli(*ARGS, "--out", "run", cwd=root)
+            second = launcher.run(*ARGS, "--out", "run", cwd=root)
         finally:
             os.kill(first.pid, signal.SIGCONT)
     finally:
-        _, err = first.communicate(timeout=600)
-    assert first.returncode == 0, err  # the first finished untouched
+        finished = launcher.wait(first)
+    assert finished.returncode == 0, finished.stderr  # the first finished untouched
     return {
         "metrics": metrics(root / "run"),
         "second": second,
@@ -125,21 +93,13 @@ KILLS = {  # moment: (module, attribute, n-th call, kill before or after the cal
 
 
 @pytest.mark.parametrize("moment", list(KILLS))
-def test_a_run_killed_at_any_moment_resumes_to_the_same_report(moment, whole, tmp_path):
-    module, attribute, nth, when = KILLS[moment]
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLER, module, attribute, str(nth), when, *ARGS, "--out", "run"],
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_a_run_killed_at_any_moment_resumes_to_the_same_report(moment, whole, launcher, tmp_path):
+    killed = launcher.run(*ARGS, "--out", "run", cwd=tmp_path, kill=KILLS[moment])
     assert killed.returncode == -9, killed.stderr  # SIGKILL
     assert not (tmp_path / "run").exists()
     (partial,) = tmp_path.glob(".run.partial-*")
     assert (partial / "state.json").is_file()
-    resumed = cli("defend", "--resume", "run", "-q", cwd=tmp_path)
+    resumed = launcher.run("defend", "--resume", "run", "-q", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert metrics(tmp_path / "run") == whole["metrics"]
     assert not list(tmp_path.glob(".run.*"))  # the partial directory and the lock are gone
