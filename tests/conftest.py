@@ -120,19 +120,20 @@ def interrupt_on_call(monkeypatch, owner, method: str, call: int, exc=Interrupt)
 # turns off xdist's reordering by test count, which put these few-test files last, where one worker
 # ran them alone while the other sat idle): the longest first, the many short files fill in at the end.
 LONGEST_FIRST = {
-    "test_distributed.py": 95,
-    "test_kill_resume.py": 65,
-    "test_cli.py": 55,
-    "test_evaluation.py": 40,
-    "test_cli_audio.py": 38,
-    "test_example_study.py": 33,
-    "test_attacks_ensemble.py": 29,
-    "test_defense_distill_augment.py": 26,
-    "test_data_spoken_digits.py": 26,
-    "test_attacks_audio_autoattack.py": 17,
-    "test_example_plugin_plain.py": 17,
-    "test_defense_fast_at.py": 16,
-    "test_kernel_selection.py": 14,
+    "test_distributed.py": 66,
+    "test_evaluation.py": 54,
+    "test_cli.py": 47,
+    "test_cli_audio.py": 33,
+    "test_example_study.py": 27,
+    "test_defense_distill_augment.py": 25,
+    "test_data_spoken_digits.py": 22,
+    "test_attacks_ensemble.py": 22,
+    "test_defense_fast_at.py": 22,
+    "test_attacks_audio_autoattack.py": 16,
+    "test_kill_resume.py": 16,
+    "test_example_plugin_plain.py": 15,
+    "test_data_lazy.py": 15,
+    "test_audio_masking.py": 15,
 }
 
 
