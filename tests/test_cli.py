@@ -356,7 +356,18 @@ def test_bad_input_on_existing_runs(runs, tmp_path):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("defend", "train", "attack", "evaluate", "plugins", "models", "attacks", "defenses", "datasets"):
+    for command in (
+        "defend",
+        "train",
+        "attack",
+        "evaluate",
+        "certify",
+        "plugins",
+        "models",
+        "attacks",
+        "defenses",
+        "datasets",
+    ):
         assert command in result.output
 
 

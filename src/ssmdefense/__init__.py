@@ -32,6 +32,7 @@ _LAZY = {
     "load": "checkpoint",
     "TrainingLoop": "defenses.loop",
     "Dataset": "data.base",
+    "certify": "certification",
 }
 
 __all__ = sorted(

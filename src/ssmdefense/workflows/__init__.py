@@ -5,6 +5,7 @@
 - ``train``: ``run(RunConfig) -> RunReport`` (``ssmdefense defend`` / ``train``), in named steps;
 - ``evaluate``: ``evaluate_checkpoints(EvaluateConfig) -> EvaluationReport`` (``ssmdefense evaluate``);
 - ``attack``: ``attack_checkpoint(AttackConfig) -> AttackResult`` (``ssmdefense attack``);
+- ``certify``: ``certify_checkpoint(CertifyConfig) -> dict`` (``ssmdefense certify``);
 - ``checkpoints``: what evaluate and attack share (finding checkpoints, their test data);
 - ``presets``: paper-scale settings by name (``with_preset``); ``resume``: ``resume_config`` and the
   ``RunInterrupted`` a stopped run raises;
@@ -33,6 +34,8 @@ _LAZY = {
     "AttackConfig": "attack",
     "AttackResult": "attack",
     "attack_checkpoint": "attack",
+    "CertifyConfig": "certify",
+    "certify_checkpoint": "certify",
     "find_checkpoints": "checkpoints",
     "load_test_data": "checkpoints",
     "PRESETS": "presets",

@@ -1,0 +1,28 @@
+"""Certified robustness: lower bounds on robust accuracy that hold against every attack.
+
+``certify(clf, x, y, method="smoothing", sigma=0.25)``: randomized smoothing (Cohen et al. 2019;
+``smoothing.py``), for every model, images and audio, certifying L2 radii of the smoothed classifier.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import SSMDefenseError
+from .smoothing import certify_smoothing
+
+METHODS = {"smoothing": certify_smoothing}
+
+
+def certify(clf: Any, x: np.ndarray, y: np.ndarray, method: str = "smoothing", **params: Any) -> dict:
+    """Certify ``clf`` on ``x`` (as the classifier takes it) with labels ``y`` by ``method``; the
+    method's summary (for smoothing: certified accuracy against the L2 radius, abstain rate, median
+    and largest certifiable radius, each sample's prediction and radius)."""
+    if method not in METHODS:
+        raise SSMDefenseError(f"unknown certification method {method!r}; known: {', '.join(METHODS)}")
+    return METHODS[method](clf, x, y, **params)
+
+
+__all__ = ["METHODS", "certify"]
