@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
+import ssmdefense as sd
 from ssmdefense.cli import cli
 from ssmdefense.workflows.common import available_cores
 from test_data_audio_files import write_speech_commands_tree, write_urbansound8k_tree
@@ -272,3 +273,20 @@ def test_spoken_digits_defaults_flow_into_the_run(tmp_path, monkeypatch):
     v = config["validation"]  # one of the 8 training voices of the two accents held out: 60 clips
     assert v["stratified_by"] == "group" and len(v["held_out_groups"]) == 1 and v["val"] == 60
     assert report["best"]["autoattack"]["samples"] == 40  # the audio AutoAttack by default, on the evaluated clips
+
+
+def test_smoothing_certifies_waveform_radii_as_snr(speech_run):
+    _, out = speech_run
+    target = out.parent / "smoothing.json"
+    args = ["certify", "--checkpoint", out, "--sigma", "0.001", "--n", "100", "--samples", "4", "--out", target]
+    result = run(*args, "--batch-size", "50")
+    assert result.exit_code == 0, result.output
+    written = json.loads(target.read_text())
+    assert written["samples"] == 4 and len(written["snr_db"]) == 4
+    from ssmdefense.workflows import load_test_data
+
+    _, x, _, _ = load_test_data(sd.load(out / "best", device_type="cpu"), samples=4)
+    norms = np.linalg.norm(x.reshape(4, -1).astype(np.float64), axis=1)  # (4,) each clip's L2 norm
+    for radius, snr, norm in zip(written["radii"], written["snr_db"], norms, strict=True):
+        assert (radius == 0) == (snr is None)  # an SNR for every certified radius: 20 log10(|x| / R) dB
+        assert snr is None or snr == pytest.approx(20 * np.log10(norm / radius))

@@ -63,8 +63,10 @@ def certify(checkpoint, dataset, samples, data_dir, dataset_params, device, thre
     )
     click.echo(
         f"certified accuracy {result['certified_accuracy']:.3f} at radius 0, abstained {result['abstain_rate']:.3f}, "
-        f"median radius {result['median_radius']:.3f} (the largest n can certify: {result['largest_radius']:.3f})"
+        f"median radius {result['median_radius']:.3g} (the largest n can certify: {result['largest_radius']:.3g})"
     )
-    click.echo("L2 radius  " + "  ".join(f"{p['radius']:.3f}" for p in result["curve"]))
+    if result.get("median_snr_db") is not None:
+        click.echo(f"radii of the clips certified right, as SNR: median {result['median_snr_db']:.1f} dB")
+    click.echo("L2 radius  " + "  ".join(f"{p['radius']:.3g}" for p in result["curve"]))
     click.echo("certified  " + "  ".join(f"{p['certified_accuracy']:.3f}" for p in result["curve"]))
     click.echo(f"written: {result['out']} ({result['seconds']:.0f} s)")

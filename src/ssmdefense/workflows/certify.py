@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
 from ..certification import METHODS, certify
 from ..certification.smoothing import DEFAULT_ALPHA, DEFAULT_N, DEFAULT_N0, radius_as_snr
 from ..checkpoint import load
@@ -56,6 +58,8 @@ def certify_checkpoint(config: CertifyConfig | None = None, **settings) -> dict:
     waveform = clf.is_audio and tuple(clf.input_shape) == clf.natural_shape
     if waveform:  # the noise is on the waveform: each certified radius as an SNR
         result["snr_db"] = radius_as_snr(natural_x, result["radii"])
+        right = [snr for snr, p, t in zip(result["snr_db"], result["predictions"], y, strict=True) if snr and p == t]
+        result["median_snr_db"] = float(np.median(right)) if right else None  # over the clips certified right
     epoch = clf.checkpoint_meta.get("extra", {}).get("epoch")
     result = {"checkpoint": str(stem), "which": which, "dataset": name, "epoch": epoch, **result}
     out = (
