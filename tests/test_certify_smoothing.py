@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import ssmdefense as sd
 from ssmdefense.certification.smoothing import largest_radius, lower_confidence_bound, votes
+from ssmdefense.certification.smoothing_attack import attack_check
 from ssmdefense.cli import cli
 from ssmdefense.errors import SSMDefenseError
 
@@ -51,6 +52,18 @@ def test_radii_never_exceed_the_distance_to_a_linear_boundary_and_come_close_to_
     assert result["largest_radius"] == pytest.approx(largest_radius(0.25, 20_000, 0.001))
     curve = [p["certified_accuracy"] for p in result["curve"]]
     assert curve == sorted(curve, reverse=True) and curve[0] == 1.0
+
+
+def test_smoothadv_flips_what_lies_within_its_radius_and_no_certified_point():
+    clf, w = linear_classifier()
+    distances = np.array([0.1, 0.2, 0.4, 0.6])  # all on class 1's side
+    x = ((distances - 0.1)[:, None] * w.numpy()[None, :]).reshape(-1, 1, 4, 4).astype(np.float32)
+    y = np.ones(4, dtype=np.int64)
+    result = sd.certify(clf, x, y, sigma=0.25, n=20_000, seed=0)
+    check = attack_check(clf, x, y, result, 0.3, n=2_000)
+    # straight across the boundary: the two points nearer than 0.3 flip, the two beyond it hold
+    assert check["attacked_accuracy"] == 0.5 and check["certified_accuracy"] == 0.5
+    assert check["violations"] == []
 
 
 def test_a_point_on_the_boundary_is_abstained_on():
@@ -112,13 +125,18 @@ def test_the_command_certifies_a_run_and_writes_its_json(run):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "certified accuracy" in result.output and "the largest n can certify" in result.output
+    assert "under SmoothAdv" in result.output and "VIOLATED" not in result.output
     written = json.loads((run / "certification" / "smoothing.json").read_text())
+    assert written["violations"] == [] and [c["radius"] for c in written["attack_check"]] == [0.025, 0.05]
+    for check in written["attack_check"]:  # the empirical side holds at least what is certified, up to vote noise
+        assert check["attacked_accuracy"] >= check["certified_accuracy"] - 1 / 12
     assert written["samples"] == 12 and written["which"] == "best" and len(written["radii"]) == 12
     assert max(written["radii"]) <= written["largest_radius"] + 1e-9
     assert json.loads((run / "report.json").read_text())["best"]["clean_accuracy"] > 0.7  # a trained model ...
     # ... whose smoothed version certifies most digits at a small sigma (standard training never saw noise)
     assert written["curve"][0]["certified_accuracy"] > 0.5
-    as_json = CliRunner().invoke(cli, ["certify", "--checkpoint", str(run), "--samples", "4", "--n", "200", "--json"])
+    args = ["certify", "--checkpoint", str(run), "--samples", "4", "--n", "200", "--json", "--no-attack-check"]
+    as_json = CliRunner().invoke(cli, args)
     assert json.loads(as_json.output)["samples"] == 4
 
 

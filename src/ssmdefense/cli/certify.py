@@ -35,6 +35,12 @@ from .evaluate import with_common
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Noisy copies per pass."
 )
+@click.option(
+    "--attack-check/--no-attack-check",
+    default=True,
+    show_default=True,
+    help="Attack the smoothed classifier (SmoothAdv) at sigma/2 and sigma: its accuracy beside the certified one.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON file (default: <run>/certification/).")
 def certify(checkpoint, dataset, samples, data_dir, dataset_params, device, threads, seed, as_json, out, **method):
     """Certified accuracy of a checkpoint on its first test samples (default 100): randomized
@@ -54,6 +60,11 @@ def certify(checkpoint, dataset, samples, data_dir, dataset_params, device, thre
         **({} if samples is None else {"samples": samples}),
     )
     result = certify_checkpoint(config)
+    if result.get("violations"):
+        click.echo(
+            f"CERTIFICATE VIOLATED: the attack flipped samples {result['violations']} inside their certified radius",
+            err=True,
+        )
     if as_json:
         echo_json({k: v for k, v in result.items() if k not in ("predictions", "radii", "snr_db")})
         return
@@ -69,4 +80,9 @@ def certify(checkpoint, dataset, samples, data_dir, dataset_params, device, thre
         click.echo(f"radii of the clips certified right, as SNR: median {result['median_snr_db']:.1f} dB")
     click.echo("L2 radius  " + "  ".join(f"{p['radius']:.3g}" for p in result["curve"]))
     click.echo("certified  " + "  ".join(f"{p['certified_accuracy']:.3f}" for p in result["curve"]))
+    for check in result.get("attack_check", []):
+        click.echo(
+            f"L2 radius {check['radius']:.3g}: certified {check['certified_accuracy']:.3f}, the smoothed classifier "
+            f"under SmoothAdv {check['attacked_accuracy']:.3f}"
+        )
     click.echo(f"written: {result['out']} ({result['seconds']:.0f} s)")

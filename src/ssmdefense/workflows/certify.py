@@ -13,6 +13,7 @@ import numpy as np
 
 from ..certification import METHODS, certify
 from ..certification.smoothing import DEFAULT_ALPHA, DEFAULT_N, DEFAULT_N0, radius_as_snr
+from ..certification.smoothing_attack import attack_check
 from ..checkpoint import load
 from ..errors import OptionError
 from .checkpoints import CheckpointWork, config_of, find_checkpoints, load_test_data
@@ -26,6 +27,8 @@ class CertifyConfig(CheckpointWork):
     checkpoint: a run directory (its best checkpoint) or one checkpoint (``run/last``).
     method: ``smoothing`` (randomized smoothing; ``sigma``, ``n0``, ``n``, ``alpha``: Cohen's CERTIFY).
     samples: the first N test samples (default 100). batch_size: noisy copies per forward pass.
+    attack_check: attack the smoothed classifier (SmoothAdv, ``certification.smoothing_attack``) at radii
+        sigma/2 and sigma: its accuracy beside the certified one, and any certified sample it flips.
     out: the JSON file (default: ``<run>/certification/<method>.json``).
     """
 
@@ -37,6 +40,7 @@ class CertifyConfig(CheckpointWork):
     alpha: float = DEFAULT_ALPHA
     samples: int | None = 100
     batch_size: int = 1000
+    attack_check: bool = True
     out: Path | None = None
     PATHS: ClassVar[tuple[str, ...]] = ("checkpoint", "data_dir", "out")
 
@@ -54,7 +58,14 @@ def certify_checkpoint(config: CertifyConfig | None = None, **settings) -> dict:
     use_threads(c.threads, clf.is_audio)
     name, natural_x, y, _ = load_test_data(clf, c.dataset, c.samples, c.data_dir, c.dataset_params)
     params = {"sigma": c.sigma, "n0": c.n0, "n": c.n, "alpha": c.alpha, "batch_size": c.batch_size, "seed": c.seed}
-    result = certify(clf, clf.prepare_inputs(natural_x), y, method=c.method, **params)
+    x = clf.prepare_inputs(natural_x)
+    result = certify(clf, x, y, method=c.method, **params)
+    if c.attack_check:  # the empirical side: an attack on the smoothed classifier at sigma/2 and sigma
+        checked = [
+            attack_check(clf, x, y, result, r, batch_size=c.batch_size, seed=c.seed) for r in (c.sigma / 2, c.sigma)
+        ]
+        result["attack_check"] = checked
+        result["violations"] = sorted({i for r in checked for i in r["violations"]})
     waveform = clf.is_audio and tuple(clf.input_shape) == clf.natural_shape
     if waveform:  # the noise is on the waveform: each certified radius as an SNR
         result["snr_db"] = radius_as_snr(natural_x, result["radii"])
