@@ -120,20 +120,19 @@ def interrupt_on_call(monkeypatch, owner, method: str, call: int, exc=Interrupt)
 # turns off xdist's reordering by test count, which put these few-test files last, where one worker
 # ran them alone while the other sat idle): the longest first, the many short files fill in at the end.
 LONGEST_FIRST = {
-    "test_distributed.py": 66,
-    "test_evaluation.py": 54,
-    "test_cli.py": 47,
-    "test_cli_audio.py": 33,
-    "test_example_study.py": 27,
-    "test_defense_distill_augment.py": 25,
-    "test_data_spoken_digits.py": 22,
-    "test_attacks_ensemble.py": 22,
-    "test_defense_fast_at.py": 22,
-    "test_attacks_audio_autoattack.py": 16,
-    "test_kill_resume.py": 16,
-    "test_example_plugin_plain.py": 15,
-    "test_data_lazy.py": 15,
-    "test_audio_masking.py": 15,
+    "test_distributed.py": 57,
+    "test_evaluation.py": 42,
+    "test_cli.py": 37,
+    "test_cli_audio.py": 30,
+    "test_example_study.py": 23,
+    "test_data_spoken_digits.py": 21,
+    "test_defense_distill_augment.py": 19,
+    "test_attacks_ensemble.py": 18,
+    "test_attacks_audio_autoattack.py": 15,
+    "test_defense_fast_at.py": 14,
+    "test_data_lazy.py": 13,
+    "test_defense_trades_minmax.py": 12,
+    "test_example_plugin_plain.py": 12,
 }
 
 
