@@ -2,6 +2,8 @@
 
 ``certify(clf, x, y, method="smoothing", sigma=0.25)``: randomized smoothing (Cohen et al. 2019;
 ``smoothing.py``), for every model, images and audio, certifying L2 radii of the smoothed classifier.
+``certify(clf, x, y, method="ibp", eps=0.1)``: interval bounds (``ibp.py``) through the LTI models
+(S4, S4D, DSS) on images, certifying the model itself in the L-inf ball.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import SSMDefenseError
+from .ibp import certify_ibp
 from .smoothing import certify_smoothing
 
-METHODS = {"smoothing": certify_smoothing}
+METHODS = {"smoothing": certify_smoothing, "ibp": certify_ibp}
 
 
 def certify(clf: Any, x: np.ndarray, y: np.ndarray, method: str = "smoothing", **params: Any) -> dict:

@@ -13,7 +13,13 @@ from .evaluate import with_common
 
 @cli.command()
 @with_common
-@click.option("--method", default="smoothing", show_default=True, help="Certification method: smoothing.")
+@click.option("--method", default="smoothing", show_default=True, help="Certification method: smoothing or ibp.")
+@click.option(
+    "--eps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="ibp: the L-inf budget (default: the run's eps).",
+)
 @click.option(
     "--sigma",
     type=click.FloatRange(min=0, min_open=True),
@@ -68,9 +74,18 @@ def certify(checkpoint, dataset, samples, data_dir, dataset_params, device, thre
     if as_json:
         echo_json({k: v for k, v in result.items() if k not in ("predictions", "radii", "snr_db")})
         return
+    if result["method"] == "ibp":
+        _print_ibp(result)
+    else:
+        _print_smoothing(result)
+
+    click.echo(f"written: {result['out']}")
+
+
+def _print_smoothing(result: dict) -> None:
     click.echo(
         f"randomized smoothing, sigma {result['sigma']:g}, n {result['n']}, alpha {result['alpha']:g}, on "
-        f"{result['samples']} {result['dataset']} test samples ({result['checkpoint']}):"
+        f"{result['samples']} {result['dataset']} test samples ({result['checkpoint']}, {result['seconds']:.0f} s):"
     )
     click.echo(
         f"certified accuracy {result['certified_accuracy']:.3f} at radius 0, abstained {result['abstain_rate']:.3f}, "
@@ -85,4 +100,14 @@ def certify(checkpoint, dataset, samples, data_dir, dataset_params, device, thre
             f"L2 radius {check['radius']:.3g}: certified {check['certified_accuracy']:.3f}, the smoothed classifier "
             f"under SmoothAdv {check['attacked_accuracy']:.3f}"
         )
-    click.echo(f"written: {result['out']} ({result['seconds']:.0f} s)")
+
+
+def _print_ibp(result: dict) -> None:
+    click.echo(
+        f"interval bounds in the L-inf ball on {result['samples']} {result['dataset']} test samples "
+        f"({result['checkpoint']}):"
+    )
+    click.echo("eps        " + "  ".join(f"{p['eps']:.3g}" for p in result["curve"]))
+    click.echo("certified  " + "  ".join(f"{p['certified_accuracy']:.3f}" for p in result["curve"]))
+    for check in result.get("attack_check", []):
+        click.echo(f"{check['attack']} at eps {check['eps']:g} leaves {check['attacked_accuracy']:.3f}")

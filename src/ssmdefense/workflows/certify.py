@@ -7,17 +7,22 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from ..api import get_attack
 from ..certification import METHODS, certify
 from ..certification.smoothing import DEFAULT_ALPHA, DEFAULT_N, DEFAULT_N0, radius_as_snr
 from ..certification.smoothing_attack import attack_check
 from ..checkpoint import load
 from ..errors import OptionError
+from ..seeding import seeded
 from .checkpoints import CheckpointWork, config_of, find_checkpoints, load_test_data
 from .common import resolve_device, use_threads
+
+if TYPE_CHECKING:
+    from ..estimators import SSMClassifier
 
 
 @dataclass
@@ -25,15 +30,18 @@ class CertifyConfig(CheckpointWork):
     """Every setting of ``ssmdefense certify``.
 
     checkpoint: a run directory (its best checkpoint) or one checkpoint (``run/last``).
-    method: ``smoothing`` (randomized smoothing; ``sigma``, ``n0``, ``n``, ``alpha``: Cohen's CERTIFY).
+    method: ``smoothing`` (randomized smoothing; ``sigma``, ``n0``, ``n``, ``alpha``: Cohen's CERTIFY) or
+        ``ibp`` (interval bounds in the L-inf ball of ``eps``, default the run's; S4, S4D, DSS on images).
     samples: the first N test samples (default 100). batch_size: noisy copies per forward pass.
-    attack_check: attack the smoothed classifier (SmoothAdv, ``certification.smoothing_attack``) at radii
-        sigma/2 and sigma: its accuracy beside the certified one, and any certified sample it flips.
+    attack_check: the empirical side: SmoothAdv on the smoothed classifier at radii sigma/2 and sigma
+        (``certification.smoothing_attack``), PGD-20 at eps for ibp; any certified sample it breaks
+        is a violation.
     out: the JSON file (default: ``<run>/certification/<method>.json``).
     """
 
     checkpoint: Path
     method: str = "smoothing"
+    eps: float | None = None
     sigma: float = 0.25
     n0: int = DEFAULT_N0
     n: int = DEFAULT_N
@@ -53,24 +61,17 @@ def certify_checkpoint(config: CertifyConfig | None = None, **settings) -> dict:
         raise OptionError("method", "--method", f"{c.method!r} is not one of {', '.join(METHODS)}")
     if c.out is not None and c.out.suffix != ".json":
         raise OptionError("out", "--out", "must end in .json")
+    if c.eps is not None and not c.eps > 0:
+        raise OptionError("eps", "--eps", f"must be positive; got {c.eps!r}")
     which, stem = next(iter(find_checkpoints(c.checkpoint).items()))
     clf = load(stem, device_type=resolve_device(c.device, c.threads))
     use_threads(c.threads, clf.is_audio)
     name, natural_x, y, _ = load_test_data(clf, c.dataset, c.samples, c.data_dir, c.dataset_params)
-    params = {"sigma": c.sigma, "n0": c.n0, "n": c.n, "alpha": c.alpha, "batch_size": c.batch_size, "seed": c.seed}
     x = clf.prepare_inputs(natural_x)
-    result = certify(clf, x, y, method=c.method, **params)
-    if c.attack_check:  # the empirical side: an attack on the smoothed classifier at sigma/2 and sigma
-        checked = [
-            attack_check(clf, x, y, result, r, batch_size=c.batch_size, seed=c.seed) for r in (c.sigma / 2, c.sigma)
-        ]
-        result["attack_check"] = checked
-        result["violations"] = sorted({i for r in checked for i in r["violations"]})
-    waveform = clf.is_audio and tuple(clf.input_shape) == clf.natural_shape
-    if waveform:  # the noise is on the waveform: each certified radius as an SNR
-        result["snr_db"] = radius_as_snr(natural_x, result["radii"])
-        right = [snr for snr, p, t in zip(result["snr_db"], result["predictions"], y, strict=True) if snr and p == t]
-        result["median_snr_db"] = float(np.median(right)) if right else None  # over the clips certified right
+    if c.method == "smoothing":
+        result = _smoothing(c, clf, x, y, natural_x)
+    else:
+        result = _ibp(c, clf, x, y)
     epoch = clf.checkpoint_meta.get("extra", {}).get("epoch")
     result = {"checkpoint": str(stem), "which": which, "dataset": name, "epoch": epoch, **result}
     out = (
@@ -81,4 +82,38 @@ def certify_checkpoint(config: CertifyConfig | None = None, **settings) -> dict:
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, out)  # whole or not at all
     result["out"] = str(out)
+    return result
+
+
+def _smoothing(c: CertifyConfig, clf: SSMClassifier, x: np.ndarray, y: np.ndarray, natural_x: np.ndarray) -> dict:
+    """Randomized smoothing, checked by SmoothAdv at sigma/2 and sigma; audio radii also as SNR."""
+    params = {"sigma": c.sigma, "n0": c.n0, "n": c.n, "alpha": c.alpha, "batch_size": c.batch_size, "seed": c.seed}
+    result = certify(clf, x, y, method="smoothing", **params)
+    if c.attack_check:  # the empirical side: an attack on the smoothed classifier at sigma/2 and sigma
+        radii = (c.sigma / 2, c.sigma)
+        checked = [attack_check(clf, x, y, result, r, batch_size=c.batch_size, seed=c.seed) for r in radii]
+        result["attack_check"] = checked
+        result["violations"] = sorted({i for r in checked for i in r["violations"]})
+    if clf.is_audio and tuple(clf.input_shape) == clf.natural_shape:  # noise on the waveform: radii as SNR
+        result["snr_db"] = radius_as_snr(natural_x, result["radii"])
+        right = [snr for snr, p, t in zip(result["snr_db"], result["predictions"], y, strict=True) if snr and p == t]
+        result["median_snr_db"] = float(np.median(right)) if right else None  # over the clips certified right
+    return result
+
+
+def _ibp(c: CertifyConfig, clf: SSMClassifier, x: np.ndarray, y: np.ndarray) -> dict:
+    """Interval bounds at eps (default: the run's) and a quarter and half of it, checked by PGD-20."""
+    eps = c.eps if c.eps is not None else clf.checkpoint_meta.get("extra", {}).get("eps")
+    if eps is None:
+        raise OptionError("eps", "--eps", "this checkpoint does not record its eps; pass --eps")
+    result = certify(clf, x, y, method="ibp", eps=eps)
+    curve = [certify(clf, x, y, method="ibp", eps=e)["certified_accuracy"] for e in (eps / 4, eps / 2)]
+    result["curve"] = [{"eps": e, "certified_accuracy": a} for e, a in zip((eps / 4, eps / 2), curve, strict=True)]
+    result["curve"].append({"eps": eps, "certified_accuracy": result["certified_accuracy"]})
+    if c.attack_check:  # no attack may get inside a certified box
+        pgd = get_attack("pgd", clf, eps=eps, eps_step=eps / 4, max_iter=20, num_random_init=1)
+        with seeded(c.seed):
+            broken = clf.predict(pgd.generate(x, y)).argmax(1) != y  # (N,)
+        result["attack_check"] = [{"eps": eps, "attack": "pgd-20", "attacked_accuracy": float(1 - broken.mean())}]
+        result["violations"] = np.flatnonzero(np.array(result["certified"]) & broken).tolist()
     return result

@@ -1,0 +1,121 @@
+"""Interval bounds through the LTI models (``ssmdefense.certification.ibp``): they contain the logits
+of random points and of PGD pushing each logit up and down inside the box, they are exact for the
+LTI layer alone, a certified input is never broken by an attack, and a model with a layer they
+cannot bound is refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ssmdefense as sd
+from ssmdefense.certification.ibp import Box, logit_bounds, lti
+from ssmdefense.errors import SSMDefenseError
+
+SHAPE = (1, 8, 8)  # digits
+
+
+def classifier(name: str, ads: str | None = None, seed: int = 0) -> sd.SSMClassifier:
+    torch.manual_seed(seed)
+    body = sd.build_model(name, d_input=8, n_classes=10, d_model=16, n_layers=2, ads=ads)
+    return sd.SSMClassifier(body, input_shape=SHAPE, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("name,ads", [("s4d", None), ("s4d", "relu"), ("dss", "tanh"), ("s4", "sigmoid")])
+def test_bounds_contain_random_points_and_pgd_on_each_logit(name, ads):
+    clf, rng = classifier(name, ads), np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((3, *SHAPE))).float()  # (3 1 8 8)
+    lower, upper = (x - 0.03).clamp(0, 1), (x + 0.03).clamp(0, 1)
+    lo, hi = logit_bounds(clf.model, lower, upper)  # (3 10) each
+    tol = 1e-4  # the model runs in float32, the bounds in float64
+    with torch.no_grad():
+        for _ in range(5):  # 5 x 400 random points of each box
+            points = lower + (upper - lower) * torch.rand((400, *x.shape))  # (400 3 1 8 8)
+            logits = clf.model(points.flatten(0, 1)).view(400, 3, 10).double()
+            assert (logits >= lo - tol).all() and (logits <= hi + tol).all()
+    for sign in (1.0, -1.0):  # PGD pushing every logit to its extreme inside the box
+        z = x.clone().requires_grad_(True)
+        for _ in range(30):
+            (g,) = torch.autograd.grad(sign * clf.model(z).sum(), z)
+            z = torch.minimum(torch.maximum(z + 0.01 * g.sign(), lower), upper).detach().requires_grad_(True)
+        logits = clf.model(z).detach().double()
+        assert (logits >= lo - tol).all() and (logits <= hi + tol).all()
+
+
+def test_the_lti_layer_alone_is_bounded_exactly():
+    clf = classifier("s4d")
+    mixer = clf.model.body.blocks[0].mixer
+    rng = np.random.default_rng(1)
+    c = torch.from_numpy(rng.normal(size=(1, 8, 16)))  # (B L H)
+    r = torch.from_numpy(rng.random((1, 8, 16)) * 0.1)
+    box = lti(Box(c, r), mixer)
+    k, d = mixer.kernel(8).detach().double(), mixer.D.detach().double()  # (H L), (H,)
+    t, h = 5, 3  # the corner that maximises output (t, h): u_s = c_s + sign(weight of u_s) r_s
+    weights = torch.zeros(8, dtype=torch.float64)
+    weights[: t + 1] = k[h, : t + 1].flip(0)
+    weights[t] += d[h]
+    u = c.clone()
+    u[0, :, h] += torch.sign(weights) * r[0, :, h]
+    with torch.no_grad():
+        reached = mixer(u.float()).double()[0, t, h]
+    assert reached == pytest.approx(box.upper[0, t, h].item(), rel=1e-4, abs=1e-5)  # attained: exact
+
+
+def test_a_certified_digit_is_not_broken_and_certified_accuracy_stays_below_the_attacks(trained, digits):
+    x, y = digits.x_test[:100], digits.y_test[:100]
+    result = sd.certify(trained, x, y, method="ibp", eps=0.001)  # standard training: IBP certifies tiny balls
+    certified = np.array(result["certified"])
+    assert 0 < result["certified_accuracy"] == certified.mean()
+    pgd = sd.get_attack("pgd", trained, eps=0.001, eps_step=0.00025, max_iter=20, num_random_init=2)
+    broken = trained.predict(pgd.generate(x, y)).argmax(1) != y
+    assert not (certified & broken).any()  # no attack gets inside a certified box
+    assert result["certified_accuracy"] <= 1 - broken.mean()
+    assert sd.certify(trained, x, y, method="ibp", eps=0.003)["certified_accuracy"] <= result["certified_accuracy"]
+
+
+@pytest.mark.parametrize("name", ["mamba", "lstm"])
+def test_a_layer_that_cannot_be_bounded_is_named(name):
+    torch.manual_seed(0)
+    body = sd.build_model(name, d_input=8, n_classes=10, d_model=8, **({"n_layers": 1} if name == "mamba" else {}))
+    clf = sd.SSMClassifier(body, input_shape=SHAPE, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0))
+    x, y = np.zeros((1, *SHAPE), np.float32), np.zeros(1, np.int64)
+    expected = "ibp cannot bound layer blocks.0.mixer (MambaMixer)" if name == "mamba" else "ibp cannot bound the model"
+    with pytest.raises(SSMDefenseError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        sd.certify(clf, x, y, method="ibp", eps=0.01)
+
+
+def test_the_command_bounds_a_run_and_refuses_an_lstm_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from ssmdefense.cli import cli
+
+    base = [
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--aa-samples",
+        "0",
+        "--eval-samples",
+        "20",
+        "-q",
+        "-m",
+        "d_model=8",
+    ]
+    for model in ("s4d", "lstm"):
+        result = CliRunner().invoke(cli, ["train", "--model", model, *base, "--out", str(tmp_path / model)])
+        assert result.exit_code == 0, result.output
+    args = ["certify", "--method", "ibp", "--eps", "0.001", "--samples", "20", "--checkpoint"]
+    bounded = CliRunner().invoke(cli, [*args, str(tmp_path / "s4d")])
+    assert bounded.exit_code == 0, bounded.output
+    assert "pgd-20 at eps 0.001" in bounded.output and "VIOLATED" not in bounded.output
+    written = json.loads((tmp_path / "s4d" / "certification" / "ibp.json").read_text())
+    assert written["violations"] == [] and [p["eps"] for p in written["curve"]] == [0.00025, 0.0005, 0.001]
+    refused = CliRunner().invoke(cli, [*args, str(tmp_path / "lstm")])
+    assert refused.exit_code == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ibp cannot bound the model RNNClassifier" in lines[0], refused.stderr
+    assert not (tmp_path / "lstm" / "certification").exists()
