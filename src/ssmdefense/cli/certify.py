@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import echo_json, parse_params
-from .evaluate import with_common
+from .common import echo_json
+from .evaluate import data_settings, with_common
 
 
 @cli.command()
@@ -55,12 +55,7 @@ def certify(checkpoint, dataset, samples, data_dir, dataset_params, device, thre
 
     config = CertifyConfig(
         checkpoint=checkpoint,
-        dataset=dataset,
-        data_dir=data_dir,
-        dataset_params=parse_params(dataset_params, "-D"),
-        device=device,
-        threads=threads,
-        seed=seed,
+        **data_settings(dataset, data_dir, dataset_params, device, threads, seed),
         out=out,
         **method,
         **({} if samples is None else {"samples": samples}),

@@ -42,6 +42,19 @@ common_options = [
 ]
 
 
+def data_settings(dataset, data_dir, dataset_params, device, threads, seed) -> dict:
+    """The ``common_options`` as the fields of a ``CheckpointWork`` config."""
+    params = parse_params(dataset_params, "-D")
+    return {
+        "dataset": dataset,
+        "data_dir": data_dir,
+        "dataset_params": params,
+        "device": device,
+        "threads": threads,
+        "seed": seed,
+    }
+
+
 def with_common(fn):
     for option in reversed(common_options):
         fn = option(fn)
@@ -89,12 +102,7 @@ def attack(
         eps=eps,
         params=parse_params(params, "-p"),
         samples=samples,
-        dataset=dataset,
-        data_dir=data_dir,
-        dataset_params=parse_params(dataset_params, "-D"),
-        seed=seed,
-        device=device,
-        threads=threads,
+        **data_settings(dataset, data_dir, dataset_params, device, threads, seed),
         save_examples=save_examples,
     )
     result = attack_checkpoint(config).to_dict()
@@ -225,12 +233,7 @@ def evaluate(
         snr_db=[] if snr_text.strip().lower() == "none" else parse_float_list(snr_text, "--snr"),
         aa_samples=aa_samples,
         aa_snr_db=aa_snr_db,
-        dataset=dataset,
-        data_dir=data_dir,
-        dataset_params=parse_params(dataset_params, "-D"),
-        seed=seed,
-        device=device,
-        threads=threads,
+        **data_settings(dataset, data_dir, dataset_params, device, threads, seed),
         out=out,
     )
     report = evaluate_checkpoints(config)
