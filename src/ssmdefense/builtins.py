@@ -163,6 +163,7 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
     "defenses": [
         ("none", "ssmdefense.defenses.none:StandardTrainer", "Standard training (no defense), the baseline"),
         ("pgd-at", "ssmdefense.defenses.pgd_at:PGDATTrainer", "PGD adversarial training (Madry et al. 2018)"),
+        ("ibp", "ssmdefense.defenses.ibp:IBPTrainer", "Certified training by interval bounds (Gowal et al. 2018)"),
         (
             "ads",
             "ssmdefense.defenses.ads:ads",

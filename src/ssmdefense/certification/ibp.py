@@ -68,22 +68,22 @@ class Box:
 
 
 def linear(box: Box, layer: nn.Linear) -> Box:
-    w = layer.weight.double()  # (out, in)
-    c = box.c @ w.T + (0 if layer.bias is None else layer.bias.double())  # (..., out)
+    w = layer.weight.to(box.c.dtype)  # (out, in)
+    c = box.c @ w.T + (0 if layer.bias is None else layer.bias.to(box.c.dtype))  # (..., out)
     return Box(c, box.r @ w.abs().T)  # (..., out)
 
 
 def lti(box: Box, mixer: ConvolutionalSSM) -> Box:
     """y = K ∗ u + D·u along time, per channel: u (B, L, H)."""
     L, H = box.c.shape[1], box.c.shape[2]
-    k = mixer.kernel(L).detach().double()  # (H, L)
-    d = mixer.D.detach().double()  # (H,)
+    k = mixer.kernel(L).to(box.c.dtype)  # (H, L)
+    d = mixer.D.to(box.c.dtype)  # (H,)
 
     def causal(u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:  # u (B L H), kernel (H L)
         x = F.pad(u.transpose(1, 2), (L - 1, 0))  # (B H 2L-1) zeros before the start
         return F.conv1d(x, kernel.flip(-1)[:, None, :], groups=H).transpose(1, 2)  # (B L H)
 
-    k[:, 0] += d  # D·u_t joins the kernel's first tap: |K_0 + D|, not |K_0| + |D|, keeps the bound exact
+    k = torch.cat([k[:, :1] + d[:, None], k[:, 1:]], 1)  # D·u_t joins the first tap: |K_0 + D| keeps it exact
     return Box(causal(box.c, k), causal(box.r, k.abs()))
 
 
@@ -117,7 +117,7 @@ def layer_norm(box: Box, norm: nn.LayerNorm) -> Box:
     q = torch.stack([z_lo / s_lo, z_lo / s_hi, z_hi / s_lo, z_hi / s_hi])  # (4 ..., H) z / s at the corners
     out = Box.from_bounds(q.amin(0), q.amax(0))
     if norm.elementwise_affine:
-        g, b = norm.weight.double(), norm.bias.double()
+        g, b = norm.weight.to(lo.dtype), norm.bias.to(lo.dtype)
         out = Box(out.c * g + b, out.r * g.abs())
     return out
 
@@ -136,9 +136,14 @@ def block(box: Box, b: nn.Module, name: str) -> Box:
     return layer_norm(box + linear(y, b.output_linear), b.norm)
 
 
-def logit_bounds(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def logit_bounds(
+    model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, train: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Bounds on the logits of ``model`` (a ``NaturalShapeModel``) over the box [lower, upper] of
-    natural inputs (N, ...): (N, classes) each; a layer that cannot be bounded is a clear error."""
+    natural inputs (N, ...): (N, classes) each; a layer that cannot be bounded is a clear error.
+    Certification runs in float64 without gradients; ``train=True`` (the ``ibp`` defense) in the
+    model's float32 with gradients, in the model's current mode."""
+    model = getattr(model, "module", model)  # a DDP-wrapped model's own
     serialiser, body = getattr(model, "serialiser", None), getattr(model, "body", None)
     if not isinstance(serialiser, ImageToSequence):
         what = type(serialiser).__name__ if serialiser is not None else type(model).__name__
@@ -149,13 +154,19 @@ def logit_bounds(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> 
         raise SSMDefenseError(
             f"ibp cannot bound the model {type(body).__name__}: it bounds SequenceClassifier bodies of S4, S4D, DSS"
         )
+    if train:
+        return _propagate(serialiser, body, lower, upper)
     with torch.no_grad(), eval_mode(model):
-        box = Box.from_bounds(serialiser(lower.double()), serialiser(upper.double()))  # (N L D)
-        box = linear(box, body.encoder)  # (N L H)
-        for i, b in enumerate(body.blocks):
-            box = block(box, b, f"blocks.{i}")
-        box = Box(box.c.mean(1), box.r.mean(1))  # (N H)
-        box = linear(box, body.head)  # (N classes)
+        return _propagate(serialiser, body, lower.double(), upper.double())
+
+
+def _propagate(serialiser: nn.Module, body: SequenceClassifier, lower: torch.Tensor, upper: torch.Tensor):
+    box = Box.from_bounds(serialiser(lower), serialiser(upper))  # (N L D)
+    box = linear(box, body.encoder)  # (N L H)
+    for i, b in enumerate(body.blocks):
+        box = block(box, b, f"blocks.{i}")
+    box = Box(box.c.mean(1), box.r.mean(1))  # (N H)
+    box = linear(box, body.head)  # (N classes)
     return box.lower, box.upper
 
 

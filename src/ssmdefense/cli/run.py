@@ -203,6 +203,12 @@ def _print_summary(report, out):
             f"{aa.get('attack', 'autoattack')} ({aa['version']}) on {aa['samples']} samples, best checkpoint: "
             f"{aa['worst_case']:.3f} (worst case with FGSM and PGD-10 on the same samples; {aa['seconds']:.0f} s)"
         )
+    certified = report["best"].get("certified")
+    if certified:
+        click.echo(
+            f"verified ({certified['method']}) at eps {certified['eps']:g} on {certified['samples']} samples, best "
+            f"checkpoint: {certified['certified_accuracy']:.3f}"
+        )
     chosen = {"val": "the validation split", "test": "the TEST split (--select-on test)"}
     click.echo(f"best checkpoint chosen on {chosen[report['config']['select_on']]}")
     click.echo(f"report: {out / 'report.md'}")

@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import distributed
 from ..api import build_model, build_serialiser, get_defense
+from ..certification import certify
 from ..checkpoint import load as load_checkpoint
 from ..data.base import Dataset, LazyDataset
 from ..data.stream import materialise
@@ -48,6 +49,7 @@ from .resume import interruption
 
 DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at these multiples of eps
 DEFAULT_AA_SAMPLES = 100  # AutoAttack in the final evaluation (--aa-samples): images and audio
+CERTIFIED_SAMPLES = 100  # the ibp defense's final evaluation also certifies the first 100 test samples
 SELECT_ON = ("val", "test")  # the split that chooses the best checkpoint (--select-on)
 
 
@@ -381,6 +383,10 @@ def _evaluate_best_and_last(
                 by_epoch[epoch]["autoattack"] = autoattack_check(
                     ckpt, x_eval[:n], y_eval[:n], eps=s.eps, seed=c.seed, snr_db=c.aa_snr_db
                 )
+            if c.defense == "ibp":  # certified training: its verified accuracy, by the bounds it trained on
+                n = min(CERTIFIED_SAMPLES, len(y_eval))
+                found = certify(ckpt, x_eval[:n], y_eval[:n], method="ibp", eps=s.eps)
+                by_epoch[epoch]["certified"] = {k: found[k] for k in ("method", "eps", "samples", "certified_accuracy")}
         results[which] = {"epoch": epoch, **by_epoch[epoch]}
     return results
 
