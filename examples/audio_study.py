@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from independent_pgd import check as independent_check
-from study_common import add_seed_options, aggregate, fmt, log_command, seeds_from
+from study_common import add_seed_options, aggregate, fmt, log_command, save_rows, seeds_from
 
 from ssmdefense.cli.common import parse_params
 from ssmdefense.experiment import EvaluateConfig, RunConfig, evaluate_checkpoints, run
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
                     continue  # AdS sits after an SSM mixer inside SequenceClassifier blocks; the LSTM has none
                 results.append(row(model, defense, args, args.root, log))
                 print(table(results[-1:]).splitlines()[-1], flush=True)
-    (args.root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save_rows(args.root / "results.json", results, ("model", "defense"))  # this call's rows (all: the file)
     print(seed_table(results) + "\n")
     print(table(results))
     return 0

@@ -4,8 +4,10 @@ and the sample standard deviation (n - 1) over the seeds."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import statistics
+from pathlib import Path
 
 
 def add_seed_options(parser) -> None:
@@ -82,3 +84,14 @@ def aggregate(runs: list[dict], nested: tuple[str, ...] = ()) -> dict:
 def fmt(value: float, sd: float | None) -> str:
     """``0.512`` for one seed, ``0.512 ± 0.010`` for several."""
     return f"{value:.3f}" if sd is None else f"{value:.3f} ± {sd:.3f}"
+
+
+def save_rows(path: Path, rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """Write ``rows`` into the results file ``path``, keeping the rows of earlier calls (a study run in
+    parts, e.g. one model per call) and replacing those with the same ``keys``; returns them all."""
+    key = lambda r: tuple(r[k] for k in keys)  # noqa: E731
+    fresh = {key(r) for r in rows}
+    earlier = json.loads(path.read_text()) if path.is_file() else []
+    merged = [r for r in earlier if key(r) not in fresh] + rows
+    path.write_text(json.dumps(merged, indent=2) + "\n")
+    return merged

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from art.estimators.classification import PyTorchClassifier
 from independent_pgd import check as independent_check
-from study_common import log_command
+from study_common import log_command, save_rows
 
 import ssmdefense as sd
 from ssmdefense.cli.common import parse_params
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
                 for defense in args.defenses.split(","):
                     results.append(one_row(model, front, defense, args, log))
                     print(table(results[-1:]).splitlines()[-1], flush=True)
-    (args.root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save_rows(args.root / "results.json", results, ("model", "front", "defense"))  # this call's rows (all: the file)
     print(table(results))
     return 0
 

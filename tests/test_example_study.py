@@ -75,3 +75,25 @@ def test_audio_study_runs_the_checks_on_the_seeds_asked(tmp_path, capsys, monkey
         and commands.count("--no-checks") == 1
     )
     assert " ± " in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_study_run_in_parts_keeps_every_part_in_its_results(tmp_path):
+    from study_common import save_rows
+
+    path = tmp_path / "results.json"
+    save_rows(
+        path,
+        [{"model": "s4d", "defense": "none", "ra": 0.1}, {"model": "s4d", "defense": "ads", "ra": 0.4}],
+        ("model", "defense"),
+    )
+    merged = save_rows(
+        path,
+        [{"model": "lstm", "defense": "none", "ra": 0.2}, {"model": "s4d", "defense": "ads", "ra": 0.5}],
+        ("model", "defense"),
+    )
+    assert json.loads(path.read_text()) == merged
+    assert [(r["model"], r["defense"], r["ra"]) for r in merged] == [
+        ("s4d", "none", 0.1),  # an earlier call's row is kept ...
+        ("lstm", "none", 0.2),
+        ("s4d", "ads", 0.5),  # ... and a row measured again replaces its old one
+    ]
