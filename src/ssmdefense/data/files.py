@@ -16,6 +16,7 @@ built on:
 
 from __future__ import annotations
 
+import abc
 import itertools
 import os
 from collections import deque
@@ -161,7 +162,7 @@ class UnusableFile(SSMDefenseError):
         self.path = str(path)
 
 
-class FileDecoder:
+class FileDecoder(abc.ABC):
     """How a file-based dataset turns its files into inputs: ``__call__(path)`` decodes one file, a
     float32 array of ``shape`` (what a lazy item reads), raising :class:`UnusableFile` with one
     line naming the file and the problem; ``load(paths, num_workers)`` decodes many at once, on
@@ -180,17 +181,21 @@ class FileDecoder:
     sample_rate: int | None
 
     @property
+    @abc.abstractmethod
     def shape(self) -> tuple[int, ...]:
-        raise NotImplementedError
+        """One decoded input's shape."""
 
+    @abc.abstractmethod
     def __call__(self, path) -> np.ndarray:
-        raise NotImplementedError
+        """One file, decoded."""
 
+    @abc.abstractmethod
     def load(self, paths, num_workers: int | None):
-        raise NotImplementedError
+        """Many files at once (in threads): the decoded inputs and what was skipped."""
 
+    @abc.abstractmethod
     def why_none(self, loaded, total: int, root) -> str:
-        raise NotImplementedError
+        """Why no file decoded, in words."""
 
     def items(self, paths, labels) -> LazyFiles:
         """The lazy items of ``paths`` and ``labels``: a :class:`LazyFiles` reading with this decoder."""
