@@ -72,6 +72,21 @@ def test_a_certified_digit_is_not_broken_and_certified_accuracy_stays_below_the_
     pgd = sd.get_attack("pgd", trained, eps=0.001, eps_step=0.00025, max_iter=20, num_random_init=2)
     broken = trained.predict(pgd.generate(x, y)).argmax(1) != y
     assert not (certified & broken).any()  # no attack gets inside a certified box
+    # and no hard one: plain torch, margin loss, 10 random restarts of 50 steps on the certified digits
+    xc = torch.from_numpy(x[certified])
+    yc = torch.from_numpy(y[certified]).long()
+    for restart in range(10):
+        torch.manual_seed(restart)
+        z = (xc + torch.empty_like(xc).uniform_(-0.001, 0.001)).clamp(0, 1)
+        for _ in range(50):
+            z.requires_grad_(True)
+            logits = trained.model(z)  # (n C)
+            true = logits.gather(1, yc[:, None])[:, 0]
+            other = logits.scatter(1, yc[:, None], -torch.inf).amax(1)
+            (g,) = torch.autograd.grad((other - true).sum(), z)  # raise the best wrong logit over the true one
+            z = torch.minimum(torch.maximum(z + 0.00025 * g.sign(), xc - 0.001), xc + 0.001).clamp(0, 1).detach()
+        with torch.no_grad():
+            assert (trained.model(z).argmax(1) == yc).all(), restart
     assert result["certified_accuracy"] <= 1 - broken.mean()
     assert sd.certify(trained, x, y, method="ibp", eps=0.003)["certified_accuracy"] <= result["certified_accuracy"]
 
