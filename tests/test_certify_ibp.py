@@ -1,7 +1,7 @@
-"""Interval bounds through the LTI models (``ssmdefense.certification.ibp``): they contain the logits
-of random points and of PGD pushing each logit up and down inside the box, they are exact for the
-LTI layer alone, a certified input is never broken by an attack, and a model with a layer they
-cannot bound is refused by name."""
+"""Interval bounds through the LTI models and the MLP (``ssmdefense.certification.ibp``): they contain
+the logits of random points and of PGD pushing each logit up and down inside the box, they are exact
+for the LTI and S5 layers alone, a certified input is never broken by an attack, and a model with a
+layer they cannot bound is refused by name."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ssmdefense as sd
-from ssmdefense.certification.ibp import Box, logit_bounds, lti
+from ssmdefense.certification.ibp import Box, causal_conv, logit_bounds, lti, s5_kernel, s5_lti
 from ssmdefense.errors import SSMDefenseError
 
 SHAPE = (1, 8, 8)  # digits
@@ -20,11 +20,15 @@ SHAPE = (1, 8, 8)  # digits
 
 def classifier(name: str, ads: str | None = None, seed: int = 0) -> sd.SSMClassifier:
     torch.manual_seed(seed)
-    body = sd.build_model(name, d_input=8, n_classes=10, d_model=16, n_layers=2, ads=ads)
+    size = {"d_hidden": 16} if name == "mlp" else {"d_model": 16, "n_layers": 2, "ads": ads}
+    body = sd.build_model(name, d_input=8, n_classes=10, **size)
     return sd.SSMClassifier(body, input_shape=SHAPE, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0))
 
 
-@pytest.mark.parametrize("name,ads", [("s4d", None), ("s4d", "relu"), ("dss", "tanh"), ("s4", "sigmoid")])
+@pytest.mark.parametrize(
+    "name,ads",
+    [("s4d", None), ("s4d", "relu"), ("dss", "tanh"), ("s4", "sigmoid"), ("s5", None), ("s5", "relu"), ("mlp", None)],
+)
 def test_bounds_contain_random_points_and_pgd_on_each_logit(name, ads):
     clf, rng = classifier(name, ads), np.random.default_rng(0)
     x = torch.from_numpy(rng.random((3, *SHAPE))).float()  # (3 1 8 8)
@@ -62,6 +66,35 @@ def test_the_lti_layer_alone_is_bounded_exactly():
     with torch.no_grad():
         reached = mixer(u.float()).double()[0, t, h]
     assert reached == pytest.approx(box.upper[0, t, h].item(), rel=1e-4, abs=1e-5)  # attained: exact
+
+
+def test_the_s5_kernel_reproduces_the_layer_and_its_bounds_are_exact():
+    mixer = classifier("s5").model.body.blocks[0].mixer
+    rng = np.random.default_rng(2)
+    u = torch.from_numpy(rng.normal(size=(2, 8, 16)))  # (B L H)
+    k = s5_kernel(mixer, 8)  # (L H H)
+    assert k.dtype == torch.float64 and k.shape == (8, 16, 16)
+    with torch.no_grad():
+        y = mixer(u.float()).double()  # (B L H)
+    assert torch.allclose(causal_conv(u, k.permute(1, 2, 0)), y, rtol=0, atol=1e-5)
+    r = torch.from_numpy(rng.random((2, 8, 16)) * 0.1)  # (B L H)
+    box = s5_lti(Box(u, r), mixer)
+    t, h = 5, 3  # the corner that maximises output (t, h): u_s = c_s + sign(K_{t-s}[h]) r_s, zero after t
+    corner = u.clone()
+    corner[:, : t + 1] += torch.sign(k[: t + 1, h].flip(0)) * r[:, : t + 1]  # (B t+1 H)
+    with torch.no_grad():
+        reached = mixer(corner.float()).double()[:, t, h]  # (B)
+    assert torch.allclose(reached, box.upper[:, t, h], rtol=1e-4, atol=1e-5)  # attained: exact
+
+
+@pytest.mark.parametrize("name,ads", [("s5", None), ("s5", "relu"), ("mlp", None)])
+def test_certify_runs_on_s5_and_the_mlp(name, ads):
+    clf, rng = classifier(name, ads), np.random.default_rng(3)
+    x = rng.random((4, *SHAPE)).astype(np.float32)  # (4 1 8 8)
+    y = clf.predict(x).argmax(1)
+    tiny = sd.certify(clf, x, y, method="ibp", eps=1e-6)
+    assert tiny["method"] == "ibp" and tiny["samples"] == 4 and tiny["certified_accuracy"] == 1.0
+    assert sd.certify(clf, x, y, method="ibp", eps=0.5)["certified_accuracy"] == 0.0  # half the pixel range
 
 
 def test_a_certified_digit_is_not_broken_and_certified_accuracy_stays_below_the_attacks(trained, digits):

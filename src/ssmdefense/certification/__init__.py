@@ -3,7 +3,9 @@
 ``certify(clf, x, y, method="smoothing", sigma=0.25)``: randomized smoothing (Cohen et al. 2019;
 ``smoothing.py``), for every model, images and audio, certifying L2 radii of the smoothed classifier.
 ``certify(clf, x, y, method="ibp", eps=0.1)``: interval bounds (``ibp.py``) through the LTI models
-(S4, S4D, DSS) on images, certifying the model itself in the L-inf ball.
+(S4, S4D, DSS, S5, MLP) on images, certifying the model itself in the L-inf ball.
+``certify(clf, x, y, method="crown", eps=0.01)``: backward linear bounds (``crown.py``), far tighter,
+for S4, S4D, DSS and the MLP on images read as rows.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import SSMDefenseError
+from .crown import certify_crown
 from .ibp import certify_ibp
 from .smoothing import certify_smoothing
 
-METHODS = {"smoothing": certify_smoothing, "ibp": certify_ibp}
+METHODS = {"smoothing": certify_smoothing, "ibp": certify_ibp, "crown": certify_crown}
 
 
 def certify(clf: Any, x: np.ndarray, y: np.ndarray, method: str = "smoothing", **params: Any) -> dict:

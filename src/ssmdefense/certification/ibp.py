@@ -1,5 +1,5 @@
-"""Interval bound propagation (Gowal et al. 2018) through the LTI sequence models: S4, S4D and DSS
-blocks (with or without AdS), on image inputs read as pixels or rows.
+"""Interval bound propagation (Gowal et al. 2018) through the LTI sequence models, S4, S4D, DSS and
+S5 blocks (with or without AdS), and through the MLP baseline, on image inputs read as pixels or rows.
 
 A box (centre c, radius r ≥ 0, elementwise) is pushed through the model layer by layer, each step
 sound (the true output of every point of the input box lies in the output box):
@@ -9,6 +9,11 @@ sound (the true output of every point of the input box lies in the output box):
 - the LTI mixer y = K ∗ u + D·u, a causal convolution along time per channel with the real kernel
   K = ``mixer.kernel(L)`` whose first tap takes D: centre K ∗ c, radius |K| ∗ r, exact per output. It is
   computed as a direct convolution in float64 (an FFT would add rounding the box must cover);
+- the S5 mixer, one MIMO diagonal SSM: y_t = Σ_{s≤t} K_{t−s} u_s with matrix taps
+  K_j = 2·Re(C̃ diag(Λ̄^j) B̄) (H × H) and diag(D) added to K_0 (``s5_kernel``): centre K ∗ c, radius
+  |K| ∗ r (elementwise absolute values of the matrices), exact per output, by the same direct
+  convolution with all H inputs feeding each output;
+- ReLU (the MLP): monotone, so the values at the box's ends; the flatten only reorders;
 - GELU: decreasing below its minimum at x* ≈ −0.7518 and increasing above, so its bounds are the
   values at the box's ends, and GELU(x*) when x* lies inside;
 - AdS, act(W·y)·y with a monotone act: the interval of act(W·y) times the interval of y (the
@@ -36,6 +41,8 @@ from ..errors import SSMDefenseError
 from ..models.ads import AdaptiveScaling
 from ..models.body import SequenceClassifier
 from ..models.conv_ssm import ConvolutionalSSM
+from ..models.mlp import MLPClassifier
+from ..models.s5 import S5
 from ..models.serialise import ImageToSequence
 from ..modes import eval_mode
 
@@ -73,18 +80,39 @@ def linear(box: Box, layer: nn.Linear) -> Box:
     return Box(c, box.r @ w.abs().T)  # (..., out)
 
 
+def causal_conv(u: torch.Tensor, taps: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """y_t = Σ_{s≤t} K_{t−s} u_s, direct: u (B, L, H_in), ``taps`` a conv1d weight (H_out, H_in / groups, L)
+    with tap K_j at [..., j]. Returns (B, L, H_out)."""
+    L = u.shape[1]
+    x = F.pad(u.transpose(1, 2), (L - 1, 0))  # (B H_in 2L-1) zeros before the start
+    return F.conv1d(x, taps.flip(-1), groups=groups).transpose(1, 2)  # (B L H_out)
+
+
 def lti(box: Box, mixer: ConvolutionalSSM) -> Box:
     """y = K ∗ u + D·u along time, per channel: u (B, L, H)."""
     L, H = box.c.shape[1], box.c.shape[2]
     k = mixer.kernel(L).to(box.c.dtype)  # (H, L)
     d = mixer.D.to(box.c.dtype)  # (H,)
+    k = torch.cat([k[:, :1] + d[:, None], k[:, 1:]], 1)[:, None, :]  # (H 1 L) D·u_t joins the first tap: exact
+    return Box(causal_conv(box.c, k, groups=H), causal_conv(box.r, k.abs(), groups=H))
 
-    def causal(u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:  # u (B L H), kernel (H L)
-        x = F.pad(u.transpose(1, 2), (L - 1, 0))  # (B H 2L-1) zeros before the start
-        return F.conv1d(x, kernel.flip(-1)[:, None, :], groups=H).transpose(1, 2)  # (B L H)
 
-    k = torch.cat([k[:, :1] + d[:, None], k[:, 1:]], 1)  # D·u_t joins the first tap: |K_0 + D| keeps it exact
-    return Box(causal(box.c, k), causal(box.r, k.abs()))
+def s5_kernel(mixer: S5, L: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The S5 layer's matrix taps (L, H, H), ``dtype``: K_j = 2·Re(C̃ diag(Λ̄^j) B̄), plus diag(D) at j = 0,
+    so that y_t = Σ_{s≤t} K_{t−s} u_s is ``mixer(u)``. Λ̄, B̄ are the model's own (``discretize()``),
+    widened exactly to complex ``dtype``; powers and products run in ``dtype``."""
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    Lambda_bar, B_bar, C_tilde = (t.to(complex_dtype) for t in mixer.discretize())  # (P/2), (P/2 H), (H P/2)
+    j = torch.arange(L, dtype=dtype, device=Lambda_bar.device)  # (L)
+    powers = torch.exp(j[:, None] * torch.log(Lambda_bar))  # (L P/2) Λ̄^j
+    k = 2 * torch.einsum("hp,lp,pk->lhk", C_tilde, powers, B_bar).real  # (L H H)
+    return torch.cat([k[:1] + torch.diag(mixer.D.to(dtype)), k[1:]])  # (L H H)
+
+
+def s5_lti(box: Box, mixer: S5) -> Box:
+    """y_t = Σ_{s≤t} K_{t−s} u_s with (H, H) taps: u (B, L, H)."""
+    taps = s5_kernel(mixer, box.c.shape[1], box.c.dtype).permute(1, 2, 0)  # (H_out H_in L)
+    return Box(causal_conv(box.c, taps), causal_conv(box.r, taps.abs()))
 
 
 def gelu(box: Box) -> Box:
@@ -93,6 +121,10 @@ def gelu(box: Box) -> Box:
     floor = F.gelu(torch.tensor(GELU_MIN_AT, dtype=lo.dtype))
     lower = torch.where((lo < GELU_MIN_AT) & (hi > GELU_MIN_AT), floor, torch.minimum(f_lo, f_hi))
     return Box.from_bounds(lower, torch.maximum(f_lo, f_hi))
+
+
+def relu(box: Box) -> Box:
+    return Box.from_bounds(box.lower.clamp(min=0), box.upper.clamp(min=0))
 
 
 def ads(box: Box, module: AdaptiveScaling) -> Box:
@@ -104,16 +136,20 @@ def ads(box: Box, module: AdaptiveScaling) -> Box:
     return Box.from_bounds(corners.amin(0), corners.amax(0))
 
 
+def std_bounds(z_lo: torch.Tensor, z_hi: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smallest and largest sqrt(mean(z²) + eps) over the last axis for z in [z_lo, z_hi]: (..., 1) each."""
+    square_min = torch.where((z_lo <= 0) & (z_hi >= 0), torch.zeros_like(z_lo), torch.minimum(z_lo**2, z_hi**2))
+    square_max = torch.maximum(z_lo**2, z_hi**2)
+    return (square_min.mean(-1, keepdim=True) + eps).sqrt(), (square_max.mean(-1, keepdim=True) + eps).sqrt()
+
+
 def layer_norm(box: Box, norm: nn.LayerNorm) -> Box:
     lo, hi = box.lower, box.upper  # (..., H)
     n = lo.shape[-1]
     # x_i − mean(x) = (1 − 1/n)·x_i − (1/n)·Σ_{j≠i} x_j: exact bounds per i
     z_lo = (1 - 1 / n) * lo - (hi.sum(-1, keepdim=True) - hi) / n
     z_hi = (1 - 1 / n) * hi - (lo.sum(-1, keepdim=True) - lo) / n
-    square_min = torch.where((z_lo <= 0) & (z_hi >= 0), torch.zeros_like(z_lo), torch.minimum(z_lo**2, z_hi**2))
-    square_max = torch.maximum(z_lo**2, z_hi**2)
-    s_lo = (square_min.mean(-1, keepdim=True) + norm.eps).sqrt()  # (..., 1) smallest standard deviation
-    s_hi = (square_max.mean(-1, keepdim=True) + norm.eps).sqrt()
+    s_lo, s_hi = std_bounds(z_lo, z_hi, norm.eps)  # (..., 1)
     q = torch.stack([z_lo / s_lo, z_lo / s_hi, z_hi / s_lo, z_hi / s_hi])  # (4 ..., H) z / s at the corners
     out = Box.from_bounds(q.amin(0), q.amax(0))
     if norm.elementwise_affine:
@@ -122,18 +158,35 @@ def layer_norm(box: Box, norm: nn.LayerNorm) -> Box:
     return out
 
 
+def mixer_box(box: Box, b: nn.Module, name: str) -> Box:
+    if not b.gated and isinstance(b.mixer, ConvolutionalSSM):
+        return lti(box, b.mixer)
+    if not b.gated and isinstance(b.mixer, S5):
+        return s5_lti(box, b.mixer)
+    raise SSMDefenseError(
+        f"ibp cannot bound layer {name}.mixer ({type(b.mixer).__name__}): interval bounds are built for the "
+        f"LTI convolution mixers S4, S4D and DSS and the S5 mixer"
+    )
+
+
 def block(box: Box, b: nn.Module, name: str) -> Box:
-    if b.gated or not isinstance(b.mixer, ConvolutionalSSM):
-        raise SSMDefenseError(
-            f"ibp cannot bound layer {name}.mixer ({type(b.mixer).__name__}): interval bounds are built for the "
-            f"LTI convolution mixers S4, S4D and DSS"
-        )
-    y = gelu(lti(box, b.mixer))
+    y = gelu(mixer_box(box, b, name))
     if isinstance(b.ads, AdaptiveScaling):
         y = ads(y, b.ads)
     elif not isinstance(b.ads, nn.Identity):
         raise SSMDefenseError(f"ibp cannot bound layer {name}.ads ({type(b.ads).__name__})")
     return layer_norm(box + linear(y, b.output_linear), b.norm)
+
+
+def check_image_front_end(model: nn.Module, method: str) -> tuple[nn.Module, nn.Module]:
+    """(serialiser, body) of a model whose front end only reorders image pixels; else a clear error."""
+    serialiser, body = getattr(model, "serialiser", None), getattr(model, "body", None)
+    if not isinstance(serialiser, ImageToSequence):
+        what = type(serialiser).__name__ if serialiser is not None else type(model).__name__
+        raise SSMDefenseError(
+            f"{method} cannot bound the front end {what}: only image sequences (pixels, rows) reorder inputs"
+        )
+    return serialiser, body
 
 
 def logit_bounds(
@@ -144,15 +197,11 @@ def logit_bounds(
     Certification runs in float64 without gradients; ``train=True`` (the ``ibp`` defense) in the
     model's float32 with gradients, in the model's current mode."""
     model = getattr(model, "module", model)  # a DDP-wrapped model's own
-    serialiser, body = getattr(model, "serialiser", None), getattr(model, "body", None)
-    if not isinstance(serialiser, ImageToSequence):
-        what = type(serialiser).__name__ if serialiser is not None else type(model).__name__
+    serialiser, body = check_image_front_end(model, "ibp")
+    if not isinstance(body, (SequenceClassifier, MLPClassifier)):
         raise SSMDefenseError(
-            f"ibp cannot bound the front end {what}: only image sequences (pixels, rows) reorder inputs"
-        )
-    if not isinstance(body, SequenceClassifier):
-        raise SSMDefenseError(
-            f"ibp cannot bound the model {type(body).__name__}: it bounds SequenceClassifier bodies of S4, S4D, DSS"
+            f"ibp cannot bound the model {type(body).__name__}: it bounds SequenceClassifier bodies of S4, S4D, "
+            f"DSS and S5, and the MLP"
         )
     if train:
         return _propagate(serialiser, body, lower, upper)
@@ -160,14 +209,27 @@ def logit_bounds(
         return _propagate(serialiser, body, lower.double(), upper.double())
 
 
-def _propagate(serialiser: nn.Module, body: SequenceClassifier, lower: torch.Tensor, upper: torch.Tensor):
+def _propagate(serialiser: nn.Module, body: nn.Module, lower: torch.Tensor, upper: torch.Tensor):
     box = Box.from_bounds(serialiser(lower), serialiser(upper))  # (N L D)
+    box = _sequence_features(box, body) if isinstance(body, SequenceClassifier) else _mlp_features(box, body)
+    box = linear(box, body.head)  # (N classes)
+    return box.lower, box.upper
+
+
+def _sequence_features(box: Box, body: SequenceClassifier) -> Box:
     box = linear(box, body.encoder)  # (N L H)
     for i, b in enumerate(body.blocks):
         box = block(box, b, f"blocks.{i}")
-    box = Box(box.c.mean(1), box.r.mean(1))  # (N H)
-    box = linear(box, body.head)  # (N classes)
-    return box.lower, box.upper
+    return Box(box.c.mean(1), box.r.mean(1))  # (N H)
+
+
+def _mlp_features(box: Box, body: MLPClassifier) -> Box:
+    L = box.c.shape[1]
+    if body.seq_len != L:
+        raise SSMDefenseError(f"ibp: this MLP was sized for sequences of {body.seq_len} steps; got {L}")
+    box = Box(box.c.flatten(1), box.r.flatten(1))  # (N L*D)
+    box = relu(linear(box, body.fc1))  # (N d_hidden) dropout: the identity
+    return relu(linear(box, body.fc2))  # (N d_hidden)
 
 
 def certify_ibp(clf: SSMClassifier, x: np.ndarray, y: np.ndarray, *, eps: float, batch_size: int = 50) -> dict:

@@ -13,12 +13,12 @@ from .evaluate import data_settings, with_common
 
 @cli.command()
 @with_common
-@click.option("--method", default="smoothing", show_default=True, help="Certification method: smoothing or ibp.")
+@click.option("--method", default="smoothing", show_default=True, help="Certification method: smoothing, ibp or crown.")
 @click.option(
     "--eps",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="ibp: the L-inf budget (default: the run's eps).",
+    help="ibp, crown: the L-inf budget (default: the run's eps).",
 )
 @click.option(
     "--sigma",
@@ -61,6 +61,12 @@ def certify(checkpoint, dataset, samples, data_dir, dataset_params, device, thre
         **({} if samples is None else {"samples": samples}),
     )
     result = certify_checkpoint(config)
+    if result.get("exceeds_autoattack"):
+        click.echo(
+            f"CERTIFICATE VIOLATED: certified accuracy {result['certified_accuracy']:.3f} is above the run's "
+            f"AutoAttack accuracy {result['autoattack_accuracy']:.3f} on the same samples",
+            err=True,
+        )
     if result.get("violations"):
         click.echo(
             f"CERTIFICATE VIOLATED: the attack flipped samples {result['violations']} inside their certified radius",
@@ -69,10 +75,10 @@ def certify(checkpoint, dataset, samples, data_dir, dataset_params, device, thre
     if as_json:
         echo_json({k: v for k, v in result.items() if k not in ("predictions", "radii", "snr_db")})
         return
-    if result["method"] == "ibp":
-        _print_ibp(result)
-    else:
+    if result["method"] == "smoothing":
         _print_smoothing(result)
+    else:
+        _print_bounds(result)
 
     click.echo(f"written: {result['out']}")
 
@@ -97,12 +103,18 @@ def _print_smoothing(result: dict) -> None:
         )
 
 
-def _print_ibp(result: dict) -> None:
+BOUNDS = {"ibp": "interval bounds", "crown": "CROWN's linear bounds"}
+
+
+def _print_bounds(result: dict) -> None:
     click.echo(
-        f"interval bounds in the L-inf ball on {result['samples']} {result['dataset']} test samples "
-        f"({result['checkpoint']}):"
+        f"{BOUNDS.get(result['method'], result['method'])} in the L-inf ball on {result['samples']} "
+        f"{result['dataset']} test samples ({result['checkpoint']}):"
     )
     click.echo("eps        " + "  ".join(f"{p['eps']:.3g}" for p in result["curve"]))
     click.echo("certified  " + "  ".join(f"{p['certified_accuracy']:.3f}" for p in result["curve"]))
     for check in result.get("attack_check", []):
         click.echo(f"{check['attack']} at eps {check['eps']:g} leaves {check['attacked_accuracy']:.3f}")
+    if "autoattack_accuracy" in result:
+        aa = result["autoattack_accuracy"]
+        click.echo(f"the run's AutoAttack at eps {result['eps']:g} on the same samples leaves {aa:.3f}")

@@ -194,6 +194,28 @@ def attack(
     show_default=True,
     help="Audio AutoAttack: the SNR ball (dB) of its L2 components.",
 )
+@click.option(
+    "--certify",
+    "certify_text",
+    default="",
+    help="Comma-separated certification methods (see `ssmdefense certify`: ibp, smoothing, ...) on the "
+    "AutoAttack samples (without AutoAttack: the first 100), beside the empirical accuracy on them; "
+    "bound methods at eps, eps/2 and eps/4.",
+)
+@click.option(
+    "--certify-sigma",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.25,
+    show_default=True,
+    help="--certify smoothing: the noise's standard deviation.",
+)
+@click.option(
+    "--certify-n",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="--certify smoothing: noisy copies voting for each sample.",
+)
 def evaluate(
     checkpoint,
     dataset,
@@ -214,6 +236,9 @@ def evaluate(
     snr_text,
     aa_samples,
     aa_snr_db,
+    certify_text,
+    certify_sigma,
+    certify_n,
 ):
     """Clean, per-attack, per-class and per-eps accuracy with gradient-masking checks; best and last side by side."""
     from ..workflows.evaluate import AUDIO_ATTACKS, EvaluateConfig, evaluate_checkpoints  # here: --help stays fast
@@ -233,6 +258,9 @@ def evaluate(
         snr_db=[] if snr_text.strip().lower() == "none" else parse_float_list(snr_text, "--snr"),
         aa_samples=aa_samples,
         aa_snr_db=aa_snr_db,
+        certify=[m.strip() for m in certify_text.split(",") if m.strip()],
+        certify_sigma=certify_sigma,
+        certify_n=certify_n,
         **data_settings(dataset, data_dir, dataset_params, device, threads, seed),
         out=out,
     )
@@ -269,6 +297,7 @@ def _print_evaluation(report, checks: bool) -> None:
                 f"{which:<10}  {aa['attack']} ({aa['version']}) on {aa['samples']} samples: worst case "
                 f"{aa['worst_case']:.3f} ({aa['seconds']:.0f} s)"
             )
+    _print_certified(report)
     if checks:
         failed = {k: [c["name"] for c in r["sanity"]["checks"] if c["passed"] is False] for k, r in results.items()}
         click.echo(
@@ -277,6 +306,27 @@ def _print_evaluation(report, checks: bool) -> None:
             else "gradient-masking checks: all passed"
         )
     click.echo(f"report: {report.out / 'report.md'}")
+
+
+def _print_certified(report) -> None:
+    """--certify: each method's certified accuracy beside the empirical one, and any violation (stderr)."""
+    from ..evaluation.certified import certified_sections, violation_lines
+
+    report_dict, results = report.to_dict(), report.results
+    distinct = [k for k in results if not (k == "last" and results[k] is results.get("best"))]
+    for which in distinct:
+        for m, s in certified_sections(report_dict, which).items():
+            if m == "smoothing":
+                points = [
+                    (f"L2 {c['radius']:.3g}", c["certified_accuracy"], c["attacked_accuracy"])
+                    for c in s["attack_check"]
+                ]
+            else:
+                points = [(f"eps {p['eps']:g}", p["certified_accuracy"], p["empirical_accuracy"]) for p in s["curve"]]
+            cells = "  ".join(f"{ball} {cert:.3f} (attacked {emp:.3f})" for ball, cert, emp in points)
+            click.echo(f"{which:<10}  certified by {m} on {s['samples']} samples: {cells}")
+    for line in violation_lines(report_dict, distinct):
+        click.echo(line, err=True)
 
 
 def _attack_params(items, attacks) -> dict:

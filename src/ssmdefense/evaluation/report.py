@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import SSMDefenseError
 from .audio import plot_snr_curve
+from .certified import plot_certified, render_certified, violation_lines
 from .components import plot_components, render_components_markdown
 
 
@@ -25,6 +26,8 @@ def render_markdown(report: dict, title: str) -> str:
     lines = [f"# {title}", ""]
     lines += _selection_headline(cfg)
     lines += _masking_headline(report, ckpts)
+    violations = violation_lines(report, _distinct(report, ckpts))
+    lines += [*violations, ""] if violations else []
     if cfg:
         lines += ["| setting | value |", "|---|---|"]
         lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in cfg.items()]
@@ -70,6 +73,7 @@ def render_markdown(report: dict, title: str) -> str:
                 lines.append(f"| {k} | {p['eps']:g} | " + " | ".join(_pct(p.get(key)) for key in keys) + " |")
     detail = _distinct(report, ckpts)
     lines += _autoattack(report, detail)
+    lines += render_certified(report, detail)
     lines += _audio(report, detail)
     lines += _attack_notes(report, detail)
     lines += _per_class(report, detail, keys)
@@ -380,7 +384,10 @@ def write_report(directory, report: dict, title: str, history: list[dict] | None
     if any(report.get(k, {}).get("audio") for k in ("best", "last", "checkpoint")):
         if plot_snr_curve(report, directory / "plots" / "accuracy_vs_snr.png"):
             plots.append("plots/accuracy_vs_snr.png")
-    for k in _distinct(report, [k for k in ("best", "last", "checkpoint") if k in report]):
+    detail = _distinct(report, [k for k in ("best", "last", "checkpoint") if k in report])
+    if plot_certified(report, detail, directory / "plots" / "certified_vs_empirical.png"):
+        plots.append("plots/certified_vs_empirical.png")
+    for k in detail:
         if report[k].get("components"):
             if plot_components(report[k]["components"], directory / "plots" / f"components_{k}.png"):
                 plots.append(f"plots/components_{k}.png")

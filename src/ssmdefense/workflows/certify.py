@@ -31,7 +31,8 @@ class CertifyConfig(CheckpointWork):
 
     checkpoint: a run directory (its best checkpoint) or one checkpoint (``run/last``).
     method: ``smoothing`` (randomized smoothing; ``sigma``, ``n0``, ``n``, ``alpha``: Cohen's CERTIFY) or
-        ``ibp`` (interval bounds in the L-inf ball of ``eps``, default the run's; S4, S4D, DSS on images).
+        ``ibp`` (interval bounds in the L-inf ball of ``eps``, default the run's; S4, S4D, DSS on images);
+        every other method of ``certification.METHODS`` is a bound in the L-inf ball, run as ``ibp`` is.
     samples: the first N test samples (default 100). batch_size: noisy copies per forward pass.
     attack_check: the empirical side: SmoothAdv on the smoothed classifier at radii sigma/2 and sigma
         (``certification.smoothing_attack``), PGD-20 at eps for ibp; any certified sample it breaks
@@ -68,10 +69,9 @@ def certify_checkpoint(config: CertifyConfig | None = None, **settings) -> dict:
     use_threads(c.threads, clf.is_audio)
     name, natural_x, y, _ = load_test_data(clf, c.dataset, c.samples, c.data_dir, c.dataset_params)
     x = clf.prepare_inputs(natural_x)
-    if c.method == "smoothing":
-        result = _smoothing(c, clf, x, y, natural_x)
-    else:
-        result = _ibp(c, clf, x, y)
+    result = certify_samples(c, clf, x, y, natural_x)
+    if c.method != "smoothing":
+        result.update(_against_autoattack(c.checkpoint, which, result))
     epoch = clf.checkpoint_meta.get("extra", {}).get("epoch")
     result = {"checkpoint": str(stem), "which": which, "dataset": name, "epoch": epoch, **result}
     out = (
@@ -83,6 +83,14 @@ def certify_checkpoint(config: CertifyConfig | None = None, **settings) -> dict:
     os.replace(tmp, out)  # whole or not at all
     result["out"] = str(out)
     return result
+
+
+def certify_samples(c: CertifyConfig, clf: SSMClassifier, x: np.ndarray, y: np.ndarray, natural_x: np.ndarray) -> dict:
+    """``c.method`` on (x, y) with ``c``'s settings (``natural_x``: x before ``prepare_inputs``): the
+    method's result, with its ``curve`` and, with ``c.attack_check``, ``attack_check`` and ``violations``."""
+    if c.method == "smoothing":
+        return _smoothing(c, clf, x, y, natural_x)
+    return _bounds(c, clf, x, y)
 
 
 def _smoothing(c: CertifyConfig, clf: SSMClassifier, x: np.ndarray, y: np.ndarray, natural_x: np.ndarray) -> dict:
@@ -101,15 +109,14 @@ def _smoothing(c: CertifyConfig, clf: SSMClassifier, x: np.ndarray, y: np.ndarra
     return result
 
 
-def _ibp(c: CertifyConfig, clf: SSMClassifier, x: np.ndarray, y: np.ndarray) -> dict:
-    """Interval bounds at eps (default: the run's) and a quarter and half of it, checked by PGD-20."""
+def _bounds(c: CertifyConfig, clf: SSMClassifier, x: np.ndarray, y: np.ndarray) -> dict:
+    """Bounds by ``c.method`` (ibp, crown: every method but smoothing) at eps (default: the run's) and a
+    quarter and half of it, checked by PGD-20 at eps: the result at eps, with the three in ``curve``."""
     eps = c.eps if c.eps is not None else clf.checkpoint_meta.get("extra", {}).get("eps")
     if eps is None:
         raise OptionError("eps", "--eps", "this checkpoint does not record its eps; pass --eps")
-    result = certify(clf, x, y, method="ibp", eps=eps)
-    curve = [certify(clf, x, y, method="ibp", eps=e)["certified_accuracy"] for e in (eps / 4, eps / 2)]
-    result["curve"] = [{"eps": e, "certified_accuracy": a} for e, a in zip((eps / 4, eps / 2), curve, strict=True)]
-    result["curve"].append({"eps": eps, "certified_accuracy": result["certified_accuracy"]})
+    result, curve = _curve(c.method, clf, x, y, (eps / 4, eps / 2, eps))
+    result["curve"] = curve
     if c.attack_check:  # no attack may get inside a certified box
         pgd = get_attack("pgd", clf, eps=eps, eps_step=eps / 4, max_iter=20, num_random_init=1)
         with seeded(c.seed):
@@ -117,3 +124,40 @@ def _ibp(c: CertifyConfig, clf: SSMClassifier, x: np.ndarray, y: np.ndarray) -> 
         result["attack_check"] = [{"eps": eps, "attack": "pgd-20", "attacked_accuracy": float(1 - broken.mean())}]
         result["violations"] = np.flatnonzero(np.array(result["certified"]) & broken).tolist()
     return result
+
+
+def _curve(method: str, clf: SSMClassifier, x: np.ndarray, y: np.ndarray, points: tuple) -> tuple[dict, list]:
+    """``method`` at each eps of ``points`` (ascending), bounding at each only the samples certified at
+    the one before (at the first: those classified right). Nothing outside can be certified (a box
+    inside a larger certified box is certified), so this only saves time, CROWN's above all: (the
+    result at the last eps, the curve)."""
+    candidates = clf.predict(x).argmax(1) == y  # (N,)
+    curve = []
+    for eps in points:
+        found = certify(clf, x[candidates], y[candidates], method=method, eps=eps)
+        certified = np.zeros(len(y), dtype=bool)
+        certified[candidates] = found["certified"]
+        result = {**found, "samples": len(y), "certified": certified.tolist()}
+        result["certified_accuracy"] = float(certified.mean()) if len(y) else 0.0
+        result["bounded"] = int(candidates.sum())  # the samples bounded at this eps
+        curve.append({"eps": eps, "certified_accuracy": result["certified_accuracy"], "bounded": result["bounded"]})
+        candidates = certified
+    return result, curve
+
+
+def _against_autoattack(checkpoint: Path, which: str, result: dict) -> dict:
+    """The run's AutoAttack accuracy beside a bound's certified accuracy, when the run's report has one on
+    the same first samples at the same eps: {"autoattack_accuracy", "exceeds_autoattack"} (a certified
+    accuracy above it would be a wrong certificate), else {}."""
+    report = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "report.json"
+    if not report.is_file():
+        return {}
+    run = json.loads(report.read_text())
+    aa = (run.get(which if which != "checkpoint" else checkpoint.name) or {}).get("autoattack")
+    run_eps = run.get("config", {}).get("eps")
+    if not aa or aa.get("samples") != result["samples"] or run_eps is None or abs(run_eps - result["eps"]) > 1e-12:
+        return {}
+    return {
+        "autoattack_accuracy": aa["worst_case"],
+        "exceeds_autoattack": result["certified_accuracy"] > aa["worst_case"],
+    }

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..api import get_attack
+from ..certification.smoothing import DEFAULT_N
 from ..checkpoint import load
 from ..data.base import LazyDataset
 from ..data.stream import materialise
@@ -42,6 +43,13 @@ from ..seeding import seeded
 from ..validation import is_number
 from .checkpoints import CheckpointWork, config_of, find_checkpoints, load_test_data
 from .common import check_eps, resolve_device, staged_directory, use_threads
+from .evaluate_certified import (
+    certified_samples,
+    certified_section,
+    certify_config,
+    check_bounds_apply,
+    check_certify_settings,
+)
 
 if TYPE_CHECKING:
     from ..data.base import Dataset
@@ -67,6 +75,10 @@ class EvaluateConfig(CheckpointWork):
     aa_samples: AutoAttack (``evaluation.robustness.autoattack_check``: the standard one, the audio
         ensemble for waveforms) on the first N samples, beside FGSM and PGD-10 on the same ones (None:
         100 for waveform checkpoints, 0 for others; 0 skips it). aa_snr_db: the audio ensemble's SNR ball.
+    certify: certification methods (``certification.METHODS``: ibp, smoothing, ...) run on the AutoAttack
+        samples (no AutoAttack: the first 100), beside the empirical accuracy on them
+        (``workflows.evaluate_certified``); bound methods at eps, eps/2, eps/4, smoothing at
+        ``certify_sigma`` with ``certify_n`` votes a sample. Empty: nothing is certified.
     dataset, data_dir, dataset_params: the test data (default: the run's, with its folder and parameters).
     out: where report.json, report.md and plots/ go (default: ``<run>/evaluation``); replaced if present.
     """
@@ -82,12 +94,15 @@ class EvaluateConfig(CheckpointWork):
     snr_db: list[float] = field(default_factory=lambda: [40.0, 30.0, 20.0])
     aa_samples: int | None = None
     aa_snr_db: float = DEFAULT_AA_SNR_DB
+    certify: list[str] = field(default_factory=list)
+    certify_sigma: float = 0.25
+    certify_n: int = DEFAULT_N
     out: Path | None = None
     PATHS: ClassVar[tuple[str, ...]] = ("checkpoint", "data_dir", "out")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("attacks", "eps", "analysis", "snr_db"):
+        for key in ("attacks", "eps", "analysis", "snr_db", "certify"):
             value = getattr(self, key)
             if value is not None:
                 setattr(self, key, [value] if isinstance(value, (str, int, float)) else list(value))
@@ -100,8 +115,9 @@ class EvaluationReport:
     config: checkpoint, dataset, attacks, eps, eps_list, samples, attack_params, seed, checks,
         analysis, sequence, sequence_params (and snr_db for audio checkpoints).
     best, last (a run directory) or checkpoint (one checkpoint): ``{"epoch", **evaluate_robustness}``
-        plus ``sanity`` (checks), ``audio`` (audio checkpoints), ``autoattack`` (aa_samples) and
-        ``components`` (analysis); ``last``
+        plus ``sanity`` (checks), ``audio`` (audio checkpoints), ``autoattack`` (aa_samples),
+        ``certified`` (certify: ``{method: {"eps" | "sigma", "certified_accuracy", "curve", "samples",
+        "violation", ...}}``) and ``components`` (analysis); ``last``
         is ``best`` when both are the same epoch.
     gap: best minus last, when both are there. gradient_masking_suspected: with checks, whether any
         checkpoint fails one. classes: class names, when the dataset has them. budget: audio only, the
@@ -190,6 +206,7 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
     if audio:
         for a in AUDIO_ATTACKS:
             get_attack(a, first, **{**({"snr_db": snrs[0]} if a == "snr-pgd" else {}), **attack_params.get(a, {})})
+    check_bounds_apply(c.certify, first, x, y, eps_list[0])  # a model the bounds cannot go through fails here
     out = c.out
     if out is None:
         out = (c.checkpoint if c.checkpoint.is_dir() else c.checkpoint.parent) / "evaluation"
@@ -217,6 +234,7 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
         report.budget = audio_budget(first, natural_x, eps_list[0])
         if audio:
             report.config["snr_db"] = sorted(snrs, reverse=True)
+    report.config.update(certify_config(c, certified_samples(aa_samples, len(y))))
     measure = {"attacks": attacks, "attack_params": attack_params, "audio": audio, "aa_samples": aa_samples}
     with staged_directory(out, overwrite=True) as tmp:
         for which, clf in clfs.items():
@@ -224,7 +242,7 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
             if which == "last" and epoch is not None and report.best is not None and report.best["epoch"] == epoch:
                 report.last = report.best  # the same epoch's weights: nothing new to measure
                 continue
-            result = _evaluate_one(c, clf, which, x, y, data, eps_list, **measure)
+            result = _evaluate_one(c, clf, which, (x, y, natural_x), data, eps_list, **measure)
             setattr(report, which, {"epoch": epoch, **result})
         if report.best is not None and report.last is not None:
             report.gap = best_last_gap(report.best, report.last)
@@ -239,6 +257,7 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
 def _check_evaluate(c: EvaluateConfig) -> tuple[list[str], dict]:
     """The settings that need no checkpoint: (the attacks, their parameters per attack)."""
     c.check()
+    check_certify_settings(c)
     if c.analysis_samples < 1:
         raise OptionError("analysis_samples", "--analysis-samples", "must be at least 1")
     if c.aa_samples is not None and not is_number(c.aa_samples, integer=True) or (c.aa_samples or 0) < 0:
@@ -283,8 +302,7 @@ def _evaluate_one(
     c: EvaluateConfig,
     clf: SSMClassifier,
     which: str,
-    x: np.ndarray,
-    y: np.ndarray,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray],
     data: Dataset | LazyDataset,
     eps_list: list[float],
     *,
@@ -293,8 +311,10 @@ def _evaluate_one(
     audio: bool,
     aa_samples: int,
 ) -> dict:
-    """One checkpoint's section of the report: the attacks at eps and over the eps list, and, as asked,
-    the gradient-masking checks, the audio attacks, AutoAttack and the component analysis."""
+    """One checkpoint's section of the report, on ``arrays`` = (x, y, natural x): the attacks at eps and
+    over the eps list, and, as asked, the gradient-masking checks, the audio attacks, AutoAttack, the
+    certified accuracy and the component analysis."""
+    x, y, _ = arrays
     eps = eps_list[0]
     result = evaluate_robustness(
         clf,
@@ -317,6 +337,10 @@ def _evaluate_one(
         n = min(aa_samples, len(y))
         print(f"{aa_attack(clf)} (standard) on {n} samples of {which}...", file=sys.stderr, flush=True)
         result["autoattack"] = autoattack_check(clf, x[:n], y[:n], eps=eps, seed=c.seed, snr_db=c.aa_snr_db)
+    if c.certify:  # on AutoAttack's samples, or the first CERTIFY_SAMPLES
+        n = certified_samples(aa_samples, len(y))
+        measured = {"eps": eps, "samples": n, "attacks": attacks, "attack_params": attack_params}
+        result["certified"] = certified_section(c, clf, which, arrays, result, **measured)
     if "components" in c.analysis:
         result["components"] = _components(clf, data, x, y, eps, c.analysis_samples, c.seed)
     return result
