@@ -33,10 +33,12 @@ def margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "name,ads", [("s4d", None), ("s4d", "relu"), ("dss", "tanh"), ("s4", "sigmoid"), ("mlp", None)]
+    "name,ads,norm",
+    [("s4d", None, None), ("s4d", "relu", None), ("s4d", "relu", "centre"), ("dss", "tanh", None)]
+    + [("s4", "sigmoid", None), ("mlp", None, None)],
 )
-def test_bounds_contain_random_points_and_pgd_on_every_margin(name, ads):
-    clf, rng = classifier(name, ads), np.random.default_rng(0)
+def test_bounds_contain_random_points_and_pgd_on_every_margin(name, ads, norm):
+    clf, rng = classifier(name, ads, **({"norm": norm} if norm else {})), np.random.default_rng(0)
     x = torch.from_numpy(rng.random((2, *SHAPE))).float()  # (2 1 8 8)
     y = clf.model(x).argmax(1)
     eps = 0.05
@@ -105,12 +107,13 @@ def test_bounds_are_first_order_tight_in_small_boxes(name, ads):
     d_model=st.integers(2, 8),
     layers=st.integers(1, 2),
     ads=st.sampled_from([None, "relu", "sigmoid", "tanh"]),
+    norm=st.sampled_from(["layer", "centre"]),
     eps=st.floats(1e-4, 0.3),
     seed=st.integers(0, 1000),
 )
-def test_bounds_hold_over_shapes_lengths_and_eps(rows, width, d_model, layers, ads, eps, seed):
+def test_bounds_hold_over_shapes_lengths_and_eps(rows, width, d_model, layers, ads, norm, eps, seed):
     torch.manual_seed(seed)
-    body = sd.build_model("s4d", d_input=width, n_classes=3, d_model=d_model, n_layers=layers, ads=ads)
+    body = sd.build_model("s4d", d_input=width, n_classes=3, d_model=d_model, n_layers=layers, ads=ads, norm=norm)
     clf = sd.SSMClassifier(body, input_shape=(1, rows, width), nb_classes=3, sequence="rows", clip_values=(0, 1))
     x = torch.rand((2, 1, rows, width))
     lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
@@ -158,3 +161,15 @@ def test_pixel_sequences_are_refused_with_the_memory_they_would_need():
     x, y = np.zeros((1, 1, 28, 28), np.float32), np.zeros(1, np.int64)
     with pytest.raises(SSMDefenseError, match=r"crown needs about \d+ GiB a sample.*rows.*ibp.*smoothing"):
         sd.certify(clf, x, y, method="crown", eps=0.01)
+
+
+def test_the_boundable_normalisation_is_a_model_option():
+    clf = classifier("s4d", "relu", norm="centre")
+    assert all(type(b.norm).__name__ == "CentreNorm" for b in clf.model.body.blocks)
+    x = torch.from_numpy(np.random.default_rng(4).random((2, *SHAPE))).float()
+    lower, upper = (x - 0.01).clamp(0, 1), (x + 0.01).clamp(0, 1)
+    centre = crown.logit_bounds(clf.model, lower, upper)
+    with torch.no_grad():
+        assert (clf.model(x).double() >= centre[0] - TOL).all() and (clf.model(x).double() <= centre[1] + TOL).all()
+    with pytest.raises(ValueError, match="norm must be one of layer, centre; got 'batch'"):
+        classifier("s4d", norm="batch")

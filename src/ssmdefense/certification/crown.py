@@ -1,6 +1,6 @@
 """CROWN (Zhang et al. 2018, https://arxiv.org/abs/1811.00866): backward linear bounds through the LTI
 sequence models S4, S4D and DSS (with or without AdS) and the MLP baseline, on image inputs read as
-rows or pixels. Written by hand: auto_LiRPA has no FFT or complex operators and needs torch < 2.9,
+rows. Written by hand: auto_LiRPA has no FFT or complex operators and needs torch < 2.9,
 and ART's certifiers take only Conv2d/Linear/ReLU children (docs/certification.md).
 
 The network is a list of steps, each linear in its input or relaxed to two linear functions of it
@@ -17,17 +17,22 @@ maps compose into one.
 - the residual add, LayerNorm's mean subtraction, its affine part and the mean over time: linear;
 - GELU on [l, u]: two lines with the chord's slope, each shifted to touch GELU from below / above,
   found from GELU's stationary points (GELU' is monotone on (−∞, −√2], [−√2, √2], [√2, ∞));
-- a product y·s with s in an interval [s_lo, s_hi] (AdS: s = act(W·y) from the bounds on W·y;
-  LayerNorm: s = 1/std from the bounds on the centred input): min(y·s_lo, y·s_hi) is concave in y and
-  its chord lies below it; the max is convex and its chord lies above;
+- AdS's product act(q)·g with the gate q = W·g: McCormick's planes, linear in g and in s = act(q),
+  s then between two lines in q (the chord-slope lines above for sigmoid and tanh, CROWN's for
+  relu), and q linear in g;
+- LayerNorm's division z = d·(v + eps)^(−1/2), v = mean(d²): McCormick's planes in d and the inverse
+  standard deviation, that between the tangent and the chord of the convex (v + eps)^(−1/2), and each
+  d² between its tangent and its chord. With ``-m norm=centre`` (``CentreNorm``) there is no division
+  and the normalisation is exact;
 - ReLU (the MLP): the usual CROWN lines.
 
 Every relaxation needs bounds on its input; each comes from the same backward pass, from that node
-to the input ("full" CROWN: a forward pass of linear bounds, tried first, certified none of 20
-digits at eps 0.01 where this certifies 13). That costs memory and time quadratic in a layer's
-neurons (L·H): about 50 MB and several seconds a sample for rows of MNIST (28 steps of 64); pixels
-(784 steps) get a clear error pointing at ``ibp`` and ``smoothing``. Relaxation offsets are widened
-by ``TOL``; no FFT is used, so nothing else rounds beyond float64's last bits.
+to the input ("full" CROWN: a forward pass of linear bounds, tried first, certified none of the
+default run's first 20 test images at eps 0.01, where this certifies 13). That costs memory and
+time quadratic in a layer's neurons (L·H): about 50 MB and several seconds a sample for rows of
+MNIST (28 steps of 64); pixels (784 steps) get a clear error pointing at ``ibp`` and ``smoothing``.
+Relaxation offsets are widened by ``TOL``; no FFT is used, so nothing else rounds beyond float64's
+last bits.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from torch import Tensor, nn
 
 from ..errors import SSMDefenseError
 from ..models.ads import AdaptiveScaling
-from ..models.body import SequenceClassifier
+from ..models.body import CentreNorm, SequenceClassifier
 from ..models.conv_ssm import ConvolutionalSSM
 from ..models.mlp import MLPClassifier
 from ..modes import eval_mode
@@ -335,9 +340,10 @@ def _sequence_steps(body: SequenceClassifier, lower: Tensor, upper: Tensor) -> l
             raise SSMDefenseError(f"crown cannot bound layer blocks.{i}.ads ({type(b.ads).__name__})")
         branch.append(Affine(b.output_linear))
         steps += [Residual(branch), Centre()]
-        dl, du = node_bounds(steps, (L, H), lower, upper)  # (N L H) the centred LayerNorm input
-        steps.append(Normalised(dl, du, b.norm.eps))
-        if b.norm.elementwise_affine:
+        if not isinstance(b.norm, CentreNorm):  # LayerNorm's division; -m norm=centre has none
+            dl, du = node_bounds(steps, (L, H), lower, upper)  # (N L H) the centred LayerNorm input
+            steps.append(Normalised(dl, du, b.norm.eps))
+        if getattr(b.norm, "elementwise_affine", True):
             steps.append(Scale(b.norm.weight, b.norm.bias))
     return steps
 

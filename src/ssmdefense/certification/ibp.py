@@ -39,7 +39,7 @@ from torch import nn
 
 from ..errors import SSMDefenseError
 from ..models.ads import AdaptiveScaling
-from ..models.body import SequenceClassifier
+from ..models.body import CentreNorm, SequenceClassifier
 from ..models.conv_ssm import ConvolutionalSSM
 from ..models.mlp import MLPClassifier
 from ..models.s5 import S5
@@ -143,16 +143,20 @@ def std_bounds(z_lo: torch.Tensor, z_hi: torch.Tensor, eps: float) -> tuple[torc
     return (square_min.mean(-1, keepdim=True) + eps).sqrt(), (square_max.mean(-1, keepdim=True) + eps).sqrt()
 
 
-def layer_norm(box: Box, norm: nn.LayerNorm) -> Box:
+def layer_norm(box: Box, norm: nn.Module) -> Box:
+    """LayerNorm, or ``CentreNorm`` (``-m norm=centre``: the centring alone, exact)."""
     lo, hi = box.lower, box.upper  # (..., H)
     n = lo.shape[-1]
     # x_i − mean(x) = (1 − 1/n)·x_i − (1/n)·Σ_{j≠i} x_j: exact bounds per i
     z_lo = (1 - 1 / n) * lo - (hi.sum(-1, keepdim=True) - hi) / n
     z_hi = (1 - 1 / n) * hi - (lo.sum(-1, keepdim=True) - lo) / n
-    s_lo, s_hi = std_bounds(z_lo, z_hi, norm.eps)  # (..., 1)
-    q = torch.stack([z_lo / s_lo, z_lo / s_hi, z_hi / s_lo, z_hi / s_hi])  # (4 ..., H) z / s at the corners
-    out = Box.from_bounds(q.amin(0), q.amax(0))
-    if norm.elementwise_affine:
+    if isinstance(norm, CentreNorm):
+        out = Box.from_bounds(z_lo, z_hi)
+    else:
+        s_lo, s_hi = std_bounds(z_lo, z_hi, norm.eps)  # (..., 1)
+        q = torch.stack([z_lo / s_lo, z_lo / s_hi, z_hi / s_lo, z_hi / s_hi])  # (4 ..., H) z / s at the corners
+        out = Box.from_bounds(q.amin(0), q.amax(0))
+    if getattr(norm, "elementwise_affine", True):
         g, b = norm.weight.to(lo.dtype), norm.bias.to(lo.dtype)
         out = Box(out.c * g + b, out.r * g.abs())
     return out

@@ -1,5 +1,5 @@
 """``ibp``: certified training by interval bound propagation (Gowal et al., 2018,
-https://arxiv.org/abs/1810.12715), for the models ``certify --method ibp`` bounds (S4, S4D, DSS).
+https://arxiv.org/abs/1810.12715), for the models ``certify --method ibp`` bounds (S4, S4D, DSS, S5, MLP).
 
 The loss mixes the clean cross-entropy with the cross-entropy of the worst-case logits the interval
 bounds allow in the L-inf ball (the true class at its lower bound, every other at its upper bound):

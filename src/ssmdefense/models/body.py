@@ -16,6 +16,29 @@ from torch import nn
 from .ads import AdaptiveScaling, check_ads
 from .checks import check_dropout, check_int
 
+NORMS = ("layer", "centre")
+
+
+class CentreNorm(nn.Module):
+    """LayerNorm without the division by the standard deviation: x − mean(x) over the features, then
+    a learned scale and shift. The division is the layer certified bounds handle worst; dropping it
+    is what the transformer-verification literature does to make normalisation boundable. Chosen
+    with ``-m norm=centre``; the default stays ``layer``."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))  # (H)
+        self.bias = nn.Parameter(torch.zeros(d_model))  # (H)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B L H)
+        return (x - x.mean(-1, keepdim=True)) * self.weight + self.bias  # (B L H)
+
+
+def make_norm(d_model: int, norm: str) -> nn.Module:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
+    return nn.LayerNorm(d_model) if norm == "layer" else CentreNorm(d_model)
+
 
 def make_ads(d_model: int, act: str | None) -> nn.Module:
     """An AdS module for ``act``, or Identity when ``act`` is None/'none'."""
@@ -34,10 +57,12 @@ class Block(nn.Module):
     SSM runs wider than d_model (Mamba: expand * d_model) says so with ``ads_width``.
     """
 
-    def __init__(self, mixer: nn.Module, d_model: int, dropout: float = 0.0, ads: str | None = None):
+    def __init__(
+        self, mixer: nn.Module, d_model: int, dropout: float = 0.0, ads: str | None = None, norm: str = "layer"
+    ):
         super().__init__()
         self.mixer = mixer
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = make_norm(d_model, norm)
         self.gated = bool(getattr(mixer, "has_output_projection", False))
         if self.gated:
             if not hasattr(mixer, "ads"):
@@ -84,6 +109,7 @@ class SequenceClassifier(nn.Module):
         n_layers: number of blocks.
         dropout: dropout rate inside blocks.
         ads: None, "relu", "sigmoid" or "tanh": Adaptive Scaling in every block.
+        norm: "layer" (LayerNorm, default) or "centre" (``CentreNorm``: no division, boundable).
     """
 
     def __init__(
@@ -95,6 +121,7 @@ class SequenceClassifier(nn.Module):
         n_layers: int = 2,
         dropout: float = 0.0,
         ads: str | None = None,
+        norm: str = "layer",
     ):
         super().__init__()
         for key, value, low in (
@@ -107,7 +134,8 @@ class SequenceClassifier(nn.Module):
         check_dropout(dropout)
         self.d_input, self.n_classes, self.d_model = d_input, n_classes, d_model
         self.encoder = nn.Linear(d_input, d_model)
-        self.blocks = nn.ModuleList(Block(mixer(d_model), d_model, dropout, ads) for _ in range(n_layers))
+        make_norm(d_model, norm)  # a bad name fails before any mixer is built
+        self.blocks = nn.ModuleList(Block(mixer(d_model), d_model, dropout, ads, norm) for _ in range(n_layers))
         self.head = nn.Linear(d_model, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ class CertifyConfig(CheckpointWork):
 
     checkpoint: a run directory (its best checkpoint) or one checkpoint (``run/last``).
     method: ``smoothing`` (randomized smoothing; ``sigma``, ``n0``, ``n``, ``alpha``: Cohen's CERTIFY) or
-        ``ibp`` (interval bounds in the L-inf ball of ``eps``, default the run's; S4, S4D, DSS on images);
+        ``ibp`` (interval bounds in the L-inf ball of ``eps``, default the run's; S4, S4D, DSS, S5, MLP on images);
         every other method of ``certification.METHODS`` is a bound in the L-inf ball, run as ``ibp`` is.
     samples: the first N test samples (default 100). batch_size: noisy copies per forward pass.
     attack_check: the empirical side: SmoothAdv on the smoothed classifier at radii sigma/2 and sigma

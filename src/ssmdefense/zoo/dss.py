@@ -14,6 +14,7 @@ def dss(
     variant: str = "exp",
     dropout: float = 0.0,
     ads: str | None = None,
+    norm: str = "layer",
     dt_min: float = 1e-3,
     dt_max: float = 1e-1,
     kernel: str = "auto",
@@ -34,4 +35,5 @@ def dss(
         n_layers=n_layers,
         dropout=dropout,
         ads=ads,
+        norm=norm,
     )

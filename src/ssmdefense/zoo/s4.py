@@ -13,6 +13,7 @@ def s4(
     d_state: int = 32,
     dropout: float = 0.0,
     ads: str | None = None,
+    norm: str = "layer",
     dt_min: float = 1e-3,
     dt_max: float = 1e-1,
 ) -> SequenceClassifier:
@@ -30,4 +31,5 @@ def s4(
         n_layers=n_layers,
         dropout=dropout,
         ads=ads,
+        norm=norm,
     )

@@ -12,6 +12,7 @@ def s4d(
     d_state: int = 32,
     dropout: float = 0.0,
     ads: str | None = None,
+    norm: str = "layer",
     init: str = "lin",
     dt_min: float = 1e-3,
     dt_max: float = 1e-1,
@@ -32,4 +33,5 @@ def s4d(
         n_layers=n_layers,
         dropout=dropout,
         ads=ads,
+        norm=norm,
     )
