@@ -205,3 +205,19 @@ def test_defend_with_ibp_reports_verified_accuracy(tmp_path):
         certified = report[which]["certified"]
         assert certified["method"] == "ibp" and certified["eps"] == 0.01 and certified["samples"] == 40
         assert 0 <= certified["certified_accuracy"] <= report[which]["robust_accuracy"]["pgd-10"]  # same samples
+
+
+def test_the_layer_width_example_ends_in_the_interval_logit_bounds(trained, digits):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import ibp_layer_widths
+
+    x = torch.from_numpy(digits.x_test[:5]).double()
+    rows = ibp_layer_widths.widths(trained, x, 0.001)
+    names = [name for name, _ in rows]
+    assert names[0] == "input" and names[-1] == "head (logits)" and "block 0: residual, LayerNorm" in names
+    lower, upper = (x - 0.001).clamp(0, 1), (x + 0.001).clamp(0, 1)
+    lo, hi = logit_bounds(trained.model, lower, upper)
+    assert rows[-1][1] == pytest.approx(((hi - lo) / 2).mean().item(), rel=1e-9)  # the same bounds, layer by layer
