@@ -109,7 +109,7 @@ BOUNDS = {"ibp": "interval bounds", "crown": "CROWN's linear bounds"}
 def _print_bounds(result: dict) -> None:
     click.echo(
         f"{BOUNDS.get(result['method'], result['method'])} in the L-inf ball on {result['samples']} "
-        f"{result['dataset']} test samples ({result['checkpoint']}):"
+        f"{result['dataset']} test samples ({result['checkpoint']}, {result['seconds']:.0f} s):"
     )
     click.echo("eps        " + "  ".join(f"{p['eps']:.3g}" for p in result["curve"]))
     click.echo("certified  " + "  ".join(f"{p['certified_accuracy']:.3f}" for p in result["curve"]))
