@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .plots import accuracy_axes, save_accuracy_plot
+
 
 def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.1f}%"
@@ -101,9 +103,8 @@ def plot_certified(report: dict, ckpts: list[str], path: Path) -> bool:
     bounds = {k: sections for k, sections in bounds.items() if sections}
     if not bounds:
         return False
-    from .report import _accuracy_axes, _save  # the report's axes and style
 
-    plt, fig, ax = _accuracy_axes()
+    plt, fig, ax = accuracy_axes()
     for i, (k, sections) in enumerate(bounds.items()):
         colour = f"C{i}"
         for marker, (m, s) in zip("os^vD", sections.items()):
@@ -115,7 +116,7 @@ def plot_certified(report: dict, ckpts: list[str], path: Path) -> bool:
         swept = _lowest(report[k].get("curve") or [])
         if swept:
             ax.plot(*zip(*swept), ":", color=colour, label=f"{k} attacked, all samples")
-    return _save(plt, fig, ax, path, "eps (L-inf)", "Certified vs empirical accuracy")
+    return save_accuracy_plot(plt, fig, ax, path, "eps (L-inf)", "Certified vs empirical accuracy")
 
 
 def _lowest(curve: list[dict]) -> list[tuple[float, float]]:

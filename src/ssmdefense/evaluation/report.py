@@ -9,6 +9,7 @@ from ..errors import SSMDefenseError
 from .audio import plot_snr_curve
 from .certified import plot_certified, render_certified, violation_lines
 from .components import plot_components, render_components_markdown
+from .plots import accuracy_axes, save_accuracy_plot
 
 
 def _pct(v) -> str:
@@ -309,29 +310,6 @@ def _sanity(report: dict, ckpts: list[str]) -> list[str]:
     return lines
 
 
-def _accuracy_axes():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    return plt, fig, ax
-
-
-def _save(plt, fig, ax, path: Path, xlabel: str, title: str) -> bool:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
 def plot_curves(report: dict, path: Path) -> bool:
     """Accuracy against eps for each checkpoint and attack (one set of lines if best == last)."""
     ckpts = [k for k in ("best", "last", "checkpoint") if k in report and report[k].get("curve")]
@@ -341,7 +319,7 @@ def plot_curves(report: dict, path: Path) -> bool:
         ckpts, labels = ["best"], {"best": f"best = last (epoch {report['best'].get('epoch')})"}
     else:
         labels = {k: k if report[k].get("epoch") is None else f"{k} (epoch {report[k]['epoch']})" for k in ckpts}
-    plt, fig, ax = _accuracy_axes()
+    plt, fig, ax = accuracy_axes()
     for k in ckpts:
         curve = report[k]["curve"]
         for key in [c for c in curve[0] if c != "eps"]:
@@ -351,7 +329,7 @@ def plot_curves(report: dict, path: Path) -> bool:
                 marker="o",
                 label=f"{labels[k]} {key}",
             )
-    return _save(plt, fig, ax, path, "eps (L-inf)", "Robust accuracy vs eps")
+    return save_accuracy_plot(plt, fig, ax, path, "eps (L-inf)", "Robust accuracy vs eps")
 
 
 def plot_history(history: list[dict], path: Path, split: str = "validation") -> bool:
@@ -360,14 +338,14 @@ def plot_history(history: list[dict], path: Path, split: str = "validation") -> 
     rows = [r for r in history if "clean_accuracy" in r]
     if not rows:
         return False
-    plt, fig, ax = _accuracy_axes()
+    plt, fig, ax = accuracy_axes()
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["clean_accuracy"] for r in rows], marker="o", label=f"clean ({split})")
     for key in rows[0]["robust_accuracy"]:
         ax.plot(epochs, [r["robust_accuracy"][key] for r in rows], marker="o", label=f"{key} ({split})")
     if all("train_accuracy" in r for r in rows):  # a plugin's plain ART trainer reports none
         ax.plot(epochs, [r["train_accuracy"] for r in rows], linestyle="--", label="train batches")
-    return _save(plt, fig, ax, path, "epoch", "Accuracy per epoch")
+    return save_accuracy_plot(plt, fig, ax, path, "epoch", "Accuracy per epoch")
 
 
 def write_report(directory, report: dict, title: str, history: list[dict] | None = None) -> list[str]:
