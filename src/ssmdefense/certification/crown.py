@@ -53,7 +53,7 @@ from ..models.body import CentreNorm, SequenceClassifier
 from ..models.conv_ssm import ConvolutionalSSM
 from ..models.mlp import MLPClassifier
 from ..modes import eval_mode
-from .ibp import check_image_front_end, std_bounds
+from .ibp import certify_in_boxes, check_image_front_end, std_bounds
 
 if TYPE_CHECKING:
     from ..estimators import SSMClassifier
@@ -430,26 +430,14 @@ def margin_bounds(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, y:
 def certify_crown(clf: SSMClassifier, x: np.ndarray, y: np.ndarray, *, eps: float, batch_size: int = 0) -> dict:
     """Certified accuracy in the L-inf ball of ``eps`` (within the clip range): certified when every
     margin logit_y − logit_j has a positive lower bound."""
-    if not eps > 0:
-        raise SSMDefenseError(f"eps must be positive; got {eps!r}")
-    lo_clip, hi_clip = clf.clip_values if clf.clip_values is not None else (-np.inf, np.inf)
     need = _sample_bytes(clf.model, clf.model.serialiser(torch.zeros((1, *clf.input_shape), device=clf.device)))
     if need > MAX_BYTES:
         raise SSMDefenseError(
             f"crown needs about {need / 2**30:.0f} GiB a sample here (linear bounds on every neuron of a layer "
             f"in every neuron before it); use a shorter sequence mode (rows), --method ibp or --method smoothing"
         )
-    batch = batch_size or max(1, MAX_BYTES // need)
-    certified = np.zeros(len(x), dtype=bool)
-    for start in range(0, len(x), batch):
-        xb = torch.from_numpy(np.asarray(x[start : start + batch], dtype=np.float64)).to(clf.device)  # (b ...)
-        yb = torch.from_numpy(np.asarray(y[start : start + batch], dtype=np.int64)).to(clf.device)
-        lower, upper = (xb - eps).clamp(min=float(lo_clip)), (xb + eps).clamp(max=float(hi_clip))
-        certified[start : start + len(xb)] = (margin_bounds(clf.model, lower, upper, yb).amin(1) > 0).cpu().numpy()
-    return {
-        "method": "crown",
-        "eps": eps,
-        "samples": len(y),
-        "certified_accuracy": float(certified.mean()) if len(y) else 0.0,
-        "certified": certified.tolist(),
-    }
+
+    def decide(lower: Tensor, upper: Tensor, yb: Tensor) -> Tensor:
+        return margin_bounds(clf.model, lower, upper, yb).amin(1) > 0  # (b)
+
+    return certify_in_boxes(clf, x, y, eps, batch_size or max(1, MAX_BYTES // need), "crown", decide)

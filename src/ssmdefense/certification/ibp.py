@@ -30,6 +30,7 @@ coordinate by coordinate); CROWN-style linear bounds tighten them (not built yet
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -236,24 +237,37 @@ def _mlp_features(box: Box, body: MLPClassifier) -> Box:
     return relu(linear(box, body.fc2))  # (N d_hidden)
 
 
-def certify_ibp(clf: SSMClassifier, x: np.ndarray, y: np.ndarray, *, eps: float, batch_size: int = 50) -> dict:
-    """Certified accuracy in the L-inf ball of ``eps`` (within the clip range) on ``x``, ``y``."""
+def certify_in_boxes(
+    clf: SSMClassifier, x: np.ndarray, y: np.ndarray, eps: float, batch_size: int, method: str, decide: Callable
+) -> dict:
+    """The loop the box certifiers share: ``decide(lower, upper, y)`` says which of a batch's L-inf
+    boxes of ``eps`` (cut to the clip range; float64) are certified for labels ``y``; the summary
+    ``certify`` returns."""
     if not eps > 0:
         raise SSMDefenseError(f"eps must be positive; got {eps!r}")
     lo_clip, hi_clip = clf.clip_values if clf.clip_values is not None else (-np.inf, np.inf)
     certified = np.zeros(len(x), dtype=bool)
     for start in range(0, len(x), batch_size):
         xb = torch.from_numpy(np.asarray(x[start : start + batch_size], dtype=np.float64)).to(clf.device)  # (b ...)
-        lower, upper = (xb - eps).clamp(min=float(lo_clip)), (xb + eps).clamp(max=float(hi_clip))
-        l_logit, u_logit = logit_bounds(clf.model, lower, upper)  # (b C)
         yb = torch.from_numpy(np.asarray(y[start : start + batch_size], dtype=np.int64)).to(clf.device)
-        true_low = l_logit.gather(1, yb[:, None])  # (b 1)
-        others = u_logit.scatter(1, yb[:, None], -torch.inf)  # (b C) the true class out of the max
-        certified[start : start + len(xb)] = (true_low[:, 0] > others.amax(1)).cpu().numpy()
+        lower, upper = (xb - eps).clamp(min=float(lo_clip)), (xb + eps).clamp(max=float(hi_clip))
+        certified[start : start + len(xb)] = decide(lower, upper, yb).cpu().numpy()
     return {
-        "method": "ibp",
+        "method": method,
         "eps": eps,
         "samples": len(y),
         "certified_accuracy": float(certified.mean()) if len(y) else 0.0,
         "certified": certified.tolist(),
     }
+
+
+def certify_ibp(clf: SSMClassifier, x: np.ndarray, y: np.ndarray, *, eps: float, batch_size: int = 50) -> dict:
+    """Certified accuracy in the L-inf ball of ``eps`` (within the clip range) on ``x``, ``y``: the
+    true class's lower bound above every other class's upper bound."""
+
+    def decide(lower: torch.Tensor, upper: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        l_logit, u_logit = logit_bounds(clf.model, lower, upper)  # (b C)
+        others = u_logit.scatter(1, yb[:, None], -torch.inf)  # (b C) the true class out of the max
+        return l_logit.gather(1, yb[:, None])[:, 0] > others.amax(1)  # (b)
+
+    return certify_in_boxes(clf, x, y, eps, batch_size, "ibp", decide)
