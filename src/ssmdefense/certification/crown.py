@@ -53,7 +53,7 @@ from ..models.body import CentreNorm, SequenceClassifier
 from ..models.conv_ssm import ConvolutionalSSM
 from ..models.mlp import MLPClassifier
 from ..modes import eval_mode
-from .ibp import certify_in_boxes, check_image_front_end, std_bounds
+from .ibp import Box, certify_in_boxes, check_image_front_end, gelu, std_bounds
 
 if TYPE_CHECKING:
     from ..estimators import SSMClassifier
@@ -349,9 +349,7 @@ def _sequence_steps(body: SequenceClassifier, lower: Tensor, upper: Tensor) -> l
 
 
 def _gelu_lower(lo: Tensor, hi: Tensor) -> Tensor:
-    from .ibp import Box, gelu  # the interval image of GELU, written once
-
-    return gelu(Box.from_bounds(lo, hi)).lower
+    return gelu(Box.from_bounds(lo, hi)).lower  # the interval image of GELU, written once in ibp.py
 
 
 def _mlp_steps(body: MLPClassifier, lower: Tensor, upper: Tensor) -> list[Step]:
