@@ -165,6 +165,11 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
         ("pgd-at", "ssmdefense.defenses.pgd_at:PGDATTrainer", "PGD adversarial training (Madry et al. 2018)"),
         ("ibp", "ssmdefense.defenses.ibp:IBPTrainer", "Certified training by interval bounds (Gowal et al. 2018)"),
         (
+            "crown-ibp",
+            "ssmdefense.defenses.crown_ibp:CrownIBPTrainer",
+            "Certified training by CROWN-IBP linear bounds mixed with interval bounds (Zhang et al. 2020)",
+        ),
+        (
             "ads",
             "ssmdefense.defenses.ads:ads",
             "Adaptive Scaling modules + an adversarial training base (Qi et al. 2024)",

@@ -144,23 +144,34 @@ def std_bounds(z_lo: torch.Tensor, z_hi: torch.Tensor, eps: float) -> tuple[torc
     return (square_min.mean(-1, keepdim=True) + eps).sqrt(), (square_max.mean(-1, keepdim=True) + eps).sqrt()
 
 
-def layer_norm(box: Box, norm: nn.Module) -> Box:
-    """LayerNorm, or ``CentreNorm`` (``-m norm=centre``: the centring alone, exact)."""
+def centred(box: Box) -> Box:
+    """x − mean(x) over the last axis: exact bounds per coordinate."""
     lo, hi = box.lower, box.upper  # (..., H)
     n = lo.shape[-1]
-    # x_i − mean(x) = (1 − 1/n)·x_i − (1/n)·Σ_{j≠i} x_j: exact bounds per i
+    # x_i − mean(x) = (1 − 1/n)·x_i − (1/n)·Σ_{j≠i} x_j
     z_lo = (1 - 1 / n) * lo - (hi.sum(-1, keepdim=True) - hi) / n
     z_hi = (1 - 1 / n) * hi - (lo.sum(-1, keepdim=True) - lo) / n
-    if isinstance(norm, CentreNorm):
-        out = Box.from_bounds(z_lo, z_hi)
-    else:
+    return Box.from_bounds(z_lo, z_hi)
+
+
+def normalised(z: Box, norm: nn.Module) -> Box:
+    """The rest of LayerNorm after the centring, from the centred box ``z``: the division by the
+    standard deviation (none for ``CentreNorm``) and the affine part."""
+    out = z
+    if not isinstance(norm, CentreNorm):
+        z_lo, z_hi = z.lower, z.upper  # (..., H)
         s_lo, s_hi = std_bounds(z_lo, z_hi, norm.eps)  # (..., 1)
         q = torch.stack([z_lo / s_lo, z_lo / s_hi, z_hi / s_lo, z_hi / s_hi])  # (4 ..., H) z / s at the corners
         out = Box.from_bounds(q.amin(0), q.amax(0))
     if getattr(norm, "elementwise_affine", True):
-        g, b = norm.weight.to(lo.dtype), norm.bias.to(lo.dtype)
+        g, b = norm.weight.to(z.c.dtype), norm.bias.to(z.c.dtype)
         out = Box(out.c * g + b, out.r * g.abs())
     return out
+
+
+def layer_norm(box: Box, norm: nn.Module) -> Box:
+    """LayerNorm, or ``CentreNorm`` (``-m norm=centre``: the centring alone, exact)."""
+    return normalised(centred(box), norm)
 
 
 def mixer_box(box: Box, b: nn.Module, name: str) -> Box:
@@ -201,6 +212,29 @@ def logit_bounds(
     natural inputs (N, ...): (N, classes) each; a layer that cannot be bounded is a clear error.
     Certification runs in float64 without gradients; ``train=True`` (the ``ibp`` defense) in the
     model's float32 with gradients, in the model's current mode."""
+    features = _features(model, lower, upper, train)  # (N H)
+    box = linear(features, getattr(model, "module", model).body.head)  # (N classes)
+    return box.lower, box.upper
+
+
+def margin_lower_bounds(
+    model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor, *, train: bool = False
+) -> torch.Tensor:
+    """Lower bounds on the margins logit_y − logit_j over the box (N, classes), 0 at j = y. The head's
+    rows are subtracted before the interval is taken (Gowal et al.'s elision of the last layer), so
+    the bound is exact given the features' box and never looser than the difference of the logits'
+    bounds. ``train`` as in ``logit_bounds``."""
+    features = _features(model, lower, upper, train)  # (N H)
+    head = getattr(model, "module", model).body.head
+    w = head.weight.to(features.c.dtype)  # (C H)
+    b = 0 if head.bias is None else head.bias.to(features.c.dtype)[y][:, None] - head.bias.to(features.c.dtype)
+    dw = w[y][:, None, :] - w[None]  # (N C H) w_y − w_j
+    centre = (dw @ features.c[:, :, None])[..., 0]  # (N C)
+    return centre + b - (dw.abs() @ features.r[:, :, None])[..., 0]  # (N C)
+
+
+def _features(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, train: bool) -> Box:
+    """The box of the features the head reads (N, H): in float32 with gradients when ``train``."""
     model = getattr(model, "module", model)  # a DDP-wrapped model's own
     serialiser, body = check_image_front_end(model, "ibp")
     if not isinstance(body, (SequenceClassifier, MLPClassifier)):
@@ -214,11 +248,9 @@ def logit_bounds(
         return _propagate(serialiser, body, lower.double(), upper.double())
 
 
-def _propagate(serialiser: nn.Module, body: nn.Module, lower: torch.Tensor, upper: torch.Tensor):
+def _propagate(serialiser: nn.Module, body: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Box:
     box = Box.from_bounds(serialiser(lower), serialiser(upper))  # (N L D)
-    box = _sequence_features(box, body) if isinstance(body, SequenceClassifier) else _mlp_features(box, body)
-    box = linear(box, body.head)  # (N classes)
-    return box.lower, box.upper
+    return _sequence_features(box, body) if isinstance(body, SequenceClassifier) else _mlp_features(box, body)
 
 
 def _sequence_features(box: Box, body: SequenceClassifier) -> Box:
@@ -266,8 +298,7 @@ def certify_ibp(clf: SSMClassifier, x: np.ndarray, y: np.ndarray, *, eps: float,
     true class's lower bound above every other class's upper bound."""
 
     def decide(lower: torch.Tensor, upper: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        l_logit, u_logit = logit_bounds(clf.model, lower, upper)  # (b C)
-        others = u_logit.scatter(1, yb[:, None], -torch.inf)  # (b C) the true class out of the max
-        return l_logit.gather(1, yb[:, None])[:, 0] > others.amax(1)  # (b)
+        margins = margin_lower_bounds(clf.model, lower, upper, yb)  # (b C)
+        return margins.scatter(1, yb[:, None], torch.inf).amin(1) > 0  # (b) every wrong class's margin positive
 
     return certify_in_boxes(clf, x, y, eps, batch_size, "ibp", decide)

@@ -2,8 +2,11 @@
 https://arxiv.org/abs/1810.12715), for the models ``certify --method ibp`` bounds (S4, S4D, DSS, S5, MLP).
 
 The loss mixes the clean cross-entropy with the cross-entropy of the worst-case logits the interval
-bounds allow in the L-inf ball (the true class at its lower bound, every other at its upper bound):
-``kappa * CE(clean) + (1 - kappa) * CE(worst)``. Gowal et al.'s schedule, on the optimizer's steps:
+bounds allow in the L-inf ball, ``kappa * CE(clean) + (1 - kappa) * CE(worst)``, where worst_j is
+minus the lower bound on the margin logit_y − logit_j (0 for the true class). The margins are bounded
+through the head's row differences (Gowal et al.'s elision of the last layer), which is tighter than
+taking the true logit at its lower bound and the others at their upper bounds. Gowal et al.'s
+schedule, on the optimizer's steps:
 ``warmup`` of them with eps 0 and kappa 1 (standard training), then over the next ``ramp`` eps rises
 linearly to ``eps`` and kappa falls linearly to ``kappa``, which both keep to the end. The step
 count comes from the learning-rate schedule, so a resumed run continues the same schedule.
@@ -24,7 +27,7 @@ Examples::
 import torch
 import torch.nn.functional as F
 
-from ..certification.ibp import logit_bounds
+from ..certification.ibp import logit_bounds, margin_lower_bounds
 from ..validation import number
 from .loop import TrainingLoop
 
@@ -56,13 +59,15 @@ class IBPTrainer(TrainingLoop):
         self.progress = scheduler.last_epoch / max(1, self.total_steps)  # restored with the schedule on resume
         return super().train_batch(model, optimizer, scheduler, x, y)
 
+    def ramped(self, progress: float) -> float:
+        """How far along the ramp ``progress`` (the fraction of the steps taken) is, from 0 to 1."""
+        if self.ramp > 0:
+            return min(1.0, max(0.0, (progress - self.warmup) / self.ramp))
+        return float(progress >= self.warmup)
+
     def schedule(self, progress: float) -> tuple[float, float]:
         """(eps, kappa) at ``progress``, the fraction of the steps taken."""
-        t = (
-            min(1.0, max(0.0, (progress - self.warmup) / self.ramp))
-            if self.ramp > 0
-            else float(progress >= self.warmup)
-        )
+        t = self.ramped(progress)
         return t * self.eps, 1.0 - t * (1.0 - self.kappa)
 
     def training_step(self, model, x, y):
@@ -71,7 +76,7 @@ class IBPTrainer(TrainingLoop):
         loss = F.cross_entropy(logits, y)
         if eps > 0:
             lo_clip, hi_clip = self.clip
-            low, high = logit_bounds(model, (x - eps).clamp(min=lo_clip), (x + eps).clamp(max=hi_clip), train=True)
-            worst = torch.where(F.one_hot(y, low.shape[1]).bool(), low, high)  # (B C)
+            lower, upper = (x - eps).clamp(min=lo_clip), (x + eps).clamp(max=hi_clip)
+            worst = -margin_lower_bounds(model, lower, upper, y, train=True)  # (B C) the worst logits, shifted
             loss = kappa * loss + (1 - kappa) * F.cross_entropy(worst, y)
         return loss, logits

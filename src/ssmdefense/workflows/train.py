@@ -383,7 +383,7 @@ def _evaluate_best_and_last(
                 by_epoch[epoch]["autoattack"] = autoattack_check(
                     ckpt, x_eval[:n], y_eval[:n], eps=s.eps, seed=c.seed, snr_db=c.aa_snr_db
                 )
-            if c.defense == "ibp":  # certified training: its verified accuracy, by the bounds it trained on
+            if c.defense in ("ibp", "crown-ibp"):  # certified training: its verified accuracy, by interval bounds
                 n = min(CERTIFIED_SAMPLES, len(y_eval))
                 found = certify(ckpt, x_eval[:n], y_eval[:n], method="ibp", eps=s.eps)
                 by_epoch[epoch]["certified"] = {k: found[k] for k in ("method", "eps", "samples", "certified_accuracy")}
