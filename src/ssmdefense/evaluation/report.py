@@ -351,7 +351,8 @@ def plot_history(history: list[dict], path: Path, split: str = "validation") -> 
 
 def write_report(directory, report: dict, title: str, history: list[dict] | None = None) -> list[str]:
     """Write report.json, report.md, report.html (self-contained: plots and audio examples embedded)
-    and plots/ into ``directory`` (which must exist); returns the plots drawn (paths relative to ``directory``, also under "plots" in report.json)."""
+    and plots/ into ``directory`` (which must exist); returns the plots drawn (paths relative to
+    ``directory``, also under "plots" in report.json)."""
     directory = Path(directory)
     (directory / "plots").mkdir(exist_ok=True)
     plots = []
