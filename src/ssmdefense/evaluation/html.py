@@ -20,6 +20,7 @@ import numpy as np
 from .templating import data_uri, file_uri, render, write_atomically
 
 LEFT_OUT = ("Plots", "Examples")  # report.md sections the page shows richer (embedded plots, players)
+FIRST = ("Accuracy at eps", "AutoAttack", "Audio AutoAttack")  # the figures to quote, above the plots
 
 
 def write_html(directory, report: dict, title: str, markdown: str) -> Path:
@@ -32,13 +33,15 @@ def write_html(directory, report: dict, title: str, markdown: str) -> Path:
 
 
 def render_html(report: dict, title: str, markdown: str, directory: Path) -> str:
-    """The page's HTML: report.md's sections, the settings, the embedded plots and audio examples."""
-    sections = markdown_sections(markdown)
+    """The page's HTML: report.md's sections (the accuracy and AutoAttack tables first), the embedded
+    plots and audio examples, the settings."""
+    headline, *sections = markdown_sections(markdown)
     return render(
         "report.html.j2",
         title=title,
-        headline=sections[0]["blocks"],
-        sections=sections[1:],
+        headline=headline["blocks"],
+        first=[s for s in sections if s["title"].startswith(FIRST)],
+        sections=[s for s in sections if not s["title"].startswith(FIRST)],
         settings=[(k, json.dumps(v)) for k, v in report.get("config", {}).items()],
         plots=[_plot(directory, p) for p in report.get("plots") or []],
         examples=[_example(directory, e) for e in report.get("examples") or []],
