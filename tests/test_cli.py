@@ -67,6 +67,7 @@ def test_run_directory_has_every_file(runs):
         "last.json",
         "report.json",
         "report.md",
+        "report.html",
         "plots/robust_accuracy_vs_eps.png",
         "plots/training_curves.png",
     } <= files

@@ -91,4 +91,4 @@ def main():
     cli()
 
 
-from . import certify, evaluate, listing, run  # noqa: E402,F401  (register commands)
+from . import certify, compare, evaluate, listing, run  # noqa: E402,F401  (register commands)

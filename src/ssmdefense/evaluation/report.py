@@ -1,4 +1,4 @@
-"""Write ``report.json``, ``report.md`` and ``plots/*.png`` for a run or an evaluation."""
+"""Write ``report.json``, ``report.md``, ``report.html`` and ``plots/*.png`` for a run or an evaluation."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ..errors import SSMDefenseError
 from .audio import plot_snr_curve
 from .certified import plot_certified, render_certified, violation_lines
 from .components import plot_components, render_components_markdown
+from .html import write_html
 from .plots import accuracy_axes, save_accuracy_plot
 
 
@@ -349,8 +350,9 @@ def plot_history(history: list[dict], path: Path, split: str = "validation") -> 
 
 
 def write_report(directory, report: dict, title: str, history: list[dict] | None = None) -> list[str]:
-    """Write report.json, report.md and plots/ into ``directory`` (which must exist); returns the
-    plots drawn (paths relative to ``directory``, also under "plots" in report.json)."""
+    """Write report.json, report.md, report.html (self-contained: plots and audio examples embedded)
+    and plots/ into ``directory`` (which must exist); returns the plots drawn (paths relative to
+    ``directory``, also under "plots" in report.json)."""
     directory = Path(directory)
     (directory / "plots").mkdir(exist_ok=True)
     plots = []
@@ -371,7 +373,9 @@ def write_report(directory, report: dict, title: str, history: list[dict] | None
                 plots.append(f"plots/components_{k}.png")
     report = {**report, "plots": plots}
     (directory / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (directory / "report.md").write_text(render_markdown(report, title))
+    markdown = render_markdown(report, title)
+    (directory / "report.md").write_text(markdown)
+    write_html(directory, report, title, markdown)
     return plots
 
 
