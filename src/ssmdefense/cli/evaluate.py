@@ -77,6 +77,13 @@ def with_common(fn):
     default=None,
     help="Write x, x_adv, y and predictions to this .npz file.",
 )
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write a report folder: report.json/report.md/report.html, plots, audio examples "
+    "(replaced if present).",
+)
 def attack(
     checkpoint,
     dataset,
@@ -91,6 +98,7 @@ def attack(
     eps,
     params,
     save_examples,
+    out,
 ):
     """Run one attack on a checkpoint's test data; report clean and adversarial accuracy (and, for audio,
     the SNR of the perturbations)."""
@@ -104,6 +112,7 @@ def attack(
         samples=samples,
         **data_settings(dataset, data_dir, dataset_params, device, threads, seed),
         save_examples=save_examples,
+        out=out,
     )
     result = attack_checkpoint(config).to_dict()
     if as_json:
@@ -119,6 +128,8 @@ def attack(
             f"clean {result['clean_accuracy']:.3f} -> adversarial {result['adversarial_accuracy']:.3f} "
             f"(max L-inf {result['max_linf']:.4f}, mean L2 {result['mean_l2']:.4f}{snr})"
         )
+        if out is not None:
+            click.echo(f"report: {out / 'report.html'}")
 
 
 @cli.command()

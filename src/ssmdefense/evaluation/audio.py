@@ -7,7 +7,8 @@
   ``20 log10(||x||_2 / (eps sqrt(T)))``; min, median and mean over the clips. In the ``features``
   attack space the budget is in dB on the log-mel spectrogram and has no waveform SNR.
 - ``write_audio_examples``: a few clean and adversarial WAV files (float32, to listen to) and one
-  PNG per example with waveform and log-mel, clean against adversarial.
+  PNG per example with waveform and log-mel, clean against adversarial, under PGD-10 at eps;
+  ``save_audio_examples`` writes the same files for an attack already run (``ssmdefense attack --out``).
 - ``audio_robustness``: accuracy under ``snr-pgd`` at several SNRs and under the ``time-shift`` and
   ``speed`` search attacks, with ``plot_snr_curve`` drawing accuracy against SNR.
 """
@@ -94,57 +95,94 @@ def write_audio_examples(
     classes: list[str] | None = None,
 ) -> list[dict]:
     """PGD-10 at ``eps`` on up to ``candidates`` correctly classified clips of ``x`` (natural
-    waveforms); the first ``n`` it fools (then, if fewer, the first it does not) become
-    ``clean_<i>.wav``, ``adversarial_<i>.wav`` and ``example_<i>.png`` in ``directory``.
-
-    In the ``features`` attack space the adversarial example is a spectrogram: only the PNG (clean
-    vs adversarial log-mel) is written. Returns one dict per example (files relative to the run
-    directory, label, predictions, SNR).
-    """
-    import soundfile as sf
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    features = clf.sequence_params.get("attack_space", "waveform") == "features"
+    waveforms); ``save_audio_examples`` keeps ``n`` of them in ``directory``. Returns one dict per
+    example (files relative to the run directory, label, predictions, SNR)."""
     inputs = clf.prepare_inputs(x)
     pred = clf.predict(inputs).argmax(1)
     correct = np.flatnonzero(pred == y)[:candidates]
     if not len(correct):
+        Path(directory).mkdir(parents=True, exist_ok=True)
         return []
     with seeded(seed):
         x_adv = get_attack("pgd", clf, eps=eps, max_iter=10).generate(inputs[correct], y[correct]).astype(np.float32)
     pred_adv = clf.predict(x_adv).argmax(1)
-    fooled = pred_adv != y[correct]
-    order = [*np.flatnonzero(fooled), *np.flatnonzero(~fooled)][:n]  # positions in ``correct``
-    name = (lambda k: classes[k]) if classes else str
+    chosen = (x[correct], x_adv, y[correct], pred[correct], pred_adv)
+    return save_audio_examples(directory, clf, *chosen, n=n, classes=classes, index=correct)
+
+
+def save_audio_examples(
+    directory,
+    clf,
+    x: np.ndarray,
+    x_adv: np.ndarray,
+    y: np.ndarray,
+    pred: np.ndarray,
+    pred_adv: np.ndarray,
+    *,
+    n: int = 3,
+    classes: list[str] | None = None,
+    index: np.ndarray | None = None,
+) -> list[dict]:
+    """Keep ``n`` clips of an attack already run: ``x`` natural waveforms (N, 1, T), ``x_adv`` the
+    attack's output (the classifier's inputs), ``pred``/``pred_adv`` the predictions. Of the correctly
+    classified clips, the first ``n`` the attack fooled (then, if fewer, the first it did not) become
+    ``clean_<i>.wav``, ``adversarial_<i>.wav`` and ``example_<i>.png`` in ``directory``.
+
+    In the ``features`` attack space the adversarial example is a spectrogram: only the PNG (clean
+    vs adversarial log-mel) is written. Returns one dict per example (files relative to the report
+    directory, ``directory``'s parent; ``index``: the k-th clip's position in the test data, else k).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    order = examples_to_show(y, pred, pred_adv, n)
     rate = int(clf.sample_rate or 16000)
-    rows = []
-    for i, j in enumerate(order):
-        k, adv = correct[j], x_adv[j]
-        row = {
-            "index": int(k),
-            "label": name(int(y[k])),
-            "clean_prediction": name(int(pred[k])),
-            "adversarial_prediction": name(int(pred_adv[j])),
-        }
-        if features:
-            clean_mel, adv_mel, wave, wave_adv = inputs[k][0], adv[0], x[k][0], None
-        else:
-            wave, wave_adv = x[k][0], adv[0]
-            sf.write(directory / f"clean_{i}.wav", wave, rate, subtype="FLOAT")
-            sf.write(directory / f"adversarial_{i}.wav", wave_adv, rate, subtype="FLOAT")
-            row.update(
-                {
-                    "clean_wav": f"examples/clean_{i}.wav",
-                    "adversarial_wav": f"examples/adversarial_{i}.wav",
-                    "snr_db": float(snr_db(x[k : k + 1], adv[None])[0]),
-                }
-            )
-            clean_mel, adv_mel = _log_mel(clf, x[k]), _log_mel(clf, adv)
-        _plot_example(directory / f"example_{i}.png", wave, wave_adv, clean_mel, adv_mel, rate, row)
-        row["png"] = f"examples/example_{i}.png"
-        rows.append(row)
-    return rows
+    return [
+        _save_example(directory, clf, i, (x[k], x_adv[k]), rate, _example_row(k, y, pred, pred_adv, classes, index))
+        for i, k in enumerate(order)
+    ]
+
+
+def examples_to_show(y: np.ndarray, pred: np.ndarray, pred_adv: np.ndarray, n: int) -> list[int]:
+    """Of the correctly classified samples, the first ``n`` the attack fooled, then (if fewer) the
+    first it did not: the examples a report shows."""
+    correct = np.flatnonzero(pred == y)  # (K)
+    fooled = pred_adv[correct] != y[correct]  # (K)
+    return [int(k) for k in [*correct[fooled], *correct[~fooled]][:n]]
+
+
+def _example_row(k: int, y, pred, pred_adv, classes, index) -> dict:
+    """Example ``k``'s position in the test data, label and predictions (class names where known)."""
+    name = (lambda c: classes[c]) if classes else str
+    return {
+        "index": int(k if index is None else index[k]),
+        "label": name(int(y[k])),
+        "clean_prediction": name(int(pred[k])),
+        "adversarial_prediction": name(int(pred_adv[k])),
+    }
+
+
+def _save_example(directory: Path, clf, i: int, pair: tuple, rate: int, row: dict) -> dict:
+    """Example ``i`` (``pair`` = natural clip (1, T), adversarial input): its WAVs and picture, as ``row``."""
+    import soundfile as sf
+
+    wave, adv = pair
+    if clf.sequence_params.get("attack_space", "waveform") == "features":
+        clean_mel, adv_mel, wave_adv = clf.prepare_inputs(wave[None])[0][0], adv[0], None
+    else:
+        wave_adv = adv[0]
+        sf.write(directory / f"clean_{i}.wav", wave[0], rate, subtype="FLOAT")
+        sf.write(directory / f"adversarial_{i}.wav", wave_adv, rate, subtype="FLOAT")
+        row.update(
+            {
+                "clean_wav": f"examples/clean_{i}.wav",
+                "adversarial_wav": f"examples/adversarial_{i}.wav",
+                "snr_db": float(snr_db(wave[None], adv[None])[0]),
+            }
+        )
+        clean_mel, adv_mel = _log_mel(clf, wave), _log_mel(clf, adv)
+    _plot_example(directory / f"example_{i}.png", wave[0], wave_adv, clean_mel, adv_mel, rate, row)
+    row["png"] = f"examples/example_{i}.png"
+    return row
 
 
 def _plot_example(path: Path, wave, wave_adv, mel, mel_adv, rate: int, row: dict) -> None:

@@ -20,7 +20,8 @@ import numpy as np
 from .templating import data_uri, file_uri, render, write_atomically
 
 LEFT_OUT = ("Plots", "Examples")  # report.md sections the page shows richer (embedded plots, players)
-FIRST = ("Accuracy at eps", "AutoAttack", "Audio AutoAttack")  # the figures to quote, above the plots
+# the figures to quote, above the plots
+FIRST = ("Accuracy at eps", "Accuracy at the attack", "AutoAttack", "Audio AutoAttack")
 
 
 def write_html(directory, report: dict, title: str, markdown: str) -> Path:
@@ -45,7 +46,14 @@ def render_html(report: dict, title: str, markdown: str, directory: Path) -> str
         settings=[(k, json.dumps(v)) for k, v in report.get("config", {}).items()],
         plots=[_plot(directory, p) for p in report.get("plots") or []],
         examples=[_example(directory, e) for e in report.get("examples") or []],
+        examples_caption=examples_caption(report),
     )
+
+
+def examples_caption(report: dict) -> str:
+    """What made the audio examples: a run's PGD-10 at eps, or ``ssmdefense attack``'s own attack."""
+    r = report.get("result")
+    return f"{r['attack']} on {Path(r['checkpoint']).name}" if r else "PGD-10 at eps on the best checkpoint"
 
 
 def markdown_sections(markdown: str) -> list[dict]:

@@ -9,7 +9,7 @@ from ..errors import SSMDefenseError
 from .audio import plot_snr_curve
 from .certified import plot_certified, render_certified, violation_lines
 from .components import plot_components, render_components_markdown
-from .html import write_html
+from .html import examples_caption, write_html
 from .plots import accuracy_axes, save_accuracy_plot
 
 
@@ -27,6 +27,7 @@ def render_markdown(report: dict, title: str) -> str:
                 keys.append(key)
     lines = [f"# {title}", ""]
     lines += _selection_headline(cfg)
+    lines += _attack_headline(report)
     lines += _masking_headline(report, ckpts)
     violations = violation_lines(report, _distinct(report, ckpts))
     lines += [*violations, ""] if violations else []
@@ -36,7 +37,7 @@ def render_markdown(report: dict, title: str) -> str:
         lines.append("")
     eps = cfg.get("eps", report.get("eps"))
     lines += [
-        f"## Accuracy at eps = {eps}",
+        f"## Accuracy at eps = {eps}" if eps is not None else "## Accuracy at the attack's own budget",
         "",
         "| checkpoint | epoch | clean | " + " | ".join(keys) + " |",
         "|---|---|---|" + "---|" * len(keys),
@@ -137,6 +138,21 @@ def _selection_headline(cfg: dict) -> list[str]:
     return []
 
 
+def _attack_headline(report: dict) -> list[str]:
+    """``ssmdefense attack --out``: what ran on which samples and what it did, said before any table."""
+    r = report.get("result")
+    if not r:
+        return []
+    params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+    snr = "" if r.get("mean_snr_db") is None else f"; SNR min {r['min_snr_db']:.1f} dB, mean {r['mean_snr_db']:.1f} dB"
+    return [
+        f"`{r['attack']}`{f' ({params})' if params else ''} on {r['samples']} {r['dataset']} test samples of "
+        f"`{r['checkpoint']}`: clean accuracy {_pct(r['clean_accuracy'])}, adversarial accuracy "
+        f"**{_pct(r['adversarial_accuracy'])}** (max L-inf {r['max_linf']:.4f}, mean L2 {r['mean_l2']:.4f}{snr}).",
+        "",
+    ]
+
+
 def _masking_headline(report: dict, ckpts: list[str]) -> list[str]:
     checked = [k for k in _distinct(report, ckpts) if report[k].get("sanity")]
     if not checked:
@@ -198,7 +214,7 @@ def _audio(report: dict, ckpts: list[str]) -> list[str]:
     if examples:
         lines += [
             "",
-            "## Examples (PGD-10 at eps on the best checkpoint)",
+            f"## Examples ({examples_caption(report)})",
             "",
             "| label | clean prediction | adversarial prediction | SNR (dB) | files |",
             "|---|---|---|---|---|",
@@ -349,13 +365,16 @@ def plot_history(history: list[dict], path: Path, split: str = "validation") -> 
     return save_accuracy_plot(plt, fig, ax, path, "epoch", "Accuracy per epoch")
 
 
-def write_report(directory, report: dict, title: str, history: list[dict] | None = None) -> list[str]:
+def write_report(
+    directory, report: dict, title: str, history: list[dict] | None = None, plots: list[str] = ()
+) -> list[str]:
     """Write report.json, report.md, report.html (self-contained: plots and audio examples embedded)
-    and plots/ into ``directory`` (which must exist); returns the plots drawn (paths relative to
-    ``directory``, also under "plots" in report.json)."""
+    and plots/ into ``directory`` (which must exist); returns the plots (paths relative to
+    ``directory``, also under "plots" in report.json): ``plots`` the caller drew there, then those
+    drawn here."""
     directory = Path(directory)
     (directory / "plots").mkdir(exist_ok=True)
-    plots = []
+    plots = list(plots)
     if plot_curves(report, directory / "plots" / "robust_accuracy_vs_eps.png"):
         plots.append("plots/robust_accuracy_vs_eps.png")
     split = "test" if report.get("config", {}).get("select_on") == "test" else "validation"

@@ -7,18 +7,22 @@ import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ..api import get_attack
 from ..checkpoint import load
 from ..errors import OptionError
+from ..evaluation.attack_report import attack_report, write_attack_report
 from ..evaluation.audio import snr_db, snr_summary
 from ..plugins import registry
 from ..seeding import seeded
 from .checkpoints import CheckpointWork, config_of, find_checkpoints, load_test_data
-from .common import check_eps, resolve_device, use_threads
+from .common import check_eps, resolve_device, staged_directory, use_threads
+
+if TYPE_CHECKING:
+    from ..estimators import SSMClassifier
 
 
 @dataclass
@@ -29,6 +33,8 @@ class AttackConfig(CheckpointWork):
     eps: the budget (default: the run's eps when the attack takes one, else the attack's default);
         params: the attack's other parameters (``-p``), eps not among them when ``eps`` is given.
     save_examples: a ``.npz`` file for x, x_adv, y, pred_clean and pred_adv.
+    out: a report directory (``evaluation.attack_report``: report.json, report.md, report.html, plots/,
+        and for audio examples/); its parent must exist; an existing report there is replaced.
     """
 
     checkpoint: Path
@@ -37,7 +43,8 @@ class AttackConfig(CheckpointWork):
     params: dict = field(default_factory=dict)
     samples: int | None = None
     save_examples: Path | None = None
-    PATHS: ClassVar[tuple[str, ...]] = ("checkpoint", "data_dir", "save_examples")
+    out: Path | None = None
+    PATHS: ClassVar[tuple[str, ...]] = ("checkpoint", "data_dir", "save_examples", "out")
 
 
 @dataclass
@@ -91,11 +98,34 @@ class AttackResult:
 
 def attack_checkpoint(config: AttackConfig | None = None, **settings) -> AttackResult:
     """Run one attack on a checkpoint's test data (``ssmdefense attack``): clean and adversarial
-    accuracy, the perturbation's size (and, for audio, its SNR); ``save_examples`` writes the arrays."""
+    accuracy, the perturbation's size (and, for audio, its SNR); ``save_examples`` writes the arrays,
+    ``out`` a report directory (report.json, report.md, report.html, examples). Every setting is
+    checked before any work; on any error nothing half-written remains."""
 
     c = config_of(AttackConfig, config, settings)
+    _check_attack(c)
+    stem = next(iter(find_checkpoints(c.checkpoint).values()))
+    clf = load(stem, device_type=resolve_device(c.device, c.threads))
+    use_threads(c.threads, clf.is_audio)
+    name, natural_x, y, data = load_test_data(clf, c.dataset, c.samples, c.data_dir, c.dataset_params)
+    x = clf.prepare_inputs(natural_x)
+    params = _attack_params(c, clf)
+    adv = get_attack(c.attack, clf, **params)
+    with seeded(c.seed):
+        x_adv = adv.generate(x, y).astype(np.float32)
+    result = _measure(clf, x, x_adv, y)
+    result.checkpoint, result.dataset, result.attack, result.params = str(stem), name, c.attack, params
+    if c.save_examples is not None:
+        _save_npz(c.save_examples, result.arrays)
+        result.examples = str(c.save_examples)
+    if c.out is not None:
+        _write_out(c, clf, result, natural_x, getattr(data, "classes", None))
+    return result
+
+
+def _check_attack(c: AttackConfig) -> None:
+    """The settings that need no checkpoint: bad values, unknown names and unusable paths fail here."""
     c.check()
-    params = dict(c.params)
     registry("attacks").get(c.attack)
     if c.save_examples is not None and c.save_examples.suffix != ".npz":
         raise OptionError("save_examples", "--save-examples", "must end in .npz")
@@ -103,11 +133,24 @@ def attack_checkpoint(config: AttackConfig | None = None, **settings) -> AttackR
         raise OptionError("save_examples", "--save-examples", f"directory {c.save_examples.parent} does not exist")
     if c.eps is not None and c.eps <= 0:
         raise OptionError("eps", "--eps", "must be positive")
-    stem = next(iter(find_checkpoints(c.checkpoint).values()))
-    clf = load(stem, device_type=resolve_device(c.device, c.threads))
-    use_threads(c.threads, clf.is_audio)
-    name, x, y, _ = load_test_data(clf, c.dataset, c.samples, c.data_dir, c.dataset_params)
-    x = clf.prepare_inputs(x)
+    if c.out is not None:
+        _check_out(c.out)
+
+
+def _check_out(out: Path) -> None:
+    """``out`` can become a report directory: its parent exists, it is no file and no run directory (an
+    existing report directory is replaced, as ``evaluate --out`` replaces one)."""
+    if not out.parent.is_dir():
+        raise OptionError("out", "--out", f"directory {out.parent} does not exist")
+    if out.exists() and not out.is_dir():
+        raise OptionError("out", "--out", f"{out} is a file, not a directory")
+    if out.is_dir() and any(out.glob("*.safetensors")):
+        raise OptionError("out", "--out", f"{out} holds checkpoints: it is not a report to replace")
+
+
+def _attack_params(c: AttackConfig, clf: SSMClassifier) -> dict:
+    """The attack's parameters: ``params`` with eps (``eps``, else the run's when the attack takes one)."""
+    params = dict(c.params)
     if c.eps is not None:
         check_eps(c.eps, clf.clip_values)
     eps = c.eps
@@ -117,17 +160,20 @@ def attack_checkpoint(config: AttackConfig | None = None, **settings) -> AttackR
         if "eps" in params:
             raise OptionError("eps", "--eps", "give eps once: --eps or -p eps=...")
         params["eps"] = eps
-    adv = get_attack(c.attack, clf, **params)
-    with seeded(c.seed):
-        x_adv = adv.generate(x, y).astype(np.float32)
+    return params
+
+
+def _measure(clf: SSMClassifier, x: np.ndarray, x_adv: np.ndarray, y: np.ndarray) -> AttackResult:
+    """Accuracy before and after, the perturbation's size (and SNR for waveforms), the arrays; the
+    result's names (checkpoint, dataset, attack, params) are left for the caller."""
     pred_clean = clf.predict(x).argmax(1)
     pred_adv = clf.predict(x_adv).argmax(1)
-    delta = (x_adv - x).reshape(len(x), -1)
+    delta = (x_adv - x).reshape(len(x), -1)  # (N D)
     result = AttackResult(
-        checkpoint=str(stem),
-        dataset=name,
-        attack=c.attack,
-        params=params,
+        checkpoint="",
+        dataset="",
+        attack="",
+        params={},
         samples=len(y),
         clean_accuracy=float((pred_clean == y).mean()),
         adversarial_accuracy=float((pred_adv == y).mean()),
@@ -137,15 +183,38 @@ def attack_checkpoint(config: AttackConfig | None = None, **settings) -> AttackR
     )
     if clf.is_audio and tuple(clf.input_shape) == clf.natural_shape:  # waveforms: the perturbation's SNR
         result.snr = snr_summary(snr_db(x, x_adv))
-    if c.save_examples is not None:
-        tmp = c.save_examples.with_name(f".{c.save_examples.name}.partial-{os.getpid()}.npz")
-        try:
-            np.savez_compressed(tmp, **result.arrays)
-            os.replace(tmp, c.save_examples)
-        finally:
-            tmp.unlink(missing_ok=True)
-        result.examples = str(c.save_examples)
     return result
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    """``arrays`` as a compressed .npz at ``path``, written under a temporary name and then renamed."""
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.npz")
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_out(
+    c: AttackConfig, clf: SSMClassifier, result: AttackResult, natural_x: np.ndarray, classes: list | None
+) -> None:
+    """The report directory ``c.out``, built under a temporary name and moved into place when complete."""
+    config = {
+        "checkpoint": result.checkpoint,
+        "dataset": result.dataset,
+        "attack": c.attack,
+        "eps": result.params.get("eps"),
+        "params": result.params,
+        "samples": result.samples,
+        "seed": c.seed,
+        "sequence": clf.sequence,
+        "sequence_params": clf.sequence_params,
+    }
+    epoch = clf.checkpoint_meta.get("extra", {}).get("epoch")
+    report = attack_report(result.to_dict(), config, result.arrays, clf.nb_classes, epoch, classes)
+    with staged_directory(c.out, overwrite=True) as tmp:
+        write_attack_report(tmp, clf, report, result.arrays, natural_x)
 
 
 def _takes_eps(attack_name: str) -> bool:
