@@ -81,8 +81,7 @@ def with_common(fn):
     "--out",
     type=click.Path(path_type=Path),
     default=None,
-    help="Also write a report folder: report.json/report.md/report.html, plots, audio examples "
-    "(replaced if present).",
+    help="Also write a report folder: report.json/report.md/report.html, plots, audio examples (replaced if present).",
 )
 def attack(
     checkpoint,

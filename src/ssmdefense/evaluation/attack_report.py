@@ -6,7 +6,7 @@ report.json holds ``config`` (the settings), ``result`` (``AttackResult.to_dict(
 ``attack --json`` prints), ``checkpoint`` (the attacked checkpoint in the report schema: epoch,
 clean and adversarial accuracy under the attack's name, per-class accuracy), ``classes`` when the
 dataset names them, ``budget`` for audio (eps as SNR), ``examples`` for audio and ``plots``.
-Image checkpoints get ``plots/examples.png`` (clean, adversarial and perturbation of a few
+Image checkpoints get ``plots/adversarial_examples.png`` (clean, adversarial and perturbation of a few
 samples); audio checkpoints get ``examples/`` (clean and adversarial WAVs and a waveform + log-mel
 picture each, ``save_audio_examples``), which the page turns into players.
 """
@@ -43,7 +43,7 @@ def attack_report(result: dict, config: dict, arrays: dict, nb_classes: int, epo
 
 def write_attack_report(directory, clf, report: dict, arrays: dict, natural_x: np.ndarray) -> list[str]:
     """Write the report of one attack into ``directory`` (which must exist): its examples (audio:
-    ``examples/``; images: ``plots/examples.png``), then report.json, report.md, report.html and
+    ``examples/``; images: ``plots/adversarial_examples.png``), then report.json, report.md, report.html and
     plots/ (``write_report``). ``arrays``: x_adv, y, pred_clean, pred_adv; ``natural_x`` the attacked
     test samples in their natural shape. Returns the plots."""
     directory = Path(directory)
@@ -52,14 +52,14 @@ def write_attack_report(directory, clf, report: dict, arrays: dict, natural_x: n
     drawn = []
     if clf.is_audio:
         eps = report["config"].get("eps")
-        if eps is not None and clf.sequence_params.get("attack_space", "waveform") == "waveform":
+        if eps is not None:  # the budget as SNR (waveforms) or in dB on the spectrogram (features)
             report["budget"] = audio_budget(clf, natural_x, eps)
         examples = (natural_x, arrays["x_adv"], y, pred, pred_adv)
         report["examples"] = save_audio_examples(directory / "examples", clf, *examples, classes=report.get("classes"))
     elif natural_x.ndim == 4 and natural_x.shape[1] in (1, 3):  # images (N, C, H, W)
         shown = (natural_x, arrays["x_adv"], y, pred, pred_adv, report.get("classes"))
-        if plot_image_examples(directory / "plots" / "examples.png", *shown):
-            drawn.append("plots/examples.png")
+        if plot_image_examples(directory / "plots" / "adversarial_examples.png", *shown):
+            drawn.append("plots/adversarial_examples.png")
     r = report["result"]
     return write_report(directory, report, f"ssmdefense attack: {r['attack']} on {r['checkpoint']}", plots=drawn)
 
