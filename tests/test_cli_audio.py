@@ -208,9 +208,14 @@ def test_features_attack_space_from_the_cli(tmp_path):
     assert report["config"]["sequence_params"]["attack_space"] == "features"
     assert "Features attack space" in (out / "report.md").read_text()
     assert report["best"]["autoattack"]["attack"] == "autoattack"  # a spectrogram is an image: image AutoAttack
-    result = run("attack", "--checkpoint", out, "--attack", "pgd", "--json")
+    result = run("attack", "--checkpoint", out, "--attack", "pgd", "--json", "--out", tmp_path / "attack")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["max_linf"] <= 2.0 + 1e-4  # dB on the log-mel spectrogram
+    attacked = json.loads((tmp_path / "attack" / "report.json").read_text())
+    assert "Features attack space" in (tmp_path / "attack" / "report.md").read_text()
+    assert attacked["examples"], "no example was written"
+    for e in attacked["examples"]:  # a perturbed spectrogram has no sound: its picture only
+        assert (tmp_path / "attack" / e["png"]).is_file() and "clean_wav" not in e
 
 
 @pytest.mark.parametrize(

@@ -275,3 +275,100 @@ def test_compare_bad_input_exits_2_with_one_line_and_writes_nothing(image_run, t
     assert len(lines) == 1 and message in lines[0], result.output
     assert not (tmp / "page.html").exists()
     assert sorted(p.name for p in tmp.iterdir()) == ["empty"]
+
+
+def attack_out(checkpoint, out, *args):
+    """``ssmdefense attack ... --out out --json``: its JSON and the report.json it wrote."""
+    result = run("attack", "--checkpoint", checkpoint, "--out", out, "--json", *args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir())[-3:] == ["report.html", "report.json", "report.md"]
+    return json.loads(result.stdout), json.loads((out / "report.json").read_text())
+
+
+def test_attack_out_image_report_in_the_browser(browser, image_run, pages):
+    out = pages / "attack-image"
+    out.mkdir()
+    (out / "stale.txt").write_text("an earlier report")  # replaced, as evaluate --out replaces its folder
+    printed, report = attack_out(image_run, out, "--attack", "pgd", "--samples", "40")
+    assert report["result"] == printed and not (out / "stale.txt").exists()
+    assert report["plots"] == ["plots/adversarial_examples.png"] and report["config"]["eps"] == 0.1
+    page, tables = open_page(browser, out / "report.html", pages / "attack-image.png")
+    accuracy = table_with(tables, "checkpoint", "epoch", "clean", "pgd")
+    assert accuracy[1][2:] == [pct(printed["clean_accuracy"]), pct(printed["adversarial_accuracy"])]
+    assert f"adversarial accuracy {pct(printed['adversarial_accuracy'])}" in page.inner_text("body")
+    assert page.title() == f"ssmdefense attack: pgd on {image_run / 'best'}"
+    assert page.eval_on_selector_all("img", "els => els.map(i => i.alt)") == ["Adversarial examples"]
+    assert not list(pages.glob(".attack-image*"))  # no temporary folder or lock left beside it
+
+
+def test_attack_out_audio_report_plays_the_attacks_clips(browser, audio_run, pages):
+    out = pages / "attack-audio"
+    printed, report = attack_out(audio_run, out, "--attack", "pgd", "--samples", "6", "-p", "max_iter=3")
+    examples = report["examples"]
+    assert examples and (out / examples[0]["clean_wav"]).is_file() and (out / examples[0]["png"]).is_file()
+    page, tables = open_page(browser, out / "report.html", pages / "attack-audio.png")
+    page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1)", timeout=10_000)
+    players = page.eval_on_selector_all("audio", "els => els.map(a => [a.readyState, a.duration, a.error])")
+    clip, rate = sf.read(out / examples[0]["clean_wav"], dtype="float32")
+    assert len(players) == 3 * len(examples)
+    assert all(state >= 1 and error is None and abs(d - len(clip) / rate) < 0.01 for state, d, error in players)
+    assert "Listen: examples (pgd on best)" in page.inner_text("#examples")
+    accuracy = table_with(tables, "checkpoint", "epoch", "clean", "pgd")
+    assert accuracy[1][accuracy[0].index("pgd")] == pct(printed["adversarial_accuracy"])
+    assert f"{printed['mean_snr_db']:.1f} dB" in page.inner_text("body")  # the perturbations' SNR
+
+
+def test_evaluate_folder_report_html_in_the_browser(browser, audio_run, pages):
+    out = pages / "evaluate-audio"
+    args = ["--attacks", "fgsm", "--eps", "0.002", "--snr", "40,30", "--samples", "6", "--aa-samples", "0"]
+    result = run("evaluate", "--checkpoint", audio_run, *args, "--no-checks", "--threads", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert "plots/accuracy_vs_snr.png" in report["plots"]
+    page, tables = open_page(browser, out / "report.html", pages / "evaluate-audio.png")
+    assert page.eval_on_selector_all("img", "els => els.length") == len(report["plots"])
+    accuracy = table_with(tables, "checkpoint", "epoch", "clean", "fgsm")
+    best = report["best"]
+    assert accuracy[1][:4] == [
+        "best",
+        str(best["epoch"]),
+        pct(best["clean_accuracy"]),
+        pct(best["robust_accuracy"]["fgsm"]),
+    ]
+    snr = table_with(tables, "checkpoint", "snr-pgd 40 dB", "snr-pgd 30 dB")
+    assert snr[1][1:3] == [pct(p["accuracy"]) for p in best["audio"]["snr_curve"]]
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("{tmp}/missing/report", "does not exist"),
+        ("{tmp}/file.txt", "is a file, not a directory"),
+        ("{run}", "holds checkpoints"),
+    ],
+)
+def test_attack_bad_out_exits_2_with_one_line_and_writes_nothing(image_run, tmp_path, out, message):
+    (tmp_path / "file.txt").write_text("kept")
+    before = sorted(p.name for p in image_run.iterdir())
+    out = out.format(tmp=tmp_path, run=image_run)
+    result = run("attack", "--checkpoint", image_run, "--attack", "fgsm", "--samples", "5", "--out", out)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: Invalid value for '--out'") and message in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"] and (tmp_path / "file.txt").read_text() == "kept"
+    assert sorted(p.name for p in image_run.iterdir()) == before
+
+
+def test_attack_out_from_python_checks_the_path_and_leaves_nothing_on_failure(image_run, tmp_path, monkeypatch):
+    from ssmdefense.experiment import AttackConfig, OptionError, attack_checkpoint
+
+    with pytest.raises(OptionError, match="out: directory .*missing does not exist"):
+        attack_checkpoint(AttackConfig(checkpoint=image_run, attack="fgsm", out=str(tmp_path / "missing" / "r")))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("ssmdefense.evaluation.attack_report.write_report", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        attack_checkpoint(checkpoint=image_run, attack="fgsm", samples=5, out=tmp_path / "r")
+    assert list(tmp_path.iterdir()) == []
