@@ -340,18 +340,21 @@ def test_evaluate_folder_report_html_in_the_browser(browser, audio_run, pages):
 
 
 @pytest.mark.parametrize(
-    "out, message",
+    "command, out, message",
     [
-        ("{tmp}/missing/report", "does not exist"),
-        ("{tmp}/file.txt", "is a file, not a directory"),
-        ("{run}", "holds checkpoints"),
+        ("attack", "{tmp}/missing/report", "does not exist"),
+        ("attack", "{tmp}/file.txt", "is a file, not a directory"),
+        ("attack", "{run}", "holds checkpoints"),
+        ("evaluate", "{tmp}/file.txt", "is a file, not a directory"),
+        ("evaluate", "{run}", "holds checkpoints"),
     ],
 )
-def test_attack_bad_out_exits_2_with_one_line_and_writes_nothing(image_run, tmp_path, out, message):
+def test_bad_report_out_exits_2_with_one_line_and_writes_nothing(image_run, tmp_path, command, out, message):
     (tmp_path / "file.txt").write_text("kept")
     before = sorted(p.name for p in image_run.iterdir())
     out = out.format(tmp=tmp_path, run=image_run)
-    result = run("attack", "--checkpoint", image_run, "--attack", "fgsm", "--samples", "5", "--out", out)
+    what = ["--attack", "fgsm"] if command == "attack" else ["--attacks", "fgsm", "--aa-samples", "0", "--no-checks"]
+    result = run(command, "--checkpoint", image_run, *what, "--samples", "5", "--out", out)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: Invalid value for '--out'") and message in lines[0]

@@ -19,7 +19,7 @@ from ..evaluation.audio import snr_db, snr_summary
 from ..plugins import registry
 from ..seeding import seeded
 from .checkpoints import CheckpointWork, config_of, find_checkpoints, load_test_data
-from .common import check_eps, resolve_device, staged_directory, use_threads
+from .common import check_eps, check_report_out, resolve_device, staged_directory, use_threads
 
 if TYPE_CHECKING:
     from ..estimators import SSMClassifier
@@ -142,10 +142,7 @@ def _check_out(out: Path) -> None:
     existing report directory is replaced, as ``evaluate --out`` replaces one)."""
     if not out.parent.is_dir():
         raise OptionError("out", "--out", f"directory {out.parent} does not exist")
-    if out.exists() and not out.is_dir():
-        raise OptionError("out", "--out", f"{out} is a file, not a directory")
-    if out.is_dir() and any(out.glob("*.safetensors")):
-        raise OptionError("out", "--out", f"{out} holds checkpoints: it is not a report to replace")
+    check_report_out(out)
 
 
 def _attack_params(c: AttackConfig, clf: SSMClassifier) -> dict:

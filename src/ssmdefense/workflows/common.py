@@ -183,3 +183,12 @@ def check_eps(eps: float, clip_values: tuple[float, float] | None, option: str =
             f"{eps:g} is not smaller than the inputs' range {hi - lo:g} ({lo:g} to {hi:g}): "
             f"the eps-ball would hold every valid input",
         )
+
+
+def check_report_out(out: Path) -> None:
+    """``out`` can be replaced by a report directory (``evaluate --out``, ``attack --out``): it is no
+    file and no run directory, so a slip of the option never deletes checkpoints."""
+    if out.exists() and not out.is_dir():
+        raise OptionError("out", "--out", f"{out} is a file, not a directory")
+    if out.is_dir() and any(out.glob("*.safetensors")):
+        raise OptionError("out", "--out", f"{out} holds checkpoints: it is not a report to replace")

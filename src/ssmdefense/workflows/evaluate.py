@@ -42,7 +42,7 @@ from ..plugins import registry
 from ..seeding import seeded
 from ..validation import is_number
 from .checkpoints import CheckpointWork, config_of, find_checkpoints, load_test_data
-from .common import check_eps, resolve_device, staged_directory, use_threads
+from .common import check_eps, check_report_out, resolve_device, staged_directory, use_threads
 from .evaluate_certified import (
     certified_samples,
     certified_section,
@@ -185,6 +185,8 @@ def evaluate_checkpoints(config: EvaluateConfig | None = None, **settings) -> Ev
     analyses; write report.json, report.md and plots/ to ``out``. Everything is checked before any work;
     on any error nothing half-written remains."""
     c = config_of(EvaluateConfig, config, settings)
+    if c.out is not None:
+        check_report_out(c.out)
     attacks, attack_params = _check_evaluate(c)
     stems = find_checkpoints(c.checkpoint)
     device_type = resolve_device(c.device, c.threads)
