@@ -123,6 +123,19 @@ RUN_OPTIONS = [
         help="DataLoader worker processes decoding a lazily loaded dataset, e.g. -D lazy=true "
         "(default: 2 for lazy data, 0 for data in memory).",
     ),
+    click.option(
+        "--log",
+        default=None,
+        metavar="tensorboard",
+        help="Also log to TensorBoard: per-epoch scalars, the final figures as hparams, adversarial examples "
+        "(needs `pip install 'ssmdefense[tensorboard]'`).",
+    ),
+    click.option(
+        "--log-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Where --log writes (default: the run directory's tensorboard/).",
+    ),
     click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
     click.option(

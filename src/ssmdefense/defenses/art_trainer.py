@@ -79,6 +79,7 @@ class ARTTrainerDefense:
         out_dir=None,
         checkpoint_extra: dict | None = None,
         resume: bool = False,
+        callbacks=(),
     ) -> list[dict]:
         """Train with the ART trainer, epoch by epoch, evaluating and checkpointing like ``TrainingLoop.fit``
         (same arguments; ``resume`` is refused, see the module docstring). Returns one dict per epoch."""
@@ -97,7 +98,7 @@ class ARTTrainerDefense:
         seed_everything(self.seed)
         self.history = []
         end = EpochEnd(self, clf, validation_data, out=out, checkpoint_extra=checkpoint_extra, epochs=epochs,
-                       verbose=self.verbose)  # fmt: skip
+                       verbose=self.verbose, callbacks=callbacks)  # fmt: skip
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             self.trainer.fit(x, y, **kwargs)

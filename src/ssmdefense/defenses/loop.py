@@ -132,6 +132,7 @@ class TrainingLoop(DefenseHooks, Trainer):
         checkpoint_extra: dict | None = None,
         resume: bool = False,
         num_workers: int = 0,
+        callbacks=(),
         **kwargs,
     ):
         """Train the classifier's model in place; returns ``self.history``, one dict per epoch.
@@ -150,6 +151,8 @@ class TrainingLoop(DefenseHooks, Trainer):
             checkpoint_extra: JSON values stored in every checkpoint (dataset name, ...).
             resume: continue from ``out_dir/state.*`` (an interrupted ``fit`` with the same
                 arguments); the result is the same as one uninterrupted ``fit``.
+            callbacks: objects whose ``on_epoch_end(row)`` gets each finished epoch's row, e.g.
+                ``tensorboard.TensorBoardLogger`` (``epochs.EpochEnd``; rank 0 only, under torchrun).
         """
         if kwargs:
             raise SSMDefenseError(f"unknown fit() argument(s): {', '.join(sorted(kwargs))}")
@@ -169,9 +172,10 @@ class TrainingLoop(DefenseHooks, Trainer):
         generator, loader = strategy.data(as_torch_dataset(x, y), batch_size, self.seed, num_workers)
         optimizer, scheduler = self.configure_optimizers(clf.model, epochs * len(loader) * self.steps_per_batch)
         self.history = []
-        writes = out if strategy.main else None  # rank 0 alone writes, under torchrun
+        writes = out if strategy.main else None  # rank 0 alone writes (and runs the callbacks), under torchrun
         end = EpochEnd(self, clf, validation, out=writes, checkpoint_extra=checkpoint_extra, epochs=epochs,
-                       verbose=self.verbose and strategy.main)  # fmt: skip
+                       verbose=self.verbose and strategy.main,
+                       callbacks=callbacks if strategy.main else ())  # fmt: skip
         first = 1
         if resume:
             end.best_key, first = load_state(self, out, optimizer, scheduler, generator, epochs)

@@ -16,11 +16,14 @@ settings, load the data, build the classifier and the defense, train, evaluate b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,10 +34,12 @@ from .. import distributed
 from ..api import build_model, build_serialiser, get_defense
 from ..certification import certify
 from ..checkpoint import load as load_checkpoint
+from ..contracts import Defense
 from ..data.base import Dataset, LazyDataset
 from ..data.stream import materialise
 from ..defenses.art_trainer import as_defense
 from ..defenses.loop import TrainingLoop
+from ..defenses.tensorboard import TensorBoardLogger, check_logger
 from ..errors import OptionError, RankLost
 from ..estimators import SSMClassifier
 from ..evaluation.audio import audio_budget, write_audio_examples
@@ -187,18 +192,23 @@ def _train_and_report(
                 distributed.shutdown()
             return None
 
-    with staged_directory(out, c.overwrite, keep_interrupted=True, reuse=resume_dir) as tmp:
+    with (
+        staged_directory(out, c.overwrite, keep_interrupted=True, reuse=resume_dir) as tmp,
+        _logger(c, tmp, out, resume_dir) as logger,
+    ):
         if resume_dir is None:
             (tmp / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
         start = time.perf_counter()
         try:
-            history = setup.trainer.fit(*train, out_dir=tmp, **fit)
+            history = _fit(setup.trainer, train, tmp, fit, logger)
         finally:
             distributed.shutdown()
         train_seconds = time.perf_counter() - start
         x_natural, x_eval, y_eval = _test_data(setup)
         results = _evaluate_best_and_last(c, setup, tmp, device_type, x_eval, y_eval)
         report = _report(c, setup, run_config, results, out)
+        if logger is not None:
+            _log_final(logger, setup, tmp, device_type, run_config, report, (x_eval, y_eval))
         if setup.clf.is_audio:
             report.budget = audio_budget(setup.clf, x_natural, setup.eps)
             best = load_checkpoint(tmp / "best", device_type=device_type)
@@ -221,9 +231,47 @@ def _train_and_report(
     return report
 
 
+@contextlib.contextmanager
+def _logger(c: RunConfig, tmp: Path, out: Path, resume_dir: Path | None) -> Iterator[TensorBoardLogger | None]:
+    """The run's TensorBoard logger (None without ``log``), closed before the run directory appears: in
+    ``log_dir``, else in the run directory (under its temporary name while the run trains, which the
+    line it prints names). A resumed run starts at the epoch after its last saved one."""
+    if c.log is None:
+        yield None
+        return
+    log_dir = c.log_dir if c.log_dir is not None else tmp / "tensorboard"
+    first = json.loads((tmp / "state.json").read_text())["epoch"] + 1 if resume_dir is not None else 1
+    final = f" ({out / 'tensorboard'} when the run completes)" if c.log_dir is None else ""
+    print(f"TensorBoard: tensorboard --logdir {log_dir}{final}", file=sys.stderr, flush=True)
+    with TensorBoardLogger(log_dir, first_epoch=first) as logger:
+        yield logger
+
+
+def _fit(trainer: Defense, train: tuple, tmp: Path, fit: dict, logger: TensorBoardLogger | None) -> list[dict]:
+    """``trainer.fit`` with the logger as a per-epoch callback; a plugin's defense whose ``fit`` takes
+    no ``callbacks`` is logged epoch by epoch once it has trained."""
+    takes_callbacks = "callbacks" in inspect.signature(trainer.fit).parameters
+    if logger is not None and takes_callbacks:
+        return trainer.fit(*train, out_dir=tmp, callbacks=[logger], **fit)
+    history = trainer.fit(*train, out_dir=tmp, **fit)
+    for row in history if logger is not None else ():
+        logger.on_epoch_end(row)
+    return history
+
+
+def _log_final(
+    logger: TensorBoardLogger, s: _Setup, tmp: Path, device_type: str, run_config: dict, report: RunReport, test: tuple
+) -> None:
+    """The final figures as TensorBoard hyper-parameters, and adversarial examples of the best checkpoint."""
+    step = report.last["epoch"]
+    logger.log_final(run_config, report.to_dict(), step)
+    best = load_checkpoint(tmp / "best", device_type=device_type)
+    logger.log_examples(best, *test, eps=s.eps, seed=run_config["seed"], step=step)
+
+
 def _check_settings(c: RunConfig) -> None:
     """The settings that need no data: bad values and unknown names fail here, before any work."""
-    for key in ("eps", "seed", "batch_size", "eval_samples", "verbose"):
+    for key in ("eps", "seed", "batch_size", "eval_samples", "verbose", "log", "log_dir"):
         if key in c.defense_params:
             raise OptionError("defense_params", "-p", f"set {key} with its own option, not -p")
     integer("aa_samples", c.aa_samples, 0, optional=True, error=OptionError.of("aa_samples"))
@@ -235,6 +283,7 @@ def _check_settings(c: RunConfig) -> None:
         registry(kind).get(name)
     if c.sequence is not None:
         registry("sequences").get(c.sequence)
+    check_logger(c.log)
 
 
 def _load_data(c: RunConfig, out: Path, resume_dir: Path | None) -> Dataset | LazyDataset:
