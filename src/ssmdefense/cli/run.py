@@ -165,10 +165,13 @@ PARSED = {"model_params": "-m", "params": "-p", "dataset_params": "-D"}  # KEY=V
 def run_training(command: str, **options):
     """Parse the options into a ``RunConfig`` (``--resume``: the interrupted run's, ``--preset``: completed
     by the preset), run it (``ssmdefense.workflows.run``), print the report."""
-    from ..errors import RunInterrupted
-    from ..workflows.presets import with_preset
-    from ..workflows.resume import resume_config
-    from ..workflows.train import run
+    from .. import progress
+
+    with progress.phase(f"ssmdefense {command}: loading torch, ART and the plugins", line=False):
+        from ..errors import RunInterrupted
+        from ..workflows.presets import with_preset
+        from ..workflows.resume import resume_config
+        from ..workflows.train import run
 
     ctx = click.get_current_context()
     given = [name for name in ctx.params if ctx.get_parameter_source(name).name != "DEFAULT"]

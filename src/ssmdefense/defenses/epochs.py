@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from .. import progress
 from .checkpoints import best_checkpoint_key, epoch_summary, write_epoch
 
 
@@ -62,7 +62,8 @@ class EpochEnd:
         row["peak_memory_mb"] = peak_memory_mb(self.clf.device)
         if self.validation is not None:
             start = time.perf_counter()
-            row.update(trainer.evaluate(*self.validation))
+            with progress.phase(f"epoch {epoch}: clean and PGD-{trainer.eval_max_iter} accuracy", line=False):
+                row.update(trainer.evaluate(*self.validation))
             row["eval_seconds"] = time.perf_counter() - start
         trainer.history.append(row)
         improved = self._pick(row, epoch)
@@ -74,8 +75,8 @@ class EpochEnd:
         if self.out is not None:
             if save_state is not None:
                 save_state(self.best_key)
-        if self.verbose:
-            tqdm.write(epoch_summary(row, self.epochs, trainer.eval_max_iter, improved))
+        if self.verbose:  # the epoch's line (ssmdefense.progress: on a terminal, between the bars)
+            progress.say(epoch_summary(row, self.epochs, trainer.eval_max_iter, improved))
         return improved
 
     def _pick(self, row: dict, epoch: int) -> bool:

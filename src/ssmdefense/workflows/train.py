@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import distributed
+from .. import distributed, progress
 from ..api import build_model, build_serialiser, get_defense
 from ..certification import certify
 from ..checkpoint import load as load_checkpoint
@@ -161,7 +161,8 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
         raise OptionError("out", "--out", f"{out} already exists (use --overwrite to replace it)")
     distributed.Strategy(world).check_batch_size(c.batch_size)  # before any work (fit checks it again)
     try:
-        return _train_and_report(c, out, resume_dir, device_type, world)
+        with contextlib.nullcontext() if c.verbose else progress.without_bars():  # -q: lines, no bars
+            return _train_and_report(c, out, resume_dir, device_type, world)
     except (KeyboardInterrupt, SystemExit, RankLost) as exc:
         stopped = interruption(c, out, world, exc)
         if stopped is None:
@@ -173,7 +174,8 @@ def _train_and_report(
     c: RunConfig, out: Path, resume_dir: Path | None, device_type: str, world: distributed.World
 ) -> RunReport | None:
     """Build, train (data-parallel under torchrun), then on rank 0 evaluate and write the run."""
-    setup = _build(c, _load_data(c, out, resume_dir), device_type, world)
+    with progress.phase(f"loading {c.dataset}, building {c.model} and {c.defense}"):
+        setup = _build(c, _load_data(c, out, resume_dir), device_type, world)
     run_config = _run_config(c, setup, device_type, world)
     train, validation = _training_data(c, setup)
     fit = {"validation_data": validation, "nb_epochs": setup.epochs, "resume": resume_dir is not None}
@@ -213,9 +215,10 @@ def _train_and_report(
             report.budget = audio_budget(setup.clf, x_natural, setup.eps)
             best = load_checkpoint(tmp / "best", device_type=device_type)
             classes = getattr(setup.data, "classes", None)
-            report.examples = write_audio_examples(
-                tmp / "examples", best, x_natural, y_eval, eps=setup.eps, seed=c.seed, classes=classes
-            )
+            with progress.phase("audio examples (clean, adversarial, perturbation)"):
+                report.examples = write_audio_examples(
+                    tmp / "examples", best, x_natural, y_eval, eps=setup.eps, seed=c.seed, classes=classes
+                )
         report.timing = {
             "epoch_seconds": [r["epoch_seconds"] for r in history],
             "eval_seconds": [r.get("eval_seconds") for r in history],
@@ -242,7 +245,7 @@ def _logger(c: RunConfig, tmp: Path, out: Path, resume_dir: Path | None) -> Iter
     log_dir = c.log_dir if c.log_dir is not None else tmp / "tensorboard"
     first = json.loads((tmp / "state.json").read_text())["epoch"] + 1 if resume_dir is not None else 1
     final = f" ({out / 'tensorboard'} when the run completes)" if c.log_dir is None else ""
-    print(f"TensorBoard: tensorboard --logdir {log_dir}{final}", file=sys.stderr, flush=True)
+    progress.say(f"TensorBoard: tensorboard --logdir {log_dir}{final}")
     with TensorBoardLogger(log_dir, first_epoch=first) as logger:
         yield logger
 
@@ -418,17 +421,15 @@ def _evaluate_best_and_last(
         ckpt = load_checkpoint(tmp / which, device_type=device_type)  # also checks the files load
         epoch = ckpt.checkpoint_meta["extra"]["epoch"]
         if epoch not in by_epoch:
-            if c.verbose:
-                what = f"clean, FGSM, PGD-10 at eps={s.eps} and a curve"
-                print(f"evaluating the {which} checkpoint ({what})...", file=sys.stderr, flush=True)
+            what = f"clean, FGSM, PGD-10 at eps={s.eps} and a curve"
+            progress.say(f"evaluating the {which} checkpoint ({what}) on {len(y_eval)} test samples")
             eps_list = [round(f * s.eps, 10) for f in DEFAULT_EPS_FACTORS]
             by_epoch[epoch] = evaluate_robustness(
                 ckpt, x_eval, y_eval, eps=s.eps, attacks=("fgsm", "pgd"), eps_list=eps_list, seed=c.seed
             )
             if s.aa_samples:
                 n = min(s.aa_samples, len(y_eval))
-                if c.verbose:
-                    print(f"{aa_attack(ckpt)} (standard) on {n} samples...", file=sys.stderr, flush=True)
+                progress.say(f"{aa_attack(ckpt)} (standard) on {n} samples, with FGSM and PGD-10 on the same")
                 by_epoch[epoch]["autoattack"] = autoattack_check(
                     ckpt, x_eval[:n], y_eval[:n], eps=s.eps, seed=c.seed, snr_db=c.aa_snr_db
                 )
