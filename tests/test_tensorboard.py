@@ -116,3 +116,20 @@ def test_unknown_logger_is_a_clear_error(tmp_path):
     result = run("train", *TINY, "--log", "wandb", "--out", tmp_path / "r")
     assert result.exit_code == 2
     assert "Invalid value for '--log': must be one of tensorboard; got 'wandb'" in result.stderr
+
+
+def test_audio_runs_log_clean_and_adversarial_clips(tmp_path):
+    from ssmdefense.defenses.tensorboard import TensorBoardLogger
+    from test_attacks_audio import SR, T, audio_classifier, tones
+
+    x, y = tones(4, 0)
+    with TensorBoardLogger(tmp_path / "tb") as logger:
+        logger.log_examples(audio_classifier(), x, y, eps=0.01, seed=0, step=2)
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"audio": 0})
+    acc.Reload()
+    assert sorted(acc.Tags()["audio"]) == [
+        f"examples/{i}/{kind}" for i in range(3) for kind in ("adversarial", "clean")
+    ]
+    (clip,) = acc.Audio("examples/0/adversarial")
+    assert (clip.step, clip.sample_rate, clip.length_frames) == (2, SR, T)
+    assert clip.encoded_audio_string.startswith(b"RIFF")  # a WAV file TensorBoard plays

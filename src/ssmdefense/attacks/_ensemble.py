@@ -116,6 +116,7 @@ class Ensemble(EvasionAttack):
             start = time.perf_counter()
             idx = np.flatnonzero(robust)
             with progress.phase(f"{self.label} {name}", unit="samples") as shown:
+                shown.status(f"{idx.size} samples")
                 if idx.size:
                     candidate = in_budget(x[idx], run(x[idx], labels[idx]))  # (n ...)
                     fooled = self._fooled(candidate, labels[idx])  # (n)

@@ -114,12 +114,13 @@ def _curve_point(clf, x, y, e: float, eps: float, attacks, attack_params: dict, 
     with progress.phase(f"curve at eps {e:g}", len(attacks), "attacks") as shown:
         for name in attacks:
             key = attack_key(name, attack_params.get(name))
+            if info.get(key, {}).get("uses_eps", True):  # else no budget: the same at every eps, left out
+                shown.status(key)
+                same = np.isclose(e, eps)
+                point[key] = (
+                    robust[key] if same else _accuracy_under(clf, name, x, y, e, attack_params.get(name, {}), seed)
+                )
             shown.update()
-            if not info.get(key, {}).get("uses_eps", True):
-                continue  # no budget: the same at every eps
-            shown.status(key)
-            same = np.isclose(e, eps)
-            point[key] = robust[key] if same else _accuracy_under(clf, name, x, y, e, attack_params.get(name, {}), seed)
         shown.done(_accuracies(len(y), {k: v for k, v in point.items() if k != "eps"}))
     return point
 
