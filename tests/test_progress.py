@@ -65,6 +65,7 @@ def test_bars_on_a_terminal_and_lines_alone_without_bars(monkeypatch):
 
 def test_a_long_phase_says_where_it_is_while_it_runs(monkeypatch, capsys):
     monkeypatch.setattr(progress, "HEARTBEAT", 0.3)
+    monkeypatch.setattr(progress, "SETTLE", 0.3)
     with progress.phase("slow work", total=4, unit="parts") as shown:
         shown.update(1)
         shown.status("part 2")

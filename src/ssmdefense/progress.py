@@ -26,7 +26,8 @@ from collections.abc import Iterable, Iterator
 from tqdm.auto import tqdm
 
 MODES = ("auto", "bars", "lines", "off")
-HEARTBEAT = 6.0  # seconds of silence before a running phase says where it is (lines mode)
+HEARTBEAT = 6.0  # seconds of silence before a running phase says where it is (lines mode) ...
+SETTLE = 3.0  # ... once it has run this long (a short phase, or one an error ends at once, says nothing)
 _setting = {"mode": "auto"}
 _active: list[Phase] = []  # the running phases, innermost last
 _lock = threading.RLock()
@@ -162,5 +163,5 @@ def _heartbeat() -> None:
             inner, shown = _active[-1], mode()
             if shown == "bars":
                 inner.bar.refresh()
-            elif shown == "lines" and time.monotonic() - _clock["last"] >= HEARTBEAT:
+            elif shown == "lines" and time.monotonic() - _clock["last"] >= HEARTBEAT and inner.seconds() >= SETTLE:
                 say(f"{inner.what}: {', '.join(x for x in (inner.progress(), f'{inner.seconds():.0f} s') if x)} ...")

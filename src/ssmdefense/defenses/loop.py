@@ -198,9 +198,13 @@ class TrainingLoop(DefenseHooks, Trainer):
     def _cost(self, x, y, batch_size: int, nb_epochs: int, num_workers: int) -> dict:
         """``timing``: the cost of a batch against standard training's, measured on a few batches
         (``measure_overhead``), and what the defense adds (``extra_timing``)."""
-        x_cost, y_cost = materialise(x, y, limit=3 * batch_size, num_workers=num_workers)
-        timing = self.measure_overhead(x_cost, y_cost, batch_size)
-        return {**timing, **self.extra_timing(timing, nb_epochs)}
+        with progress.phase(f"{self.name}: timing a few batches against standard training") as shown:
+            x_cost, y_cost = materialise(x, y, limit=3 * batch_size, num_workers=num_workers)
+            timing = self.measure_overhead(x_cost, y_cost, batch_size)
+            timing = {**timing, **self.extra_timing(timing, nb_epochs)}
+            if timing.get("overhead_ratio") is not None:
+                shown.done(f"overhead ratio {timing['overhead_ratio']:.2f}")
+        return timing
 
     def _train_epoch(self, trained, optimizer, scheduler, loader, strategy, epoch: int, epochs: int, out) -> dict:
         """One epoch over ``loader`` (this rank's batches); its row: the loss and training accuracy

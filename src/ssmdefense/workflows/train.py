@@ -174,7 +174,7 @@ def _train_and_report(
     c: RunConfig, out: Path, resume_dir: Path | None, device_type: str, world: distributed.World
 ) -> RunReport | None:
     """Build, train (data-parallel under torchrun), then on rank 0 evaluate and write the run."""
-    with progress.phase(f"loading {c.dataset}, building {c.model} and {c.defense}"):
+    with progress.phase(f"loading {c.dataset}, building {c.model} and {c.defense}", line=False):
         setup = _build(c, _load_data(c, out, resume_dir), device_type, world)
     run_config = _run_config(c, setup, device_type, world)
     train, validation = _training_data(c, setup)
