@@ -6,6 +6,7 @@ when complete.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -137,7 +138,7 @@ RUN_OPTIONS = [
         help="Where --log writes (default: the run directory's tensorboard/).",
     ),
     click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end."),
-    click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bars: one line per phase instead (docs/cli.md)."),
     click.option(
         "--resume",
         type=click.Path(path_type=Path),
@@ -167,7 +168,8 @@ def run_training(command: str, **options):
     by the preset), run it (``ssmdefense.workflows.run``), print the report."""
     from .. import progress
 
-    with progress.phase(f"ssmdefense {command}: loading torch, ART and the plugins", line=False):
+    loading = progress.phase(f"ssmdefense {command}: loading torch, ART and the plugins", line=False)
+    with progress.without_bars() if options["quiet"] else contextlib.nullcontext(), loading:  # -q: no bars
         from ..errors import RunInterrupted
         from ..workflows.presets import with_preset
         from ..workflows.resume import resume_config
