@@ -137,7 +137,7 @@ def test_the_command_certifies_a_run_and_writes_its_json(run):
     assert written["curve"][0]["certified_accuracy"] > 0.5
     args = ["certify", "--checkpoint", str(run), "--samples", "4", "--n", "200", "--json", "--no-attack-check"]
     as_json = CliRunner().invoke(cli, args)
-    assert json.loads(as_json.output)["samples"] == 4
+    assert json.loads(as_json.stdout)["samples"] == 4
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,7 @@ def test_the_api_reproduces_the_evaluate_command(run_dir, tmp_path):
     assert list(from_api) == list(from_cli) == ["config", "best", "last", "gap", "gradient_masking_suspected", "plots"]
     assert from_api == from_cli  # same seed: the same accuracies, curves, checks and plots
     assert (tmp_path / "api" / "report.md").read_text() == (tmp_path / "cli" / "report.md").read_text()
-    assert json.loads(result.output) == {k: v for k, v in from_cli.items() if k != "plots"}  # --json: no plots
+    assert json.loads(result.stdout) == {k: v for k, v in from_cli.items() if k != "plots"}  # --json: no plots
     assert report.out == tmp_path / "api" and report.best["robust_accuracy"].keys() == {"fgsm", "pgd-3"}
     assert list(report.results) == ["best", "last"]
     # the result round-trips through JSON, and is what report.json holds

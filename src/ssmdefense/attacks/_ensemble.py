@@ -19,8 +19,8 @@ from collections.abc import Callable
 import numpy as np
 from art.attacks.attack import EvasionAttack
 from art.attacks.evasion import AutoProjectedGradientDescent
-from tqdm.auto import tqdm
 
+from .. import progress
 from ._common import class_indices
 
 Component = tuple[str, Callable[[np.ndarray, np.ndarray], np.ndarray], Callable[[np.ndarray, np.ndarray], np.ndarray]]
@@ -68,6 +68,7 @@ class Ensemble(EvasionAttack):
             for k in range(self.n_target_classes):
                 if left.size == 0:
                     break
+                progress.status(f"target {k + 1}/{self.n_target_classes}, {left.size} samples")
                 candidate = run(x[left], ranked[left, k], y[left])  # (m ...)
                 fooled = self._fooled(candidate, y[left])  # (m)
                 x_adv[left[fooled]] = candidate[fooled]
@@ -114,14 +115,20 @@ class Ensemble(EvasionAttack):
         for name, run, in_budget in self._components():
             start = time.perf_counter()
             idx = np.flatnonzero(robust)
-            if idx.size:
-                candidate = in_budget(x[idx], run(x[idx], labels[idx]))  # (n ...)
-                fooled = self._fooled(candidate, labels[idx])  # (n)
-                x_adv[idx[fooled]] = candidate[fooled]
-                robust[idx[fooled]] = False
+            with progress.phase(f"{self.label} {name}", unit="samples") as shown:
+                shown.status(f"{idx.size} samples")
+                if idx.size:
+                    candidate = in_budget(x[idx], run(x[idx], labels[idx]))  # (n ...)
+                    fooled = self._fooled(candidate, labels[idx])  # (n)
+                    x_adv[idx[fooled]] = candidate[fooled]
+                    robust[idx[fooled]] = False
+                shown.done(f"{idx.size} samples, {int(robust[idx].sum())} robust")
             self.robust_after[name] = robust.copy()
             step = {"component": name, "robust_accuracy": float(robust.mean())}
             self.breakdown.append({**step, "seconds": time.perf_counter() - start})
-            if self.verbose:
-                tqdm.write(f"{self.name} {self.version}: after {name} {step['robust_accuracy']:.3f}")
         return x_adv
+
+    @property
+    def label(self) -> str:
+        """How progress lines name the ensemble: "AutoAttack", "audio AutoAttack"."""
+        return self.name.replace("autoattack", "AutoAttack").replace("-", " ")

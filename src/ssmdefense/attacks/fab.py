@@ -55,6 +55,7 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification import PyTorchClassifier
 from tqdm.auto import tqdm
 
+from .. import progress
 from ..modes import eval_mode
 from ._common import (
     check_count,
@@ -215,6 +216,7 @@ class FABTargeted(EvasionAttack):
         ):
             for k in range(1, self.n_target_classes + 1):
                 bar.update(1)
+                progress.status(f"target {k}/{self.n_target_classes}, {len(todo)} samples")
                 for start in range(0, len(todo), bs):
                     idx = todo[start : start + bs]  # (B)
                     x0 = torch.from_numpy(flat[idx]).to(device)  # (B D)

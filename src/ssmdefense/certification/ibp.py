@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import progress
 from ..errors import SSMDefenseError
 from ..models.ads import AdaptiveScaling
 from ..models.body import CentreNorm, SequenceClassifier
@@ -279,11 +280,14 @@ def certify_in_boxes(
         raise SSMDefenseError(f"eps must be positive; got {eps!r}")
     lo_clip, hi_clip = clf.clip_values if clf.clip_values is not None else (-np.inf, np.inf)
     certified = np.zeros(len(x), dtype=bool)
-    for start in range(0, len(x), batch_size):
-        xb = torch.from_numpy(np.asarray(x[start : start + batch_size], dtype=np.float64)).to(clf.device)  # (b ...)
-        yb = torch.from_numpy(np.asarray(y[start : start + batch_size], dtype=np.int64)).to(clf.device)
-        lower, upper = (xb - eps).clamp(min=float(lo_clip)), (xb + eps).clamp(max=float(hi_clip))
-        certified[start : start + len(xb)] = decide(lower, upper, yb).cpu().numpy()
+    with progress.phase(f"certify {method} at eps {eps:g}", total=len(x), unit="samples") as shown:
+        for start in range(0, len(x), batch_size):
+            xb = torch.from_numpy(np.asarray(x[start : start + batch_size], dtype=np.float64)).to(clf.device)  # (b ...)
+            yb = torch.from_numpy(np.asarray(y[start : start + batch_size], dtype=np.int64)).to(clf.device)
+            lower, upper = (xb - eps).clamp(min=float(lo_clip)), (xb + eps).clamp(max=float(hi_clip))
+            certified[start : start + len(xb)] = decide(lower, upper, yb).cpu().numpy()
+            shown.update(len(xb))
+        shown.done(f"{len(x)} samples, {int(certified.sum())} certified")
     return {
         "method": method,
         "eps": eps,

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
+from .. import progress
 from ..errors import SSMDefenseError
 from ..modes import eval_mode
 from ..validation import integer, number
@@ -105,7 +106,7 @@ def certify_smoothing(
     generator = torch.Generator(device=device).manual_seed(seed)
     predictions, radii = np.full(len(x), ABSTAIN), np.zeros(len(x))
     start = time.perf_counter()
-    for i in range(len(x)):
+    for i in progress.track(range(len(x)), f"certify smoothing (sigma {sigma:g}, n {n})", unit="samples"):
         xi = torch.from_numpy(x[i]).to(device)  # (...input)
         chosen = int(votes(clf.model, xi, n0, sigma, clf.nb_classes, batch_size, generator).argmax())
         counted = votes(clf.model, xi, n, sigma, clf.nb_classes, batch_size, generator)[chosen]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .. import progress
 from ..modes import eval_mode
 from .smoothing import votes
 
@@ -79,7 +80,8 @@ def attack_check(
     right = np.flatnonzero(predictions == y)
     generator = torch.Generator(device=clf.device).manual_seed(seed)
     still_right, violations = 0, []
-    for start in range(0, len(right), 32):
+    batches = range(0, len(right), 32)
+    for start in progress.track(batches, f"attack check: SmoothAdv at radius {radius:g}", len(batches), "batches"):
         idx = right[start : start + 32]
         xb = torch.from_numpy(np.asarray(x[idx], dtype=np.float32)).to(clf.device)  # (b, ...)
         yb = torch.from_numpy(np.asarray(y[idx], dtype=np.int64)).to(clf.device)  # (b,)

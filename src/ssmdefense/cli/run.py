@@ -6,6 +6,7 @@ when complete.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -123,8 +124,21 @@ RUN_OPTIONS = [
         help="DataLoader worker processes decoding a lazily loaded dataset, e.g. -D lazy=true "
         "(default: 2 for lazy data, 0 for data in memory).",
     ),
+    click.option(
+        "--log",
+        default=None,
+        metavar="tensorboard",
+        help="Also log to TensorBoard: per-epoch scalars, the final figures as hparams, adversarial examples "
+        "(needs `pip install 'ssmdefense[tensorboard]'`).",
+    ),
+    click.option(
+        "--log-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Where --log writes (default: the run directory's tensorboard/).",
+    ),
     click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end."),
-    click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bars: one line per phase instead (docs/cli.md)."),
     click.option(
         "--resume",
         type=click.Path(path_type=Path),
@@ -152,10 +166,14 @@ PARSED = {"model_params": "-m", "params": "-p", "dataset_params": "-D"}  # KEY=V
 def run_training(command: str, **options):
     """Parse the options into a ``RunConfig`` (``--resume``: the interrupted run's, ``--preset``: completed
     by the preset), run it (``ssmdefense.workflows.run``), print the report."""
-    from ..errors import RunInterrupted
-    from ..workflows.presets import with_preset
-    from ..workflows.resume import resume_config
-    from ..workflows.train import run
+    from .. import progress
+
+    loading = progress.phase(f"ssmdefense {command}: loading torch, ART and the plugins", line=False)
+    with progress.without_bars() if options["quiet"] else contextlib.nullcontext(), loading:  # -q: no bars
+        from ..errors import RunInterrupted
+        from ..workflows.presets import with_preset
+        from ..workflows.resume import resume_config
+        from ..workflows.train import run
 
     ctx = click.get_current_context()
     given = [name for name in ctx.params if ctx.get_parameter_source(name).name != "DEFAULT"]

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress
 from . import files
 from .files import FileDecoder, LazyFiles, UnusableFile, default_workers, one_line, ordered_map
 
@@ -237,7 +238,8 @@ def load_clips(paths, *, sample_rate: int, length: int, num_workers: int | None 
     out = ClipSet(np.zeros((len(paths), 1, length), dtype=np.float32), np.zeros(0, dtype=np.int64))
     kept: list[int] = []
     with _quiet_fallback():
-        for i, result in enumerate(ordered_map(work, paths, workers)):
+        decoded = progress.track(ordered_map(work, paths, workers), "decoding audio files", len(paths), "files")
+        for i, result in enumerate(decoded):
             if isinstance(result, AudioReadError):
                 out.skipped.append((str(paths[i]), result.reason, result.detail))
                 continue

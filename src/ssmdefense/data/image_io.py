@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress
 from ..errors import SSMDefenseError
 from .base import Dataset
 from .files import (
@@ -182,7 +183,8 @@ def load_images(paths, *, size: int, name: str, num_workers: int | None = None) 
 
     pixels = np.empty((len(paths), 3, size, size), dtype=np.uint8)  # (N 3 size size), the first K filled
     kept, failed = [], []
-    for i, result in enumerate(ordered_map(work, paths, workers)):
+    decoded = progress.track(ordered_map(work, paths, workers), f"{name}: decoding images", len(paths), "files")
+    for i, result in enumerate(decoded):
         if isinstance(result, ImageReadError):
             failed.append(result)
             continue

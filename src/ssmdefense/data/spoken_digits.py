@@ -74,6 +74,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress
 from ..errors import SSMDefenseError
 from .base import Dataset
 
@@ -288,7 +289,9 @@ def _synthesise(accents, rates, pitches, seed: int) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory(prefix="ssmdefense-espeak-", ignore_cleanup_errors=True) as workdir:
         for name, voices in (("train", train_voices), ("test", test_voices)):
             pcm, labels, voice_ix = split[name]
-            for (v_ix, voice), rate, pitch in itertools.product(enumerate(voices), rates, pitches):
+            settings = list(itertools.product(enumerate(voices), rates, pitches))
+            what = f"spoken-digits: synthesising the {name} clips"
+            for (v_ix, voice), rate, pitch in progress.track(settings, what, unit="voice settings"):
                 engine = _ESpeak(library, data, workdir)  # fresh: the words depend only on voice, rate, pitch
                 try:
                     version = engine.version

@@ -23,6 +23,7 @@ import inspect
 import time
 from pathlib import Path
 
+from .. import progress
 from ..contracts import Defense, missing
 from ..errors import SSMDefenseError
 from ..labels import as_training_data
@@ -79,6 +80,7 @@ class ARTTrainerDefense:
         out_dir=None,
         checkpoint_extra: dict | None = None,
         resume: bool = False,
+        callbacks=(),
     ) -> list[dict]:
         """Train with the ART trainer, epoch by epoch, evaluating and checkpointing like ``TrainingLoop.fit``
         (same arguments; ``resume`` is refused, see the module docstring). Returns one dict per epoch."""
@@ -97,10 +99,11 @@ class ARTTrainerDefense:
         seed_everything(self.seed)
         self.history = []
         end = EpochEnd(self, clf, validation_data, out=out, checkpoint_extra=checkpoint_extra, epochs=epochs,
-                       verbose=self.verbose)  # fmt: skip
+                       verbose=True, callbacks=callbacks)  # fmt: skip
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            self.trainer.fit(x, y, **kwargs)
+            with progress.phase(f"{self.name} epoch {epoch}/{epochs}", line=False):  # EpochEnd prints its line
+                self.trainer.fit(x, y, **kwargs)
             end({"epoch": epoch, "epoch_seconds": time.perf_counter() - start})
         return self.history
 

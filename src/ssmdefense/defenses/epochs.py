@@ -1,18 +1,22 @@
 """The work after each training epoch, one object shared by ``TrainingLoop.fit`` and the ART-trainer
 adapter (``ARTTrainerDefense.fit``): the peak memory, the evaluation on the validation data, the
-choice of the best epoch, the checkpoints and ``metrics.jsonl`` (and, for the loop, the resume
-state), and the epoch's line on the terminal."""
+choice of the best epoch, the checkpoints and ``metrics.jsonl``, the callbacks (TensorBoard's logger,
+``tensorboard.py``), for the loop the resume state, and the epoch's line on the terminal.
+
+A callback is any object with ``on_epoch_end(row)``, called with the epoch's finished row (what
+``metrics.jsonl`` records) after the checkpoints and before the resume state; the process that
+writes the run directory alone runs them."""
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from .. import progress
 from .checkpoints import best_checkpoint_key, epoch_summary, write_epoch
 
 
@@ -31,7 +35,8 @@ class EpochEnd:
 
     ``trainer`` has ``name``, ``eval_max_iter``, ``evaluate(x, y)`` (clean and PGD accuracy),
     ``history``, ``best_epoch`` and ``best_state``; ``validation`` is (x_val, y_val) or None (then
-    the last epoch is the best); ``out`` the run directory this process writes (None: none).
+    the last epoch is the best); ``out`` the run directory this process writes (None: none);
+    ``callbacks`` what else each finished epoch goes to (module docstring).
     """
 
     def __init__(
@@ -44,8 +49,9 @@ class EpochEnd:
         checkpoint_extra: dict | None,
         epochs: int,
         verbose: bool,
+        callbacks: Sequence = (),
     ):
-        self.trainer, self.clf, self.validation = trainer, clf, validation
+        self.trainer, self.clf, self.validation, self.callbacks = trainer, clf, validation, tuple(callbacks)
         self.out, self.checkpoint_extra, self.epochs, self.verbose = out, checkpoint_extra or {}, epochs, verbose
         self.best_key: tuple | None = None  # the best epoch's (PGD accuracy, clean accuracy), or (epoch,)
 
@@ -56,17 +62,21 @@ class EpochEnd:
         row["peak_memory_mb"] = peak_memory_mb(self.clf.device)
         if self.validation is not None:
             start = time.perf_counter()
-            row.update(trainer.evaluate(*self.validation))
+            with progress.phase(f"epoch {epoch}: clean and PGD-{trainer.eval_max_iter} accuracy", line=False):
+                row.update(trainer.evaluate(*self.validation))
             row["eval_seconds"] = time.perf_counter() - start
         trainer.history.append(row)
         improved = self._pick(row, epoch)
         if self.out is not None:
             meta = {**self.checkpoint_extra, "epoch": epoch, "defense": trainer.name, "metrics": row}
             write_epoch(self.clf, self.out, meta, improved)
+        for callback in self.callbacks:
+            callback.on_epoch_end(row)
+        if self.out is not None:
             if save_state is not None:
                 save_state(self.best_key)
-        if self.verbose:
-            tqdm.write(epoch_summary(row, self.epochs, trainer.eval_max_iter, improved))
+        if self.verbose:  # the epoch's line (ssmdefense.progress: on a terminal, between the bars)
+            progress.say(epoch_summary(row, self.epochs, trainer.eval_max_iter, improved))
         return improved
 
     def _pick(self, row: dict, epoch: int) -> bool:

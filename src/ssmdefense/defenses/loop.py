@@ -17,6 +17,7 @@ standard training (``cost.py``). Labels may be class indices or one-hot (ART's t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from pathlib import Path
@@ -24,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from art.defences.trainer import Trainer
-from tqdm.auto import tqdm
 
-from .. import distributed
+from .. import distributed, progress
 from ..data.stream import as_torch_dataset, batches, materialise, training_data, validation_pair
 from ..errors import SSMDefenseError
 from ..labels import check_labels
@@ -58,7 +58,7 @@ class TrainingLoop(DefenseHooks, Trainer):
         seed (int): seeds shuffling, initial perturbations and evaluation. Default: 0.
         precision (str): "fp32", or "bf16" to run the training steps (the training attack included)
             under ``torch.autocast`` in bfloat16; evaluation stays in float32. Default: "fp32".
-        verbose (bool): progress bars and a line per epoch. Default: True.
+        verbose (bool): progress bars (``ssmdefense.progress``; False: its lines alone). Default: True.
     """
 
     name = "none"
@@ -132,6 +132,7 @@ class TrainingLoop(DefenseHooks, Trainer):
         checkpoint_extra: dict | None = None,
         resume: bool = False,
         num_workers: int = 0,
+        callbacks=(),
         **kwargs,
     ):
         """Train the classifier's model in place; returns ``self.history``, one dict per epoch.
@@ -150,6 +151,8 @@ class TrainingLoop(DefenseHooks, Trainer):
             checkpoint_extra: JSON values stored in every checkpoint (dataset name, ...).
             resume: continue from ``out_dir/state.*`` (an interrupted ``fit`` with the same
                 arguments); the result is the same as one uninterrupted ``fit``.
+            callbacks: objects whose ``on_epoch_end(row)`` gets each finished epoch's row, e.g.
+                ``tensorboard.TensorBoardLogger`` (``epochs.EpochEnd``; rank 0 only, under torchrun).
         """
         if kwargs:
             raise SSMDefenseError(f"unknown fit() argument(s): {', '.join(sorted(kwargs))}")
@@ -169,9 +172,10 @@ class TrainingLoop(DefenseHooks, Trainer):
         generator, loader = strategy.data(as_torch_dataset(x, y), batch_size, self.seed, num_workers)
         optimizer, scheduler = self.configure_optimizers(clf.model, epochs * len(loader) * self.steps_per_batch)
         self.history = []
-        writes = out if strategy.main else None  # rank 0 alone writes, under torchrun
+        writes = out if strategy.main else None  # rank 0 alone writes (and runs the callbacks), under torchrun
         end = EpochEnd(self, clf, validation, out=writes, checkpoint_extra=checkpoint_extra, epochs=epochs,
-                       verbose=self.verbose and strategy.main)  # fmt: skip
+                       verbose=strategy.main,
+                       callbacks=callbacks if strategy.main else ())  # fmt: skip
         first = 1
         if resume:
             end.best_key, first = load_state(self, out, optimizer, scheduler, generator, epochs)
@@ -194,26 +198,31 @@ class TrainingLoop(DefenseHooks, Trainer):
     def _cost(self, x, y, batch_size: int, nb_epochs: int, num_workers: int) -> dict:
         """``timing``: the cost of a batch against standard training's, measured on a few batches
         (``measure_overhead``), and what the defense adds (``extra_timing``)."""
-        x_cost, y_cost = materialise(x, y, limit=3 * batch_size, num_workers=num_workers)
-        timing = self.measure_overhead(x_cost, y_cost, batch_size)
-        return {**timing, **self.extra_timing(timing, nb_epochs)}
+        with progress.phase(f"{self.name}: timing a few batches against standard training") as shown:
+            x_cost, y_cost = materialise(x, y, limit=3 * batch_size, num_workers=num_workers)
+            timing = self.measure_overhead(x_cost, y_cost, batch_size)
+            timing = {**timing, **self.extra_timing(timing, nb_epochs)}
+            if timing.get("overhead_ratio") is not None:
+                shown.done(f"overhead ratio {timing['overhead_ratio']:.2f}")
+        return timing
 
     def _train_epoch(self, trained, optimizer, scheduler, loader, strategy, epoch: int, epochs: int, out) -> dict:
         """One epoch over ``loader`` (this rank's batches); its row: the loss and training accuracy
         summed over the ranks, the learning rate and the seconds it took."""
-        clf = self._classifier
-        clf.model.train()
+        self._classifier.model.train()
         start = time.perf_counter()
+        shown = progress.phase(f"{self.name} epoch {epoch}/{epochs}", len(loader), "batches", line=False)
+        no_bars = contextlib.nullcontext() if self.verbose else progress.without_bars()
+        with no_bars, shown if strategy.main else contextlib.nullcontext() as bar:  # EpochEnd prints its line
+            row = self._train_batches(trained, optimizer, scheduler, loader, strategy, epoch, out, bar)
+        lr, seconds = optimizer.param_groups[0]["lr"], time.perf_counter() - start
+        return {"epoch": epoch, **row, "lr": lr, "epoch_seconds": seconds}
+
+    def _train_batches(self, trained, optimizer, scheduler, loader, strategy, epoch: int, out, bar) -> dict:
+        """The batches of one epoch; ``bar`` (a ``progress.Phase`` on rank 0, else None) counts them."""
+        clf = self._classifier
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(
-            batches(loader),
-            total=len(loader),
-            desc=f"{self.name} epoch {epoch}/{epochs}",
-            disable=not (self.verbose and strategy.main),
-            leave=False,
-            unit="batch",
-        )
-        for batch, (xb, yb) in enumerate(bar, 1):
+        for batch, (xb, yb) in enumerate(batches(loader), 1):
             xb, yb = xb.to(clf.device), check_labels(yb, clf.nb_classes).to(clf.device)  # (B ...), (B)
             strategy.start_batch(batch, len(yb))
             with (
@@ -225,15 +234,10 @@ class TrainingLoop(DefenseHooks, Trainer):
             sums = strategy.sum([loss.item() * len(yb), int((logits.argmax(1) == yb).sum()), len(yb)])
             loss_sum += finite_loss(sums[0], epoch, batch, out)  # the same on every rank: all stop together
             correct, seen = correct + int(sums[1]), seen + int(sums[2])
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        lr, seconds = optimizer.param_groups[0]["lr"], time.perf_counter() - start
-        return {
-            "epoch": epoch,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "lr": lr,
-            "epoch_seconds": seconds,
-        }
+            if bar is not None:
+                bar.update()
+                bar.status(f"loss {loss_sum / seen:.3f}, acc {correct / seen:.3f}")
+        return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen}
 
     def measure_overhead(self, x: np.ndarray, y: np.ndarray, batch_size: int, batches: int = 3) -> dict:
         """This defense's seconds per batch against standard training's and the run's overhead ratio

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import progress
 from ..api import get_attack
 from ..attacks.audio_autoattack import LINF
 from ..seeding import seeded
@@ -86,30 +87,47 @@ def evaluate_robustness(
     per_class = {"clean": per_class_accuracy(pred, y, clf.nb_classes)}
     robust, curve, info = {}, [], {}
     survives = pred == y  # (N) correct under every attack so far
-    for name in attacks:
-        key = attack_key(name, attack_params.get(name))
-        pred, attack = _predictions_under(clf, name, x, y, eps, attack_params.get(name, {}), seed)
-        robust[key] = float((pred == y).mean())
-        per_class[key] = per_class_accuracy(pred, y, clf.nb_classes)
-        survives &= pred == y
-        if attack is not None:
-            info[key] = describe_attack(attack)
-    for e in eps_list:
-        point = {"eps": float(e)}
+    with progress.phase(f"attacks at eps {eps:g}", len(attacks), "attacks") as shown:
         for name in attacks:
             key = attack_key(name, attack_params.get(name))
-            if not info.get(key, {}).get("uses_eps", True):
-                continue  # no budget: the same at every eps
-            point[key] = (
-                robust[key]
-                if np.isclose(e, eps)
-                else _accuracy_under(clf, name, x, y, float(e), attack_params.get(name, {}), seed)
-            )
-        curve.append(point)
+            shown.status(key)
+            pred, attack = _predictions_under(clf, name, x, y, eps, attack_params.get(name, {}), seed)
+            robust[key] = float((pred == y).mean())
+            per_class[key] = per_class_accuracy(pred, y, clf.nb_classes)
+            survives &= pred == y
+            if attack is not None:
+                info[key] = describe_attack(attack)
+            shown.update()
+        shown.done(_accuracies(len(y), robust))
+    for e in eps_list:
+        curve.append(_curve_point(clf, x, y, float(e), eps, attacks, attack_params, robust, info, seed))
     result = {"clean_accuracy": clean, "robust_accuracy": robust, "curve": curve, "per_class": per_class}
     if len(robust) > 1:  # a sample is robust only if no attack fools it: at most each attack's accuracy
         result["worst_case"] = {"attacks": list(robust), "robust_accuracy": float(survives.mean())}
     return {**result, "attacks": info}
+
+
+def _curve_point(clf, x, y, e: float, eps: float, attacks, attack_params: dict, robust: dict, info: dict, seed: int):
+    """``{"eps": e, <attack key>: accuracy, ...}``: each attack with a budget at ``e`` (at ``eps`` the
+    accuracy measured there)."""
+    point = {"eps": e}
+    with progress.phase(f"curve at eps {e:g}", len(attacks), "attacks") as shown:
+        for name in attacks:
+            key = attack_key(name, attack_params.get(name))
+            if info.get(key, {}).get("uses_eps", True):  # else no budget: the same at every eps, left out
+                shown.status(key)
+                same = np.isclose(e, eps)
+                point[key] = (
+                    robust[key] if same else _accuracy_under(clf, name, x, y, e, attack_params.get(name, {}), seed)
+                )
+            shown.update()
+        shown.done(_accuracies(len(y), {k: v for k, v in point.items() if k != "eps"}))
+    return point
+
+
+def _accuracies(samples: int, accuracies: dict) -> str:
+    """ "1000 samples, fgsm 0.812, pgd-10 0.645": a phase's closing line."""
+    return ", ".join([f"{samples} samples", *(f"{k} {v:.3f}" for k, v in accuracies.items())])
 
 
 def aa_attack(clf) -> str:
@@ -147,9 +165,11 @@ def autoattack_check(
     clean = clf.predict(x).argmax(1) == y  # (N)
     masks, robust, attack = {}, {}, None
     for a in ("fgsm", "pgd", name):
-        pred, attack = _predictions_under(clf, a, x, y, eps, params if a == name else {}, seed)
-        masks[a] = pred == y  # (N)
-        robust[attack_key(a)] = float(masks[a].mean())
+        with progress.phase(f"{attack_key(a)} at eps {eps:g}" if a != name else name, line=a != name) as shown:
+            pred, attack = _predictions_under(clf, a, x, y, eps, params if a == name else {}, seed)
+            masks[a] = pred == y  # (N)
+            robust[attack_key(a)] = float(masks[a].mean())
+            shown.done(_accuracies(len(y), {attack_key(a): robust[attack_key(a)]}))
     survives = clean & masks["fgsm"] & masks["pgd"] & masks[name]  # (N)
     info = describe_attack(attack)  # the AutoAttack, run last
     result = {

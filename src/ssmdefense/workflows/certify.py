@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from .. import progress
 from ..api import get_attack
 from ..certification import METHODS, certify
 from ..certification.smoothing import DEFAULT_ALPHA, DEFAULT_N, DEFAULT_N0, radius_as_snr
@@ -121,8 +122,9 @@ def _bounds(c: CertifyConfig, clf: SSMClassifier, x: np.ndarray, y: np.ndarray) 
     result["curve"], result["seconds"] = curve, time.perf_counter() - start  # the bounds alone
     if c.attack_check:  # no attack may get inside a certified box
         pgd = get_attack("pgd", clf, eps=eps, eps_step=eps / 4, max_iter=20, num_random_init=1)
-        with seeded(c.seed):
+        with seeded(c.seed), progress.phase(f"attack check: PGD-20 at eps {eps:g}") as shown:
             broken = clf.predict(pgd.generate(x, y)).argmax(1) != y  # (N,)
+            shown.done(f"{len(y)} samples, {int((~broken).sum())} not broken")
         result["attack_check"] = [{"eps": eps, "attack": "pgd-20", "attacked_accuracy": float(1 - broken.mean())}]
         result["violations"] = np.flatnonzero(np.array(result["certified"]) & broken).tolist()
     return result

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import SSMDefenseError
 
 DEFAULT_AA_SNR_DB = 30.0  # the SNR ball of the audio AutoAttack (evaluation.robustness uses it too)
-PATHS = ("out", "data_dir")  # fields held as Path, recorded as strings
+PATHS = ("out", "data_dir", "log_dir")  # fields held as Path, recorded as strings
 
 
 def with_paths(obj: Any, paths: tuple[str, ...]) -> None:
@@ -81,7 +81,8 @@ class RunConfig:
     ``select_on``: the split of the per-epoch evaluation that chooses the best checkpoint, "val" (the
     dataset's validation split, ``ssmdefense.data.splits``) or "test" (the AdS paper's practice:
     selection on the split the report scores, labelled as such). ``aa_snr_db``: the SNR ball of the
-    audio AutoAttack.
+    audio AutoAttack. ``log``: "tensorboard" also writes TensorBoard event files
+    (``ssmdefense.defenses.tensorboard``) in ``log_dir`` (None: the run directory's ``tensorboard/``).
     """
 
     command: str = setting("defend")
@@ -106,6 +107,8 @@ class RunConfig:
     select_on: str = setting("val", report=True, checkpoint=True, resumed=True, old_runs="test")
     workers: int | None = setting(None)
     preset: str | None = setting(None, resumed=True)
+    log: str | None = setting(None, resumed=True)
+    log_dir: Path | None = setting(None, resumed=True)
     out: Path | None = setting(None, record=False)
     overwrite: bool = setting(False, record=False)
     verbose: bool = setting(True, record=False)

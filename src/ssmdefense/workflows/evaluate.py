@@ -13,13 +13,13 @@ under a temporary name that appears only when complete.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from .. import progress
 from ..api import get_attack
 from ..certification.smoothing import DEFAULT_N
 from ..checkpoint import load
@@ -337,7 +337,7 @@ def _evaluate_one(
         result["audio"] = audio_robustness(clf, x, y, snrs=list(c.snr_db), seed=c.seed, attack_params=attack_params)
     if aa_samples:
         n = min(aa_samples, len(y))
-        print(f"{aa_attack(clf)} (standard) on {n} samples of {which}...", file=sys.stderr, flush=True)
+        progress.say(f"{aa_attack(clf)} (standard) on {n} samples of {which}")
         result["autoattack"] = autoattack_check(clf, x[:n], y[:n], eps=eps, seed=c.seed, snr_db=c.aa_snr_db)
     if c.certify:  # on AutoAttack's samples, or the first CERTIFY_SAMPLES
         n = certified_samples(aa_samples, len(y))

@@ -13,11 +13,11 @@ accuracy above the empirical one is a ``violation``: a bug, since a certificate 
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import progress
 from ..certification import METHODS, certify
 from ..errors import OptionError
 from ..evaluation.robustness import attack_key, evaluate_robustness
@@ -91,7 +91,7 @@ def certified_section(
     empirical = Empirical(clf, x, y, budgeted, attack_params, c.seed, autoattack=(eps, aa) if aa else None)
     sections = {}
     for m in dict.fromkeys(c.certify):
-        print(f"certifying by {m} on {samples} samples of {which}...", file=sys.stderr, flush=True)
+        progress.say(f"certifying by {m} on {samples} samples of {which}")
         settings = CertifyConfig(
             checkpoint=c.checkpoint,
             method=m,

@@ -16,25 +16,30 @@ settings, load the data, build the classifier and the defense, train, evaluate b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from .. import distributed
+from .. import distributed, progress
 from ..api import build_model, build_serialiser, get_defense
 from ..certification import certify
 from ..checkpoint import load as load_checkpoint
+from ..contracts import Defense
 from ..data.base import Dataset, LazyDataset
 from ..data.stream import materialise
 from ..defenses.art_trainer import as_defense
 from ..defenses.loop import TrainingLoop
+from ..defenses.tensorboard import TensorBoardLogger, check_logger
 from ..errors import OptionError, RankLost
 from ..estimators import SSMClassifier
 from ..evaluation.audio import audio_budget, write_audio_examples
@@ -156,7 +161,8 @@ def run(config: RunConfig, *, resume_dir: Path | None = None) -> RunReport | Non
         raise OptionError("out", "--out", f"{out} already exists (use --overwrite to replace it)")
     distributed.Strategy(world).check_batch_size(c.batch_size)  # before any work (fit checks it again)
     try:
-        return _train_and_report(c, out, resume_dir, device_type, world)
+        with contextlib.nullcontext() if c.verbose else progress.without_bars():  # -q: lines, no bars
+            return _train_and_report(c, out, resume_dir, device_type, world)
     except (KeyboardInterrupt, SystemExit, RankLost) as exc:
         stopped = interruption(c, out, world, exc)
         if stopped is None:
@@ -168,7 +174,8 @@ def _train_and_report(
     c: RunConfig, out: Path, resume_dir: Path | None, device_type: str, world: distributed.World
 ) -> RunReport | None:
     """Build, train (data-parallel under torchrun), then on rank 0 evaluate and write the run."""
-    setup = _build(c, _load_data(c, out, resume_dir), device_type, world)
+    with progress.phase(f"loading {c.dataset}, building {c.model} and {c.defense}", line=False):
+        setup = _build(c, _load_data(c, out, resume_dir), device_type, world)
     run_config = _run_config(c, setup, device_type, world)
     train, validation = _training_data(c, setup)
     fit = {"validation_data": validation, "nb_epochs": setup.epochs, "resume": resume_dir is not None}
@@ -187,25 +194,31 @@ def _train_and_report(
                 distributed.shutdown()
             return None
 
-    with staged_directory(out, c.overwrite, keep_interrupted=True, reuse=resume_dir) as tmp:
+    with (
+        staged_directory(out, c.overwrite, keep_interrupted=True, reuse=resume_dir) as tmp,
+        _logger(c, tmp, out, resume_dir) as logger,
+    ):
         if resume_dir is None:
             (tmp / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
         start = time.perf_counter()
         try:
-            history = setup.trainer.fit(*train, out_dir=tmp, **fit)
+            history = _fit(setup.trainer, train, tmp, fit, logger)
         finally:
             distributed.shutdown()
         train_seconds = time.perf_counter() - start
         x_natural, x_eval, y_eval = _test_data(setup)
         results = _evaluate_best_and_last(c, setup, tmp, device_type, x_eval, y_eval)
         report = _report(c, setup, run_config, results, out)
+        if logger is not None:
+            _log_final(logger, setup, tmp, device_type, run_config, report, (x_eval, y_eval))
         if setup.clf.is_audio:
             report.budget = audio_budget(setup.clf, x_natural, setup.eps)
             best = load_checkpoint(tmp / "best", device_type=device_type)
             classes = getattr(setup.data, "classes", None)
-            report.examples = write_audio_examples(
-                tmp / "examples", best, x_natural, y_eval, eps=setup.eps, seed=c.seed, classes=classes
-            )
+            with progress.phase("audio examples (clean, adversarial, perturbation)"):
+                report.examples = write_audio_examples(
+                    tmp / "examples", best, x_natural, y_eval, eps=setup.eps, seed=c.seed, classes=classes
+                )
         report.timing = {
             "epoch_seconds": [r["epoch_seconds"] for r in history],
             "eval_seconds": [r.get("eval_seconds") for r in history],
@@ -221,9 +234,47 @@ def _train_and_report(
     return report
 
 
+@contextlib.contextmanager
+def _logger(c: RunConfig, tmp: Path, out: Path, resume_dir: Path | None) -> Iterator[TensorBoardLogger | None]:
+    """The run's TensorBoard logger (None without ``log``), closed before the run directory appears: in
+    ``log_dir``, else in the run directory (under its temporary name while the run trains, which the
+    line it prints names). A resumed run starts at the epoch after its last saved one."""
+    if c.log is None:
+        yield None
+        return
+    log_dir = c.log_dir if c.log_dir is not None else tmp / "tensorboard"
+    first = json.loads((tmp / "state.json").read_text())["epoch"] + 1 if resume_dir is not None else 1
+    final = f" ({out / 'tensorboard'} when the run completes)" if c.log_dir is None else ""
+    progress.say(f"TensorBoard: tensorboard --logdir {log_dir}{final}")
+    with TensorBoardLogger(log_dir, first_epoch=first) as logger:
+        yield logger
+
+
+def _fit(trainer: Defense, train: tuple, tmp: Path, fit: dict, logger: TensorBoardLogger | None) -> list[dict]:
+    """``trainer.fit`` with the logger as a per-epoch callback; a plugin's defense whose ``fit`` takes
+    no ``callbacks`` is logged epoch by epoch once it has trained."""
+    takes_callbacks = "callbacks" in inspect.signature(trainer.fit).parameters
+    if logger is not None and takes_callbacks:
+        return trainer.fit(*train, out_dir=tmp, callbacks=[logger], **fit)
+    history = trainer.fit(*train, out_dir=tmp, **fit)
+    for row in history if logger is not None else ():
+        logger.on_epoch_end(row)
+    return history
+
+
+def _log_final(
+    logger: TensorBoardLogger, s: _Setup, tmp: Path, device_type: str, run_config: dict, report: RunReport, test: tuple
+) -> None:
+    """The final figures as TensorBoard hyper-parameters, and adversarial examples of the best checkpoint."""
+    step = report.last["epoch"]
+    logger.log_final(run_config, report.to_dict(), step)
+    best = load_checkpoint(tmp / "best", device_type=device_type)
+    logger.log_examples(best, *test, eps=s.eps, seed=run_config["seed"], step=step)
+
+
 def _check_settings(c: RunConfig) -> None:
     """The settings that need no data: bad values and unknown names fail here, before any work."""
-    for key in ("eps", "seed", "batch_size", "eval_samples", "verbose"):
+    for key in ("eps", "seed", "batch_size", "eval_samples", "verbose", "log", "log_dir"):
         if key in c.defense_params:
             raise OptionError("defense_params", "-p", f"set {key} with its own option, not -p")
     integer("aa_samples", c.aa_samples, 0, optional=True, error=OptionError.of("aa_samples"))
@@ -235,6 +286,7 @@ def _check_settings(c: RunConfig) -> None:
         registry(kind).get(name)
     if c.sequence is not None:
         registry("sequences").get(c.sequence)
+    check_logger(c.log)
 
 
 def _load_data(c: RunConfig, out: Path, resume_dir: Path | None) -> Dataset | LazyDataset:
@@ -369,17 +421,15 @@ def _evaluate_best_and_last(
         ckpt = load_checkpoint(tmp / which, device_type=device_type)  # also checks the files load
         epoch = ckpt.checkpoint_meta["extra"]["epoch"]
         if epoch not in by_epoch:
-            if c.verbose:
-                what = f"clean, FGSM, PGD-10 at eps={s.eps} and a curve"
-                print(f"evaluating the {which} checkpoint ({what})...", file=sys.stderr, flush=True)
+            what = f"clean, FGSM, PGD-10 at eps={s.eps} and a curve"
+            progress.say(f"evaluating the {which} checkpoint ({what}) on {len(y_eval)} test samples")
             eps_list = [round(f * s.eps, 10) for f in DEFAULT_EPS_FACTORS]
             by_epoch[epoch] = evaluate_robustness(
                 ckpt, x_eval, y_eval, eps=s.eps, attacks=("fgsm", "pgd"), eps_list=eps_list, seed=c.seed
             )
             if s.aa_samples:
                 n = min(s.aa_samples, len(y_eval))
-                if c.verbose:
-                    print(f"{aa_attack(ckpt)} (standard) on {n} samples...", file=sys.stderr, flush=True)
+                progress.say(f"{aa_attack(ckpt)} (standard) on {n} samples, with FGSM and PGD-10 on the same")
                 by_epoch[epoch]["autoattack"] = autoattack_check(
                     ckpt, x_eval[:n], y_eval[:n], eps=s.eps, seed=c.seed, snr_db=c.aa_snr_db
                 )
