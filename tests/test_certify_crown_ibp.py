@@ -109,3 +109,28 @@ def test_the_crown_ibp_schedule_and_its_refusals(trained):
     )
     with pytest.raises(SSMDefenseError, match="cannot bound the model RNNClassifier"):
         sd.get_defense("crown-ibp", lstm)
+
+
+def test_a_digit_certified_by_crown_ibp_survives_a_hard_attack_and_it_certifies_more_than_ibp(digits):
+    from conftest import make_classifier
+
+    trained = make_classifier(digits)  # interval bounds through a standard-trained model certify nothing
+    sd.get_defense("ibp", trained, eps=0.03, lr=1e-2, verbose=False).fit(digits.x_train, digits.y_train, nb_epochs=6)
+    x, y = digits.x_test[:60], digits.y_test[:60]
+    eps = 0.01
+    result = sd.certify(trained, x, y, method="crown-ibp", eps=eps)
+    certified = np.array(result["certified"])
+    assert result["method"] == "crown-ibp" and certified.any()
+    assert result["certified_accuracy"] > sd.certify(trained, x, y, method="ibp", eps=eps)["certified_accuracy"]
+    xc, yc = torch.from_numpy(x[certified]), torch.from_numpy(y[certified]).long()
+    for restart in range(3):  # plain torch, margin loss, random restarts of 50 steps
+        torch.manual_seed(restart)
+        z = (xc + torch.empty_like(xc).uniform_(-eps, eps)).clamp(0, 1)
+        for _ in range(50):
+            z.requires_grad_(True)
+            logits = trained.model(z)  # (n C)
+            other = logits.scatter(1, yc[:, None], -torch.inf).amax(1)
+            (g,) = torch.autograd.grad((other - logits.gather(1, yc[:, None])[:, 0]).sum(), z)
+            z = torch.minimum(torch.maximum(z + eps / 4 * g.sign(), xc - eps), xc + eps).clamp(0, 1).detach()
+        with torch.no_grad():
+            assert (trained.model(z).argmax(1) == yc).all(), restart

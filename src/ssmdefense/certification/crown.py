@@ -494,3 +494,14 @@ def certify_crown(clf: SSMClassifier, x: np.ndarray, y: np.ndarray, *, eps: floa
         return margin_bounds(clf.model, lower, upper, yb).amin(1) > 0  # (b)
 
     return certify_in_boxes(clf, x, y, eps, batch_size or max(1, MAX_BYTES // need), "crown", decide)
+
+
+def certify_crown_ibp(clf: SSMClassifier, x: np.ndarray, y: np.ndarray, *, eps: float, batch_size: int = 50) -> dict:
+    """Certified accuracy in the L-inf ball of ``eps`` by CROWN-IBP's bounds: the backward pass from the
+    margins with each relaxation built from interval bounds (and the smooth functions' lines placed by
+    the grid bound): tighter than ``ibp``, looser than ``crown``, about as cheap as one backward pass."""
+
+    def decide(lower: Tensor, upper: Tensor, yb: Tensor) -> Tensor:
+        return margin_bounds(clf.model, lower, upper, yb, ibp_nodes=True).amin(1) > 0  # (b)
+
+    return certify_in_boxes(clf, x, y, eps, batch_size, "crown-ibp", decide)

@@ -13,12 +13,14 @@ from .evaluate import data_settings, with_common
 
 @cli.command()
 @with_common
-@click.option("--method", default="smoothing", show_default=True, help="Certification method: smoothing, ibp or crown.")
+@click.option(
+    "--method", default="smoothing", show_default=True, help="Certification method: smoothing, ibp, crown-ibp or crown."
+)
 @click.option(
     "--eps",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="ibp, crown: the L-inf budget (default: the run's eps).",
+    help="ibp, crown-ibp, crown: the L-inf budget (default: the run's eps).",
 )
 @click.option(
     "--sigma",
@@ -103,7 +105,7 @@ def _print_smoothing(result: dict) -> None:
         )
 
 
-BOUNDS = {"ibp": "interval bounds", "crown": "CROWN's linear bounds"}
+BOUNDS = {"ibp": "interval bounds", "crown": "CROWN's linear bounds", "crown-ibp": "CROWN-IBP's linear bounds"}
 
 
 def _print_bounds(result: dict) -> None:
