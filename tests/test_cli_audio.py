@@ -109,7 +109,7 @@ def test_audio_attacks_run_on_an_audio_run(speech_run):
     _, out = speech_run
     result = run("attack", "--checkpoint", out, "--attack", "snr-pgd", "-p", "snr_db=30", "--json")
     assert result.exit_code == 0, result.output
-    res = json.loads(result.output)
+    res = json.loads(result.stdout)
     assert "eps" not in res["params"]  # snr-pgd's budget is the SNR, not the run's eps
     assert res["perturbed"] > 0 and res["min_snr_db"] is not None  # clips were attacked ...
     assert res["min_snr_db"] >= 30 - 1e-3  # ... and each stayed in the 30 dB SNR ball
@@ -118,7 +118,7 @@ def test_audio_attacks_run_on_an_audio_run(speech_run):
         params = ["-p", "snr_db=20"] if name == "noise" else []
         result = run("attack", "--checkpoint", out, "--attack", name, *params, "--samples", "10", "--json")
         assert result.exit_code == 0, (name, result.output)
-        res = json.loads(result.output)
+        res = json.loads(result.stdout)
         assert res["samples"] == 10 and 0 <= res["adversarial_accuracy"] <= 1
 
 
@@ -176,7 +176,7 @@ def test_urbansound8k_trains_from_mixed_rates_and_channels(tmp_path):
     # attack re-reads the dataset with the run's folder and parameters
     result = run("attack", "--checkpoint", out, "--attack", "fgsm", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["max_linf"] <= 0.001 + 1e-6
+    assert json.loads(result.stdout)["max_linf"] <= 0.001 + 1e-6
 
 
 def test_features_attack_space_from_the_cli(tmp_path):
@@ -210,7 +210,7 @@ def test_features_attack_space_from_the_cli(tmp_path):
     assert report["best"]["autoattack"]["attack"] == "autoattack"  # a spectrogram is an image: image AutoAttack
     result = run("attack", "--checkpoint", out, "--attack", "pgd", "--json", "--out", tmp_path / "attack")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["max_linf"] <= 2.0 + 1e-4  # dB on the log-mel spectrogram
+    assert json.loads(result.stdout)["max_linf"] <= 2.0 + 1e-4  # dB on the log-mel spectrogram
     attacked = json.loads((tmp_path / "attack" / "report.json").read_text())
     assert "Features attack space" in (tmp_path / "attack" / "report.md").read_text()
     assert attacked["examples"], "no example was written"
