@@ -181,6 +181,7 @@ def main():
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
+        "date": time.strftime("%Y-%m-%d"),
     }
     result = json.loads(args.out.read_text()) if args.only and args.out.exists() else {"machine": machine}
     if args.only:

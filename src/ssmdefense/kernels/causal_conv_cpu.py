@@ -9,7 +9,8 @@ slower); the weight comes transposed, ``wT`` (K, E), and ``bias`` (E,). Each tas
 ``T_BLOCK`` steps with the innermost loop over the (contiguous) channels, which LLVM vectorises;
 no float sum is reordered (``fastmath=False``). The backward recomputes the pre-activation
 (K multiply-adds per element) instead of storing it, and leaves dw and dbias per task, summed by
-the launcher.
+the launcher. The exp is ``selective_scan_math._exp`` (vectorisable); Numba's disk cache keys these
+kernels on this file only, so after editing that one, touch this one too.
 """
 
 from __future__ import annotations
