@@ -345,6 +345,7 @@ def pgd_at(batches: int) -> dict:
 COMPILE_SCRIPT = r"""
 import json, sys, time, torch
 from ssmdefense.kernels.assoc_scan import diagonal_scan
+from ssmdefense.kernels.causal_conv import causal_conv_silu
 from ssmdefense.kernels.diag_ssm import diag_ssm_scan
 from ssmdefense.kernels.selective_scan import selective_scan_fn
 from ssmdefense.models.audio import MelSequence
@@ -360,6 +361,7 @@ calls = {
                                                    leaf(2, 4, 5), leaf(2, 4, 5), D=leaf(3), z=leaf(2, 3, 5),
                                                    delta_bias=leaf(3), delta_softplus=True),
     "log_mel": lambda: MelSequence((1, 1600), kernel="numba").front_end(leaf(2, 1, 1600)),
+    "causal_conv_silu": lambda: causal_conv_silu(leaf(2, 5, 3), leaf(3, 4), leaf(3)),
 }
 out = {}
 for name, call in calls.items():

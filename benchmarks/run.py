@@ -1,11 +1,17 @@
 """Performance harness: measures side by side in one process and writes JSON (never a test).
 
     .venv/bin/python benchmarks/run.py [--out benchmarks/results.json] [--repeats 5] [--threads 1]
+    .venv/bin/python benchmarks/run.py --only model_forward_backward   # just that figure, others kept
     python benchmarks/run.py --device cuda --out benchmarks/results-cuda.json   # on a GPU machine
 
 Figures:
 - s4d_conv_vs_recurrence: forward time of the S4D layer's FFT convolution against its
   step-by-step recurrence reference at several sequence lengths, and their ratio.
+- model_forward_backward: seconds of one cross-entropy forward + backward of whole default
+  classifiers (``sd.build_model(name, d_input=1, n_classes=10)``, ``kernel=auto``), batch 32, pixel
+  sequences at L 784 and 4,096, at 1 and 2 threads (``--model-threads``), the models interleaved
+  repetition by repetition in one process (medians), and the ratio of each to S5 (``over_s5``;
+  the Mamba target is at most 2). ``--only model_forward_backward`` updates just this figure.
 - defense_step_overhead: seconds per training batch (``train_batch``: attack, backward, optimizer
   step) of every batch-by-batch defense against standard training (none) on one mnist-5k batch, and
   the ratios. Distillation is left out: its batch needs a trained teacher.
@@ -13,7 +19,9 @@ Figures:
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +66,43 @@ def s4d_conv_vs_recurrence(repeats):
                 }
             )
     return rows
+
+
+FWD_BWD_MODELS = ("mamba", "s5", "s4d")
+
+
+def model_forward_backward(repeats, lengths=(784, 4096), threads=(1, 2)):
+    import statistics
+
+    import ssmdefense as sd
+
+    rows = []
+    for n in threads:
+        torch.set_num_threads(n)
+        for L in lengths:
+            torch.manual_seed(0)
+            x = torch.randn(32, L, 1, device=DEVICE)  # (B L 1) pixel sequences
+            y = torch.randint(0, 10, (32,), device=DEVICE)
+            models = {name: sd.build_model(name, d_input=1, n_classes=10).to(DEVICE) for name in FWD_BWD_MODELS}
+            times = {name: [] for name in models}
+            for r in range(repeats + 1):  # round 0 is a warm-up (JIT cache load, allocator)
+                for name, model in models.items():
+                    model.zero_grad(set_to_none=True)
+                    t = best_of(lambda: torch.nn.functional.cross_entropy(model(x), y).backward(), 1)
+                    if r:
+                        times[name].append(t)
+            med = {name: statistics.median(v) for name, v in times.items()}
+            rows.append(
+                {
+                    "threads": n,
+                    "L": L,
+                    "batch": 32,
+                    "seconds": med,
+                    "over_s5": {name: med[name] / med["s5"] for name in med if name != "s5"},
+                }
+            )
+            print(f"{n} thread(s) L {L}: " + ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in med.items()), flush=True)
+    return {"note": "default sizes, kernel=auto, one cross-entropy step, median of --repeats", "rows": rows}
 
 
 DEFENSES = [
@@ -113,23 +158,39 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the CLI's default is 1)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--model-threads", default="1,2", help="thread counts of model_forward_backward")
+    parser.add_argument("--model-lengths", default="784,4096", help="sequence lengths of model_forward_backward")
+    parser.add_argument("--only", help="comma-separated figures to measure; the others are kept from --out")
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
-    torch.set_num_threads(args.threads)
-    result = {
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine(),
-            "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
-        },
-        "s4d_conv_vs_recurrence": s4d_conv_vs_recurrence(args.repeats),
-        "defense_step_overhead": defense_step_overhead(args.repeats),
+    figures = {
+        "s4d_conv_vs_recurrence": lambda: s4d_conv_vs_recurrence(args.repeats),
+        "defense_step_overhead": lambda: defense_step_overhead(args.repeats),
+        "model_forward_backward": lambda: model_forward_backward(
+            args.repeats,
+            tuple(int(v) for v in args.model_lengths.split(",")),
+            tuple(int(v) for v in args.model_threads.split(",")),
+        ),
     }
+    only = args.only.split(",") if args.only else list(figures)
+    machine = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    result = json.loads(args.out.read_text()) if args.only and args.out.exists() else {"machine": machine}
+    if args.only:
+        result.setdefault("updates", []).append({"command": " ".join(sys.argv), "figures": only, "machine": machine})
+    for name in only:
+        torch.set_num_threads(args.threads)
+        result[name] = figures[name]()
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in only}, indent=2))
 
 
 if __name__ == "__main__":

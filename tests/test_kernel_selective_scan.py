@@ -70,6 +70,26 @@ def test_outputs_and_gradients_equal_the_reference(use, softplus, last_state, L)
         torch.testing.assert_close(gr, gr_ref, rtol=1e-9, atol=1e-11)
 
 
+def test_channels_last_views_give_the_same_results_and_channels_last_gradients():
+    """The Mamba block passes u, delta, z as (B D L) views of (B L D) memory and B, C as views of a
+    wider projection: the kernel reads them as they are, and returns out, du, ddelta, dz in u's layout."""
+    t = scan_inputs(37, batch=2, dim=5, N=3, seed=5)
+    w = [torch.randn(2, 5, 37, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)]
+    use = ("D", "z", "delta_bias")
+    outs_ref, grads_ref = run(selective_scan_ref, t, use, True, True, w)
+    strided = dict(t)
+    for k in ("u", "delta", "z"):  # (B D L) views of channels-last (B L D)
+        strided[k] = t[k].detach().transpose(1, 2).contiguous().requires_grad_()
+    proj = torch.cat([t["B"].detach(), t["C"].detach()], 1).transpose(1, 2).contiguous()  # (B L 2N)
+    strided["B"], strided["C"] = (p.requires_grad_() for p in proj.split(3, dim=2))  # (B L N) views
+    views = {k: v.transpose(1, 2) if v.ndim == 3 else v for k, v in strided.items()}  # (B D L), (B N L)
+    assert not views["u"].is_contiguous() and not views["B"].is_contiguous()
+    outs, grads = run(selective_scan_fn, views, use, True, True, w)
+    assert outs[0].stride(1) == 1  # out in u's channels-last layout
+    for a, b in zip(outs + list(grads), outs_ref + list(grads_ref)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("last_state", [False, True])
 def test_gradcheck_all_inputs(last_state):
     t = scan_inputs(5, dim=3, N=2, seed=11)

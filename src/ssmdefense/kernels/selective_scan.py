@@ -252,7 +252,9 @@ class SelectiveScanFn(torch.autograd.Function):
     ``selective_scan_cuda.py``).
 
     Tensors in the compute dtype: u, delta (before bias and softplus), z (B D L); A (D N);
-    B, C (B N L); D, delta_bias (D) or None. Returns out (B D L) and the last state (B D N).
+    B, C (B N L); D, delta_bias (D) or None. On CPU the (B D L) and (B N L) tensors are passed
+    with their strides (no copy; a channels-last caller gets out, du, ddelta, dz channels-last);
+    CUDA takes them contiguous. Returns out (B D L) and the last state (B D N).
     Saved for backward: the inputs and the state every ``BLOCK_T`` steps, (B, L / BLOCK_T, N, D).
     """
 
@@ -263,7 +265,8 @@ class SelectiveScanFn(torch.autograd.Function):
         save = any(ctx.needs_input_grad)
         batch, dim, L = u.shape
         N = A.shape[1]
-        inputs = tuple(None if t is None else t.detach().contiguous() for t in (u, delta, A, B, C, D, z, delta_bias))
+        inputs = tuple(None if t is None else t.detach() for t in (u, delta, A, B, C, D, z, delta_bias))
+        inputs = tuple(None if t is None else t.contiguous() if u.is_cuda or t.ndim < 3 else t for t in inputs)
         if u.is_cuda:
             from . import selective_scan_cuda as K
 
@@ -293,7 +296,8 @@ class SelectiveScanFn(torch.autograd.Function):
         u, D, z, delta_bias = inputs[0], inputs[5], inputs[6], inputs[7]
         batch, dim, L = u.shape
         N = inputs[2].shape[1]
-        dout = u.new_zeros(batch, dim, L) if dout is None else dout.to(u.dtype).contiguous()  # (B D L)
+        dout = u.new_zeros(batch, dim, L) if dout is None else dout.to(u.dtype)  # (B D L)
+        dout = dout.contiguous() if u.is_cuda else dout  # the CPU kernel takes any strides
         dlast = None if dlast is None else dlast.to(u.dtype).contiguous()  # (B D N)
         if u.is_cuda:
             from . import selective_scan_cuda as K

@@ -3,11 +3,15 @@ math they share with the CUDA kernels is in ``selective_scan_math.py`` (the recu
 and the vectorisable exp and softplus), and the plain reference is ``selective_scan_ref``
 (``selective_scan.py``).
 
-Layout: ``mamba_ssm``'s, C-contiguous: ``u``, ``delta``, ``z``, ``out`` (batch, D, L); ``A``
-(D, N); ``B``, ``C`` (batch, N, L); ``D``, ``delta_bias`` (D,); the last state (batch, D, N).
-Nothing is transposed or copied on the way in: at each step a task gathers its channels' inputs
-(stride L) into small contiguous vectors, and all the arithmetic runs on those, with the
-innermost loop over channels. Channels are independent and nothing in the forward pass sums over
+Layout: ``mamba_ssm``'s shapes: ``u``, ``delta``, ``z``, ``out`` (batch, D, L); ``A`` (D, N);
+``B``, ``C`` (batch, N, L); ``D``, ``delta_bias`` (D,); the last state (batch, D, N). ``A``, ``D``
+and ``delta_bias`` are C-contiguous; the rest may have any strides: C-contiguous, or transposed
+views of channels-last (batch, L, D) memory as the Mamba block holds them (Numba compiles one
+version per layout). ``out``, ``du``, ``ddelta`` and ``dz`` are allocated in ``u``'s memory
+layout, so a channels-last caller gets channels-last results. Nothing is transposed or copied on
+the way in: at each step a task gathers its channels' inputs (stride L, or 1 channels-last) into
+small contiguous vectors, and all the arithmetic runs on those, with the innermost loop over
+channels. Channels are independent and nothing in the forward pass sums over
 them, so LLVM vectorises that loop without reordering any float sum (``fastmath=False``; results
 do not depend on the vector width). The two sums over channels of the backward pass (dB, dC) are
 pairwise (``_lane_sum``), in an order fixed by the number of channels alone.
@@ -318,7 +322,7 @@ def forward_cpu(
     N = A.shape[1]
     dtype = u.dtype
     threads = numba.get_num_threads() if threads is None else threads
-    out = np.empty((batch, dim, L), dtype)
+    out = np.empty_like(u)  # (batch D L), in u's memory layout
     last = np.empty((batch, dim, N), dtype)
     ckpt = np.empty(checkpoint_shape(batch, dim, L, N), dtype) if save_states else np.empty((0, 0, 0, 0), dtype)
     _fwd_cpu(
@@ -361,9 +365,9 @@ def backward_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout
     threads = numba.get_num_threads() if threads is None else threads
     d_block = channel_blocks(batch, dim, threads)
     n_blk = -(-dim // d_block)
-    du = np.empty((batch, dim, L), dtype)
-    ddelta = np.empty((batch, dim, L), dtype)
-    dz = np.empty((batch, dim, L), dtype) if z is not None else np.empty((0, 0, 0), dtype)
+    du = np.empty_like(u)  # (batch D L), in u's memory layout (so are ddelta and dz)
+    ddelta = np.empty_like(u)
+    dz = np.empty_like(u) if z is not None else np.empty((0, 0, 0), dtype)
     dA_part = np.empty((batch, dim, N), dtype)
     dB_part = np.zeros((batch, n_blk, N, L), dtype)  # zeros: no task writes them when D = 0
     dC_part = np.zeros((batch, n_blk, N, L), dtype)

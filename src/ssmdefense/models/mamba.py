@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels.backend import KernelChoice, check_kernel
+from ..kernels.causal_conv import causal_conv_silu, causal_conv_silu_ref
 from ..kernels.selective_scan import selective_scan, selective_scan_fn, selective_scan_ref
 from ..validation import positive
 from .checks import check_int
@@ -140,22 +141,44 @@ class MambaMixer(KernelChoice, nn.Module):
 
     def forward(self, u: torch.Tensor, reference: bool = False) -> torch.Tensor:  # u: (B L H)
         """The block; ``reference=True`` uses the sequential ``selective_scan_ref``."""
-        L = u.shape[1]
-        x, z = self.in_proj(u).chunk(2, dim=-1)  # (B L E), (B L E)
-        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :L])  # (B E L)
-        dt, B, C = self._ssm_inputs(x.transpose(1, 2))  # (B L E), (B L N), (B L N)
+        x, z = self._in(u)  # (B L E), (B L E)
+        x = self._conv(x, reference)  # (B L E)
+        dt, B, C = self._ssm_inputs(x)  # (B L E), (B L N), (B L N)
+        y = self._ssm(x, dt, B, C, z, reference)  # (B L E)
+        return self.out_proj(y)  # (B L H)
+
+    def _in(self, u: torch.Tensor):
+        """u (B L H) -> x, z (B L E): the input projection, as two products with the halves of its
+        weight (the products of ``in_proj(u).chunk(2, -1)``, but x and z come out contiguous,
+        and the backward adds two (B L H) gradients instead of concatenating two (B L E) ones)."""
+        W_x, W_z = self.in_proj.weight.chunk(2, dim=0)  # (E H), (E H)
+        return F.linear(u, W_x), F.linear(u, W_z)  # (B L E), (B L E)
+
+    def _conv(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
+        """x (B L E) -> SiLU(causal depthwise conv(x)) (B L E): the Numba kernel with the numba
+        kernel choice on CPU, else the torch reference (``kernels/causal_conv.py``)."""
+        w, bias = self.conv1d.weight[:, 0], self.conv1d.bias  # (E K), (E)
+        if not reference and x.device.type == "cpu" and self.resolved_kernel("cpu") == "numba":
+            return causal_conv_silu(x, w, bias)  # (B L E)
+        return causal_conv_silu_ref(x, w, bias)  # (B L E)
+
+    def _ssm(self, x, dt, B, C, z, reference: bool = False) -> torch.Tensor:
+        """The selective scan (+ D x), AdS and the SiLU(z) gate: x, dt, z (B L E), B, C (B L N)
+        -> y (B L E), ready for ``out_proj``. Without AdS the scan applies the gate itself."""
         A = -torch.exp(self.A_log)  # (E N)
-        scan_args = (x, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2))
+        fused_gate = isinstance(self.ads, nn.Identity)
+        scan_args = (x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2))
+        kw = dict(D=self.D, z=z.transpose(1, 2) if fused_gate else None, delta_bias=self.dt_proj.bias)
         if reference:
-            y = selective_scan_ref(*scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True)
-        elif self.resolved_kernel(u.device.type) == "numba":
-            y = selective_scan_fn(*scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True)  # (B E L)
+            y = selective_scan_ref(*scan_args, **kw, delta_softplus=True)  # (B E L)
+        elif self.resolved_kernel(x.device.type) == "numba":
+            y = selective_scan_fn(*scan_args, **kw, delta_softplus=True)  # (B E L)
         else:
-            y = selective_scan(
-                *scan_args, D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True, chunk_size=self.chunk_size
-            )  # (B E L)
+            y = selective_scan(*scan_args, **kw, delta_softplus=True, chunk_size=self.chunk_size)  # (B E L)
+        if fused_gate:
+            return y.transpose(1, 2)  # (B L E)
         y = self.ads(y.transpose(1, 2))  # (B L E): AdS after the SSM output (+ D x), before gate and out_proj
-        return self.out_proj(y * F.silu(z))  # (B L H)
+        return y * F.silu(z)  # (B L E)
 
     def initial_state(self, batch_size: int, dtype=None, device=None):
         """Zero (conv_state (B E d_conv), ssm_state (B E N)) for ``step``."""
