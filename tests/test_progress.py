@@ -36,7 +36,10 @@ def small_autoattack(clf):
 
 def test_autoattack_says_one_line_per_component_off_a_terminal(clf, digits, capsys):
     attack = small_autoattack(clf)
-    attack.generate(digits.x_test[:8], digits.y_test[:8])
+    attack.generate(digits.x_test[:8], digits.y_test[:8])  # verbose=False from the library: silent (ART's way)
+    assert capsys.readouterr().err == ""
+    with progress.phase("AutoAttack", line=False):  # as the commands run it
+        attack.generate(digits.x_test[:8], digits.y_test[:8])
     err = capsys.readouterr().err
     assert "\r" not in err  # no bars in a log file
     found = [m for m in map(COMPONENT_LINE.match, err.splitlines()) if m]

@@ -24,13 +24,16 @@ TINY = ["--dataset", "digits", "--epochs", "1", "--eval-samples", "16", "--aa-sa
 
 
 def fails(*args, message: str, workdir=None):
-    """Run the CLI; it must exit 2 with one ``Error:`` line holding ``message`` and write nothing."""
+    """Run the CLI; it must exit 2 with one ``Error:`` line holding ``message``, the last thing it
+    prints (a run that fails after some epochs has printed their progress lines first), and write
+    nothing."""
     before = set(os.listdir(workdir)) if workdir is not None else None
     result = CliRunner().invoke(cli, [str(a) for a in args])
     assert result.exit_code == 2, (result.exit_code, result.output)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert message in lines[0], lines[0]
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert message in errors[0], errors[0]
     if workdir is not None:
         assert set(os.listdir(workdir)) == before, "something was written"
 

@@ -59,6 +59,11 @@ def without_bars() -> Iterator[None]:
         yield
 
 
+def active() -> bool:
+    """Whether a phase is running: a library call inside one is part of a command's reported work."""
+    return bool(_active)
+
+
 def mode() -> str:
     """The mode in effect: "bars", "lines" or "off" (``auto`` resolved against stderr)."""
     if int(os.environ.get("RANK", "0") or 0) != 0:

@@ -13,6 +13,7 @@ points still robust after component ``name`` (and every earlier one).
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -112,6 +113,13 @@ class Ensemble(EvasionAttack):
         robust = ~self._fooled(x, labels)  # (N)
         self.breakdown = [{"component": "clean", "robust_accuracy": float(robust.mean()), "seconds": 0.0}]
         self.robust_after = {"clean": robust.copy()}
+        # ART's convention: verbose=False is silent, unless a command's phase runs this ensemble
+        with contextlib.nullcontext() if self.verbose or progress.active() else progress.using("off"):
+            self._run_components(x, labels, x_adv, robust)
+        return x_adv
+
+    def _run_components(self, x: np.ndarray, labels: np.ndarray, x_adv: np.ndarray, robust: np.ndarray) -> None:
+        """Each component on the samples still robust, in order: ``x_adv`` and ``robust`` updated in place."""
         for name, run, in_budget in self._components():
             start = time.perf_counter()
             idx = np.flatnonzero(robust)
@@ -126,7 +134,6 @@ class Ensemble(EvasionAttack):
             self.robust_after[name] = robust.copy()
             step = {"component": name, "robust_accuracy": float(robust.mean())}
             self.breakdown.append({**step, "seconds": time.perf_counter() - start})
-        return x_adv
 
     @property
     def label(self) -> str:
