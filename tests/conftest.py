@@ -49,6 +49,29 @@ def make_classifier(data, seed=0, **model_params):
     )
 
 
+def tiny_lstm(shape=(1, 8, 8)) -> sd.SSMClassifier:
+    """An LSTM classifier on digit rows: a model no certifier can bound."""
+    torch.manual_seed(0)
+    body = sd.build_model("lstm", d_input=shape[2], n_classes=10, d_model=8)
+    return sd.SSMClassifier(body, input_shape=shape, nb_classes=10, sequence="rows", clip_values=(0.0, 1.0))
+
+
+def assert_survives_margin_pgd(model, x, y, eps: float, restarts: int) -> None:
+    """Plain torch PGD on the margin (best other logit − true logit), ``restarts`` random starts of 50
+    steps in the L-inf ball of ``eps`` within [0, 1]: no x of ``x`` (certified) may be misclassified."""
+    for restart in range(restarts):
+        torch.manual_seed(restart)
+        z = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+        for _ in range(50):
+            z.requires_grad_(True)
+            logits = model(z)  # (n C)
+            other = logits.scatter(1, y[:, None], -torch.inf).amax(1)
+            (g,) = torch.autograd.grad((other - logits.gather(1, y[:, None])[:, 0]).sum(), z)
+            z = torch.minimum(torch.maximum(z + eps / 4 * g.sign(), x - eps), x + eps).clamp(0, 1).detach()
+        with torch.no_grad():
+            assert (model(z).argmax(1) == y).all(), restart
+
+
 @pytest.fixture(scope="session")
 def trained(digits):
     """A standard-trained tiny S4D on digits (about 95% clean test accuracy)."""

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ssmdefense as sd
+from conftest import assert_survives_margin_pgd
 from ssmdefense.certification import crown, ibp
 from ssmdefense.errors import SSMDefenseError
 
@@ -134,17 +135,7 @@ def test_a_certified_digit_survives_a_hard_attack_and_crown_certifies_more_than_
     assert result["certified_accuracy"] > sd.certify(trained, x, y, method="ibp", eps=eps)["certified_accuracy"]
     assert certified.any()
     xc, yc = torch.from_numpy(x[certified]), torch.from_numpy(y[certified]).long()
-    for restart in range(5):  # plain torch, margin loss, 5 random restarts of 50 steps
-        torch.manual_seed(restart)
-        z = (xc + torch.empty_like(xc).uniform_(-eps, eps)).clamp(0, 1)
-        for _ in range(50):
-            z.requires_grad_(True)
-            logits = trained.model(z)  # (n C)
-            other = logits.scatter(1, yc[:, None], -torch.inf).amax(1)
-            (g,) = torch.autograd.grad((other - logits.gather(1, yc[:, None])[:, 0]).sum(), z)
-            z = torch.minimum(torch.maximum(z + eps / 4 * g.sign(), xc - eps), xc + eps).clamp(0, 1).detach()
-        with torch.no_grad():
-            assert (trained.model(z).argmax(1) == yc).all(), restart
+    assert_survives_margin_pgd(trained.model, xc, yc, eps, restarts=5)
 
 
 @pytest.mark.parametrize("method", ["ibp", "crown"])

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import ssmdefense as sd
+from conftest import tiny_lstm
 from ssmdefense.certification.ibp import Box, causal_conv, logit_bounds, lti, s5_kernel, s5_lti
 from ssmdefense.errors import SSMDefenseError
 
@@ -158,17 +159,20 @@ def test_the_command_bounds_a_run_and_refuses_an_lstm_in_one_line(tmp_path):
     assert not (tmp_path / "lstm" / "certification").exists()
 
 
-def test_ibp_training_raises_certified_accuracy_over_standard_training(digits):
+# measured (eps 0.03, lr 1e-2, certified at eps 0.01 on 200 test digits): 0.000 after standard
+# training, 0.385 after ibp (10 epochs), 0.265 after crown-ibp (6 epochs)
+@pytest.mark.parametrize("defense,epochs,margin", [("ibp", 10, 0.2), ("crown-ibp", 6, 0.15)])
+def test_certified_training_raises_certified_accuracy_over_standard_training(digits, defense, epochs, margin):
     from conftest import make_classifier
 
     x, y = digits.x_test[:200], digits.y_test[:200]
     certified = {}
-    for name in ("none", "ibp"):
+    for name in ("none", defense):
         clf = make_classifier(digits)
-        sd.get_defense(name, clf, eps=0.03, lr=1e-2, verbose=False).fit(digits.x_train, digits.y_train, nb_epochs=10)
+        fit = sd.get_defense(name, clf, eps=0.03, lr=1e-2, verbose=False).fit
+        fit(digits.x_train, digits.y_train, nb_epochs=epochs)
         certified[name] = sd.certify(clf, x, y, method="ibp", eps=0.01)["certified_accuracy"]
-    # measured: 0.000 after standard training, 0.385 after ibp at eps 0.03 (10 epochs, lr 1e-2)
-    assert certified["ibp"] > certified["none"] + 0.2, certified
+    assert certified[defense] > certified["none"] + margin, certified
 
 
 def test_the_ibp_schedule_and_its_refusals(trained):
@@ -178,16 +182,8 @@ def test_the_ibp_schedule_and_its_refusals(trained):
     assert trainer.schedule(0.9) == pytest.approx((0.1, 0.5))  # the target, kept to the end
     with pytest.raises(SSMDefenseError, match="warmup \\+ ramp must be at most 1"):
         sd.get_defense("ibp", trained, warmup=0.6, ramp=0.6)
-    torch.manual_seed(0)
-    lstm = sd.SSMClassifier(
-        sd.build_model("lstm", d_input=8, n_classes=10, d_model=8),
-        input_shape=SHAPE,
-        nb_classes=10,
-        sequence="rows",
-        clip_values=(0.0, 1.0),
-    )
     with pytest.raises(SSMDefenseError, match="ibp cannot bound the model RNNClassifier"):
-        sd.get_defense("ibp", lstm)
+        sd.get_defense("ibp", tiny_lstm())
 
 
 def test_defend_with_ibp_reports_verified_accuracy(tmp_path):
