@@ -60,10 +60,9 @@ def test_distillation_looks_robust_to_pgd_but_the_evaluation_flags_it(digits, di
     honest = gradient_masking_checks(standard, x, y, eps=EPS)
     assert not honest["gradient_masking_suspected"], honest["checks"]
 
-    x, y = digits.x_test[:200], digits.y_test[:200]
-    pgd = history[trainer.best_epoch - 1]["robust_accuracy"]["pgd-10"]
-    square = clf.accuracy(sd.get_attack("square", clf, eps=EPS, max_iter=300).generate(x, y), y)
-    assert square < pgd - 0.3, (square, pgd)
+    # not a close call: Square (300 queries, no gradients) breaks far more than PGD-10 on the same samples
+    square = next(c["values"] for c in flagged["checks"] if c["name"] == "black_box_not_stronger")
+    assert square["accuracy"] < square["reference"] - 0.3, square
     with torch.no_grad():  # deployed at T = 1: saturated logits, far larger than a standard model's
         scale = clf.model(torch.from_numpy(x)).abs().amax(1).median()
         assert scale > 10 * standard.model(torch.from_numpy(x)).abs().amax(1).median()
