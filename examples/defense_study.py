@@ -18,7 +18,7 @@ clean accuracy and AutoAttack at the last checkpoint, the best epoch, seconds pe
 against standard training (timed side by side inside each run), and whether the gradient-masking
 checks flag the model (each seed's verdict). With several ``--seeds`` (each seed: the weights, the
 shuffling, the attacks' random starts) every figure is the mean ± the sample standard deviation over
-the seeds. Rows are named by what differs between them: ``trades (beta=1.0)``.
+the seeds. Rows are named by what differs between them: ``ads (base=trades, beta=1.0)``.
 
     python examples/defense_study.py --part defenses      # docs/results.md, "Every defense"
     python examples/defense_study.py --part ads           # docs/results.md, "The AdS study"

@@ -6,8 +6,8 @@ import pytest
 from ssmdefense.evaluation.compare import FIGURES, Column, cell, group_runs, render_markdown, table
 
 
-def fake_run(seed, pgd, model_params=None, defense_params=None, extra=None):
-    config = {"model": "s4d", "dataset": "digits", "defense": "pgd-at", "eps": 0.1, "seed": seed}
+def fake_run(seed, pgd, model_params=None, defense_params=None, extra=None, **settings):
+    config = {"model": "s4d", "dataset": "digits", "defense": "pgd-at", "eps": 0.1, "seed": seed, **settings}
     config |= {"model_params": model_params or {}, "defense_params": defense_params or {}}
     figures = dict.fromkeys(FIGURES) | {"clean": 0.9, "pgd-10": pgd} | (extra or {})
     return {"run": f"runs/{seed}-{pgd}", "config": config, "figures": figures, "curve": {}}
@@ -25,6 +25,23 @@ def test_seeds_merge_and_a_differing_parameter_names_the_row():
     assert second["label"] == {"model": "s4d (norm=centre)", "dataset": "digits", "defense": "pgd-at (beta=1.0)"}
     markdown = render_markdown([first, second])
     assert "| s4d (norm=centre) | digits | pgd-at (beta=1.0) | 0.1 | 0 | 90.0% | 30.0% |" in markdown
+
+
+def test_parameters_are_told_apart_within_their_owner():
+    runs = [
+        fake_run(0, 0.4, sequence="mel", sequence_params={"n_mels": 40, "n_fft": 512}),
+        fake_run(0, 0.3, sequence="frames", sequence_params={"frame": 160}),
+        fake_run(0, 0.2, {"pool": "mean"}, {"beta": 1.0}, model="lstm", defense="trades"),
+        fake_run(0, 0.1, model="lstm"),
+    ]
+    labels = [(r["label"]["model"], r["label"]["defense"]) for r in group_runs(runs)]
+    # a mode's own settings (n_mels, frame) come with its name; trades is the only trades row
+    assert labels == [
+        ("s4d (sequence=mel)", "pgd-at"),
+        ("s4d (sequence=frames)", "pgd-at"),
+        ("lstm (pool=mean)", "trades"),
+        ("lstm", "pgd-at"),
+    ]
 
 
 def test_a_studys_columns_follow_the_figures_and_combine_over_seeds():

@@ -46,6 +46,14 @@ LABELLED = {
     "dataset": ("dataset_params",),
     "defense": ("defense_params", "epochs", "select_on", "preset"),
 }
+# A dict setting's parameters are compared between rows of the same owner: the resolved settings of
+# one sequence mode (n_mels, ...) say nothing a row's ``sequence=mel`` does not.
+OWNER = {
+    "model_params": "model",
+    "sequence_params": "sequence",
+    "dataset_params": "dataset",
+    "defense_params": "defense",
+}
 FIGURES = ("clean", "pgd-10", "autoattack", "certified", "best-last", "seconds")
 HEADERS = {
     "clean": "clean",
@@ -207,8 +215,8 @@ def _row(members: list[dict], kinds: dict[str, str]) -> dict:
     }
 
 
-def _flat(settings: dict) -> dict[str, Any]:
-    """A row's settings named by LABELLED as ``{setting or dict key: value}`` (a parameter's key alone)."""
+def _flat(settings: dict) -> dict[tuple[str, str | None], Any]:
+    """A row's settings named by LABELLED as ``{(setting, parameter key or None): value}``."""
     flat = {}
     for names in LABELLED.values():
         for name in names:
@@ -218,11 +226,20 @@ def _flat(settings: dict) -> dict[str, Any]:
 
 
 def differing_settings(settings: list[dict]) -> set:
-    """The settings (and parameters) of LABELLED whose value is not the same in every row; a parameter
-    some rows set and others do not differs."""
+    """The settings (and parameters) of LABELLED that tell rows apart: a parameter of a dict setting
+    (``model_params``) whose value is not the same in every row of one owner (the same model; a
+    parameter some of them set and others do not differs), a plain setting (``epochs``) whose value
+    is not the same in every row."""
     flats = [_flat(s) for s in settings]
-    names = set().union(*flats) if flats else set()
-    return {n for n in names if len({json.dumps(f.get(n), sort_keys=True) for f in flats}) > 1}
+    differing = set()
+    for name in set().union(*flats) if flats else set():
+        owner = OWNER.get(name[0])
+        groups: dict[str, set] = {}
+        for s, flat in zip(settings, flats):
+            groups.setdefault(json.dumps(s.get(owner)), set()).add(json.dumps(flat.get(name), sort_keys=True))
+        if any(len(values) > 1 for values in groups.values()):
+            differing.add(name)
+    return differing
 
 
 def label(settings: dict, differing: set) -> dict[str, str]:
