@@ -13,12 +13,16 @@ equivalent commands so any run can be re-done alone:
 with the dataset's defaults (eps 0.001, 8 epochs, the best checkpoint chosen by PGD-10 on the
 validation split: 4 held-out training voices, 240 clips; S4D/Mamba d_model 64, 2 layers, LSTM
 hidden 64 read through the mean of its states, ``-m pool=mean``; the row ``lstm-last`` is the LSTM
-read at its last state). The table is built from their report.json files: from the run's final
-evaluation on the first 240 test clips, CA and PGD-10 RA of the best checkpoint, and on the first
-100 the audio AutoAttack (its L-inf part alone, and the worst case with the SNR ball); the
-independent margin PGD on those 100 clips (L-inf, and either ball); and from evaluate (on --samples
-test clips) snr-pgd at each SNR, the worst case over time shifts (up to 100 ms) and speed changes
-(0.9x-1.1x), and the gradient-masking verdict when the checks ran.
+read at its last state, ``lstm`` without ``(pool=mean)`` in the table). The table is ``ssmdefense
+compare``'s over the run directories (``study_common.summary_table``: also ``results.json`` and
+``compare.html`` under --root), mean ± sample sd over the seeds: from the run's final evaluation on
+the first 240 test clips, clean and PGD-10 accuracy of the best checkpoint, and on the first 100 the
+audio AutoAttack (the worst case with the SNR ball; then its L-inf part alone); then the study's
+columns: the validation PGD-10 that chose the checkpoint, the independent margin PGD on those 100
+clips (L-inf, and either ball); from evaluate (on --samples test clips) snr-pgd at each SNR, the
+worst case over time shifts (up to 100 ms) and speed changes (0.9x-1.1x); AutoAttack at the last
+checkpoint, seconds, and the gradient-masking verdict of each seed ("not run" without the checks).
+A second table lists each seed's audio AutoAttack component by component.
 
     python examples/audio_study.py                       # every row (about 1.5 h on 2 cores)
     python examples/audio_study.py --only s4d,lstm       # some models
@@ -33,13 +37,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from independent_pgd import check as independent_check
-from study_common import add_seed_options, aggregate, fmt, log_command, save_rows, seeds_from
+from study_common import (
+    AA_LAST,
+    AA_LINF,
+    BEST_EPOCH,
+    MASKING,
+    S_PER_EPOCH,
+    add_seed_options,
+    independent,
+    log_command,
+    read,
+    row_line,
+    seeds_from,
+    summary_table,
+)
 
 from ssmdefense.cli.common import parse_params
+from ssmdefense.evaluation.compare import Column
 from ssmdefense.experiment import EvaluateConfig, RunConfig, evaluate_checkpoints, run
 
 # row name -> (model, -m parameters). The LSTM reads the mean of its hidden states: with the last
@@ -49,16 +66,50 @@ DEFAULT_MODELS = ["s4d", "mamba", "lstm"]
 DEFENSES = ["none", "pgd-at", "ads"]  # ads needs SequenceClassifier blocks: not the LSTM
 
 
-def row(name: str, defense: str, args, root: Path, log) -> dict:
-    """One row: a run and an evaluation for each of ``args.seeds``, then their mean ± sd."""
-    return aggregate([one_seed(name, defense, args, root, log, seed) for seed in args.seeds])
+def _chosen_by(d: Path) -> float:
+    """The validation PGD-10 of the best checkpoint's epoch: the figure that chose it."""
+    metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    return next(m for m in metrics if m["epoch"] == read(d)["best"]["epoch"])["robust_accuracy"]["pgd-10"]
 
 
-def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
+def _evaluated(d: Path) -> dict:
+    return read(d, "evaluation/report.json")["best"]["audio"]
+
+
+def snr_column(db: int) -> Column:
+    return Column(
+        f"snr-pgd {db} dB", lambda d: next(p["accuracy"] for p in _evaluated(d)["snr_curve"] if p["snr_db"] == db)
+    )
+
+
+# the study's figures after compare's (clean, PGD-10, AutoAttack at the best checkpoint, best − last, seconds)
+COLUMNS = (
+    BEST_EPOCH,
+    Column("val PGD-10 at best", _chosen_by),
+    AA_LINF,
+    independent("margin PGD L-inf", key="independent_linf"),
+    independent("margin PGD both"),
+    *(snr_column(db) for db in (40, 30, 20)),
+    Column("time-shift", lambda d: _evaluated(d)["search"]["time-shift"]["accuracy"]),
+    Column("speed", lambda d: _evaluated(d)["search"]["speed"]["accuracy"]),
+    AA_LAST,
+    S_PER_EPOCH,
+    Column("AA s", lambda d: read(d)["best"]["autoattack"]["seconds"], "seconds"),
+    MASKING,
+)
+
+
+def row(name: str, defense: str, args, root: Path, log) -> list[Path]:
+    """One row: a run and an evaluation for each of ``args.seeds``; their directories."""
+    return [one_seed(name, defense, args, root, log, seed) for seed in args.seeds]
+
+
+def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> Path:
+    """The run of ``seed``, its evaluation and the independent check, skipping what its directory
+    already holds; its directory."""
     model, model_params = MODELS[name]
     checks = args.checks and seed in args.check_seeds
     out = root / (f"{name}-{defense}" if seed == 0 else f"{name}-{defense}-seed{seed}")
-    start = time.perf_counter()
     if not (out / "report.json").is_file():
         log_command(
             [
@@ -130,102 +181,35 @@ def one_seed(name: str, defense: str, args, root: Path, log, seed: int) -> dict:
                 threads=args.threads,
             )
         )
-    report = json.loads((out / "report.json").read_text())
-    evaluation = json.loads((out / "evaluation" / "report.json").read_text())
-    best = evaluation["best"]
-    timing = report["timing"]
     saved = out / "evaluation" / "independent-best.json"  # kept beside the evaluation, as for images
     if not saved.is_file():
         print(f"$ python examples/independent_pgd.py {out}", flush=True)
         saved.write_text(json.dumps(independent_check(out, "best", seed=seed), indent=2) + "\n")
-    independent = json.loads(saved.read_text())
-    aa = report["best"]["autoattack"]
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    chosen = next(m for m in metrics if m["epoch"] == report["best"]["epoch"])
-    return {
-        "model": name,
-        "seed": seed,
-        "defense": defense,
-        "dir": str(out),
-        "seconds": time.perf_counter() - start,
-        "epoch_seconds": sum(timing["epoch_seconds"]) / len(timing["epoch_seconds"]),
-        "overhead_ratio": timing.get("overhead_ratio"),
-        "epoch": report["best"]["epoch"],
-        "ca": report["best"]["clean_accuracy"],
-        "ra": report["best"]["robust_accuracy"]["pgd-10"],
-        "val_ra": chosen["robust_accuracy"]["pgd-10"],  # the figure that chose it, on validation
-        "aa_linf": aa["linf_worst_case"],
-        "aa": aa["worst_case"],
-        "aa_seconds": aa["seconds"],
-        "breakdown": {b["component"]: b["robust_accuracy"] for b in aa["breakdown"]},  # on the first 100 clips
-        "pgd_aa_samples": aa["robust_accuracy"]["pgd-10"],  # PGD-10 on those clips
-        "ra_last": report["last"]["robust_accuracy"]["pgd-10"],
-        "aa_last": report["last"]["autoattack"]["worst_case"],
-        "independent_linf": independent["independent_linf"],
-        "independent": independent["independent"],
-        "gap_aa": independent["gap_aa"],
-        "eval_ca": best["clean_accuracy"],
-        "eval_ra": best["robust_accuracy"]["pgd-10"],
-        "snr": {f"{p['snr_db']:g}": p["accuracy"] for p in best["audio"]["snr_curve"]},
-        "time_shift": best["audio"]["search"]["time-shift"]["accuracy"],
-        "speed": best["audio"]["search"]["speed"]["accuracy"],
-        "masking_suspected": evaluation.get("gradient_masking_suspected"),
-        "budget": report["budget"],
-    }
-
-
-def cell(r: dict, key: str) -> str:
-    return fmt(r[key], r.get(f"{key}_sd"))
-
-
-def snr(r: dict, db: str) -> str:
-    return fmt(r["snr"][db], (r.get("snr_sd") or {}).get(db))
-
-
-def table(results: list[dict]) -> str:
-    """The rows (mean ± sd over seeds), as docs/results.md shows them."""
-    lines = [
-        "| model | defense | seeds | best epochs | CA | val PGD-10 at best | PGD-10 RA | AA L-inf "
-        "| AA L-inf + SNR 30 dB | margin PGD L-inf | margin PGD both | snr-pgd 40 dB | 30 dB | 20 dB | time-shift "
-        "| speed | PGD-10 RA last | AA last | s/epoch | AA s | masking? |",
-        "|---" * 21 + "|",
-    ]
-    for r in results:
-        masking = {None: "not run", True: "yes", False: "no"}[r["masking_suspected"]]
-        runs = r.get("runs", [r])
-        lines.append(
-            f"| {r['model']} | {r['defense']} | {','.join(str(x['seed']) for x in runs)} | "
-            f"{', '.join(str(x['epoch']) for x in runs)} | {cell(r, 'ca')} | {cell(r, 'val_ra')} | {cell(r, 'ra')} | "
-            f"{cell(r, 'aa_linf')} | **{cell(r, 'aa')}** | {cell(r, 'independent_linf')} | {cell(r, 'independent')} | "
-            f"{snr(r, '40')} | {snr(r, '30')} | {snr(r, '20')} | {cell(r, 'time_shift')} | {cell(r, 'speed')} | "
-            f"{cell(r, 'ra_last')} | {cell(r, 'aa_last')} | {r['epoch_seconds']:.1f} | {r['aa_seconds']:.0f} | "
-            f"{masking} |"
-        )
-    return "\n".join(lines)
+    return out
 
 
 COMPONENTS = ("apgd-ce", "apgd-t", "square-1d", "snr-apgd-ce", "snr-apgd-t")  # the audio AutoAttack's order
 
 
-def seed_table(results: list[dict]) -> str:
-    """The audio AutoAttack of each seed's best checkpoint, component by component (accuracy after
+def seed_table(directories: list[Path]) -> str:
+    """The audio AutoAttack of each run's best checkpoint, component by component (accuracy after
     each on the first 100 test clips), beside PGD-10 on them and the independent margin PGD."""
     lines = [
-        "| model | defense | seed | clean (100) | APGD-CE | APGD-T | Square-1D | SNR APGD-CE | SNR APGD-T "
+        "| run | seed | clean (100) | APGD-CE | APGD-T | Square-1D | SNR APGD-CE | SNR APGD-T "
         "| PGD-10 (100) | AA L-inf | AA worst | margin L-inf | margin both | AA − margin (L-inf) "
         "| AA − margin (both) | AA s |",
-        "|---" * 17 + "|",
+        "|---" * 16 + "|",
     ]
-    for r in results:
-        for x in r.get("runs", [r]):
-            b = x["breakdown"]
-            steps = " | ".join(f"{b[k]:.2f}" for k in ("clean", *COMPONENTS))
-            lines.append(
-                f"| {r['model']} | {r['defense']} | {x['seed']} | {steps} | {x['pgd_aa_samples']:.2f} | "
-                f"{x['aa_linf']:.2f} | {x['aa']:.2f} | {x['independent_linf']:.2f} | {x['independent']:.2f} | "
-                f"{x['aa_linf'] - x['independent_linf']:+.2f} | {x['aa'] - x['independent']:+.2f} | "
-                f"{x['aa_seconds']:.0f} |"
-            )
+    for d in directories:
+        aa, found = read(d)["best"]["autoattack"], read(d, "evaluation/independent-best.json")
+        b = {x["component"]: x["robust_accuracy"] for x in aa["breakdown"]}
+        steps = " | ".join(f"{b[k]:.2f}" for k in ("clean", *COMPONENTS))
+        margin_linf, margin = found["independent_linf"], found["independent"]
+        lines.append(
+            f"| {d.name} | {read(d, 'config.json')['seed']} | {steps} | {aa['robust_accuracy']['pgd-10']:.2f} | "
+            f"{aa['linf_worst_case']:.2f} | {aa['worst_case']:.2f} | {margin_linf:.2f} | {margin:.2f} | "
+            f"{aa['linf_worst_case'] - margin_linf:+.2f} | {aa['worst_case'] - margin:+.2f} | {aa['seconds']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -259,17 +243,16 @@ def main(argv=None) -> int:
     seeds_from(args)
     models = args.only.split(",") if args.only else DEFAULT_MODELS
     args.root.mkdir(parents=True, exist_ok=True)
-    results = []
+    directories = []
     with open(args.root / "commands.txt", "a") as log:
         for model in models:
             for defense in args.defenses.split(","):
                 if defense == "ads" and MODELS[model][0] == "lstm":
                     continue  # AdS sits after an SSM mixer inside SequenceClassifier blocks; the LSTM has none
-                results.append(row(model, defense, args, args.root, log))
-                print(table(results[-1:]).splitlines()[-1], flush=True)
-    save_rows(args.root / "results.json", results, ("model", "defense"))  # this call's rows (all: the file)
-    print(seed_table(results) + "\n")
-    print(table(results))
+                directories += (done := row(model, defense, args, args.root, log))
+                print(row_line(done, COLUMNS), flush=True)
+    print(seed_table(directories) + "\n")
+    print(summary_table(args.root, directories, COLUMNS), end="")  # this call's rows (all: results.json)
     return 0
 
 

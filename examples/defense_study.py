@@ -8,14 +8,17 @@ its own:
     ssmdefense defend --defense NAME --model s4d --dataset mnist-5k --epochs E --seed 0 ... --out DIR
     ssmdefense evaluate --checkpoint DIR --attacks pgd,autoattack --samples N ...
 
-and the table is built from their report.json files: CA and PGD-10 RA at the best and last
-checkpoints (from the run, on --eval-samples test samples), AA: standard AutoAttack from evaluate on
-the first --aa-samples test samples (the per-sample worst case with PGD-10 on the same samples), the
-accuracy an independent 50-step, 5-restart margin PGD leaves on those samples (examples/
-independent_pgd.py), the best-last gap, seconds per epoch, the overhead against standard training (timed
-side by side inside each run), and whether the gradient-masking checks flag the model. With several
-``--seeds`` (each seed: the weights, the shuffling, the attacks' random starts) every accuracy is
-the mean ± the standard deviation (n - 1) over the seeds, and a row is flagged when any seed is.
+and the table is ``ssmdefense compare``'s over the run directories (``study_common.summary_table``:
+also ``results.json`` and ``compare.html`` in the part's folder): clean and PGD-10 accuracy at the
+best checkpoint (from the run, on --eval-samples test samples), AutoAttack: standard AutoAttack from
+evaluate on the first --aa-samples test samples (the per-sample worst case with PGD-10 on the same
+samples), the best − last PGD-10 gap and the seconds; then the study's columns: the accuracy an
+independent 50-step, 5-restart margin PGD leaves on those samples (examples/independent_pgd.py),
+clean accuracy and AutoAttack at the last checkpoint, the best epoch, seconds per epoch, the overhead
+against standard training (timed side by side inside each run), and whether the gradient-masking
+checks flag the model (each seed's verdict). With several ``--seeds`` (each seed: the weights, the
+shuffling, the attacks' random starts) every figure is the mean ± the sample standard deviation over
+the seeds. Rows are named by what differs between them: ``ads (base=trades, beta=1.0)``.
 
     python examples/defense_study.py --part defenses      # docs/results.md, "Every defense"
     python examples/defense_study.py --part ads           # docs/results.md, "The AdS study"
@@ -29,11 +32,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from independent_pgd import check as independent_check
-from study_common import add_seed_options, aggregate, fmt, log_command, seeds_from
+from study_common import (
+    AA_LAST,
+    BEST_EPOCH,
+    CA_LAST,
+    MASKING,
+    OVERHEAD,
+    S_PER_EPOCH,
+    add_seed_options,
+    independent,
+    log_command,
+    row_line,
+    seeds_from,
+    summary_table,
+)
 
 from ssmdefense.cli.common import parse_params
 from ssmdefense.experiment import EvaluateConfig, RunConfig, evaluate_checkpoints, run
@@ -58,16 +73,29 @@ DEFENSES = [
 ADS_MODELS = ["s4d", "dss", "s5", "mega", "mamba"]
 
 
-def row(name: str, defense: str, params: list[str], model: str, args, root: Path, log) -> dict:
-    """One row: a run and an evaluation for each of ``args.seeds``, then their mean ± sd."""
-    runs = [one_seed(name, defense, params, model, args, root, log, seed) for seed in args.seeds]
-    return {} if args.train_only else aggregate(runs, nested=("best", "last"))
+# the study's figures after compare's (clean, PGD-10, AutoAttack at the best checkpoint, best − last, seconds)
+COLUMNS = (
+    independent("margin PGD"),
+    CA_LAST,
+    AA_LAST,
+    independent("margin PGD last", "last"),
+    BEST_EPOCH,
+    S_PER_EPOCH,
+    OVERHEAD,
+    MASKING,
+)
 
 
-def one_seed(name: str, defense: str, params: list[str], model: str, args, root: Path, log, seed: int) -> dict:
+def row(name: str, defense: str, params: list[str], model: str, args, root: Path, log) -> list[Path]:
+    """One row: a run and an evaluation for each of ``args.seeds``; their directories."""
+    return [one_seed(name, defense, params, model, args, root, log, seed) for seed in args.seeds]
+
+
+def one_seed(name: str, defense: str, params: list[str], model: str, args, root: Path, log, seed: int) -> Path:
+    """The run of ``seed`` (trained, then evaluated and checked by the independent margin PGD, unless
+    ``--train-only``), skipping what its directory already holds; its directory."""
     out = root / name.replace(" ", "_").replace(":", "").replace("(", "").replace(")", "").replace("+", "plus")
     out = out if seed == 0 else out.with_name(f"{out.name}-seed{seed}")  # seed 0 keeps the single-seed layout
-    start = time.perf_counter()
     if not (out / "report.json").is_file():
         defense_params = {"lr": args.lr, **parse_params(params)}  # a row's own -p lr= wins
         log_command(
@@ -113,7 +141,7 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
             )
         )
     if args.train_only:
-        return {}
+        return out
     checks = seed in args.check_seeds
     if not (out / "evaluation" / "report.json").is_file():
         evaluate = [
@@ -144,63 +172,15 @@ def one_seed(name: str, defense: str, params: list[str], model: str, args, root:
             )
         )
     report = json.loads((out / "report.json").read_text())
-    evaluation = json.loads((out / "evaluation" / "report.json").read_text())
-    timing = report["timing"]
-    result = {
-        "row": name,
-        "seed": seed,
-        "model": model,
-        "defense": defense,
-        "params": params,
-        "dir": str(out),
-        "seconds": time.perf_counter() - start,
-        "epoch_seconds": sum(timing["epoch_seconds"]) / len(timing["epoch_seconds"]),
-        "epochs_run": len(timing["epoch_seconds"]),
-        "overhead_ratio": timing.get("overhead_ratio"),
-        "masking_suspected": evaluation.get("gradient_masking_suspected"),
-    }
-    checks = {}
+    done = {}  # best and last are often the same epoch: one check, kept under both names
     for which in ("best", "last"):
-        e = evaluation[which]
+        saved = out / "evaluation" / f"independent-{which}.json"
         epoch = report[which]["epoch"]
-        if epoch not in checks:  # best and last are often the same epoch; kept beside the evaluation
-            saved = out / "evaluation" / f"independent-{which}.json"
-            if not saved.is_file():
-                saved.write_text(json.dumps(independent_check(out, which, seed=seed), indent=2) + "\n")
-            checks[epoch] = json.loads(saved.read_text())
-        result[which] = {
-            "epoch": epoch,
-            "ca": report[which]["clean_accuracy"],
-            "ra": report[which]["robust_accuracy"]["pgd-10"],
-            # AutoAttack (standard) on the first aa_samples, worst case with PGD-10 on the same samples
-            "aa": e["worst_case"]["robust_accuracy"],
-            "aa_components": {b["component"]: b["robust_accuracy"] for b in e["attacks"]["autoattack"]["breakdown"]},
-            "pgd_aa_samples": e["robust_accuracy"]["pgd-10"],
-            "independent": checks[epoch]["independent"],
-        }
-    return result
-
-
-def cell(r: dict, metric: str) -> str:
-    return fmt(r[metric], r.get(f"{metric}_sd"))
-
-
-def table(results: list[dict]) -> str:
-    lines = [
-        "| row | model | CA best | RA best | AA best | margin PGD best | CA last | RA last | AA last | RA gap | "
-        "epochs | s/epoch | overhead | masking? |",
-        "|---" * 14 + "|",
-    ]
-    for r in results:
-        b, last = r["best"], r["last"]
-        overhead = "—" if r["overhead_ratio"] is None else f"{r['overhead_ratio']:.1f}x"
-        lines.append(
-            f"| {r['row']} | {r['model']} | {cell(b, 'ca')} | {cell(b, 'ra')} | {cell(b, 'aa')} | "
-            f"{cell(b, 'independent')} | {cell(last, 'ca')} | "
-            f"{cell(last, 'ra')} | {cell(last, 'aa')} | {b['ra'] - last['ra']:+.3f} | {b['epoch']}/{r['epochs_run']} | "
-            f"{r['epoch_seconds']:.1f} | {overhead} | {'yes' if r['masking_suspected'] else 'no'} |"
-        )
-    return "\n".join(lines)
+        if not saved.is_file():
+            found = done[epoch] if epoch in done else independent_check(out, which, seed=seed)
+            saved.write_text(json.dumps(found, indent=2) + "\n")
+        done[epoch] = json.loads(saved.read_text())
+    return out
 
 
 def main(argv=None) -> int:
@@ -231,23 +211,22 @@ def main(argv=None) -> int:
     only = set(args.only.split(",")) if args.only else None
     root = args.root / args.part
     root.mkdir(parents=True, exist_ok=True)
-    results = []
+    if args.part == "defenses":
+        rows = [(name, defense, params, "s4d") for name, defense, params in DEFENSES if only is None or name in only]
+    else:
+        rows = [
+            (f"{model} {defense}", defense, [], model)
+            for model in ADS_MODELS
+            if only is None or model in only
+            for defense in ("pgd-at", "ads")
+        ]
+    directories = []
     with open(root / "commands.txt", "a") as log:
-        if args.part == "defenses":
-            for name, defense, params in DEFENSES:
-                if only is None or name in only:
-                    results.append(row(name, defense, params, "s4d", args, root, log))
-                    print(name if args.train_only else table(results[-1:]).splitlines()[-1], flush=True)
-        else:
-            for model in ADS_MODELS:
-                if only is None or model in only:
-                    for name, defense in ((f"{model} pgd-at", "pgd-at"), (f"{model} ads", "ads")):
-                        results.append(row(name, defense, [], model, args, root, log))
-                        print(name if args.train_only else table(results[-1:]).splitlines()[-1], flush=True)
-    if args.train_only:
-        return 0
-    (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+        for name, defense, params, model in rows:
+            directories += (done := row(name, defense, params, model, args, root, log))
+            print(name if args.train_only else row_line(done, COLUMNS), flush=True)
+    if not args.train_only:
+        print(summary_table(root, directories, COLUMNS), end="")
     return 0
 
 

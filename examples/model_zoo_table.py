@@ -3,84 +3,79 @@
     .venv/bin/python examples/model_zoo_table.py                   # the table in docs/models.md
     .venv/bin/python examples/model_zoo_table.py --models s4d,lstm --epochs 1 --eval-samples 200
 
-For each model (CLI-default sizes, ``sequence="rows"``, seed 0) and each setting it trains with the
-shared loop (AdamW, ``--lr`` 3e-3 by default: the paper's 1e-3 barely trains in 3 epochs) and
-records the parameter count, clean and PGD-10 accuracy (ART's PGD, eps 0.1) on the first
-``--eval-samples`` test images at the best (highest PGD-10) and last epoch, and the mean training
-seconds per epoch (one torch thread per run; ``--jobs`` runs in parallel). Settings:
-``none`` (standard), ``none+ads`` (standard training of the model built with AdS relu),
-``pgd-at`` and ``ads`` (AdS relu + PGD-AT). Models without AdS support get the first and third.
-Writes JSON (``--out``) and prints a Markdown table.
+For each model (CLI-default sizes, ``sequence="rows"``, seed 0) and each setting it runs
+``ssmdefense defend`` (``ssmdefense.experiment.run``: AdamW, ``--lr`` 3e-3 by default: the paper's
+1e-3 barely trains in 3 epochs; the best epoch chosen by PGD-10 on the validation split; no
+AutoAttack) into ``--root/MODEL-SETTING``, one torch thread per run, ``--jobs`` runs in parallel.
+Settings: ``none`` (standard), ``none+ads`` (standard training of the model built with AdS relu,
+``-m ads=relu``), ``pgd-at`` and ``ads`` (AdS relu + PGD-AT). Models without AdS support get the
+first and third. The table is ``ssmdefense compare``'s over the run directories (clean and PGD-10
+accuracy, ART's PGD at eps 0.1, on the first ``--eval-samples`` test images at the best checkpoint,
+best − last, seconds; the row's ``-m ads=relu`` in its model cell), with the parameter count, the
+best epoch, clean and PGD-10 accuracy at the last checkpoint and the training seconds per epoch
+added; ``--root`` also gets ``results.json`` and ``compare.html``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
-import time
 from pathlib import Path
+
+from study_common import BEST_EPOCH, CA_LAST, S_PER_EPOCH, read, summary_table
+
+from ssmdefense.evaluation.compare import Column
 
 SSMS = ("s4", "s4d", "dss", "s5", "mega", "mamba")
 SETTINGS = ("none", "none+ads", "pgd-at", "ads")
 
 
-def run_one(job: dict) -> dict:
-    import torch
+def run_one(job: dict) -> Path:
+    """One model and setting trained into its run directory (kept if it is already there)."""
+    from ssmdefense.experiment import RunConfig, run
 
-    torch.set_num_threads(1)
-    import ssmdefense as sd
-    from ssmdefense.seeding import seed_everything
-
-    data = sd.load_dataset("mnist-5k")
-    seed_everything(0)
-    model_params = {"ads": "relu"} if job["setting"] == "none+ads" else {}
-    body = sd.build_model(job["model"], 28, 10, **model_params)
-    clf = sd.SSMClassifier(
-        body,
-        input_shape=data.input_shape,
-        nb_classes=10,
-        sequence="rows",
-        clip_values=data.clip_values,
-        device_type="cpu",
-    )
-    defense = {"none+ads": "none"}.get(job["setting"], job["setting"])
-    trainer = sd.get_defense(
-        defense, clf, eps=job["eps"], lr=job["lr"], eval_samples=job["eval_samples"], verbose=False
-    )
-    start = time.perf_counter()
-    history = trainer.fit(
-        data.x_train, data.y_train, validation_data=(data.x_test, data.y_test), nb_epochs=job["epochs"]
-    )
-    best = max(history, key=lambda r: (r["robust_accuracy"]["pgd-10"], r["clean_accuracy"]))
-    last = history[-1]
-    return {
-        **job,
-        "parameters": sum(p.numel() for p in clf.model.parameters()),
-        "best_epoch": best["epoch"],
-        "ca_best": best["clean_accuracy"],
-        "ra_best": best["robust_accuracy"]["pgd-10"],
-        "ca_last": last["clean_accuracy"],
-        "ra_last": last["robust_accuracy"]["pgd-10"],
-        "epoch_seconds": sum(r["epoch_seconds"] for r in history) / len(history),
-        "wall_seconds": time.perf_counter() - start,
-    }
-
-
-def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| model | setting | parameters | CA best | PGD-10 best | best epoch | CA last | PGD-10 last | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['setting']} | {r['parameters']:,} | {r['ca_best']:.3f} | {r['ra_best']:.3f} "
-            f"| {r['best_epoch']} | {r['ca_last']:.3f} | {r['ra_last']:.3f} | {r['epoch_seconds']:.1f} |"
+    out = Path(job["root"]) / f"{job['model']}-{job['setting']}"
+    if not (out / "report.json").is_file():
+        run(
+            RunConfig(
+                model=job["model"],
+                model_params={"ads": "relu"} if job["setting"] == "none+ads" else {},
+                dataset="mnist-5k",
+                sequence="rows",
+                defense={"none+ads": "none"}.get(job["setting"], job["setting"]),
+                defense_params={"lr": job["lr"]},
+                eps=job["eps"],
+                epochs=job["epochs"],
+                eval_samples=job["eval_samples"],
+                aa_samples=0,
+                threads=1,
+                device="cpu",
+                overwrite=True,
+                verbose=False,
+                out=out,
+            )
         )
-    return "\n".join(lines)
+    return out
 
 
-def main():
+def parameters(d: Path) -> int:
+    """The model's parameter count, from its best checkpoint."""
+    import ssmdefense as sd
+
+    return sum(p.numel() for p in sd.load(d / "best", device_type="cpu").model.parameters())
+
+
+# the figures added after compare's (clean, PGD-10 at the best checkpoint, best − last, seconds)
+COLUMNS = (
+    Column("parameters", lambda d: f"{parameters(d):,}", "text"),
+    BEST_EPOCH,
+    CA_LAST,
+    Column("PGD-10 last", lambda d: read(d)["last"]["robust_accuracy"]["pgd-10"]),
+    S_PER_EPOCH,
+)
+
+
+def main(argv=None) -> int:
     import ssmdefense as sd
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,8 +86,9 @@ def main():
     parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (3e-3: a short budget)")
     parser.add_argument("--eval-samples", type=int, default=500)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("runs/model_zoo_table.json"))
-    args = parser.parse_args()
+    parser.add_argument("--root", type=Path, default=Path("runs/model_zoo"))
+    args = parser.parse_args(argv)
+    args.root.mkdir(parents=True, exist_ok=True)
     jobs = [
         {
             "model": m,
@@ -101,24 +97,20 @@ def main():
             "eps": args.eps,
             "lr": args.lr,
             "eval_samples": args.eval_samples,
+            "root": str(args.root),
         }
         for m in args.models.split(",")
         for s in args.settings.split(",")
         if m in SSMS or "ads" not in s
     ]
+    directories = []
     with mp.get_context("spawn").Pool(args.jobs) as pool:
-        rows = []
-        for row in pool.imap(run_one, jobs):
-            rows.append(row)
-            print(
-                f"{row['model']:6s} {row['setting']:9s} CA {row['ca_best']:.3f} RA {row['ra_best']:.3f} "
-                f"({row['epoch_seconds']:.1f} s/epoch)",
-                flush=True,
-            )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
-    print(markdown(rows))
+        for out in pool.imap(run_one, jobs):
+            directories.append(out)
+            print(f"{out.name}: done", flush=True)
+    print(summary_table(args.root, directories, COLUMNS), end="")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

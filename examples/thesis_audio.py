@@ -12,7 +12,10 @@ the independent check (``examples/independent_pgd.py``), printed as commands:
     python examples/independent_pgd.py DIR
 
 then, on the same 100 test clips of the best checkpoint, the ways of scoring an attack that can put
-adversarial accuracy above clean accuracy (``protocols``):
+adversarial accuracy above clean accuracy (``protocols``). The table is ``ssmdefense compare``'s over
+the run directories (``study_common.summary_table``: also ``results.json`` and ``compare.html`` under
+--root; a row's front end shows as ``(sequence=frames|mel)`` when both are in it), with the thesis'
+figures, the L-inf part of the audio AutoAttack, the independent margin PGD and the variants added:
 
 - ``pgd_given_correct``: PGD-10 accuracy counted only over the clips classified correctly when
   clean (a success rate's complement; it can exceed the clean accuracy of a weak model);
@@ -43,17 +46,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from art.estimators.classification import PyTorchClassifier
 from independent_pgd import check as independent_check
-from study_common import log_command, save_rows
+from study_common import AA_LINF, OVERHEAD, S_PER_EPOCH, independent, log_command, read, row_line, summary_table
 
 import ssmdefense as sd
 from ssmdefense.cli.common import parse_params
+from ssmdefense.evaluation.compare import Column
 from ssmdefense.experiment import RunConfig, run
 from ssmdefense.seeding import seeded
 from ssmdefense.workflows import load_test_data
@@ -122,7 +125,38 @@ def protocols(out: Path, eps: float, samples: int, seed: int) -> dict:
     }
 
 
-def one_row(model: str, front: str, defense: str, args, log) -> dict:
+def _thesis(d: Path) -> str | None:
+    """The thesis' clean / PGD figures (in %) of the run's model, front end and defense, if it has them."""
+    config = read(d, "config.json")
+    front = {sequence: front for front, sequence in FRONTS.items()}[config["sequence"]]
+    found = THESIS.get((config["model"], front, config["defense"]))
+    return None if found is None else f"{100 * found[0]:.1f} / {100 * found[1]:.1f}"
+
+
+def protocol(header: str, key: str) -> Column:
+    """A scoring variant's accuracy (``protocols``, kept beside the evaluation)."""
+    return Column(header, lambda d: read(d, "evaluation/protocols-best.json")[key])
+
+
+# the study's figures after compare's (clean, PGD-10, AutoAttack = L-inf + SNR 30 dB, best − last, seconds)
+COLUMNS = (
+    Column("thesis clean / PGD", _thesis, "text"),
+    AA_LINF,
+    independent("margin PGD"),
+    protocol("PGD-10 given correct", "pgd_given_correct"),
+    protocol("PGD-10, predicted labels", "pgd_predicted_labels"),
+    protocol("FGSM true labels", "fgsm_true_labels"),
+    protocol("FGSM predicted labels", "fgsm_predicted_labels"),
+    protocol("PGD-10, front end detached", "pgd_detached_front_end"),
+    protocol("noise", "noise"),
+    S_PER_EPOCH,
+    OVERHEAD,
+)
+
+
+def one_row(model: str, front: str, defense: str, args, log) -> Path:
+    """The run, the independent check and the scoring variants, skipping what the directory already
+    holds; its directory."""
     out = args.root / f"{model}-{front}-{defense}"
     params = [f"classes=topk:{args.topk}", "include_clean=true"] if defense == "minmax" else []
     command = [
@@ -148,7 +182,6 @@ def one_row(model: str, front: str, defense: str, args, log) -> dict:
         "--out",
         str(out),
     ]
-    start = time.perf_counter()
     if not (out / "report.json").is_file():
         log_command(command, log)
         run(
@@ -180,45 +213,7 @@ def one_row(model: str, front: str, defense: str, args, log) -> dict:
     if not variants.is_file():
         found = protocols(out, report["config"]["eps"], report["best"]["autoattack"]["samples"], args.seed)
         variants.write_text(json.dumps(found, indent=2) + "\n")
-    aa = report["best"]["autoattack"]
-    return {
-        "model": model,
-        "front": front,
-        "defense": defense,
-        "dir": str(out),
-        "seconds": time.perf_counter() - start,
-        "epoch_seconds": float(np.mean(report["timing"]["epoch_seconds"])),
-        "overhead_ratio": report["timing"].get("overhead_ratio"),
-        "epoch": report["best"]["epoch"],
-        "ca": report["best"]["clean_accuracy"],
-        "ra": report["best"]["robust_accuracy"]["pgd-10"],
-        "aa_linf": aa["linf_worst_case"],
-        "aa": aa["worst_case"],
-        "independent": json.loads(saved.read_text())["independent"],
-        "protocols": json.loads(variants.read_text()),
-        "thesis": THESIS.get((model, front, defense)),
-    }
-
-
-def table(results: list[dict]) -> str:
-    lines = [
-        "| model | front end | defense | thesis clean / PGD | CA | PGD-10 | AA L-inf | AA L-inf + SNR 30 dB "
-        "| margin PGD | PGD-10 given correct | PGD-10, predicted labels | FGSM true / predicted labels "
-        "| PGD-10, front end detached (= noise) | s/epoch | overhead |",
-        "|---" * 15 + "|",
-    ]
-    for r in results:
-        p = r["protocols"]
-        thesis = "—" if r["thesis"] is None else f"{100 * r['thesis'][0]:.1f} / {100 * r['thesis'][1]:.1f}"
-        given = "—" if p["pgd_given_correct"] is None else f"{p['pgd_given_correct']:.3f}"
-        overhead = "—" if r["overhead_ratio"] is None else f"{r['overhead_ratio']:.1f}x"
-        lines.append(
-            f"| {r['model']} | {r['front']} | {r['defense']} | {thesis} | {r['ca']:.3f} | {r['ra']:.3f} | "
-            f"{r['aa_linf']:.3f} | **{r['aa']:.3f}** | {r['independent']:.3f} | {given} | "
-            f"{p['pgd_predicted_labels']:.3f} | {p['fgsm_true_labels']:.3f} / {p['fgsm_predicted_labels']:.3f} | "
-            f"{p['pgd_detached_front_end']:.3f} ({p['noise']:.3f}) | {r['epoch_seconds']:.1f} | {overhead} |"
-        )
-    return "\n".join(lines)
+    return out
 
 
 def main(argv=None) -> int:
@@ -238,15 +233,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
     models = args.only.split(",") if args.only else list(MODELS)
-    results = []
+    directories = []
     with open(args.root / "commands.txt", "a") as log:
         for model in models:
             for front in args.fronts.split(","):
                 for defense in args.defenses.split(","):
-                    results.append(one_row(model, front, defense, args, log))
-                    print(table(results[-1:]).splitlines()[-1], flush=True)
-    save_rows(args.root / "results.json", results, ("model", "front", "defense"))  # this call's rows (all: the file)
-    print(table(results))
+                    directories.append(one_row(model, front, defense, args, log))
+                    print(row_line(directories[-1:], COLUMNS), flush=True)
+    print(summary_table(args.root, directories, COLUMNS), end="")  # this call's rows (all: results.json)
     return 0
 
 

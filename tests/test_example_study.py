@@ -8,6 +8,10 @@ import statistics
 import sys
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from ssmdefense.cli import cli
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import audio_study  # noqa: E402
 import defense_study  # noqa: E402
@@ -39,15 +43,43 @@ def test_two_seeds_give_mean_and_sd(tmp_path, capsys):
         str(tmp_path),
     ]
     assert defense_study.main(args) == 0
-    (row,) = json.loads((tmp_path / "defenses" / "results.json").read_text())
-    assert row["seeds"] == [0, 1] and [r["seed"] for r in row["runs"]] == [0, 1]
-    assert (tmp_path / "defenses" / "none" / "report.json").is_file()  # seed 0: the single-seed layout
-    assert (tmp_path / "defenses" / "none-seed1" / "evaluation" / "report.json").is_file()
-    for m in ("ca", "ra", "aa", "independent"):
-        values = [r["best"][m] for r in row["runs"]]
-        assert row["best"][m] == statistics.fmean(values) and row["best"][f"{m}_sd"] == statistics.stdev(values)
-    assert row["runs"][0]["best"]["ca"] != row["runs"][1]["best"]["ca"]  # the seeds differ
-    assert " ± " in capsys.readouterr().out.splitlines()[-1]
+    printed = capsys.readouterr().out
+    root = tmp_path / "defenses"
+    (row,) = json.loads((root / "results.json").read_text())
+    runs = [root / "none", root / "none-seed1"]  # seed 0: the single-seed layout
+    assert row["seeds"] == [0, 1] and row["runs"] == [str(d) for d in runs]
+    assert (runs[1] / "evaluation" / "report.json").is_file()
+    reports = [json.loads((d / "report.json").read_text())["best"] for d in runs]
+    evaluations = [json.loads((d / "evaluation" / "report.json").read_text())["best"] for d in runs]
+    margins = [json.loads((d / "evaluation" / "independent-best.json").read_text())["independent"] for d in runs]
+    for figure, values in [
+        ("clean", [r["clean_accuracy"] for r in reports]),
+        ("pgd-10", [r["robust_accuracy"]["pgd-10"] for r in reports]),
+        ("autoattack", [e["worst_case"]["robust_accuracy"] for e in evaluations]),  # with PGD-10, same samples
+        ("margin PGD", margins),
+    ]:
+        assert row["figures"][figure] == {"mean": statistics.fmean(values), "sd": statistics.stdev(values), "n": 2}
+    assert reports[0]["clean_accuracy"] != reports[1]["clean_accuracy"]  # the seeds differ
+    verdict = json.loads((runs[0] / "evaluation" / "report.json").read_text())["gradient_masking_suspected"]
+    assert row["figures"]["masking?"] == [{True: "yes", False: "no"}[verdict], "not run"]  # the checks: seed 0
+    study = table_cells(printed)
+    assert " ± " in study[-1][study[0].index("clean")]
+    # the study's table is ssmdefense compare's over the same runs, with the study's columns after it
+    result = CliRunner().invoke(cli, ["compare", *map(str, runs), "--html", str(tmp_path / "cli.html")])
+    assert result.exit_code == 0, result.output
+    compared = table_cells(result.output)
+    assert compared[1:] and [r[: len(compared[0])] for r in study] == compared
+    assert study[0][len(compared[0]) :] == [c.header for c in defense_study.COLUMNS]
+    page = (root / "compare.html").read_text()
+    assert all(cell in page for cell in study[-1])  # compare.html over the part's rows
+
+
+def table_cells(output: str) -> list[list[str]]:
+    """The cells of the last Markdown table in ``output``: its header, then its rows."""
+    lines = output.splitlines()
+    rule = max(i for i, line in enumerate(lines) if line.startswith("|---"))
+    table = [lines[rule - 1]] + [line for line in lines[rule + 1 :] if line.startswith("| ")]
+    return [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in table]
 
 
 def test_audio_study_runs_the_checks_on_the_seeds_asked(tmp_path, capsys, monkeypatch):
@@ -59,16 +91,23 @@ def test_audio_study_runs_the_checks_on_the_seeds_asked(tmp_path, capsys, monkey
     args += ["--eval-samples", "4", "--samples", "4", "--checks", "--check-seeds", "0", "--root", str(tmp_path)]
     assert audio_study.main(args) == 0
     (row,) = json.loads((tmp_path / "results.json").read_text())
-    seed0, seed1 = row["runs"]
+    seed0, seed1 = map(Path, row["runs"])
+    evaluations = [json.loads((d / "evaluation" / "report.json").read_text()) for d in (seed0, seed1)]
     # the checks ran on seed 0 (their verdicts in its evaluation, the row's flag read from them) ...
-    sanity = json.loads((Path(seed0["dir"]) / "evaluation" / "report.json").read_text())["best"]["sanity"]
+    sanity = evaluations[0]["best"]["sanity"]
     assert {c["name"] for c in sanity["checks"]} >= {"loss_rises", "large_eps_breaks"}
     assert any(isinstance(c["passed"], bool) for c in sanity["checks"])
-    assert seed0["masking_suspected"] is sanity["gradient_masking_suspected"]
-    assert isinstance(seed0["masking_suspected"], bool)
-    assert seed1["masking_suspected"] is None  # ... and not on seed 1
-    assert "sanity" not in json.loads((Path(seed1["dir"]) / "evaluation" / "report.json").read_text())["best"]
-    assert row["ra"] == statistics.fmean([seed0["ra"], seed1["ra"]])
+    assert isinstance(evaluations[0]["gradient_masking_suspected"], bool)
+    assert evaluations[0]["gradient_masking_suspected"] is sanity["gradient_masking_suspected"]
+    assert row["figures"]["masking?"] == [{True: "yes", False: "no"}[sanity["gradient_masking_suspected"]], "not run"]
+    assert "sanity" not in evaluations[1]["best"]  # ... and not on seed 1
+    pgd = [json.loads((d / "report.json").read_text())["best"]["robust_accuracy"]["pgd-10"] for d in (seed0, seed1)]
+    assert row["figures"]["pgd-10"]["mean"] == statistics.fmean(pgd) and row["seeds"] == [0, 1]
+    snr = [evaluations[i]["best"]["audio"]["snr_curve"][1] for i in (0, 1)]
+    assert snr[0]["snr_db"] == 30 and row["figures"]["snr-pgd 30 dB"]["mean"] == statistics.fmean(
+        [p["accuracy"] for p in snr]
+    )
+    assert row["label"]["model"] == "lstm" and (tmp_path / "compare.html").is_file()
     commands = (tmp_path / "commands.txt").read_text()
     assert (
         commands.count("-D 'accents=[\"en-us\"]' --epochs 1 --eval-samples 4") == 2

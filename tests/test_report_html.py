@@ -238,8 +238,35 @@ def test_compare_groups_seeds_and_sorts_by_the_robust_figure(seeded_runs, audio_
     robust = [r["figures"]["pgd-10"]["mean"] for r in rows]
     assert robust == sorted(robust, reverse=True)
     table = run("compare", first, second).output
-    assert f"| s4d | digits | pgd-at | 0.1 | 0, 1 | {cell('clean', digits['figures']['clean'])} |" in table
+    assert f"| s4d | digits | pgd-at | 0.1 | 0, 1 | {cell('accuracy', digits['figures']['clean'])} |" in table
     assert " ± " in table
+
+
+@pytest.fixture(scope="module")
+def centre_run(tmp_path_factory):
+    """The image run's command with one model parameter changed (``-m norm=centre``)."""
+    out = tmp_path_factory.mktemp("centre") / "run"
+    args = ["defend", "--defense", "pgd-at", "--dataset", "digits", "--eval-samples", "60", *TINY]
+    result = run(*args, "-m", "norm=centre", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_compare_keeps_runs_apart_that_differ_in_a_model_parameter(image_run, centre_run):
+    assert json.loads((centre_run / "config.json").read_text())["model_params"]["norm"] == "centre"
+    result = run("compare", image_run, centre_run, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert sorted(r["label"]["model"] for r in rows) == ["s4d", "s4d (norm=centre)"]  # what differs, only that
+    assert all(r["seeds"] == [0] and r["figures"]["pgd-10"]["n"] == 1 for r in rows)  # two rows, not one of 2 seeds
+    by_run = {r["runs"][0]: r for r in rows}
+    for d in (image_run, centre_run):
+        best = json.loads((d / "report.json").read_text())["best"]
+        assert by_run[str(d)]["figures"]["clean"]["mean"] == best["clean_accuracy"]
+    table = run("compare", image_run, centre_run).output
+    assert (
+        "| s4d (norm=centre) | digits | pgd-at | 0.1 | 0 |" in table and "| s4d | digits | pgd-at | 0.1 | 0 |" in table
+    )
 
 
 def test_compare_html_in_the_browser(browser, seeded_runs, audio_run, pages):

@@ -21,8 +21,9 @@ from .common import echo_json
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a Markdown table.")
 def compare(runs, html, as_json):
     """Table run directories side by side: clean, PGD-10, AutoAttack, certified, best − last and
-    seconds at each best checkpoint; runs that differ only by seed share a row (mean ± sd), sorted by
-    the robust figure (AutoAttack, else PGD-10)."""
+    seconds at each best checkpoint; runs that differ only by seed share a row (mean ± sd), others are
+    named by what differs (``s4d (norm=centre)``); sorted by the robust figure (AutoAttack, else
+    PGD-10)."""
     from ..evaluation.compare import compare_runs, render_markdown, write_compare_html
 
     rows = compare_runs(list(runs))

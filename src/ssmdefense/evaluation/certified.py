@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .plots import accuracy_axes, save_accuracy_plot
+from .plots import accuracy_axes, eps_axis, save_accuracy_plot
 
 
 def _pct(v) -> str:
@@ -116,6 +116,7 @@ def plot_certified(report: dict, ckpts: list[str], path: Path) -> bool:
         swept = _lowest(report[k].get("curve") or [])
         if swept:
             ax.plot(*zip(*swept), ":", color=colour, label=f"{k} attacked, all samples")
+    eps_axis(ax)
     return save_accuracy_plot(plt, fig, ax, path, "eps (L-inf)", "Certified vs empirical accuracy")
 
 

@@ -10,7 +10,7 @@ from .audio import plot_snr_curve
 from .certified import plot_certified, render_certified, violation_lines
 from .components import plot_components, render_components_markdown
 from .html import examples_caption, write_html
-from .plots import accuracy_axes, save_accuracy_plot
+from .plots import accuracy_axes, eps_axis, save_accuracy_plot
 
 
 def _pct(v) -> str:
@@ -346,6 +346,7 @@ def plot_curves(report: dict, path: Path) -> bool:
                 marker="o",
                 label=f"{labels[k]} {key}",
             )
+    eps_axis(ax)
     return save_accuracy_plot(plt, fig, ax, path, "eps (L-inf)", "Robust accuracy vs eps")
 
 
