@@ -12,6 +12,9 @@ Figures:
   sequences at L 784 and 4,096, at 1 and 2 threads (``--model-threads``), the models interleaved
   repetition by repetition in one process (medians), and the ratio of each to S5 (``over_s5``;
   the Mamba target is at most 2). ``--only model_forward_backward`` updates just this figure.
+- pgd_wrapper_vs_torch: seconds of PGD-10 through ``SSMClassifier`` (ART's attack) against the same
+  attack written as a plain torch loop, on the default S4D and 256 mnist-5k images, and their ratio
+  (``wrapper_over_plain``; the target is at most 1.10).
 - defense_step_overhead: seconds per training batch (``train_batch``: attack, backward, optimizer
   step) of every batch-by-batch defense against standard training (none) on one mnist-5k batch, and
   the ratios. Distillation is left out: its batch needs a trained teacher.
@@ -152,6 +155,59 @@ def defense_step_overhead(repeats):
     }
 
 
+def pgd_wrapper_vs_torch(repeats, samples=256):
+    """PGD-10 (eps 0.1, random start) on the default S4D classifier and ``samples`` mnist-5k test
+    images: ``sd.get_attack("pgd", clf)`` (ART's PGD through ``SSMClassifier``) against the same
+    attack as a plain torch loop on the same model and batch, interleaved (medians)."""
+    import statistics
+
+    import ssmdefense as sd
+
+    data = sd.load_dataset("mnist-5k")
+    torch.manual_seed(0)
+    clf = sd.SSMClassifier(
+        sd.build_model("s4d", d_input=28, n_classes=10),
+        input_shape=data.input_shape,
+        nb_classes=10,
+        sequence="rows",
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if DEVICE.type == "cuda" else "cpu",
+    )
+    x, y = data.x_test[:samples], data.y_test[:samples]
+    model, eps, steps = clf.model.eval(), 0.1, 10
+    step = 2.5 * eps / steps  # the wrapper's default eps_step
+
+    def plain():
+        x0, yt = torch.from_numpy(x).to(DEVICE), torch.from_numpy(y).long().to(DEVICE)  # (N 1 28 28), (N)
+        xa = (x0 + torch.empty_like(x0).uniform_(-eps, eps)).clamp(0, 1)  # (N 1 28 28)
+        for _ in range(steps):
+            xa.requires_grad_(True)
+            (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xa), yt), xa)  # (N 1 28 28)
+            xa = torch.min(torch.max(xa.detach() + step * grad.sign(), x0 - eps), x0 + eps).clamp(0, 1)
+        return xa.cpu().numpy()
+
+    def wrapper():
+        return sd.get_attack("pgd", clf, eps=eps, max_iter=steps, batch_size=samples).generate(x, y)
+
+    times, accuracy = {"wrapper": [], "plain_torch": []}, {}
+    for r in range(repeats + 1):  # round 0 is a warm-up
+        for name, fn in (("wrapper", wrapper), ("plain_torch", plain)):
+            start = time.perf_counter()
+            x_adv = fn()
+            if r:
+                times[name].append(time.perf_counter() - start)
+            accuracy[name] = clf.accuracy(x_adv, y)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"PGD-10 on {samples}: " + ", ".join(f"{k} {v:.3f} s" for k, v in med.items()), flush=True)
+    return {
+        "samples": samples,
+        "seconds": med,
+        "robust_accuracy": accuracy,
+        "wrapper_over_plain": med["wrapper"] / med["plain_torch"],
+        "note": "default s4d, rows, eps 0.1, 10 steps of 2.5 eps / 10, one batch; target wrapper_over_plain <= 1.10",
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
@@ -167,6 +223,7 @@ def main():
     figures = {
         "s4d_conv_vs_recurrence": lambda: s4d_conv_vs_recurrence(args.repeats),
         "defense_step_overhead": lambda: defense_step_overhead(args.repeats),
+        "pgd_wrapper_vs_torch": lambda: pgd_wrapper_vs_torch(args.repeats),
         "model_forward_backward": lambda: model_forward_backward(
             args.repeats,
             tuple(int(v) for v in args.model_lengths.split(",")),

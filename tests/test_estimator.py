@@ -127,3 +127,37 @@ def test_save_refuses_models_it_cannot_rebuild(tmp_path):
     with pytest.raises(sd.SSMDefenseError, match="not built by ssmdefense.build_model"):
         sd.save(clf, tmp_path / "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_input_gradients_equal_arts_and_leave_the_weights_alone(trained, digits):
+    """``loss_gradient`` and ``class_gradient`` run with the weights frozen (no weight gradient is
+    computed): the same input gradients as ART's own methods, and the weights' ``.grad`` and
+    ``requires_grad`` as they were."""
+    x, y = digits.x_test[:16], digits.y_test[:16]
+    params = list(trained.model.parameters())
+    for p in params:
+        p.grad = torch.full_like(p, 7.0)  # a training step's gradients, which an attack must not touch
+    mine = trained.loss_gradient(x, y)
+    classes = trained.class_gradient(x, label=y)
+    assert all(p.requires_grad and torch.all(p.grad == 7.0) for p in params)
+    np.testing.assert_allclose(mine, PyTorchClassifier.loss_gradient(trained, x, y), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(classes, PyTorchClassifier.class_gradient(trained, x, label=y), rtol=1e-5, atol=1e-7)
+    assert np.abs(mine).sum() > 0 and mine.shape == x.shape
+
+
+def test_pgd_gives_arts_adversarial_examples_and_keeps_its_name(trained, digits):
+    """The PGD wrapper skips only ART's success-rate log line: same x_adv as ART's PGD for the same
+    seed, and reports still name the class ProjectedGradientDescent."""
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    x, y = digits.x_test[:64], digits.y_test[:64]
+    attack = sd.get_attack("pgd", trained, eps=0.1, max_iter=5)
+    assert isinstance(attack, ProjectedGradientDescent) and type(attack).__name__ == "ProjectedGradientDescent"
+    np.random.seed(3)
+    ours = attack.generate(x, y)
+    np.random.seed(3)
+    arts = ProjectedGradientDescent(
+        trained, eps=0.1, eps_step=0.05, max_iter=5, num_random_init=1, batch_size=128
+    ).generate(x, y)
+    np.testing.assert_array_equal(ours, arts)
+    assert trained.accuracy(ours, y) < trained.accuracy(x, y)
