@@ -9,7 +9,7 @@ The wrapped module is ``NaturalShapeModel(serialiser, body)``: images (N, C, H, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -27,7 +27,7 @@ from ..validation import positive
 
 
 @contextmanager
-def weights_frozen(model: torch.nn.Module):
+def weights_frozen(model: torch.nn.Module) -> Iterator[None]:
     """``model``'s trainable parameters set to ``requires_grad=False`` for the block, then restored:
     a backward pass inside computes input gradients only. The weights' ``.grad`` are put back as they
     were too (ART's ``loss_gradient`` calls ``zero_grad``, which would drop a training step's)."""
@@ -182,7 +182,9 @@ class SSMClassifier(PyTorchClassifier):
                 out.append(prepare(xb).cpu().numpy())  # (B ...input_shape)
         return np.concatenate(out) if out else np.zeros((0, *self.input_shape), np.float32)
 
-    def loss_gradient(self, x, y, training_mode: bool = False, **kwargs):
+    def loss_gradient(
+        self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, training_mode: bool = False, **kwargs
+    ) -> np.ndarray | torch.Tensor:
         """ART's ``loss_gradient`` (the loss's gradient with respect to ``x``), run with the weights
         frozen: ART differentiates with ``loss.backward()``, which also computes and stores a gradient
         for every weight, work no attack uses (PGD-10 through ART measured 1.16-1.35x a plain torch
@@ -190,7 +192,13 @@ class SSMClassifier(PyTorchClassifier):
         with weights_frozen(self._model):
             return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
 
-    def class_gradient(self, x, label=None, training_mode: bool = False, **kwargs):
+    def class_gradient(
+        self,
+        x: np.ndarray | torch.Tensor,
+        label: int | list | np.ndarray | None = None,
+        training_mode: bool = False,
+        **kwargs,
+    ) -> np.ndarray | torch.Tensor:
         """ART's ``class_gradient`` (logits' gradients with respect to ``x``), the weights frozen as
         in ``loss_gradient``."""
         with weights_frozen(self._model):
