@@ -131,3 +131,33 @@ def test_margin_loss_is_the_cw_margin_and_pgd_on_it_is_as_strong_as_on_cross_ent
     assert trained.accuracy(margin, y) <= trained.accuracy(ce, y) + 0.03
     assert trained._loss.__class__.__name__ == "CrossEntropyLoss"  # the classifier itself is untouched
     assert attack_key("pgd", {"max_iter": 20, "loss": "margin"}) == "pgd-20-margin"
+
+
+def test_square_gives_arts_examples_with_one_forward_pass_per_iteration(trained, batch):
+    """Square runs ART's SquareAttack with each iteration's repeated predictions remembered: the same
+    adversarial examples as ART's for the same seed, and the model runs on each iteration's new
+    candidates only (ART predicts all of x_adv, the robust points, then the candidates)."""
+    from art.attacks.evasion import SquareAttack
+
+    x, y = batch[0][:40], batch[1][:40]
+    calls = {"ours": 0, "art": 0}
+    real = type(trained).predict
+
+    def counted(who):
+        def predict(self, x, batch_size=128, **kwargs):
+            calls[who] += 1
+            return real(self, x, batch_size=batch_size, **kwargs)
+
+        return predict
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(trained), "predict", counted("ours"))
+        np.random.seed(5)
+        ours = sd.get_attack("square", trained, eps=EPS, max_iter=50).generate(x, y)
+        mp.setattr(type(trained), "predict", counted("art"))
+        np.random.seed(5)
+        arts = SquareAttack(trained, eps=EPS, max_iter=50, p_init=0.8, nb_restarts=1).generate(x, np.eye(10)[y])
+    np.testing.assert_array_equal(ours, arts)
+    assert calls["ours"] <= 50 + 3 < calls["art"], calls
+    assert np.abs(ours - x).max() <= EPS + 1e-6 and ours.min() >= 0 and ours.max() <= 1
+    assert trained.accuracy(ours, y) < trained.accuracy(x, y)

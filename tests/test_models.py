@@ -138,3 +138,50 @@ def test_gated_mixers_receive_ads_in_their_slot():
     plain.enable_ads("relu")
     assert isinstance(plain.blocks[0].mixer.ads, AdaptiveScaling) and plain.ads == "relu"
     assert plain(torch.randn(2, 5, 3)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("name", ["s4d", "s4", "dss"])
+def test_the_kept_kernel_gives_the_same_outputs_and_follows_every_weight_change(name):
+    """Without a gradient to the weights the LTI kernel is computed once and kept: the same logits as
+    computing it each call, a new kernel after an optimizer step or ``load_state_dict``, and training
+    still gets the kernel's weight gradients."""
+    torch.manual_seed(0)
+    model = sd.build_model(name, d_input=3, n_classes=4, d_model=8, n_layers=1, d_state=8)
+    x = torch.randn(5, 20, 3)  # (B L D)
+    mixer = next(m for m in model.modules() if hasattr(m, "kept_kernel"))
+
+    def fresh():  # the kernel computed in every call, as before it was kept
+        with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+            mp.setattr(type(mixer), "kept_kernel", lambda self, L: self.kernel(L))
+            return model(x)
+
+    with torch.no_grad():
+        first = model(x)
+        assert mixer._kept is not None and torch.equal(model(x), first)
+    torch.testing.assert_close(first, fresh(), rtol=0, atol=0)
+
+    loss = model(x).logsumexp(1).sum()  # training: the graph reaches the kernel's weights
+    loss.backward()
+    kernel_weights = [p for n, p in mixer.named_parameters() if n != "D"]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in kernel_weights)
+    torch.optim.SGD(model.parameters(), lr=0.5).step()
+    with torch.no_grad():
+        stepped = model(x)
+    assert not torch.equal(stepped, first)
+    torch.testing.assert_close(stepped, fresh(), rtol=0, atol=0)
+
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+        moved = model(x)
+    model.load_state_dict(saved)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), stepped, rtol=0, atol=0)
+    assert not torch.equal(moved, stepped)
+
+    for p in model.parameters():  # an attack's input gradient: the kernel kept, the input's gradient exact
+        p.requires_grad_(False)
+    xg = x.clone().requires_grad_(True)
+    model(xg).sum().backward()
+    assert mixer._kept is not None and xg.grad is not None and xg.grad.abs().sum() > 0

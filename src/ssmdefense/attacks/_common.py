@@ -1,7 +1,9 @@
 """Small helpers shared by the attack factories. Parameter checks are ``ssmdefense.validation``'s;
 the ones here accept numpy scalars, which ART code passes around."""
 
+import hashlib
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -219,3 +221,33 @@ class WaveformSearchAttack(ABC):
                     active = active[~fooled]
         self.transformations = chosen
         return x_adv.astype(dtype, copy=False)
+
+
+@contextmanager
+def predictions_remembered(estimator):
+    """For the block, ``estimator.predict`` answers the rows it has already predicted from memory
+    (keyed by a digest of each row's bytes) and runs the model on the new rows only.
+
+    Why: ART's ``SquareAttack`` predicts the same points three times per iteration (all of x_adv to
+    find the robust ones, the robust ones for their current margin, then the candidates), and only
+    the candidates are new, so two of every three forward passes repeat earlier ones. Square is
+    most of the standard AutoAttack's time (docs/performance.md)."""
+    predict = estimator.predict
+    seen: dict[bytes, np.ndarray] = {}
+
+    def remembered(x, batch_size: int = 128, **kwargs):
+        if kwargs:
+            return predict(x, batch_size=batch_size, **kwargs)
+        x = np.ascontiguousarray(x)
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x]
+        new = [i for i, key in enumerate(keys) if key not in seen]
+        if new:
+            for i, logits in zip(new, predict(x[new], batch_size=batch_size)):
+                seen[keys[i]] = logits
+        return np.stack([seen[key] for key in keys]) if keys else predict(x, batch_size=batch_size)
+
+    estimator.predict = remembered  # an instance attribute over the method, for the block
+    try:
+        yield
+    finally:
+        del estimator.predict

@@ -49,12 +49,13 @@ Examples::
 from __future__ import annotations
 
 import numpy as np
-from art.attacks.evasion import DeepFool, SquareAttack
+from art.attacks.evasion import DeepFool
 from art.estimators.classification import PyTorchClassifier
 
 from ._common import check_count, check_positive, check_targets, parse_norm
 from ._ensemble import Ensemble
 from .fab import FABTargeted
+from .square import square_attack_class
 
 VERSIONS = ("standard", "fast")
 
@@ -171,7 +172,7 @@ class AutoAttack(Ensemble):
         # p_init = 0.8 asks for a side wider than the image: p_init is capped so the first side fits.
         _, h, w = self.estimator.input_shape
         p_init = min(0.8, 0.99 * (min(h, w) - 1) ** 2 / (h * w))
-        return SquareAttack(
+        return square_attack_class()(  # ART's, each iteration's repeated predictions remembered
             self.estimator,
             norm=self.norm,
             eps=self.eps,
