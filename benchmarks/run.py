@@ -108,6 +108,21 @@ def model_forward_backward(repeats, lengths=(784, 4096), threads=(1, 2)):
     return {"note": "default sizes, kernel=auto, one cross-entropy step, median of --repeats", "rows": rows}
 
 
+def default_s4d():
+    """The default S4D classifier on mnist-5k rows (seed 0), on DEVICE."""
+    import ssmdefense as sd
+
+    torch.manual_seed(0)
+    return sd.SSMClassifier(
+        sd.build_model("s4d", d_input=28, n_classes=10),
+        input_shape=(1, 28, 28),
+        nb_classes=10,
+        sequence="rows",
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if DEVICE.type == "cuda" else "cpu",
+    )
+
+
 DEFENSES = [
     ("none", {}),
     ("pgd-at", {}),
@@ -130,16 +145,7 @@ def defense_step_overhead(repeats):
     y = torch.from_numpy(data.y_train[:64]).to(DEVICE)
     out = {}
     for name, params in DEFENSES:
-        torch.manual_seed(0)
-        body = sd.build_model("s4d", d_input=28, n_classes=10)
-        clf = sd.SSMClassifier(
-            body,
-            input_shape=(1, 28, 28),
-            nb_classes=10,
-            sequence="rows",
-            clip_values=(0.0, 1.0),
-            device_type="gpu" if DEVICE.type == "cuda" else "cpu",
-        )
+        clf = default_s4d()
         trainer = sd.get_defense(name, clf, eps=0.1, verbose=False, **params)
         opt = torch.optim.AdamW(clf.model.parameters(), lr=1e-3)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
@@ -164,15 +170,7 @@ def pgd_wrapper_vs_torch(repeats, samples=256):
     import ssmdefense as sd
 
     data = sd.load_dataset("mnist-5k")
-    torch.manual_seed(0)
-    clf = sd.SSMClassifier(
-        sd.build_model("s4d", d_input=28, n_classes=10),
-        input_shape=data.input_shape,
-        nb_classes=10,
-        sequence="rows",
-        clip_values=(0.0, 1.0),
-        device_type="gpu" if DEVICE.type == "cuda" else "cpu",
-    )
+    clf = default_s4d()
     x, y = data.x_test[:samples], data.y_test[:samples]
     model, eps, steps = clf.model.eval(), 0.1, 10
     step = 2.5 * eps / steps  # the wrapper's default eps_step
