@@ -100,16 +100,18 @@ def evaluate_robustness(
             shown.update()
         shown.done(_accuracies(len(y), robust))
     for e in eps_list:
-        curve.append(_curve_point(clf, x, y, float(e), eps, attacks, attack_params, robust, info, seed))
+        curve.append(_curve_point(clf, x, y, float(e), eps, attacks, attack_params, robust, info, seed, clean))
     result = {"clean_accuracy": clean, "robust_accuracy": robust, "curve": curve, "per_class": per_class}
     if len(robust) > 1:  # a sample is robust only if no attack fools it: at most each attack's accuracy
         result["worst_case"] = {"attacks": list(robust), "robust_accuracy": float(survives.mean())}
     return {**result, "attacks": info}
 
 
-def _curve_point(clf, x, y, e: float, eps: float, attacks, attack_params: dict, robust: dict, info: dict, seed: int):
+def _curve_point(
+    clf, x, y, e: float, eps: float, attacks, attack_params: dict, robust: dict, info: dict, seed: int, clean: float
+):
     """``{"eps": e, <attack key>: accuracy, ...}``: each attack with a budget at ``e`` (at ``eps`` the
-    accuracy measured there)."""
+    accuracy measured there; at 0, where no attack may change x, the clean accuracy)."""
     point = {"eps": e}
     with progress.phase(f"curve at eps {e:g}", len(attacks), "attacks") as shown:
         for name in attacks:
@@ -117,9 +119,12 @@ def _curve_point(clf, x, y, e: float, eps: float, attacks, attack_params: dict, 
             if info.get(key, {}).get("uses_eps", True):  # else no budget: the same at every eps, left out
                 shown.status(key)
                 same = np.isclose(e, eps)
-                point[key] = (
-                    robust[key] if same else _accuracy_under(clf, name, x, y, e, attack_params.get(name, {}), seed)
-                )
+                if e == 0:
+                    point[key] = clean
+                elif same:
+                    point[key] = robust[key]
+                else:
+                    point[key] = _accuracy_under(clf, name, x, y, e, attack_params.get(name, {}), seed)
             shown.update()
         shown.done(_accuracies(len(y), {k: v for k, v in point.items() if k != "eps"}))
     return point
