@@ -22,6 +22,7 @@ from art.attacks.attack import EvasionAttack
 from art.attacks.evasion import AutoProjectedGradientDescent
 
 from .. import progress
+from ..modes import weights_frozen
 from ._common import class_indices
 
 Component = tuple[str, Callable[[np.ndarray, np.ndarray], np.ndarray], Callable[[np.ndarray, np.ndarray], np.ndarray]]
@@ -114,7 +115,10 @@ class Ensemble(EvasionAttack):
         self.breakdown = [{"component": "clean", "robust_accuracy": float(robust.mean()), "seconds": 0.0}]
         self.robust_after = {"clean": robust.copy()}
         # ART's convention: verbose=False is silent, unless a command's phase runs this ensemble
-        with contextlib.nullcontext() if self.verbose or progress.active() else progress.using("off"):
+        quiet = contextlib.nullcontext() if self.verbose or progress.active() else progress.using("off")
+        # The weights frozen for the whole ensemble: ART's APGD wraps the model in a classifier of its
+        # own (for its DLR loss) whose loss_gradient would compute every weight's gradient too
+        with quiet, weights_frozen(self.estimator.model):
             self._run_components(x, labels, x_adv, robust)
         return x_adv
 

@@ -9,8 +9,7 @@ The wrapped module is ``NaturalShapeModel(serialiser, body)``: images (N, C, H, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,27 +19,10 @@ from ..api import build_serialiser
 from ..errors import SSMDefenseError
 from ..kernels.backend import chosen_kernels
 from ..models import NaturalShapeModel
-from ..modes import eval_mode
+from ..modes import eval_mode, weights_frozen
 from ..optim import parameter_groups
 from ..plugins import registry
 from ..validation import positive
-
-
-@contextmanager
-def weights_frozen(model: torch.nn.Module) -> Iterator[None]:
-    """``model``'s trainable parameters set to ``requires_grad=False`` for the block, then restored:
-    a backward pass inside computes input gradients only. The weights' ``.grad`` are put back as they
-    were too (ART's ``loss_gradient`` calls ``zero_grad``, which would drop a training step's)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    grads = [p.grad for p in trainable]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, grad in zip(trainable, grads):
-            p.requires_grad_(True)
-            p.grad = grad
 
 
 class SSMClassifier(PyTorchClassifier):
