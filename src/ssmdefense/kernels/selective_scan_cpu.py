@@ -318,18 +318,19 @@ def _bwd_cpu(
 @njit(cache=True)
 def _lane_sum(v, P):
     """sum(v[:P]) (P a multiple of LANES), destroying v: halves folded onto each other down to
-    LANES values, then summed in order. Unlike a running sum this vectorises without reordering
-    anything at run time (fixed order, same result on every machine), and it is pairwise-accurate."""
+    LANES values, then those summed as a tree (8 + 8, 4 + 4, 2 + 2, 1 + 1: four dependent adds
+    instead of fifteen; the backward pass runs 2 N of these per step). Unlike a running sum this
+    vectorises without reordering anything at run time (fixed order, same result on every
+    machine), and it is pairwise-accurate."""
     w = P
     while w > LANES:
         h = (w // LANES + 1) // 2 * LANES
         for j in range(w - h):
             v[j] += v[j + h]
         w = h
-    s = v[0]
-    for j in range(1, w):
-        s += v[j]
-    return s
+    a0, a1, a2, a3 = v[0] + v[8], v[1] + v[9], v[2] + v[10], v[3] + v[11]  # LANES = 16
+    a4, a5, a6, a7 = v[4] + v[12], v[5] + v[13], v[6] + v[14], v[7] + v[15]
+    return ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
 
 
 def channel_blocks(batch: int, dim: int, threads: int) -> int:
