@@ -30,11 +30,12 @@ float32 arithmetic to float64.
 The state is checkpointed every ``BLOCK_T`` steps (``checkpoint_shape``: (batch, ceil(L / BLOCK_T),
 N, D)) on both targets, and both backward kernels recompute a block of states from its checkpoint.
 
-Exponentials are most of the CPU work (batch L D N of them), and LLVM cannot vectorise a loop that
-calls libm's ``exp``: ``_exp`` is an exp in plain arithmetic (Cody-Waite reduction, polynomial,
-exponent bits) that it can vectorise; measured within 1 ulp of numpy's exp in float32 and
-float64, including overflow to inf, gradual underflow and NaN, and 3x (float64) to 7x (float32)
-faster per element than libm's here (AVX-512). ``_softplus`` is built on it the same way.
+There are batch L D N exponentials per pass, and LLVM cannot vectorise a loop that calls libm's
+``exp``: ``_exp`` is an exp in plain arithmetic (Cody-Waite reduction, polynomial, exponent bits)
+that it can vectorise; measured within 1 ulp of numpy's exp in float32 and float64, including
+overflow to inf, gradual underflow and NaN, and 3x (float64) to 7x (float32) faster per element
+than libm's on an AVX-512 machine, 5x (float32) on an AVX2 one (AMD Zen 3). ``_softplus`` is built
+on it the same way. The CPU kernels compile these with ``FASTMATH`` (fused multiply-adds only).
 
 Numba's disk cache (``cache=True``) keys a kernel on its own file only: after editing this file,
 clear the cache (``__pycache__/selective_scan_*.nb*``, or ``NUMBA_CACHE_DIR``) or touch
