@@ -11,6 +11,13 @@ The parts are the block's own stages (``MambaMixer._in``, ``_conv``, ``_ssm_inpu
 layouts the block gives them), backward with a random upstream gradient. "rest of the model"
 is the classifier step minus n_layers times the parts: encoder, LayerNorms, residuals, pooling,
 head, and the gradient sums where one tensor feeds two parts. Writes JSON (``--out``).
+
+Two floors, in the same interleaved rounds: the Mamba classifier's step with its selective scan
+removed (each block's ``_ssm`` replaced by ``x + z``, with dt, B and C kept in the graph, so
+everything else runs as in the real step: what the step would cost with a free scan), and the
+scan's own kernel exponential (``selective_scan_math._exp``, vectorised) timed on 1/16 of one
+layer's B x L x E x N decays and scaled to the step's count (2 layers x forward and backward,
+which recomputes them): what the exponentials alone cost.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import ssmdefense as sd
@@ -81,14 +89,42 @@ def _model_step(model, x, y):
     return step
 
 
+def _without_scan(model):
+    """``model`` with each Mamba block's selective scan replaced by x + z (dt, B, C kept in the graph)."""
+
+    def no_scan(x, dt, B, C, z, reference=False):  # x, dt, z (B L E), B, C (B L N)
+        return x + z + 0 * (dt.sum() + B.sum() + C.sum())  # (B L E)
+
+    for block in model.blocks:
+        block.mixer._ssm = no_scan
+    return model
+
+
+def _exp_job(L: int, N: int, E: int):
+    """Times the kernel exp on 1/16 of one layer's B L E N decays (values as the scan sees them)."""
+    from ssmdefense.kernels.selective_scan_math import apply_elementwise
+
+    rng = np.random.default_rng(0)
+    a = -rng.uniform(0, 2, BATCH * L * E * N // 16).astype(np.float32)  # delta * A <= 0
+    out = np.empty_like(a)
+    apply_elementwise(a[:16], out[:16], 0)  # compile
+    return lambda: apply_elementwise(a, out, 0)
+
+
 def profile(L: int, repeats: int) -> dict:
     torch.manual_seed(0)
     mamba = sd.build_model("mamba", d_input=1, n_classes=10)
     s5 = sd.build_model("s5", d_input=1, n_classes=10)
+    free = _without_scan(sd.build_model("mamba", d_input=1, n_classes=10))
     x, y = torch.randn(BATCH, L, 1), torch.randint(0, 10, (BATCH,))  # (B L 1), (B)
     mixer = mamba.blocks[0].mixer
     u = torch.randn(BATCH, L, mixer.H)  # (B L H)
-    jobs = {"mamba classifier": (None, _model_step(mamba, x, y)), "s5 classifier": (None, _model_step(s5, x, y))}
+    jobs = {
+        "mamba classifier": (None, _model_step(mamba, x, y)),
+        "s5 classifier": (None, _model_step(s5, x, y)),
+        "mamba classifier, scan removed": (None, _model_step(free, x, y)),
+        "exp on 1/16 of a layer's decays": (None, _exp_job(L, mixer.N, mixer.E)),
+    }
     for name, fn, inputs in block_parts(mixer, u):
         jobs[name] = _fwd_bwd(fn, inputs)
     times = {k: {"forward": [], "forward_backward": []} for k in jobs}
@@ -102,10 +138,20 @@ def profile(L: int, repeats: int) -> dict:
             if r:
                 times[name]["forward_backward"].append(t)
     med = {k: {p: statistics.median(v) for p, v in d.items() if v} for k, d in times.items()}
-    parts = [k for k in med if not k.endswith("classifier")]
     n_layers = len(mamba.blocks)
+    exp_seconds = med.pop("exp on 1/16 of a layer's decays")["forward_backward"] * 16 * n_layers * 2
+    floors = {"scan_removed_step": med.pop("mamba classifier, scan removed")["forward_backward"]}
+    floors["scan_exponentials"] = exp_seconds  # 2 layers x (forward + backward's recompute) x B L E N
+    parts = [k for k in med if not k.endswith("classifier")]
     rest = med["mamba classifier"]["forward_backward"] - n_layers * sum(med[k]["forward_backward"] for k in parts)
-    return {"L": L, "batch": BATCH, "n_layers": n_layers, "seconds": med, "rest_of_model_seconds": rest}
+    return {
+        "L": L,
+        "batch": BATCH,
+        "n_layers": n_layers,
+        "seconds": med,
+        "rest_of_model_seconds": rest,
+        "floor_seconds": floors,
+    }
 
 
 def table(result: dict) -> str:
@@ -127,6 +173,12 @@ def table(result: dict) -> str:
     )
     for name in ("mamba classifier", "s5 classifier"):
         lines.append(f"| **{name}** step | | {1e3 * med[name]['forward_backward']:.1f} | |")
+    s5 = med["s5 classifier"]["forward_backward"]
+    free, exps = result["floor_seconds"]["scan_removed_step"], result["floor_seconds"]["scan_exponentials"]
+    lines.append(
+        f"\nMamba step / S5 step: {step / s5:.2f}x. Floors, over S5's step: the Mamba step with its scan removed "
+        f"{1e3 * free:.1f} ms ({free / s5:.2f}x); the scan's exponentials alone {1e3 * exps:.1f} ms ({exps / s5:.2f}x)."
+    )
     return "\n".join(lines)
 
 

@@ -90,6 +90,23 @@ def test_channels_last_views_give_the_same_results_and_channels_last_gradients()
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("N", [1, 5, 8, 11])
+def test_state_sizes_around_the_groups_of_four(N):
+    """The CPU kernels update four states per pass over the channels and the rest one at a time:
+    every N (below, at, between and above multiples of four) matches the reference."""
+    t = scan_inputs(35, batch=2, dim=5, N=N, seed=N)
+    g = torch.Generator().manual_seed(2)
+    w = [
+        torch.randn(2, 5, 35, generator=g, dtype=torch.float64),
+        torch.randn(2, 5, N, generator=g, dtype=torch.float64),
+    ]
+    use = ("D", "z", "delta_bias")
+    outs, grads = run(selective_scan_fn, t, use, True, True, w)
+    outs_ref, grads_ref = run(selective_scan_ref, t, use, True, True, w)
+    for a, b in zip(outs + list(grads), outs_ref + list(grads_ref)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("last_state", [False, True])
 def test_gradcheck_all_inputs(last_state):
     t = scan_inputs(5, dim=3, N=2, seed=11)

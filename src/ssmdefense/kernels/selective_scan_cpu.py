@@ -12,9 +12,20 @@ layout, so a channels-last caller gets channels-last results. Nothing is transpo
 the way in: at each step a task gathers its channels' inputs (stride L, or 1 channels-last) into
 small contiguous vectors, and all the arithmetic runs on those, with the innermost loop over
 channels. Channels are independent and nothing in the forward pass sums over
-them, so LLVM vectorises that loop without reordering any float sum (``fastmath=False``; results
-do not depend on the vector width). The two sums over channels of the backward pass (dB, dC) are
-pairwise (``_lane_sum``), in an order fixed by the number of channels alone.
+them, so LLVM vectorises that loop without reordering any float sum (``FASTMATH`` allows fused
+multiply-adds only; results do not depend on the vector width). The two sums over channels of the
+backward pass (dB, dC) are pairwise (``_lane_sum``), in an order fixed by the number of channels
+alone.
+
+The state loops (forward, and the backward's recompute) update four states n per pass over the
+channels (the rest, N mod 4, one at a time): four independent exponentials per vector iteration
+instead of one, so their dependency chains overlap (one exp's chain alone left the core mostly
+waiting), and the output sum C . x stays in a register across the four instead of going back to
+memory after each. The backward's adjoint loop stays one state per pass: with four, its nine
+arrays' rows need more run-time overlap checks than LLVM allows, and it is not vectorised at all.
+Measured on the Mamba classifier's scan (B 32, E 128, N 16, L 784, float32, one thread, the
+model's own inputs, interleaved with the previous kernel in one process): forward 1.48x, backward
+1.22x faster, with the ``_exp`` changes in ``selective_scan_math.py``.
 
 States are never stored for every step: the forward pass keeps a checkpoint of the state every
 ``BLOCK_T`` steps (``checkpoint_shape``) when a backward pass will follow, and the backward pass
@@ -35,7 +46,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import selective_scan_math
-from .selective_scan_math import SOFTPLUS_THRESHOLD, _exp, _softplus, checkpoint_shape
+from .selective_scan_math import FASTMATH, SOFTPLUS_THRESHOLD, _exp, _softplus, checkpoint_shape
 
 LANES = 16  # accumulators of the sums over channels (one AVX-512 register of float32)
 
@@ -45,7 +56,7 @@ _adjoint_step = njit(inline="always", cache=True)(selective_scan_math.adjoint_st
 _gate_backward = njit(inline="always", cache=True)(selective_scan_math.gate_backward)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy", fastmath=FASTMATH)
 def _fwd_cpu(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, d_block, T, save, out, last, ckpt):
     """Forward. u, delta, z, out (batch D L); A (D N); B, C (batch N L); D, bias (D); last
     (batch D N); ckpt (batch K N D), written when ``save`` (the state entering each block of T steps).
@@ -54,6 +65,7 @@ def _fwd_cpu(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, d_
     everything (softplus, the scan over n, SiLU) runs vectorised on those, then outputs are scattered."""
     batch, dim, L = u.shape
     N = A.shape[1]
+    N4 = N // 4 * 4
     dtype = u.dtype
     one = dtype.type(1)
     n_blk = (dim + d_block - 1) // d_block
@@ -94,7 +106,18 @@ def _fwd_cpu(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, d_
             for j in range(P):
                 dtu[j] = dt[j] * uu[j]
                 y[j] = 0
-            for n in range(N):
+            for n in range(0, N4, 4):  # four states per pass over the channels (see the module docstring)
+                B0, B1, B2, B3 = B[b, n, t], B[b, n + 1, t], B[b, n + 2, t], B[b, n + 3, t]
+                C0, C1, C2, C3 = C[b, n, t], C[b, n + 1, t], C[b, n + 2, t], C[b, n + 3, t]
+                for j in range(P):
+                    dtj, dtuj = dt[j], dtu[j]
+                    x0 = _state_step(_exp(dtj * A_[n, j]), x[n, j], dtuj, B0)
+                    x1 = _state_step(_exp(dtj * A_[n + 1, j]), x[n + 1, j], dtuj, B1)
+                    x2 = _state_step(_exp(dtj * A_[n + 2, j]), x[n + 2, j], dtuj, B2)
+                    x3 = _state_step(_exp(dtj * A_[n + 3, j]), x[n + 3, j], dtuj, B3)
+                    x[n, j], x[n + 1, j], x[n + 2, j], x[n + 3, j] = x0, x1, x2, x3
+                    y[j] = y[j] + C0 * x0 + C1 * x1 + C2 * x2 + C3 * x3
+            for n in range(N4, N):
                 Bn = B[b, n, t]
                 Cn = C[b, n, t]
                 for j in range(P):
@@ -114,7 +137,7 @@ def _fwd_cpu(u, delta, A, B, C, D, z, bias, has_D, has_z, has_bias, softplus, d_
                 last[b, d0 + j, n] = x[n, j]
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy", fastmath=FASTMATH)
 def _bwd_cpu(
     u,
     delta,
@@ -151,6 +174,7 @@ def _bwd_cpu(
     dtype = u.dtype
     one = dtype.type(1)
     threshold = dtype.type(SOFTPLUS_THRESHOLD)
+    N4 = N // 4 * 4
     n_blk = (dim + d_block - 1) // d_block
     K = (L + T - 1) // T
     for task in prange(batch * n_blk):
@@ -205,7 +229,23 @@ def _bwd_cpu(
                 for j in range(P):
                     dtus[i, j] = dts[i, j] * us[i, j]
                     ys[i, j] = 0
-                for n in range(N):
+                for n in range(0, N4, 4):  # four states per pass, as in the forward
+                    B0, B1, B2, B3 = B[b, n, t], B[b, n + 1, t], B[b, n + 2, t], B[b, n + 3, t]
+                    C0, C1, C2, C3 = C[b, n, t], C[b, n + 1, t], C[b, n + 2, t], C[b, n + 3, t]
+                    for j in range(P):
+                        dtj, dtuj = dts[i, j], dtus[i, j]
+                        a0 = _exp(dtj * A_[n, j])
+                        a1 = _exp(dtj * A_[n + 1, j])
+                        a2 = _exp(dtj * A_[n + 2, j])
+                        a3 = _exp(dtj * A_[n + 3, j])
+                        As[i, n, j], As[i, n + 1, j], As[i, n + 2, j], As[i, n + 3, j] = a0, a1, a2, a3
+                        x0 = _state_step(a0, xs[i, n, j], dtuj, B0)
+                        x1 = _state_step(a1, xs[i, n + 1, j], dtuj, B1)
+                        x2 = _state_step(a2, xs[i, n + 2, j], dtuj, B2)
+                        x3 = _state_step(a3, xs[i, n + 3, j], dtuj, B3)
+                        xs[i + 1, n, j], xs[i + 1, n + 1, j], xs[i + 1, n + 2, j], xs[i + 1, n + 3, j] = x0, x1, x2, x3
+                        ys[i, j] = ys[i, j] + C0 * x0 + C1 * x1 + C2 * x2 + C3 * x3
+                for n in range(N4, N):
                     Bn = B[b, n, t]
                     Cn = C[b, n, t]
                     for j in range(P):
@@ -278,18 +318,19 @@ def _bwd_cpu(
 @njit(cache=True)
 def _lane_sum(v, P):
     """sum(v[:P]) (P a multiple of LANES), destroying v: halves folded onto each other down to
-    LANES values, then summed in order. Unlike a running sum this vectorises without reordering
-    anything at run time (fixed order, same result on every machine), and it is pairwise-accurate."""
+    LANES values, then those summed as a tree (8 + 8, 4 + 4, 2 + 2, 1 + 1: four dependent adds
+    instead of fifteen; the backward pass runs 2 N of these per step). Unlike a running sum this
+    vectorises without reordering anything at run time (fixed order, same result on every
+    machine), and it is pairwise-accurate."""
     w = P
     while w > LANES:
         h = (w // LANES + 1) // 2 * LANES
         for j in range(w - h):
             v[j] += v[j + h]
         w = h
-    s = v[0]
-    for j in range(1, w):
-        s += v[j]
-    return s
+    a0, a1, a2, a3 = v[0] + v[8], v[1] + v[9], v[2] + v[10], v[3] + v[11]  # LANES = 16
+    a4, a5, a6, a7 = v[4] + v[12], v[5] + v[13], v[6] + v[14], v[7] + v[15]
+    return ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
 
 
 def channel_blocks(batch: int, dim: int, threads: int) -> int:
