@@ -15,8 +15,11 @@ pytest.importorskip("numba")
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 
 
-def scan_inputs(L, batch=2, dim=3, N=4, seed=0, dtype=torch.float64, device="cpu"):
-    """u, delta, A (negative), B, C, D, z, delta_bias as a dict, each requiring grad."""
+def scan_inputs(L, batch=2, dim=3, N=4, seed=0, dtype=torch.float64, device="cpu", channels_last=None):
+    """u, delta, A (negative), B, C, D, z, delta_bias as a dict, each requiring grad. ``channels_last``
+    (default: for float32) gives u, delta, z, B and C as (B, L, .) memory seen as (B, ., L), the Mamba
+    block's layout: the float32 tests then run the kernels' specialisation the model runs, one Numba
+    compiles anyway, rather than one more (about 13 s of compiling each on a fresh machine)."""
     g = torch.Generator().manual_seed(seed)
     t = dict(
         u=torch.randn(batch, dim, L, generator=g, dtype=dtype),  # (B D L)
@@ -28,6 +31,8 @@ def scan_inputs(L, batch=2, dim=3, N=4, seed=0, dtype=torch.float64, device="cpu
         z=torch.randn(batch, dim, L, generator=g, dtype=dtype),  # (B D L)
         delta_bias=0.3 * torch.randn(dim, generator=g, dtype=dtype),  # (D)
     )
+    if channels_last if channels_last is not None else dtype == torch.float32:
+        t = {k: v.transpose(1, 2).contiguous().transpose(1, 2) if v.ndim == 3 else v for k, v in t.items()}
     return {k: v.to(device).requires_grad_() for k, v in t.items()}
 
 

@@ -373,7 +373,7 @@ def forward_cpu(
         B,
         C,
         _or_empty(D, 1, dtype),
-        _or_empty(z, 3, dtype),
+        u if z is None else z,  # absent: u stands in (never read), so the layout types match u's
         _or_empty(delta_bias, 1, dtype),
         D is not None,
         z is not None,
@@ -408,7 +408,7 @@ def backward_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout
     n_blk = -(-dim // d_block)
     du = np.empty_like(u)  # (batch D L), in u's memory layout (so are ddelta and dz)
     ddelta = np.empty_like(u)
-    dz = np.empty_like(u) if z is not None else np.empty((0, 0, 0), dtype)
+    dz = np.empty_like(u) if z is not None else du  # absent: du stands in (never written), u's layout
     dA_part = np.empty((batch, dim, N), dtype)
     dB_part = np.zeros((batch, n_blk, N, L), dtype)  # zeros: no task writes them when D = 0
     dC_part = np.zeros((batch, n_blk, N, L), dtype)
@@ -421,7 +421,7 @@ def backward_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout
         B,
         C,
         _or_empty(D, 1, dtype),
-        _or_empty(z, 3, dtype),
+        u if z is None else z,  # absent: u stands in (never read), so the layout types match u's
         _or_empty(delta_bias, 1, dtype),
         D is not None,
         z is not None,
