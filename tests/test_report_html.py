@@ -175,16 +175,22 @@ def test_full_report_html_shows_autoattack_masking_and_certified(browser, full_r
     assert certified[1][:4] == ["best", "ibp", "L-inf eps 0.01", "35.0%"]
 
 
+def assert_every_player_loads_its_clip(page, folder, examples):
+    """Three players per example (clean, adversarial, perturbation), each loaded without error and as
+    long as the clip the run wrote."""
+    page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1)", timeout=10_000)
+    players = page.eval_on_selector_all("audio", "els => els.map(a => [a.readyState, a.duration, a.error])")
+    clip, rate = sf.read(folder / examples[0]["clean_wav"], dtype="float32")
+    assert len(players) == 3 * len(examples)
+    assert all(state >= 1 and error is None and abs(d - len(clip) / rate) < 0.01 for state, d, error in players)
+
+
 def test_audio_report_html_plays_clean_adversarial_and_perturbation(browser, audio_run, pages):
     report = json.loads((audio_run / "report.json").read_text())
     examples = report["examples"]
     assert examples, "the run wrote no audio example"
     page, _ = open_page(browser, audio_run / "report.html", pages / "audio-report.png")
-    page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1)", timeout=10_000)
-    players = page.eval_on_selector_all("audio", "els => els.map(a => [a.readyState, a.duration, a.error])")
-    clip, rate = sf.read(audio_run / examples[0]["clean_wav"], dtype="float32")
-    assert len(players) == 3 * len(examples)
-    assert all(state >= 1 and error is None and abs(d - len(clip) / rate) < 0.01 for state, d, error in players)
+    assert_every_player_loads_its_clip(page, audio_run, examples)
     labels = page.eval_on_selector_all(".clips label", "els => els.map(e => e.innerText)")
     assert labels[:2] == ["clean", "adversarial"] and labels[2].startswith("perturbation alone, amplified ×")
     text = page.inner_text("#examples")
@@ -334,11 +340,7 @@ def test_attack_out_audio_report_plays_the_attacks_clips(browser, audio_run, pag
     examples = report["examples"]
     assert examples and (out / examples[0]["clean_wav"]).is_file() and (out / examples[0]["png"]).is_file()
     page, tables = open_page(browser, out / "report.html", pages / "attack-audio.png")
-    page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1)", timeout=10_000)
-    players = page.eval_on_selector_all("audio", "els => els.map(a => [a.readyState, a.duration, a.error])")
-    clip, rate = sf.read(out / examples[0]["clean_wav"], dtype="float32")
-    assert len(players) == 3 * len(examples)
-    assert all(state >= 1 and error is None and abs(d - len(clip) / rate) < 0.01 for state, d, error in players)
+    assert_every_player_loads_its_clip(page, out, examples)
     assert "Listen: examples (pgd on best)" in page.inner_text("#examples")
     accuracy = table_with(tables, "checkpoint", "epoch", "clean", "pgd")
     assert accuracy[1][accuracy[0].index("pgd")] == pct(printed["adversarial_accuracy"])
