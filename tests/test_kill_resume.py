@@ -1,7 +1,8 @@
 """Runs that survive a real kill, and two processes on one ``--out``.
 
 ``ssmdefense defend`` runs in a process (``forked_cli``) that SIGKILLs itself at a chosen moment (mid-epoch, in the
-middle of writing the resume state, during the final evaluation); ``defend --resume`` then finishes
+middle of writing the resume state, during the final evaluation, after the best checkpoint's figures were
+kept); ``defend --resume`` then finishes
 it, and its report must hold the same metrics as an uninterrupted run with the same seed. A second
 process given the same ``--out`` while the first is writing it is refused with one line."""
 
@@ -89,6 +90,7 @@ KILLS = {  # moment: (module, attribute, n-th call, kill before or after the cal
         "after",
     ),  # epoch 2's tensors written, not committed
     "final evaluation": ("ssmdefense.workflows.train", "evaluate_robustness", 1, "before"),
+    "after the best's evaluation": ("ssmdefense.workflows.train", "_write_atomically", 1, "after"),  # figures kept
 }
 
 
@@ -102,6 +104,9 @@ def test_a_run_killed_at_any_moment_resumes_to_the_same_report(moment, whole, la
     resumed = launcher.run("defend", "--resume", "run", "-q", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert metrics(tmp_path / "run") == whole["metrics"]
+    if moment == "after the best's evaluation":  # its figures were kept, not computed again
+        assert "the best checkpoint's evaluation (epoch 2) is kept from the interrupted run" in resumed.stderr
+        assert "evaluating the best checkpoint" not in resumed.stderr
     assert not list(tmp_path.glob(".run.*"))  # the partial directory and the lock are gone
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import json
 import os
@@ -56,6 +57,7 @@ DEFAULT_EPS_FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0)  # robust-accuracy curve at thes
 DEFAULT_AA_SAMPLES = 100  # AutoAttack in the final evaluation (--aa-samples): images and audio
 CERTIFIED_SAMPLES = 100  # the ibp defense's final evaluation also certifies the first 100 test samples
 SELECT_ON = ("val", "test")  # the split that chooses the best checkpoint (--select-on)
+FINAL_EVALUATION = "final-evaluation.json"  # each evaluated checkpoint's figures, so a resumed run skips them
 
 
 @dataclass
@@ -415,30 +417,52 @@ def _evaluate_best_and_last(
 ) -> dict:
     """``{"best", "last"}``: each checkpoint's clean, FGSM and PGD-10 accuracy at eps, the curve over
     multiples of eps, and AutoAttack on the first ``aa_samples`` (once per epoch: best and last are
-    often the same epoch)."""
-    results, by_epoch = {}, {}
+    often the same epoch). Each checkpoint's figures are kept in ``FINAL_EVALUATION`` as soon as they
+    are done, so a run killed during the final evaluation resumes after the last finished checkpoint."""
+    results, kept = {}, tmp / FINAL_EVALUATION
+    by_epoch = json.loads(kept.read_text()) if kept.is_file() else {}  # what an interrupted run finished
+    announced = set(by_epoch)  # say once per checkpoint that its figures come from before the interruption
     for which in ("best", "last"):
         ckpt = load_checkpoint(tmp / which, device_type=device_type)  # also checks the files load
         epoch = ckpt.checkpoint_meta["extra"]["epoch"]
-        if epoch not in by_epoch:
+        key = f"{epoch}:{_digest(tmp / which)}"
+        if key in announced:
+            progress.say(f"the {which} checkpoint's evaluation (epoch {epoch}) is kept from the interrupted run")
+            announced.discard(key)
+        elif key not in by_epoch:
             what = f"clean, FGSM, PGD-10 at eps={s.eps} and a curve"
             progress.say(f"evaluating the {which} checkpoint ({what}) on {len(y_eval)} test samples")
             eps_list = [round(f * s.eps, 10) for f in DEFAULT_EPS_FACTORS]
-            by_epoch[epoch] = evaluate_robustness(
+            figures = evaluate_robustness(
                 ckpt, x_eval, y_eval, eps=s.eps, attacks=("fgsm", "pgd"), eps_list=eps_list, seed=c.seed
             )
             if s.aa_samples:
                 n = min(s.aa_samples, len(y_eval))
                 progress.say(f"{aa_attack(ckpt)} (standard) on {n} samples, with FGSM and PGD-10 on the same")
-                by_epoch[epoch]["autoattack"] = autoattack_check(
+                figures["autoattack"] = autoattack_check(
                     ckpt, x_eval[:n], y_eval[:n], eps=s.eps, seed=c.seed, snr_db=c.aa_snr_db
                 )
             if c.defense in ("ibp", "crown-ibp"):  # certified training: its verified accuracy, by interval bounds
                 n = min(CERTIFIED_SAMPLES, len(y_eval))
                 found = certify(ckpt, x_eval[:n], y_eval[:n], method="ibp", eps=s.eps)
-                by_epoch[epoch]["certified"] = {k: found[k] for k in ("method", "eps", "samples", "certified_accuracy")}
-        results[which] = {"epoch": epoch, **by_epoch[epoch]}
+                figures["certified"] = {k: found[k] for k in ("method", "eps", "samples", "certified_accuracy")}
+            by_epoch[key] = json.loads(json.dumps(figures))  # as JSON: the same whether computed now or kept
+            _write_atomically(kept, json.dumps(by_epoch))  # a run killed from here on resumes after this checkpoint
+        results[which] = {"epoch": epoch, **by_epoch[key]}
+    kept.unlink(missing_ok=True)  # report.json holds it all
     return results
+
+
+def _digest(stem: Path) -> str:
+    """The checkpoint's weights file, hashed: a kept evaluation is reused only for the same weights."""
+    return hashlib.sha256(stem.with_suffix(".safetensors").read_bytes()).hexdigest()[:16]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file and a rename: a kill leaves the old file or the new one."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text)
+    os.replace(part, path)
 
 
 def _report(c: RunConfig, s: _Setup, run_config: dict, results: dict, out: Path) -> RunReport:
