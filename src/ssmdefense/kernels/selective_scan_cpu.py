@@ -42,6 +42,7 @@ ones, in the dtype of the arrays passed (float32 or float64).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -357,8 +358,6 @@ def forward_cpu(
     Returns:
         out (batch, D, L), last state (batch, D, N), checkpoints (``checkpoint_shape``) or None.
     """
-    import numba
-
     batch, dim, L = u.shape
     N = A.shape[1]
     dtype = u.dtype
@@ -366,7 +365,8 @@ def forward_cpu(
     out = np.empty_like(u)  # (batch D L), in u's memory layout
     last = np.empty((batch, dim, N), dtype)
     ckpt = np.empty(checkpoint_shape(batch, dim, L, N), dtype) if save_states else np.empty((0, 0, 0, 0), dtype)
-    _fwd_cpu(
+    _launch(
+        _fwd_cpu,
         u,
         delta,
         A,
@@ -398,8 +398,6 @@ def backward_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout
         du, ddelta (batch, D, L) (ddelta with respect to delta before bias and softplus); dA (D, N);
         dB, dC (batch, N, L); dD (D,) or None; dz (batch, D, L) or None; d delta_bias (D,) or None.
     """
-    import numba
-
     batch, dim, L = u.shape
     N = A.shape[1]
     dtype = u.dtype
@@ -414,7 +412,8 @@ def backward_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout
     dC_part = np.zeros((batch, n_blk, N, L), dtype)
     dD_part = np.empty((batch, dim), dtype) if D is not None else np.empty((0, 0), dtype)
     dbias_part = np.empty((batch, dim), dtype) if delta_bias is not None else np.empty((0, 0), dtype)
-    _bwd_cpu(
+    _launch(
+        _bwd_cpu,
         u,
         delta,
         A,
@@ -454,6 +453,30 @@ def backward_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout
         dz if z is not None else None,
         dbias_part.sum(0) if delta_bias is not None else None,
     )
+
+
+_ENTRIES: dict = {}  # (kernel, argument types) -> compiled entry point
+
+
+def _launch(kernel, *args):
+    """Run ``kernel`` on ``args`` compiled with every 3-D array typed as any-layout ('A').
+
+    Numba's dispatcher compiles one version per combination of layouts it sees: C-contiguous
+    arrays, channels-last views (strided), and their batch-1 case (Fortran-contiguous) each got
+    their own, six per kernel in the test suite at about 13 s each on a fresh cache. The 'A' version
+    serves them all (the model's channels-last views were 'A' already, so its speed is unchanged);
+    ``compile`` loads it from Numba's cache when there. The 2-D and 4-D arrays stay as typed
+    (C-contiguous here: ``A``, the checkpoints and the partial sums are).
+    """
+    types = tuple(_any_layout(numba.typeof(a)) for a in args)
+    entry = _ENTRIES.get((kernel, types))
+    if entry is None:
+        entry = _ENTRIES[(kernel, types)] = kernel.compile(types)
+    return entry(*args)
+
+
+def _any_layout(t):
+    return t.copy(layout="A") if isinstance(t, numba.types.Array) and t.ndim == 3 else t
 
 
 def _or_empty(a, ndim, dtype):
