@@ -15,6 +15,12 @@ Figures:
 - pgd_wrapper_vs_torch: seconds of PGD-10 through ``SSMClassifier`` (ART's attack) against the same
   attack written as a plain torch loop, on the default S4D and 256 mnist-5k images, and their ratio
   (``wrapper_over_plain``; the target is at most 1.10).
+- default_run_phases: the default run (``ssmdefense defend --defense ads``, every default; ``--dataset
+  spoken-digits`` with ``--default-dataset spoken-digits``) in this process, each phase timed:
+  process start (a fresh interpreter importing the workflows), data, building, training
+  (and in it the per-epoch validation and the overhead timing), the final clean/FGSM/PGD-10/curve
+  evaluation, AutoAttack (each component's seconds and seconds per sample it attacked), the audio
+  examples and the report, and the total. ``make bench`` runs it.
 - defense_step_overhead: seconds per training batch (``train_batch``: attack, backward, optimizer
   step) of every batch-by-batch defense against standard training (none) on one mnist-5k batch, and
   the ratios. Distillation is left out: its batch needs a trained teacher.
@@ -206,6 +212,90 @@ def pgd_wrapper_vs_torch(repeats, samples=256):
     }
 
 
+def default_run_phases(dataset="mnist-5k"):
+    """One default run (``RunConfig(defense="ads")``, as ``ssmdefense defend --defense ads -q``), its
+    phases timed by wrapping the functions ``workflows.train`` calls for them; seconds per phase."""
+    import collections
+    import subprocess
+    import tempfile
+
+    import ssmdefense.workflows.train as train
+    from ssmdefense.defenses.loop import TrainingLoop
+    from ssmdefense.workflows import RunConfig, run
+
+    start = time.perf_counter()  # a fresh interpreter importing what a run imports (torch, ART, the workflows)
+    subprocess.run([sys.executable, "-c", "import ssmdefense.workflows.train"], check=True, capture_output=True)
+    seconds = collections.Counter({"process start (interpreter and imports)": time.perf_counter() - start})
+
+    def timed(owner, name, label):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                seconds[label] += time.perf_counter() - begin
+
+        setattr(owner, name, wrapper)
+        return lambda: setattr(owner, name, original)
+
+    phases = [
+        (train, "_load_data", "data"),
+        (train, "_build", "building the classifier and the defense"),
+        (train, "_fit", "training, with the per-epoch validation and the overhead timing"),
+        (TrainingLoop, "measure_overhead", "overhead timing (a few batches against standard training)"),
+        (train, "evaluate_robustness", "final: clean, FGSM, PGD-10 and the curve (per checkpoint)"),
+        (train, "autoattack_check", "final: AutoAttack (per checkpoint)"),
+        (train, "write_audio_examples", "audio examples"),
+        (train, "write_report", "report.json, report.md, report.html, plots"),
+    ]
+    restore = [timed(*phase) for phase in phases]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            begin = time.perf_counter()
+            report = run(RunConfig(defense="ads", dataset=dataset, out=Path(tmp) / "run", verbose=False))
+            total = time.perf_counter() - begin
+    finally:
+        for undo in restore:
+            undo()
+    validation = sum(v or 0 for v in report.timing["eval_seconds"])
+    seconds["per-epoch validation (in training)"] = validation
+    aa = report.best.get("autoattack", {})
+    n, components, before = aa.get("samples", 0), [], 1.0
+    for row in aa.get("breakdown", []):
+        attacked = round(before * n) if row["component"] != "clean" else n
+        components.append(
+            {
+                **row,
+                "samples_attacked": attacked,
+                "seconds_per_attacked_sample": row["seconds"] / attacked if attacked else None,
+            }
+        )
+        before = row["robust_accuracy"]
+    for label, value in seconds.items():
+        print(f"{value:8.1f} s  {label}", flush=True)
+    print(f"{total:8.1f} s  the run (RunConfig -> report)", flush=True)
+    return {
+        "dataset": dataset,
+        "seconds": dict(seconds),
+        "run_seconds": total,
+        "total_with_process_start": total + seconds["process start (interpreter and imports)"],
+        "best_epoch": report.best["epoch"],
+        "last_epoch": report.last["epoch"],
+        "autoattack": {
+            "samples": n,
+            "seconds": aa.get("seconds"),
+            "seconds_per_sample": aa["seconds"] / n if n else None,
+            "robust_samples": round(aa["worst_case"] * n) if n else None,
+            "seconds_per_robust_sample": aa["seconds"] / max(1, round(aa["worst_case"] * n)) if n else None,
+            "components": components,
+        },
+        "accuracy": {"clean": report.best["clean_accuracy"], "worst_case": aa.get("worst_case")},
+        "note": "one run, every default, in this process; phases nest: training includes validation and overhead timing",
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
@@ -215,6 +305,7 @@ def main():
     parser.add_argument("--model-threads", default="1,2", help="thread counts of model_forward_backward")
     parser.add_argument("--model-lengths", default="784,4096", help="sequence lengths of model_forward_backward")
     parser.add_argument("--only", help="comma-separated figures to measure; the others are kept from --out")
+    parser.add_argument("--default-dataset", default="mnist-5k", help="dataset of default_run_phases")
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
@@ -222,6 +313,7 @@ def main():
         "s4d_conv_vs_recurrence": lambda: s4d_conv_vs_recurrence(args.repeats),
         "defense_step_overhead": lambda: defense_step_overhead(args.repeats),
         "pgd_wrapper_vs_torch": lambda: pgd_wrapper_vs_torch(args.repeats),
+        "default_run_phases": lambda: default_run_phases(args.default_dataset),
         "model_forward_backward": lambda: model_forward_backward(
             args.repeats,
             tuple(int(v) for v in args.model_lengths.split(",")),
