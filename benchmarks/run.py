@@ -292,7 +292,7 @@ def default_run_phases(dataset="mnist-5k"):
             "components": components,
         },
         "accuracy": {"clean": report.best["clean_accuracy"], "worst_case": aa.get("worst_case")},
-        "note": "one run, every default, in this process; phases nest: training includes validation and overhead timing",
+        "note": "one run, every default, in this process; training includes the validation and the overhead timing",
     }
 
 
