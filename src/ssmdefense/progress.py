@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 MODES = ("auto", "bars", "lines", "off")
 HEARTBEAT = 6.0  # seconds of silence before a running phase says where it is (lines mode) ...
 SETTLE = 3.0  # ... once it has run this long (a short phase, or one an error ends at once, says nothing)
-_setting = {"mode": "auto"}
+_setting = {"mode": "auto", "prefix": ""}
 _active: list[Phase] = []  # the running phases, innermost last
 _lock = threading.RLock()
 _clock = {"last": time.monotonic(), "thread": None}
@@ -50,6 +50,18 @@ def using(mode: str) -> Iterator[None]:
         yield
     finally:
         _setting["mode"] = previous
+
+
+@contextlib.contextmanager
+def prefixed(prefix: str) -> Iterator[None]:
+    """Run a block with every line it prints starting with ``prefix`` (a second process's lines
+    beside the first's: ``[last] AutoAttack apgd-ce: ...``)."""
+    previous = _setting["prefix"]
+    _setting["prefix"] = previous + prefix
+    try:
+        yield
+    finally:
+        _setting["prefix"] = previous
 
 
 @contextlib.contextmanager
@@ -79,7 +91,7 @@ def say(line: str) -> None:
     if mode() == "off":
         return
     with _lock:
-        tqdm.write(line, file=sys.stderr)
+        tqdm.write(_setting["prefix"] + line, file=sys.stderr)
         sys.stderr.flush()
         _clock["last"] = time.monotonic()
 

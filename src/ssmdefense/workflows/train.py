@@ -21,15 +21,18 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import distributed, progress
 from ..api import build_model, build_serialiser, get_defense
@@ -49,7 +52,15 @@ from ..evaluation.robustness import aa_attack, autoattack_check, best_last_gap, 
 from ..plugins import registry
 from ..seeding import seed_everything
 from ..validation import integer, number
-from .common import check_eps, load_data, resolve_device, split_sequence_params, staged_directory, use_threads
+from .common import (
+    available_cores,
+    check_eps,
+    load_data,
+    resolve_device,
+    split_sequence_params,
+    staged_directory,
+    use_threads,
+)
 from .config import RunConfig
 from .resume import interruption
 
@@ -58,6 +69,7 @@ DEFAULT_AA_SAMPLES = 100  # AutoAttack in the final evaluation (--aa-samples): i
 CERTIFIED_SAMPLES = 100  # the ibp defense's final evaluation also certifies the first 100 test samples
 SELECT_ON = ("val", "test")  # the split that chooses the best checkpoint (--select-on)
 FINAL_EVALUATION = "final-evaluation.json"  # each evaluated checkpoint's figures, so a resumed run skips them
+PARALLEL_AA_SAMPLES = 50  # from this many AutoAttack samples, best and last are evaluated in two processes
 
 
 @dataclass
@@ -418,39 +430,99 @@ def _evaluate_best_and_last(
     """``{"best", "last"}``: each checkpoint's clean, FGSM and PGD-10 accuracy at eps, the curve over
     multiples of eps, and AutoAttack on the first ``aa_samples`` (once per epoch: best and last are
     often the same epoch). Each checkpoint's figures are kept in ``FINAL_EVALUATION`` as soon as they
-    are done, so a run killed during the final evaluation resumes after the last finished checkpoint."""
-    results, kept = {}, tmp / FINAL_EVALUATION
+    are done, so a run killed during the final evaluation resumes after the last finished checkpoint.
+    Two different checkpoints are evaluated at once, the last one in a second process, when the cores
+    allow it and the AutoAttack is long enough to pay for that process's start (``_second_process``):
+    every figure is the same as one after the other (each evaluation seeds itself)."""
+    kept = tmp / FINAL_EVALUATION
     by_epoch = json.loads(kept.read_text()) if kept.is_file() else {}  # what an interrupted run finished
-    announced = set(by_epoch)  # say once per checkpoint that its figures come from before the interruption
+    found = {}  # which -> (epoch, key, classifier)
     for which in ("best", "last"):
         ckpt = load_checkpoint(tmp / which, device_type=device_type)  # also checks the files load
         epoch = ckpt.checkpoint_meta["extra"]["epoch"]
-        key = f"{epoch}:{_digest(tmp / which)}"
-        if key in announced:
+        found[which] = (epoch, f"{epoch}:{_digest(tmp / which)}", ckpt)
+    pending, announced = {}, set()  # key -> the first checkpoint with it; the kept keys said
+    for which, (epoch, key, _) in found.items():
+        if key not in by_epoch:
+            pending.setdefault(key, which)
+        elif key not in announced:
             progress.say(f"the {which} checkpoint's evaluation (epoch {epoch}) is kept from the interrupted run")
-            announced.discard(key)
-        elif key not in by_epoch:
-            what = f"clean, FGSM, PGD-10 at eps={s.eps} and a curve"
-            progress.say(f"evaluating the {which} checkpoint ({what}) on {len(y_eval)} test samples")
-            eps_list = [round(f * s.eps, 10) for f in DEFAULT_EPS_FACTORS]
-            figures = evaluate_robustness(
-                ckpt, x_eval, y_eval, eps=s.eps, attacks=("fgsm", "pgd"), eps_list=eps_list, seed=c.seed
-            )
-            if s.aa_samples:
-                n = min(s.aa_samples, len(y_eval))
-                progress.say(f"{aa_attack(ckpt)} (standard) on {n} samples, with FGSM and PGD-10 on the same")
-                figures["autoattack"] = autoattack_check(
-                    ckpt, x_eval[:n], y_eval[:n], eps=s.eps, seed=c.seed, snr_db=c.aa_snr_db
-                )
-            if c.defense in ("ibp", "crown-ibp"):  # certified training: its verified accuracy, by interval bounds
-                n = min(CERTIFIED_SAMPLES, len(y_eval))
-                found = certify(ckpt, x_eval[:n], y_eval[:n], method="ibp", eps=s.eps)
-                figures["certified"] = {k: found[k] for k in ("method", "eps", "samples", "certified_accuracy")}
-            by_epoch[key] = json.loads(json.dumps(figures))  # as JSON: the same whether computed now or kept
-            _write_atomically(kept, json.dumps(by_epoch))  # a run killed from here on resumes after this checkpoint
-        results[which] = {"epoch": epoch, **by_epoch[key]}
+            announced.add(key)
+    task = _FinalEvaluation(s.eps, c.seed, s.aa_samples, c.aa_snr_db, c.defense in ("ibp", "crown-ibp"))
+
+    def keep(key: str, figures: dict) -> None:
+        by_epoch[key] = json.loads(json.dumps(figures))  # as JSON: the same whether computed now or kept
+        _write_atomically(kept, json.dumps(by_epoch))  # a run killed from here on resumes after this checkpoint
+
+    if len(pending) == 2 and _second_process(s, device_type):
+        (key_here, here), (key_there, there) = pending.items()
+        progress.say(f"evaluating the {there} checkpoint in a second process, beside the {here} one")
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of torch's or Numba's threads
+        with progress.without_bars(), ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            args = (tmp / there, device_type, torch.get_num_threads(), progress.mode(), there, task, x_eval, y_eval)
+            future = pool.submit(_evaluate_saved, *args)
+            keep(key_here, _evaluate_checkpoint(found[here][2], here, task, x_eval, y_eval))
+            keep(key_there, future.result())
+    else:
+        for key, which in pending.items():
+            keep(key, _evaluate_checkpoint(found[which][2], which, task, x_eval, y_eval))
     kept.unlink(missing_ok=True)  # report.json holds it all
-    return results
+    return {which: {"epoch": epoch, **by_epoch[key]} for which, (epoch, key, _) in found.items()}
+
+
+@dataclass(frozen=True)
+class _FinalEvaluation:
+    """What the final evaluation of a checkpoint runs (picklable: a second process gets it)."""
+
+    eps: float
+    seed: int
+    aa_samples: int | None
+    snr_db: float
+    certified: bool  # the ibp and crown-ibp defenses: also the verified accuracy, by interval bounds
+
+
+def _evaluate_checkpoint(ckpt: SSMClassifier, which: str, task: _FinalEvaluation, x: np.ndarray, y: np.ndarray) -> dict:
+    """One checkpoint's clean, FGSM, PGD-10 and curve figures, its AutoAttack and (certified training)
+    its verified accuracy."""
+    what = f"clean, FGSM, PGD-10 at eps={task.eps} and a curve"
+    progress.say(f"evaluating the {which} checkpoint ({what}) on {len(y)} test samples")
+    eps_list = [round(f * task.eps, 10) for f in DEFAULT_EPS_FACTORS]
+    figures = evaluate_robustness(ckpt, x, y, eps=task.eps, attacks=("fgsm", "pgd"), eps_list=eps_list, seed=task.seed)
+    if task.aa_samples:
+        n = min(task.aa_samples, len(y))
+        progress.say(f"{aa_attack(ckpt)} (standard) on {n} samples, with FGSM and PGD-10 on the same")
+        figures["autoattack"] = autoattack_check(ckpt, x[:n], y[:n], eps=task.eps, seed=task.seed, snr_db=task.snr_db)
+    if task.certified:
+        n = min(CERTIFIED_SAMPLES, len(y))
+        found = certify(ckpt, x[:n], y[:n], method="ibp", eps=task.eps)
+        figures["certified"] = {k: found[k] for k in ("method", "eps", "samples", "certified_accuracy")}
+    return figures
+
+
+def _evaluate_saved(
+    stem: Path,
+    device_type: str,
+    threads: int,
+    mode: str,
+    which: str,
+    task: _FinalEvaluation,
+    x: np.ndarray,
+    y: np.ndarray,
+) -> dict:
+    """``_evaluate_checkpoint`` in a second process: the checkpoint saved at ``stem``, the parent's
+    threads, and its progress lines (never bars) marked with the checkpoint's name."""
+    torch.set_num_threads(threads)
+    progress.set_mode("lines" if mode == "bars" else mode)
+    with progress.prefixed(f"[{which}] "):
+        return _evaluate_checkpoint(load_checkpoint(stem, device_type=device_type), which, task, x, y)
+
+
+def _second_process(s: _Setup, device_type: str) -> bool:
+    """Whether the last checkpoint is evaluated in a second process: on the CPU, with cores for both
+    (twice this process's threads), and an AutoAttack of at least ``PARALLEL_AA_SAMPLES`` samples, which
+    makes the evaluation long beside the few seconds a new interpreter takes to import torch."""
+    cores_for_both = 2 * torch.get_num_threads() <= available_cores()
+    return device_type == "cpu" and cores_for_both and (s.aa_samples or 0) >= PARALLEL_AA_SAMPLES
 
 
 def _digest(stem: Path) -> str:

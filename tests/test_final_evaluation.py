@@ -1,0 +1,53 @@
+"""The final evaluation of a run's best and last checkpoints: in one process or, when they differ and
+the AutoAttack is long, the last one in a second process beside the first; the figures are the same."""
+
+from types import SimpleNamespace
+
+import torch
+
+import ssmdefense as sd
+import ssmdefense.workflows.train as train
+
+
+def checkpoints(trained, digits, tmp_path):
+    """A run's folder with two different checkpoints: ``best`` (the session's trained S4D, "epoch 10")
+    and ``last`` (a copy trained one epoch more on part of the data, "epoch 11")."""
+    sd.save(trained, tmp_path / "best", extra={"dataset": "digits", "epoch": 10})
+    more = sd.load(tmp_path / "best", device_type="cpu")
+    sd.get_defense("none", more, lr=1e-2, verbose=False).fit(digits.x_train[:256], digits.y_train[:256], nb_epochs=1)
+    sd.save(more, tmp_path / "last", extra={"dataset": "digits", "epoch": 11})
+    return tmp_path
+
+
+def measured_removed(value):
+    """``value`` without what is measured rather than computed: every "seconds" entry."""
+    if isinstance(value, dict):
+        return {k: measured_removed(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [measured_removed(v) for v in value]
+    return value
+
+
+def evaluate(folder, digits, monkeypatch, second_process: bool) -> dict:
+    monkeypatch.setattr(train, "PARALLEL_AA_SAMPLES", 1 if second_process else 10**9)
+    monkeypatch.setattr(train, "available_cores", lambda: 2 * torch.get_num_threads())
+    run = SimpleNamespace(seed=0, aa_snr_db=30.0, defense="none")
+    setup = SimpleNamespace(eps=0.1, aa_samples=6)
+    x, y = digits.x_test[:40], digits.y_test[:40]
+    return train._evaluate_best_and_last(run, setup, folder, "cpu", x, y)
+
+
+def test_a_second_process_gives_the_figures_of_one_process(trained, digits, tmp_path, monkeypatch, capfd):
+    folder = checkpoints(trained, digits, tmp_path)
+    alone = evaluate(folder, digits, monkeypatch, second_process=False)
+    assert "[last]" not in capfd.readouterr().err
+    beside = evaluate(folder, digits, monkeypatch, second_process=True)
+    err = capfd.readouterr().err  # the second process writes to the same stderr, each line marked
+    assert "evaluating the last checkpoint in a second process, beside the best one" in err
+    assert "[last] evaluating the last checkpoint" in err and "[last] AutoAttack" in err
+    assert "[best]" not in err and "\nevaluating the best checkpoint" in err
+    assert measured_removed(beside) == measured_removed(alone)  # every figure, AutoAttack's included
+    assert (alone["best"]["epoch"], alone["last"]["epoch"]) == (10, 11)
+    assert alone["best"] != alone["last"]  # two different checkpoints ...
+    assert 0 < alone["best"]["robust_accuracy"]["pgd-10"] < alone["best"]["clean_accuracy"]  # ... real figures
+    assert not (folder / train.FINAL_EVALUATION).exists()
