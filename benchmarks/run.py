@@ -18,9 +18,10 @@ Figures:
 - default_run_phases: the default run (``ssmdefense defend --defense ads``, every default; ``--dataset
   spoken-digits`` with ``--default-dataset spoken-digits``) in this process, each phase timed:
   process start (a fresh interpreter importing the workflows), data, building, training
-  (and in it the per-epoch validation and the overhead timing), the final clean/FGSM/PGD-10/curve
-  evaluation, AutoAttack (each component's seconds and seconds per sample it attacked), the audio
-  examples and the report, and the total. ``make bench`` runs it.
+  (and in it the per-epoch validation and the overhead timing), the final evaluation's wall time and,
+  for the checkpoints this process evaluated (the last one may run in a second process beside it),
+  clean/FGSM/PGD-10/curve and AutoAttack (the best checkpoint's components: seconds and seconds per
+  sample attacked), the audio examples and the report, and the total. ``make bench`` runs it.
 - defense_step_overhead: seconds per training batch (``train_batch``: attack, backward, optimizer
   step) of every batch-by-batch defense against standard training (none) on one mnist-5k batch, and
   the ratios. Distillation is left out: its batch needs a trained teacher.
@@ -245,8 +246,9 @@ def default_run_phases(dataset="mnist-5k"):
         (train, "_build", "building the classifier and the defense"),
         (train, "_fit", "training, with the per-epoch validation and the overhead timing"),
         (TrainingLoop, "measure_overhead", "overhead timing (a few batches against standard training)"),
-        (train, "evaluate_robustness", "final: clean, FGSM, PGD-10 and the curve (per checkpoint)"),
-        (train, "autoattack_check", "final: AutoAttack (per checkpoint)"),
+        (train, "_evaluate_best_and_last", "final evaluation of best and last (wall)"),
+        (train, "evaluate_robustness", "final: clean, FGSM, PGD-10 and the curve (this process's checkpoints)"),
+        (train, "autoattack_check", "final: AutoAttack (this process's checkpoints)"),
         (train, "write_audio_examples", "audio examples"),
         (train, "write_report", "report.json, report.md, report.html, plots"),
     ]
