@@ -45,7 +45,9 @@ class StepCounter:
         self.handle.remove()
 
 
-@pytest.mark.parametrize("defense, params", [("free-at", {}), ("yopo", {}), ("fbf", {})])
+# yopo as YOPO-2-3 (m=2 full propagations per batch, not the default 5: its mechanics are the yopo tests'
+# below): best PGD-10 0.52 against standard training's 0.11 (YOPO-5-3, at 2.5x the cost: 0.58)
+@pytest.mark.parametrize("defense, params", [("free-at", {}), ("yopo", {"m": 2}), ("fbf", {})])
 def test_defense_raises_robust_accuracy_over_standard_training(digits, baseline, defense, params):
     clf = make_classifier(digits)
     trainer = sd.get_defense(defense, clf, eps=EPS, lr=1e-2, eval_samples=200, verbose=False, **params)

@@ -190,12 +190,14 @@ def test_the_tolerance_is_two_binomial_standard_errors():
 
 
 def test_honest_adversarially_trained_model_is_not_flagged_at_200_samples(digits):
-    torch.manual_seed(0)  # PGD-7 AT for 8 epochs: PGD-10 accuracy 0.415, Square 0.415, PGD-50 0.410
+    # PGD-3 AT for 8 epochs: PGD-10 accuracy 0.415, Square 0.410, PGD-50 0.410 (PGD-7 AT, at twice the
+    # cost, measured the same: 0.415, 0.415, 0.410; 5 epochs of PGD-7 are too few: Square flags it)
+    torch.manual_seed(0)
     body = sd.build_model("s4d", d_input=8, n_classes=10, d_model=32, n_layers=1, d_state=16, dt_min=0.01, dt_max=1.0)
     clf = sd.SSMClassifier(
         body, input_shape=(1, 8, 8), nb_classes=10, sequence="rows", clip_values=(0.0, 1.0), device_type="cpu"
     )
-    sd.get_defense("pgd-at", clf, eps=EPS, max_iter=7, lr=0.01, verbose=False).fit(
+    sd.get_defense("pgd-at", clf, eps=EPS, max_iter=3, lr=0.01, verbose=False).fit(
         digits.x_train, digits.y_train, nb_epochs=8
     )
     x, y = digits.x_test[:200], digits.y_test[:200]
