@@ -1,8 +1,6 @@
 """Shared fixtures: small models on the embedded ``digits`` dataset so the suite runs on 2 cores."""
 
 import os
-import subprocess
-import sys
 
 # OpenMP threads with nothing to do sleep instead of spinning. The suite runs as 2 xdist workers on
 # 2 cores, and an audio run takes every core (up to 4) by default: spinning threads then hold the
@@ -159,22 +157,6 @@ LONGEST_FIRST = {
     "test_defense_trades_minmax.py": 12,
     "test_example_plugin_plain.py": 12,
 }
-
-
-def pytest_configure(config):
-    """Under xdist, fill Numba's cache before the workers start: ``ssmdefense.kernels.warm`` in one
-    process per worker, each compiling its share of the kernels. Left to the tests, a fresh checkout
-    (as in CI) compiled each kernel wherever it was first needed, at times in two processes at once,
-    and a worker compiling stalled the tests queued behind it. Warm, it costs a few seconds."""
-    workers = getattr(config.option, "numprocesses", None)
-    if hasattr(config, "workerinput") or not isinstance(workers, int) or workers < 2:
-        return
-    from ssmdefense.kernels.warm import jobs
-
-    parts = min(workers, len(jobs()))
-    command = [sys.executable, "-m", "ssmdefense.kernels.warm", "--part"]
-    for proc in [subprocess.Popen([*command, f"{i}/{parts}"]) for i in range(1, parts + 1)]:
-        proc.wait()  # a kernel that fails to compile fails again, with its message, in the tests that use it
 
 
 SLOW_SECONDS = 25  # a file at least this long (LONGEST_FIRST) is marked ``slow``

@@ -30,10 +30,10 @@ def test_each_kernel_runs_forward_and_backward_on_the_numba_path(monkeypatch):
         (causal_conv_cpu, ("forward_cpu", "backward_cpu")),
     ):
         for name in names:
-            original = getattr(module, name)
+            original, label = getattr(module, name), f"{module.__name__.rsplit('.', 1)[1]}.{name}"
 
-            def spy(*args, _original=original, _name=f"{module.__name__.rsplit('.', 1)[1]}.{name}", **kwargs):
-                called.append(_name)
+            def spy(*args, _original=original, _label=label, **kwargs):
+                called.append(_label)
                 return _original(*args, **kwargs)
 
             monkeypatch.setattr(module, name, spy)

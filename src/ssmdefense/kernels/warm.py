@@ -3,11 +3,11 @@
 Every Numba kernel (``cache=True``) is compiled on its first call and written to Numba's on-disk
 cache; later processes load it in well under a second. On a fresh install the first call costs
 seconds per kernel and dtype (the selective scan's forward and backward together about 40 s per
-dtype on one core), and processes that start at once each compile the same kernel. This runs each
-kernel's forward and backward once, on tiny inputs, in float32 and float64 (the models, and the
-float64 checks of the tests), so that the cache is filled once. The test suite runs it in as many
-processes as it has workers (``--part 1/2`` and ``--part 2/2``) before the workers start
-(tests/conftest.py), and a user may run it once after installing.
+dtype on one core). This runs each kernel's forward and backward once, on tiny inputs, in float32
+and float64 (the models, and float64 checks), so that the cache is filled once: after installing,
+or when building an image, before the first run (``--part I/N`` splits the work over N processes).
+The test suite does not use it: compiling up front in two processes before its workers started
+made a fresh-cache run slower (docs/performance.md, "Compiling the kernels").
 
 It writes nothing but Numba's cache. Where Numba cannot run, it does nothing (the models then use
 their torch paths, ``kernels.backend``).
