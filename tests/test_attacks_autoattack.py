@@ -74,6 +74,26 @@ def test_fab_at_eps_fools_exactly_the_samples_closer_than_eps(linear, norm):
     assert x_adv.min() >= 0 and x_adv.max() <= 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm", [np.inf, 2])
+def test_projection_stops_halving_only_where_more_halvings_change_nothing(norm, dtype):
+    """``project`` stops its bisection once the brackets stop moving: the step is bit for bit the one
+    of all 60 halvings (the plain loop below), in float32 (FAB's) and float64."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 50, generator=g, dtype=dtype)  # (B D)
+    w = torch.randn(64, 50, generator=g, dtype=dtype) * torch.logspace(-4, 1, 64, dtype=dtype)[:, None]  # (B D)
+    c = torch.randn(64, generator=g, dtype=dtype)  # (B)
+    s = torch.sign(c)[:, None] * torch.sign(w)  # (B D)
+    room = torch.where(s > 0, 1 - x, x).clamp(min=0)  # (B D)
+    a = torch.ones_like(w) if norm == np.inf else w.abs()  # (B D)
+    lo, hi = torch.zeros_like(c), torch.where(a > 0, room / a.clamp(min=1e-30), torch.zeros_like(a)).amax(1)
+    for _ in range(60):
+        mid = (lo + hi) / 2  # (B)
+        short = (w.abs() * torch.minimum(mid[:, None] * a, room)).sum(1) < c.abs()  # (B)
+        lo, hi = torch.where(short, mid, lo), torch.where(short, hi, mid)
+    assert torch.equal(project(x, w, c, 0.0, 1.0, norm), s * torch.minimum(hi[:, None] * a, room))
+
+
 @pytest.mark.parametrize("norm", ["inf", "2"])
 def test_projection_is_the_smallest_step_to_the_hyperplane_inside_the_box(norm):
     """Against a linear program (L-inf) or the KKT point found by scipy (L2) on random small cases

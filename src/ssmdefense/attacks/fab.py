@@ -90,10 +90,13 @@ def project(x: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo, hi, norm) -> 
     with torch.no_grad():
         m_max = torch.where(a > 0, room / a.clamp(min=1e-30), torch.zeros_like(a)).amax(1)  # (B)
         lo_m, hi_m = torch.zeros_like(target), m_max  # (B), (B)
-        for _ in range(60):  # halves the bracket 60 times: float64-exact
+        for _ in range(60):  # halves the bracket up to 60 times: float64-exact
             mid = (lo_m + hi_m) / 2  # (B)
             short = reached(mid) < target  # (B)
-            lo_m, hi_m = torch.where(short, mid, lo_m), torch.where(short, hi_m, mid)
+            new_lo, new_hi = torch.where(short, mid, lo_m), torch.where(short, hi_m, mid)
+            if torch.equal(new_lo, lo_m) and torch.equal(new_hi, hi_m):
+                break  # a fixed point (mid rounds to an end of every bracket): more halvings change nothing
+            lo_m, hi_m = new_lo, new_hi
         return s * torch.minimum(hi_m[:, None] * a, room)  # (B D)
 
 
