@@ -1,6 +1,12 @@
 """The final evaluation of a run's best and last checkpoints: in one process or, when they differ and
 the AutoAttack is long, the last one in a second process beside the first; the figures are the same."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -51,3 +57,51 @@ def test_a_second_process_gives_the_figures_of_one_process(trained, digits, tmp_
     assert alone["best"] != alone["last"]  # two different checkpoints ...
     assert 0 < alone["best"]["robust_accuracy"]["pgd-10"] < alone["best"]["clean_accuracy"]  # ... real figures
     assert not (folder / train.FINAL_EVALUATION).exists()
+
+
+WORKER = """
+import os, time
+from ssmdefense.workflows.train import end_with_parent
+
+def evaluate_forever(pid_file):
+    end_with_parent()
+    open(pid_file, "w").write(str(os.getpid()))
+    time.sleep(600)
+"""
+
+PARENT = """
+import multiprocessing, sys, time
+import worker
+if __name__ == "__main__":
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    pool.apply_async(worker.evaluate_forever, (sys.argv[1],))
+    time.sleep(600)
+"""
+
+
+def test_the_second_process_ends_when_its_run_is_killed(tmp_path):
+    """A run SIGKILLed while its second process evaluates leaves nothing computing: the worker
+    (spawned as the run spawns it, watching its parent with ``end_with_parent``) ends within seconds."""
+    (tmp_path / "worker.py").write_text(WORKER)
+    (tmp_path / "parent.py").write_text(PARENT)
+    pid_file = tmp_path / "worker.pid"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(pid_file)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert parent.poll() is None and time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        for _ in range(100):  # up to 10 s; the watch looks every second
+            if not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the worker kept running after its parent was killed")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

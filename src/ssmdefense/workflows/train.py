@@ -24,9 +24,9 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -457,12 +457,16 @@ def _evaluate_best_and_last(
     if len(pending) == 2 and _second_process(s, device_type):
         (key_here, here), (key_there, there) = pending.items()
         progress.say(f"evaluating the {there} checkpoint in a second process, beside the {here} one")
-        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of torch's or Numba's threads
-        with progress.without_bars(), ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            args = (tmp / there, device_type, torch.get_num_threads(), progress.mode(), there, task, x_eval, y_eval)
-            future = pool.submit(_evaluate_saved, *args)
-            keep(key_here, _evaluate_checkpoint(found[here][2], here, task, x_eval, y_eval))
-            keep(key_there, future.result())
+        args = (tmp / there, device_type, torch.get_num_threads(), progress.mode(), there, task, x_eval, y_eval)
+        pool = multiprocessing.get_context("spawn").Pool(1)  # a fresh interpreter: no fork of torch's threads
+        try:
+            with progress.without_bars():
+                future = pool.apply_async(_evaluate_saved, args)
+                keep(key_here, _evaluate_checkpoint(found[here][2], here, task, x_eval, y_eval))
+                keep(key_there, future.get())
+        finally:
+            pool.terminate()  # a run stopped here (Ctrl-C, SIGTERM, an error) leaves no evaluation running behind
+            pool.join()
     else:
         for key, which in pending.items():
             keep(key, _evaluate_checkpoint(found[which][2], which, task, x_eval, y_eval))
@@ -510,11 +514,27 @@ def _evaluate_saved(
     y: np.ndarray,
 ) -> dict:
     """``_evaluate_checkpoint`` in a second process: the checkpoint saved at ``stem``, the parent's
-    threads, and its progress lines (never bars) marked with the checkpoint's name."""
+    threads, and its progress lines (never bars) marked with the checkpoint's name. It ends itself
+    within a second of its parent's end, however that ends (SIGKILL included): a killed run leaves
+    nothing computing behind it."""
+    end_with_parent()
     torch.set_num_threads(threads)
     progress.set_mode("lines" if mode == "bars" else mode)
     with progress.prefixed(f"[{which}] "):
         return _evaluate_checkpoint(load_checkpoint(stem, device_type=device_type), which, task, x, y)
+
+
+def end_with_parent() -> None:
+    """In a worker process: end it (``os._exit``) within a second of its parent's end, checked by a
+    daemon thread (the parent changes when the process is orphaned)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)  # the parent is gone: nobody waits for this evaluation (a resumed run does it again)
+
+    threading.Thread(target=watch, name="ssmdefense-parent-watch", daemon=True).start()
 
 
 def _second_process(s: _Setup, device_type: str) -> bool:
