@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: venv demo lint test bench clean
+.PHONY: venv warm demo lint test bench clean
 
 venv: $(VENV)/.installed
 
@@ -15,6 +15,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e ".[test]"
 	$(BIN)/python -c "import ssmdefense, torch, torchaudio, torchvision, art" 
 	touch $@
+
+# Compile the Numba kernels (float32, float64) and librosa's Numba functions into their on-disk
+# caches, in two processes; seconds when already compiled. CI runs it before `make test`.
+warm: venv
+	$(BIN)/python -m ssmdefense.kernels.warm --part 1/2 & pid=$$!; \
+	$(BIN)/python -m ssmdefense.kernels.warm --part 2/2 && wait $$pid
 
 demo: venv
 	$(BIN)/ssmdefense defend --defense ads --out runs/demo-ads --overwrite

@@ -8,11 +8,12 @@ from ssmdefense.kernels import warm
 
 def test_the_parts_cover_every_kernel_and_dtype_once():
     every = warm.jobs()
-    assert len(every) == len(warm.KERNELS) * 2 and len(set(every)) == len(every)
+    assert len(every) == len(warm.KERNELS) * 2 + len(warm.OTHERS) and len(set(every)) == len(every)
+    assert ("librosa", None) in every
     for parts in (2, 3, 12):
         split = [pair for part in range(1, parts + 1) for pair in warm.jobs(part, parts)]
         assert sorted(split, key=str) == sorted(every, key=str)
-    assert {dtype for _, dtype in warm.jobs(1, 2)} == {torch.float32}  # two parts: one dtype each
+    assert {dtype for _, dtype in warm.jobs(1, 2)} == {torch.float32, None}  # two parts: one dtype each
     assert {dtype for _, dtype in warm.jobs(2, 2)} == {torch.float64}
 
 
@@ -37,8 +38,29 @@ def test_each_kernel_runs_forward_and_backward_on_the_numba_path(monkeypatch):
                 return _original(*args, **kwargs)
 
             monkeypatch.setattr(module, name, spy)
+    monkeypatch.setattr(warm, "OTHERS", {})  # librosa's job is tested on its own below
     warm.warm(1, 2)  # float32
     assert len(set(called)) == 11, sorted(set(called))
+
+
+def test_the_librosa_job_makes_the_calls_the_audio_datasets_make(monkeypatch):
+    """librosa's job resamples with soxr_hq and trims at 40 dB, as the spoken-digits synthesis does:
+    the calls that import (and so compile) librosa's Numba functions."""
+    import librosa
+
+    from ssmdefense.data import audio_io, spoken_digits
+
+    called = []
+    for module, name in ((librosa, "resample"), (librosa.effects, "trim")):
+        original = getattr(module, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            called.append((_name, kwargs.get("res_type", kwargs.get("top_db"))))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    warm.OTHERS["librosa"](None)
+    assert called == [("resample", audio_io.RES_TYPE), ("trim", spoken_digits.TRIM_DB)]
 
 
 def test_a_bad_part_is_one_clear_error(capsys):

@@ -5,9 +5,15 @@ cache; later processes load it in well under a second. On a fresh install the fi
 seconds per kernel and dtype (the selective scan's forward and backward together about 40 s per
 dtype on one core). This runs each kernel's forward and backward once, on tiny inputs, in float32
 and float64 (the models, and float64 checks), so that the cache is filled once: after installing,
-or when building an image, before the first run (``--part I/N`` splits the work over N processes).
-The test suite does not use it: compiling up front in two processes before its workers started
-made a fresh-cache run slower (docs/performance.md, "Compiling the kernels").
+or when building an image, before the first run (``--part I/N`` splits the work over N processes;
+``make warm`` runs two). It also imports the parts of librosa that the audio datasets call
+(resampling, trimming): librosa compiles its own Numba functions when those modules are first
+imported, about 30 s of one core on a fresh install.
+
+The test suite does not call it itself: compiling up front in two processes from its conftest made
+a fresh-cache run slower, as the compiles were already spread over both workers (docs/performance.md,
+"Compiling the kernels"). CI runs ``make warm`` as a setup step, beside installing the browser,
+before ``make test``.
 
 It writes nothing but Numba's cache. Where Numba cannot run, it does nothing (the models then use
 their torch paths, ``kernels.backend``).
@@ -80,6 +86,18 @@ def _causal_conv(dtype: torch.dtype) -> None:
     causal_conv_silu(x, w, bias).sum().backward()
 
 
+def _librosa(dtype: torch.dtype) -> None:
+    """librosa's Numba functions (zero crossings, peak picking, pitch interpolation) compile when
+    ``librosa.core`` and ``librosa.util`` are imported; resampling and trimming import them, as the
+    spoken-digits synthesis and the audio file loader do. ``dtype`` is unused: one job."""
+    import librosa
+    import numpy as np
+
+    wave = np.random.default_rng(0).standard_normal(2205).astype(np.float32)  # (T)
+    wave = librosa.resample(wave, orig_sr=22050, target_sr=16000, res_type="soxr_hq")  # (T')
+    librosa.effects.trim(wave, top_db=40)
+
+
 KERNELS = {  # name: runs the kernel's forward and backward once for one real dtype
     "selective-scan": _selective_scan,
     "diag-ssm": _diag_ssm,
@@ -90,10 +108,14 @@ KERNELS = {  # name: runs the kernel's forward and backward once for one real dt
 }
 
 
-def jobs(part: int = 1, parts: int = 1) -> list[tuple[str, torch.dtype]]:
-    """The (kernel, dtype) pairs of part ``part`` of ``parts``: each pair in exactly one part, dealt
-    out in turn (with two parts: float32 in one, float64 in the other, about equal compile times)."""
-    pairs = [(name, dtype) for name in KERNELS for dtype in DTYPES]
+OTHERS = {"librosa": _librosa}  # compiled once, not per dtype
+
+
+def jobs(part: int = 1, parts: int = 1) -> list[tuple[str, torch.dtype | None]]:
+    """The (kernel, dtype) pairs of part ``part`` of ``parts``, then librosa's job (dtype None): each
+    job in exactly one part, dealt out in turn (with two parts: float32 and librosa in one, float64
+    in the other)."""
+    pairs = [(name, dtype) for name in KERNELS for dtype in DTYPES] + [(name, None) for name in OTHERS]
     return pairs[part - 1 :: parts]
 
 
@@ -105,9 +127,10 @@ def warm(part: int = 1, parts: int = 1, verbose: bool = False) -> None:
         return
     for name, dtype in jobs(part, parts):
         start = time.perf_counter()
-        KERNELS[name](dtype)
+        {**KERNELS, **OTHERS}[name](dtype)
         if verbose:
-            print(f"{name} {str(dtype).removeprefix('torch.')}: {time.perf_counter() - start:.1f} s", flush=True)
+            what = name if dtype is None else f"{name} {str(dtype).removeprefix('torch.')}"
+            print(f"{what}: {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
