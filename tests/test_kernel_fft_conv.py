@@ -1,10 +1,12 @@
 """The convolutional view's fast paths against their plain references: the FFT convolution's
-hand-written backward, and the split sum of powers that builds S4D/DSS kernels."""
+hand-written backward, the direct (Toeplitz) convolution for short sequences and the choice between
+them, and the split sum of powers that builds S4D/DSS kernels."""
 
 import pytest
 import torch
 
-from ssmdefense.kernels.long_conv import fft_conv, fft_conv_ref
+from ssmdefense.kernels import long_conv as LC
+from ssmdefense.kernels.long_conv import direct_conv, fft_conv, fft_conv_ref
 from ssmdefense.kernels.vandermonde import vandermonde, vandermonde_ref
 
 
@@ -22,6 +24,35 @@ def test_fft_conv_backward_matches_autograd_reference(L):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("L", [1, 2, 28, 60])
+def test_direct_conv_matches_the_reference_values_and_gradients(L):
+    torch.manual_seed(L)
+    u = torch.randn(3, 4, L, dtype=torch.float64, requires_grad=True)  # (B H L)
+    K = torch.randn(4, L, dtype=torch.float64, requires_grad=True)  # (H L)
+    g = torch.randn(3, 4, L, dtype=torch.float64)  # (B H L)
+    y, y_ref = direct_conv(u, K), fft_conv_ref(u, K)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(y, (u, K), g), torch.autograd.grad(y_ref, (u, K), g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradcheck(direct_conv, (u[:2, :2, : min(L, 9)], K[:2, : min(L, 9)]))
+
+
+def test_long_conv_takes_the_direct_product_up_to_its_threshold_and_the_fft_beyond(monkeypatch):
+    calls = []
+    monkeypatch.setattr(LC, "direct_conv", lambda u, K: calls.append(("direct", u.shape[-1])))
+    monkeypatch.setattr(LC, "fft_conv", lambda u, K: calls.append(("fft", u.shape[-1])))
+    for L in (1, LC.DIRECT_MAX_L, LC.DIRECT_MAX_L + 1, 784):
+        LC.long_conv(torch.zeros(1, 2, L), torch.zeros(2, L))
+    assert calls == [("direct", 1), ("direct", LC.DIRECT_MAX_L), ("fft", LC.DIRECT_MAX_L + 1), ("fft", 784)]
+
+
+def test_direct_conv_in_float32_is_the_fft_convolution_to_rounding():
+    torch.manual_seed(0)
+    u, K = torch.randn(64, 64, 28), torch.randn(64, 28)  # (B H L), (H L): the default image run's size
+    y, y_fft = direct_conv(u, K), fft_conv(u, K)
+    assert (y - y_fft).abs().max() <= 1e-5 * y_fft.abs().max()
+
+
 def test_fft_conv_gradcheck_and_single_input_gradients():
     torch.manual_seed(0)
     u = torch.randn(2, 3, 9, dtype=torch.float64, requires_grad=True)
@@ -31,9 +62,10 @@ def test_fft_conv_gradcheck_and_single_input_gradients():
     torch.testing.assert_close(g_u, torch.autograd.grad(fft_conv_ref(u, K.detach()).sum(), u)[0])
 
 
-def test_fft_conv_rejects_mismatched_shapes():
+@pytest.mark.parametrize("conv", [fft_conv, direct_conv])
+def test_the_convolutions_reject_mismatched_shapes(conv):
     with pytest.raises(ValueError, match="need u"):
-        fft_conv(torch.zeros(2, 3, 8), torch.zeros(3, 7))
+        conv(torch.zeros(2, 3, 8), torch.zeros(3, 7))
 
 
 @pytest.mark.parametrize("L", [1, 2, 5, 16, 17, 784])

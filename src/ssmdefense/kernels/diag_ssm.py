@@ -6,7 +6,8 @@ A diagonal SSM with per-channel state ``x`` (H, N) runs
     x_k = dA * x_{k-1} + dB * u_k,        y_k = 2 Re(sum_n C_n x_{k,n})
 
 which is a causal convolution ``y = K * u`` with kernel ``K_l = 2 Re(sum_n C_n dB_n dA_n^l)``
-(``kernels.vandermonde`` builds K, ``kernels.long_conv.fft_conv`` applies it in O(L log L)).
+(``kernels.vandermonde`` builds K, ``kernels.long_conv.long_conv`` applies it: by FFT in O(L log L),
+or directly for short sequences).
 ``diag_ssm_recurrence`` is the reference (O(L) sequential steps) that tests compare both with.
 ``diag_ssm_scan`` computes the recurrence itself with the Numba kernels of ``diag_scan_numba`` (CPU
 ``njit(parallel=True)``, CUDA ``cuda.jit``) as a

@@ -1,9 +1,20 @@
-"""Causal long convolution by FFT, with a hand-written backward.
+"""Causal long convolution: by FFT with a hand-written backward, or, for short sequences, directly.
 
 ``y = K * u`` per channel (``y_l = Σ_{m<=l} K_m u_{l-m}``) is what S4, S4D, DSS and Mega run in their
-convolutional view. ``fft_conv_ref`` is the plain autograd version; ``fft_conv`` is the same forward
-with a backward that does the two correlations directly in the frequency domain, reusing the forward's
-transforms:
+convolutional view, through ``long_conv``: ``direct_conv`` up to ``DIRECT_MAX_L`` steps, ``fft_conv``
+beyond. ``fft_conv_ref`` is the plain autograd reference of both.
+
+``direct_conv`` multiplies by each channel's lower-triangular Toeplitz matrix ``T[h, l, m] = K[h, l - m]``
+in one batched matrix product (autograd does the backward): O(B H L²) multiply-adds against the FFT's
+O(B H L log L), but without its fixed costs (three real transforms forward, three backward, complex
+products), which dominate at short L. Measured on one thread, forward + backward at B 64, H 64
+(medians of 15, two other jobs on the cores): L 28 (the default image run's rows) 1.8 ms direct
+against 8.5–9.1 ms by FFT; L 44 2.9 against 8.4; L 52 3.4 against 13.9; L 60 6.7 against 10.2; L 64
+10.2 against 10.6; L 101 22.8 against 21.8; L 128 30.0 against 18.1; L 256 137 against 36. The
+results differ from the FFT's by float rounding (2.5e-7 of the largest output in float32 at L 28).
+
+``fft_conv`` does the two correlations of its backward directly in the frequency domain, reusing the
+forward's transforms:
 
     grad_u = irfft(rfft(g) · conj(rfft(K)))[:L]        (the correlation of g with K)
     grad_K = irfft(Σ_b rfft(g) · conj(rfft(u)))[:L]    (the correlation of g with u, summed over the batch)
@@ -64,8 +75,31 @@ class _FFTConv(torch.autograd.Function):
         return grad_u, grad_K
 
 
-def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Causal convolution of ``u`` (B, H, L) with per-channel kernels ``K`` (H, L) via FFT: (B, H, L)."""
+DIRECT_MAX_L = 60  # longest sequence ``long_conv`` convolves directly (the measurements above)
+
+
+def _check_shapes(u: torch.Tensor, K: torch.Tensor) -> None:
     if u.ndim != 3 or K.ndim != 2 or K.shape != u.shape[1:]:
         raise ValueError(f"need u (B, H, L) and K (H, L); got {tuple(u.shape)} and {tuple(K.shape)}")
+
+
+def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Causal convolution of ``u`` (B, H, L) with per-channel kernels ``K`` (H, L) via FFT: (B, H, L)."""
+    _check_shapes(u, K)
     return _FFTConv.apply(u, K)
+
+
+def direct_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Causal convolution of ``u`` (B, H, L) with ``K`` (H, L) as a product with each channel's
+    lower-triangular Toeplitz matrix: (B, H, L). Autograd differentiates it (gather, product)."""
+    _check_shapes(u, K)
+    steps = torch.arange(u.shape[-1], device=u.device)  # (L)
+    lag = steps[:, None] - steps[None, :]  # (L L): l - m
+    T = K[:, lag.clamp(min=0)] * (lag >= 0)  # (H L L): T[h, l, m] = K[h, l - m], zero above the diagonal
+    return torch.einsum("hlm,bhm->bhl", T, u)  # (B H L)
+
+
+def long_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Causal convolution of ``u`` (B, H, L) with ``K`` (H, L): ``direct_conv`` up to ``DIRECT_MAX_L``
+    steps, ``fft_conv`` beyond (whichever measured faster; the module docstring)."""
+    return direct_conv(u, K) if u.shape[-1] <= DIRECT_MAX_L else fft_conv(u, K)

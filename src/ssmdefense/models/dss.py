@@ -26,7 +26,7 @@ Initialisation (as in the paper): Λ = the eigenvalues of the normal part of HiP
 ``-1/2 + i θ`` with ``iθ`` the eigenvalues of its skew-symmetric part, keeping the N/2 with θ > 0;
 ``W ~ N(0, 1)`` per real and imaginary part; log Δ uniform in [log dt_min, log dt_max]; D ~ N(0, 1).
 
-The layer returns ``y = K * u + D u`` (FFT convolution, ``kernels.long_conv.fft_conv``). In the
+The layer returns ``y = K * u + D u`` (FFT convolution, or direct when short: ``kernels.long_conv.long_conv``). In the
 shared classifier body (``models/body.py``) each block is
 ``LayerNorm(x + Linear(AdS(GELU(DSS(x)))))``: Adaptive Scaling sits right after the SSM output
 (after ``+ D u``, past the GELU) and before the block's output projection.

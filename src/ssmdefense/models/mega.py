@@ -9,7 +9,7 @@ expanded to N = ``d_ema`` dimensions by β (H, N), smoothed by a damped EMA and 
     y_t = η · h_t / sqrt(N)                              (η summed over the N dims of each channel)
 
 This is a causal convolution ``y = K * u`` with ``K_{h,l} = sum_n η_{hn} α_{hn} β_{hn} q_{hn}^l / sqrt(N)``,
-``q = 1 - α ⊙ δ``; ``ema`` computes K and applies it by FFT (``kernels.long_conv.fft_conv``),
+``q = 1 - α ⊙ δ``; ``ema`` computes K and applies it by FFT, or directly when short (``kernels.long_conv.long_conv``),
 ``ema_recurrent`` steps the recurrence (the reference the tests compare against). The ``1/sqrt(N)``
 is the reference's ``scale`` folded into η. Bidirectional (reference ``bidirectional=True``,
 ``shift=True``): a second set of (α, δ, β, η) runs the same EMA over the reversed sequence, shifted
@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.long_conv import fft_conv
+from ..kernels.long_conv import long_conv
 from ..validation import boolean
 from .checks import check_int
 
@@ -159,10 +159,10 @@ class MegaLayer(nn.Module):
         L = u.shape[1]
         K = self.ema_kernel(L)  # (n_dir H L)
         u_t = u.transpose(1, 2)  # (B H L)
-        y = fft_conv(u_t, K[0])  # (B H L) causal
+        y = long_conv(u_t, K[0])  # (B H L) causal
         if self.bidirectional:
             K_bwd = torch.cat([torch.zeros_like(K[1, :, :1]), K[1, :, 1:]], dim=-1)  # (H L) lag 0 dropped
-            y = y + fft_conv(u_t.flip(-1), K_bwd).flip(-1)  # (B H L) anti-causal
+            y = y + long_conv(u_t.flip(-1), K_bwd).flip(-1)  # (B H L) anti-causal
         return y.transpose(1, 2)  # (B L H)
 
     def ema_recurrent(self, u: torch.Tensor) -> torch.Tensor:

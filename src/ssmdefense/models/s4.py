@@ -45,7 +45,7 @@ doubles it (``C̃_{2L} = C̃_L (I + Ā^L)``, in place) and a shorter one truncat
 exactly as the reference implementation does. ``forward_recurrent`` is the plain reference: the
 dense N x N discretised matrices and ``C = C̃ (I - Ā^{l_kernel})^{-1}``, one step at a time.
 
-The layer returns ``y = K * u + D u`` (FFT convolution, ``kernels.long_conv.fft_conv``). In the
+The layer returns ``y = K * u + D u`` (FFT convolution, or direct when short: ``kernels.long_conv.long_conv``). In the
 shared classifier body (``models/body.py``) each block is
 ``LayerNorm(x + Linear(AdS(GELU(S4(x)))))``: Adaptive Scaling sits right after the SSM output
 (after ``+ D u``, past the GELU) and before the block's output projection.

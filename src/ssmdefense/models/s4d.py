@@ -7,10 +7,10 @@ dA = exp(dt A), dB = (exp(dt A) - 1) / A, and the convolution kernel
 K_l = 2 Re(sum_n C_n dB_n dA_n^l). The layer returns y = K * u + D u.
 
 ``kernel`` picks how: ``"torch"`` is the convolutional view (kernel K by ``kernels.vandermonde``, then
-``kernels.fft_conv``); ``"numba"`` the recurrent view run by the Numba diagonal-scan kernel
-(``kernels.diag_ssm.diag_ssm_scan``, CPU or CUDA); ``"auto"`` takes what ``benchmarks/kernels.py``
-measured faster per device (``KERNEL_AUTO``): the FFT convolution, whose O(L log L) per channel beats
-the recurrence's O(L N) at every length measured (docs/performance.md).
+``kernels.long_conv``: by FFT, or directly for short sequences); ``"numba"`` the recurrent view run by
+the Numba diagonal-scan kernel (``kernels.diag_ssm.diag_ssm_scan``, CPU or CUDA); ``"auto"`` takes
+what ``benchmarks/kernels.py`` measured faster per device (``KERNEL_AUTO``): the convolution, which
+beats the recurrence's O(L N) at every length measured (docs/performance.md).
 """
 
 import math
