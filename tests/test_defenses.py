@@ -123,6 +123,28 @@ def test_training_pgd_stays_in_bounds_and_raises_the_loss(trained, digits):
         assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y) + 0.5
 
 
+def test_training_pgd_computes_the_ssm_kernel_once_and_gives_the_weights_back(digits, monkeypatch):
+    """The attack inside a training step freezes the weights: its steps need input gradients only,
+    so each convolutional SSM computes its kernel once per attack instead of once per step; the
+    weights' requires_grad and a pending .grad come back as they were."""
+    from ssmdefense.models.conv_ssm import ConvolutionalSSM
+
+    model = make_classifier(digits).model.train()
+    mixers = [m for m in model.modules() if isinstance(m, ConvolutionalSSM)]
+    assert mixers
+    computed = []
+    for mixer in mixers:
+        monkeypatch.setattr(mixer, "kernel", lambda L, _kernel=mixer.kernel: computed.append(L) or _kernel(L))
+        mixer._kept = None  # the kernel kept from the classifier's shape check
+    pending = [torch.full_like(p, 0.5) for p in model.parameters()]
+    for p, g in zip(model.parameters(), pending):
+        p.grad = g
+    x, y = torch.from_numpy(digits.x_test[:16]), torch.from_numpy(digits.y_test[:16])
+    pgd_linf(model, x, y, eps=EPS, eps_step=0.025, steps=10, clip=(0.0, 1.0))
+    assert len(computed) == len(mixers)  # once per mixer for the 10 steps
+    assert all(p.requires_grad and p.grad is g for p, g in zip(model.parameters(), pending))
+
+
 @pytest.mark.parametrize(
     "params, message",
     [

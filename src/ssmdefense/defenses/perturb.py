@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..modes import eval_mode
+from ..modes import eval_mode, weights_frozen
 
 
 def pgd_linf(
@@ -31,11 +31,13 @@ def pgd_linf(
     to ``loss_fn`` as it is (labels, or clean probabilities for TRADES' KL).
 
     Starts at ``x_init`` when given (TRADES: x + 0.001 N(0, 1)), else at a uniform random point of
-    the ball (``random_start``) or at x. Runs with the model in eval mode and restores its previous
-    mode. Returns a detached ``x_adv`` with ``|x_adv - x|_inf <= eps`` and ``clip[0] <= x_adv <= clip[1]``.
+    the ball (``random_start``) or at x. Runs with the model in eval mode and its weights frozen
+    (input gradients only: the convolutional SSMs then compute their kernel once per attack instead of
+    once per step, ``ConvolutionalSSM.kept_kernel``), and gives both back as they were. Returns a
+    detached ``x_adv`` with ``|x_adv - x|_inf <= eps`` and ``clip[0] <= x_adv <= clip[1]``.
     """
     loss_fn = loss_fn or F.cross_entropy
-    with eval_mode(model):
+    with eval_mode(model), weights_frozen(model):
         x = x.detach()
         lo, hi = clip
         if x_init is not None:
