@@ -62,10 +62,21 @@ def test_fft_conv_gradcheck_and_single_input_gradients():
     torch.testing.assert_close(g_u, torch.autograd.grad(fft_conv_ref(u, K.detach()).sum(), u)[0])
 
 
-@pytest.mark.parametrize("conv", [fft_conv, direct_conv])
+@pytest.mark.parametrize("conv", [fft_conv, direct_conv, lambda u, K: LC.apply_conv(u, LC.toeplitz(K))])
 def test_the_convolutions_reject_mismatched_shapes(conv):
     with pytest.raises(ValueError, match="need u"):
         conv(torch.zeros(2, 3, 8), torch.zeros(3, 7))
+
+
+@pytest.mark.parametrize("L", [5, 100])
+def test_a_kept_operator_convolves_as_the_kernel_does(L):
+    """``apply_conv(u, conv_operator(K))``, what the convolutional SSMs keep between calls, is
+    ``long_conv(u, K)``: Toeplitz matrices for short sequences, K itself for the FFT."""
+    torch.manual_seed(L)
+    u, K = torch.randn(2, 3, L, dtype=torch.float64), torch.randn(3, L, dtype=torch.float64)  # (B H L), (H L)
+    operator = LC.conv_operator(K)
+    assert operator.shape == ((3, L, L) if L <= LC.DIRECT_MAX_L else (3, L))
+    torch.testing.assert_close(LC.apply_conv(u, operator), LC.long_conv(u, K), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("L", [1, 2, 5, 16, 17, 784])

@@ -5,6 +5,7 @@ import torch
 
 import ssmdefense as sd
 from ssmdefense.kernels import diag_ssm_recurrence, fft_conv
+from ssmdefense.kernels.long_conv import conv_operator
 from ssmdefense.models import S4D, AdaptiveScaling, ImageToSequence
 
 
@@ -140,19 +141,20 @@ def test_gated_mixers_receive_ads_in_their_slot():
     assert plain(torch.randn(2, 5, 3)).shape == (2, 4)
 
 
+@pytest.mark.parametrize("L", [20, 100])  # the Toeplitz matrices kept (L <= 60), and K for the FFT
 @pytest.mark.parametrize("name", ["s4d", "s4", "dss"])
-def test_the_kept_kernel_gives_the_same_outputs_and_follows_every_weight_change(name):
+def test_the_kept_kernel_gives_the_same_outputs_and_follows_every_weight_change(name, L):
     """Without a gradient to the weights the LTI kernel is computed once and kept: the same logits as
     computing it each call, a new kernel after an optimizer step or ``load_state_dict``, and training
     still gets the kernel's weight gradients."""
     torch.manual_seed(0)
     model = sd.build_model(name, d_input=3, n_classes=4, d_model=8, n_layers=1, d_state=8)
-    x = torch.randn(5, 20, 3)  # (B L D)
-    mixer = next(m for m in model.modules() if hasattr(m, "kept_kernel"))
+    x = torch.randn(5, L, 3)  # (B L D)
+    mixer = next(m for m in model.modules() if hasattr(m, "kept_operator"))
 
     def fresh():  # the kernel computed in every call, as before it was kept
         with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
-            mp.setattr(type(mixer), "kept_kernel", lambda self, L: self.kernel(L))
+            mp.setattr(type(mixer), "kept_operator", lambda self, L: conv_operator(self.kernel(L)))
             return model(x)
 
     with torch.no_grad():

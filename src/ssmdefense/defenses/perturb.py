@@ -33,7 +33,7 @@ def pgd_linf(
     Starts at ``x_init`` when given (TRADES: x + 0.001 N(0, 1)), else at a uniform random point of
     the ball (``random_start``) or at x. Runs with the model in eval mode and its weights frozen
     (input gradients only: the convolutional SSMs then compute their kernel once per attack instead of
-    once per step, ``ConvolutionalSSM.kept_kernel``), and gives both back as they were. Returns a
+    once per step, ``ConvolutionalSSM.kept_operator``), and gives both back as they were. Returns a
     detached ``x_adv`` with ``|x_adv - x|_inf <= eps`` and ``clip[0] <= x_adv <= clip[1]``.
     """
     loss_fn = loss_fn or F.cross_entropy

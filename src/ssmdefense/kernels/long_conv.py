@@ -89,14 +89,35 @@ def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return _FFTConv.apply(u, K)
 
 
+def toeplitz(K: torch.Tensor) -> torch.Tensor:
+    """Each channel's lower-triangular Toeplitz matrix of ``K`` (H, L): T (H, L, L), ``T[h, l, m] =
+    K[h, l - m]`` for l >= m, else 0 (a gather: autograd takes gradients back to K)."""
+    steps = torch.arange(K.shape[-1], device=K.device)  # (L)
+    lag = steps[:, None] - steps[None, :]  # (L L): l - m
+    return K[:, lag.clamp(min=0)] * (lag >= 0)  # (H L L)
+
+
 def direct_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Causal convolution of ``u`` (B, H, L) with ``K`` (H, L) as a product with each channel's
-    lower-triangular Toeplitz matrix: (B, H, L). Autograd differentiates it (gather, product)."""
+    Toeplitz matrix: (B, H, L). Autograd differentiates it (gather, product)."""
     _check_shapes(u, K)
-    steps = torch.arange(u.shape[-1], device=u.device)  # (L)
-    lag = steps[:, None] - steps[None, :]  # (L L): l - m
-    T = K[:, lag.clamp(min=0)] * (lag >= 0)  # (H L L): T[h, l, m] = K[h, l - m], zero above the diagonal
-    return torch.einsum("hlm,bhm->bhl", T, u)  # (B H L)
+    return torch.einsum("hlm,bhm->bhl", toeplitz(K), u)  # (B H L)
+
+
+def conv_operator(K: torch.Tensor) -> torch.Tensor:
+    """What ``apply_conv`` applies for ``K`` (H, L): its Toeplitz matrices (H, L, L) up to
+    ``DIRECT_MAX_L`` steps, ``K`` itself beyond. A caller that keeps the kernel while the weights
+    stay the same (``ConvolutionalSSM``) keeps this, so the matrices are not rebuilt on every call."""
+    return toeplitz(K) if K.shape[-1] <= DIRECT_MAX_L else K
+
+
+def apply_conv(u: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+    """Causal convolution of ``u`` (B, H, L) by ``conv_operator(K)``: (B, H, L)."""
+    if operator.ndim == 3:  # Toeplitz matrices (H L L)
+        if operator.shape[0] != u.shape[1] or operator.shape[-1] != u.shape[-1]:
+            raise ValueError(f"need u (B, H, L) and T (H, L, L); got {tuple(u.shape)} and {tuple(operator.shape)}")
+        return torch.einsum("hlm,bhm->bhl", operator, u)  # (B H L)
+    return fft_conv(u, operator)
 
 
 def long_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
