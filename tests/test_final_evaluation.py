@@ -1,5 +1,6 @@
-"""The final evaluation of a run's best and last checkpoints: in one process or, when they differ and
-the AutoAttack is long, the last one in a second process beside the first; the figures are the same."""
+"""The final evaluation of a run's best and last checkpoints: in one process or, when the AutoAttack is
+long, in two: the last checkpoint beside the best one when they differ, and when they are one
+checkpoint its curve beside its AutoAttack. The figures are the same either way."""
 
 import os
 import signal
@@ -15,10 +16,14 @@ import ssmdefense as sd
 import ssmdefense.workflows.train as train
 
 
-def checkpoints(trained, digits, tmp_path):
+def checkpoints(trained, digits, tmp_path, same: bool = False):
     """A run's folder with two different checkpoints: ``best`` (the session's trained S4D, "epoch 10")
-    and ``last`` (a copy trained one epoch more on part of the data, "epoch 11")."""
+    and ``last`` (a copy trained one epoch more on part of the data, "epoch 11"); with ``same``, both
+    the session's S4D at "epoch 10" (the best epoch was the last)."""
     sd.save(trained, tmp_path / "best", extra={"dataset": "digits", "epoch": 10})
+    if same:
+        sd.save(trained, tmp_path / "last", extra={"dataset": "digits", "epoch": 10})
+        return tmp_path
     more = sd.load(tmp_path / "best", device_type="cpu")
     sd.get_defense("none", more, lr=1e-2, verbose=False).fit(digits.x_train[:256], digits.y_train[:256], nb_epochs=1)
     sd.save(more, tmp_path / "last", extra={"dataset": "digits", "epoch": 11})
@@ -56,6 +61,21 @@ def test_a_second_process_gives_the_figures_of_one_process(trained, digits, tmp_
     assert (alone["best"]["epoch"], alone["last"]["epoch"]) == (10, 11)
     assert alone["best"] != alone["last"]  # two different checkpoints ...
     assert 0 < alone["best"]["robust_accuracy"]["pgd-10"] < alone["best"]["clean_accuracy"]  # ... real figures
+    assert not (folder / train.FINAL_EVALUATION).exists()
+
+
+def test_one_checkpoint_evaluates_its_curve_beside_its_autoattack(trained, digits, tmp_path, monkeypatch, capfd):
+    folder = checkpoints(trained, digits, tmp_path, same=True)
+    alone = evaluate(folder, digits, monkeypatch, second_process=False)
+    assert "[best]" not in capfd.readouterr().err
+    beside = evaluate(folder, digits, monkeypatch, second_process=True)
+    err = capfd.readouterr().err
+    assert "evaluating the best checkpoint's curve in a second process, beside its AutoAttack" in err
+    assert "[best] evaluating the best checkpoint" in err and "[best] AutoAttack" not in err  # the curve there ...
+    assert "\nAutoAttack" in err  # ... the AutoAttack here
+    assert measured_removed(beside) == measured_removed(alone)
+    assert list(beside["best"]) == list(alone["best"])  # the same keys in the same order
+    assert alone["best"] == alone["last"] and "autoattack" in alone["best"]
     assert not (folder / train.FINAL_EVALUATION).exists()
 
 

@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -454,19 +454,38 @@ def _evaluate_best_and_last(
         by_epoch[key] = json.loads(json.dumps(figures))  # as JSON: the same whether computed now or kept
         _write_atomically(kept, json.dumps(by_epoch))  # a run killed from here on resumes after this checkpoint
 
-    if len(pending) == 2 and _second_process(s, device_type):
-        (key_here, here), (key_there, there) = pending.items()
-        progress.say(f"evaluating the {there} checkpoint in a second process, beside the {here} one")
-        args = (tmp / there, device_type, torch.get_num_threads(), progress.mode(), there, task, x_eval, y_eval)
+    def beside(there: str, there_task: _FinalEvaluation, here: Callable[[], None]) -> dict:
+        """``here()`` in this process while a second one runs ``there_task`` on the ``there``
+        checkpoint; the second one's figures (``here`` keeps its own)."""
+        args = (tmp / there, device_type, torch.get_num_threads(), progress.mode(), there, there_task, x_eval, y_eval)
         pool = multiprocessing.get_context("spawn").Pool(1)  # a fresh interpreter: no fork of torch's threads
         try:
             with progress.without_bars():
                 future = pool.apply_async(_evaluate_saved, args)
-                keep(key_here, _evaluate_checkpoint(found[here][2], here, task, x_eval, y_eval))
-                keep(key_there, future.get())
+                here()
+                return future.get()
         finally:
             pool.terminate()  # a run stopped here (Ctrl-C, SIGTERM, an error) leaves no evaluation running behind
             pool.join()
+
+    if len(pending) == 2 and _second_process(s, device_type):
+        (key_here, here), (key_there, there) = pending.items()
+        progress.say(f"evaluating the {there} checkpoint in a second process, beside the {here} one")
+
+        def evaluate_here() -> None:
+            keep(key_here, _evaluate_checkpoint(found[here][2], here, task, x_eval, y_eval))
+
+        keep(key_there, beside(there, task, evaluate_here))
+    elif len(pending) == 1 and task.aa_samples and _second_process(s, device_type):
+        ((key, which),) = pending.items()  # one checkpoint to evaluate: best and last are one, or one is kept
+        progress.say(f"evaluating the {which} checkpoint's curve in a second process, beside its AutoAttack")
+        aa: dict = {}
+
+        def autoattack_here() -> None:
+            aa.update(_autoattack(found[which][2], task, x_eval, y_eval))
+
+        rest = beside(which, dataclasses.replace(task, aa_samples=None), autoattack_here)
+        keep(key, _merged(rest, aa))
     else:
         for key, which in pending.items():
             keep(key, _evaluate_checkpoint(found[which][2], which, task, x_eval, y_eval))
@@ -492,15 +511,28 @@ def _evaluate_checkpoint(ckpt: SSMClassifier, which: str, task: _FinalEvaluation
     progress.say(f"evaluating the {which} checkpoint ({what}) on {len(y)} test samples")
     eps_list = [round(f * task.eps, 10) for f in DEFAULT_EPS_FACTORS]
     figures = evaluate_robustness(ckpt, x, y, eps=task.eps, attacks=("fgsm", "pgd"), eps_list=eps_list, seed=task.seed)
-    if task.aa_samples:
-        n = min(task.aa_samples, len(y))
-        progress.say(f"{aa_attack(ckpt)} (standard) on {n} samples, with FGSM and PGD-10 on the same")
-        figures["autoattack"] = autoattack_check(ckpt, x[:n], y[:n], eps=task.eps, seed=task.seed, snr_db=task.snr_db)
+    figures.update(_autoattack(ckpt, task, x, y))
     if task.certified:
         n = min(CERTIFIED_SAMPLES, len(y))
         found = certify(ckpt, x[:n], y[:n], method="ibp", eps=task.eps)
         figures["certified"] = {k: found[k] for k in ("method", "eps", "samples", "certified_accuracy")}
     return figures
+
+
+def _autoattack(ckpt: SSMClassifier, task: _FinalEvaluation, x: np.ndarray, y: np.ndarray) -> dict:
+    """``{"autoattack": ...}``: the standard AutoAttack on the first ``task.aa_samples`` samples (seeded
+    on its own, so it gives the same figures in whichever process runs it), or ``{}`` without one."""
+    if not task.aa_samples:
+        return {}
+    n = min(task.aa_samples, len(y))
+    progress.say(f"{aa_attack(ckpt)} (standard) on {n} samples, with FGSM and PGD-10 on the same")
+    return {"autoattack": autoattack_check(ckpt, x[:n], y[:n], eps=task.eps, seed=task.seed, snr_db=task.snr_db)}
+
+
+def _merged(rest: dict, aa: dict) -> dict:
+    """One checkpoint's figures, evaluated in two parts, in ``_evaluate_checkpoint``'s order."""
+    certified = {"certified": rest["certified"]} if "certified" in rest else {}
+    return {**{k: v for k, v in rest.items() if k != "certified"}, **aa, **certified}
 
 
 def _evaluate_saved(
