@@ -101,7 +101,15 @@ def direct_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Causal convolution of ``u`` (B, H, L) with ``K`` (H, L) as a product with each channel's
     Toeplitz matrix: (B, H, L). Autograd differentiates it (gather, product)."""
     _check_shapes(u, K)
-    return torch.einsum("hlm,bhm->bhl", toeplitz(K), u)  # (B H L)
+    return _toeplitz_product(u, toeplitz(K))  # (B H L)
+
+
+def _toeplitz_product(u: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """y[b, h] = T[h] u[b, h] for u (B, H, L) and T (H, L, L): one batched matrix product over the
+    channels, on u copied once into (H, B, L) memory. (Given u as the SSMs hold it, a transposed view
+    of (B, L, H) memory, ``einsum`` made a copy per channel: 3 ms against 0.3 ms at B 55, H 64, L 28.)"""
+    u_c = u.transpose(0, 1).contiguous()  # (H B L)
+    return torch.bmm(u_c, T.transpose(1, 2)).transpose(0, 1)  # (B H L): y[b, h, l] = sum_m u[b, h, m] T[h, l, m]
 
 
 def conv_operator(K: torch.Tensor) -> torch.Tensor:
@@ -116,7 +124,7 @@ def apply_conv(u: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
     if operator.ndim == 3:  # Toeplitz matrices (H L L)
         if operator.shape[0] != u.shape[1] or operator.shape[-1] != u.shape[-1]:
             raise ValueError(f"need u (B, H, L) and T (H, L, L); got {tuple(u.shape)} and {tuple(operator.shape)}")
-        return torch.einsum("hlm,bhm->bhl", operator, u)  # (B H L)
+        return _toeplitz_product(u, operator)  # (B H L)
     return fft_conv(u, operator)
 
 
