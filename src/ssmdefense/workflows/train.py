@@ -456,14 +456,24 @@ def _evaluate_best_and_last(
 
     def beside(there: str, there_task: _FinalEvaluation, here: Callable[[], None]) -> dict:
         """``here()`` in this process while a second one runs ``there_task`` on the ``there``
-        checkpoint; the second one's figures (``here`` keeps its own)."""
+        checkpoint; the second one's figures (``here`` keeps its own). A second process that fails
+        (a fresh interpreter lacks what this one registered by hand, e.g. a plugin's sequence mode,
+        and cannot load the checkpoint) leaves its part to this one."""
         args = (tmp / there, device_type, torch.get_num_threads(), progress.mode(), there, there_task, x_eval, y_eval)
         pool = multiprocessing.get_context("spawn").Pool(1)  # a fresh interpreter: no fork of torch's threads
         try:
             with progress.without_bars():
                 future = pool.apply_async(_evaluate_saved, args)
                 here()
-                return future.get()
+                try:
+                    return future.get()
+                except Exception as exc:  # noqa: BLE001 - any failure there: the same work here, which raises if it must
+                    progress.say(
+                        f"the second process could not evaluate the {there} checkpoint ({exc}); evaluating it here"
+                    )
+            return _evaluate_checkpoint(
+                load_checkpoint(tmp / there, device_type=device_type), there, there_task, x_eval, y_eval
+            )
         finally:
             pool.terminate()  # a run stopped here (Ctrl-C, SIGTERM, an error) leaves no evaluation running behind
             pool.join()
