@@ -37,7 +37,7 @@ def test_direct_conv_gradcheck():
 
 def test_long_conv_takes_the_direct_product_up_to_its_threshold_and_the_fft_beyond(monkeypatch):
     calls = []
-    monkeypatch.setattr(LC, "direct_conv", lambda u, K: calls.append(("direct", u.shape[-1])))
+    monkeypatch.setattr(LC, "_toeplitz_product", lambda u, T: calls.append(("direct", u.shape[-1])))
     monkeypatch.setattr(LC, "fft_conv", lambda u, K: calls.append(("fft", u.shape[-1])))
     for L in (1, LC.DIRECT_MAX_L, LC.DIRECT_MAX_L + 1, 784):
         LC.long_conv(torch.zeros(1, 2, L), torch.zeros(2, L))

@@ -129,6 +129,7 @@ def apply_conv(u: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
 
 
 def long_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Causal convolution of ``u`` (B, H, L) with ``K`` (H, L): ``direct_conv`` up to ``DIRECT_MAX_L``
-    steps, ``fft_conv`` beyond (whichever measured faster; the module docstring)."""
-    return direct_conv(u, K) if u.shape[-1] <= DIRECT_MAX_L else fft_conv(u, K)
+    """Causal convolution of ``u`` (B, H, L) with ``K`` (H, L): directly (Toeplitz) up to
+    ``DIRECT_MAX_L`` steps, by FFT beyond (whichever measured faster; the module docstring)."""
+    _check_shapes(u, K)
+    return apply_conv(u, conv_operator(K))  # (B H L)
