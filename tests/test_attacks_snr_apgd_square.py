@@ -12,7 +12,7 @@ from art.attacks import EvasionAttack
 import ssmdefense as sd
 from ssmdefense.attacks._common import perturbation_snr_db
 from ssmdefense.attacks.snr_apgd import SNRAPGDAttack
-from ssmdefense.attacks.square_1d import Square1DAttack, p_selection
+from ssmdefense.attacks.square_1d import Square1DAttack, p_selection, segment_candidate, segment_candidate_ref
 from ssmdefense.errors import SSMDefenseError
 from test_attacks_audio import SR, T, audio_classifier, tone_classifier, tones
 
@@ -166,6 +166,29 @@ def test_square_1d_schedule_is_the_reference_one():
         if bound:
             assert p_selection(0.8, bound, 10000) == pytest.approx(0.8 / 2 ** (k - 1))
     assert p_selection(0.8, 1, 100) == pytest.approx(0.8 / 4)  # rescaled to 10,000 iterations: 100
+
+
+@pytest.mark.parametrize("s", [1, 7, 63])
+def test_square_1d_segment_step_equals_its_reference(s):
+    """The candidate computed on the segments only is bit for bit the one computed on every sample,
+    with the same random draws, including rows where clipping undoes a value and it is drawn again."""
+    gen = torch.Generator().manual_seed(s)
+    A, T, eps, lo, hi = 6, 64, 0.05, -0.5, 0.5
+    x = (torch.rand(A, 1, T, generator=gen) - 0.5) * 1.2  # (A 1 T), some samples beyond the clip range
+    x[:2] = hi + 0.1  # rows 0-1: every value clips to hi, so +eps changes nothing and -eps may too
+    d_cur = torch.where(torch.rand(A, 1, T, generator=gen) < 0.5, -eps, eps)  # (A 1 T)
+    x_cur = (x + d_cur).clamp(lo, hi)  # (A 1 T)
+    first = torch.randint(0, T - s + 1, (A,), generator=gen)  # (A)
+    np.random.seed(s)
+    fast = segment_candidate(x, x_cur, d_cur, first, s, eps, lo, hi)
+    state_after_fast = np.random.get_state()[1].copy()
+    np.random.seed(s)
+    ref = segment_candidate_ref(x, x_cur, d_cur, first, s, eps, lo, hi)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    np.testing.assert_array_equal(np.random.get_state()[1], state_after_fast)  # the same draws
+    changed = (fast[0] != x_cur).flatten(1).any(1)  # (A)
+    assert changed[2:].all() and not changed[:2].any()  # rows 0-1 gave up after 100 draws
 
 
 # ---- both: errors -----------------------------------------------------------------------------------

@@ -85,6 +85,56 @@ def p_selection(p_init: float, it: int, n_iters: int) -> float:
     return p_init
 
 
+def _draw_signs(n: int, eps: float, device) -> torch.Tensor:
+    """(n) values in {-eps, +eps}, drawn from NumPy's global generator."""
+    return torch.from_numpy(np.random.choice([-eps, eps], size=n).astype(np.float32)).to(device)
+
+
+def segment_candidate(x, x_cur, d_cur, first, s: int, eps: float, lo: float, hi: float):
+    """The next candidate of the search: for each row, the segment [first, first + s) of delta set
+    to one random value in {-eps, +eps}, drawn again for the rows where the candidate would equal
+    the current point (at most 100 draws, like the reference's while-loop).
+
+    x, x_cur = clip(x + d_cur), d_cur: (A 1 T); first: (A) segment starts. Returns the candidate
+    clip(x + delta') and delta', (A 1 T) each. Only the segments are computed: outside them both are
+    the current ones, and the candidate equals the current point there, so the test for "nothing
+    changed" needs only the segment. ``segment_candidate_ref`` computes every sample (its reference,
+    bit for bit the same, with the same random draws).
+    """
+    cols = (first[:, None] + torch.arange(s, device=x.device))[:, None, :]  # (A 1 s) segment positions
+    x_seg, cur_seg = x.gather(2, cols), x_cur.gather(2, cols)  # (A 1 s) each
+    seg_delta = d_cur.gather(2, cols)  # (A 1 s)
+    cand_seg = cur_seg  # (A 1 s)
+    redraw = torch.ones(len(x), dtype=torch.bool, device=x.device)  # (A)
+    for _ in range(100):  # ends at once for eps > 0 unless clipping undoes the new value
+        n = int(redraw.sum())
+        if n == 0:
+            break
+        seg_delta = seg_delta.clone()
+        seg_delta[redraw] = _draw_signs(n, eps, x.device)[:, None, None].expand(n, 1, s)
+        cand_seg = (x_seg + seg_delta).clamp(lo, hi)  # (A 1 s)
+        redraw = ((cand_seg - cur_seg).abs() < 1e-7).flatten(1).all(1)  # (A) nothing changed: draw again
+    return x_cur.scatter(2, cols, cand_seg), d_cur.scatter(2, cols, seg_delta)  # (A 1 T) each
+
+
+def segment_candidate_ref(x, x_cur, d_cur, first, s: int, eps: float, lo: float, hi: float):
+    """Plain reference of ``segment_candidate``: masks, sums and compares every sample."""
+    positions = torch.arange(x.shape[-1], device=x.device)  # (T)
+    window = ((positions >= first[:, None]) & (positions < first[:, None] + s))[:, None, :]  # (A 1 T)
+    cand_delta, cand = d_cur, x_cur  # (A 1 T)
+    redraw = torch.ones(len(x), dtype=torch.bool, device=x.device)  # (A)
+    for _ in range(100):
+        n = int(redraw.sum())
+        if n == 0:
+            break
+        value = _draw_signs(n, eps, x.device)  # (n)
+        cand_delta = cand_delta.clone()
+        cand_delta[redraw] = torch.where(window[redraw], value[:, None, None], d_cur[redraw])  # (n 1 T)
+        cand = (x + cand_delta).clamp(lo, hi)  # (A 1 T)
+        redraw = ((cand - x_cur).abs() < 1e-7).flatten(1).all(1)  # (A)
+    return cand, cand_delta
+
+
 class Square1DAttack(EvasionAttack):
     """L-inf Square Attack with 1-D segment updates on waveforms; see the module docstring."""
 
@@ -177,7 +227,6 @@ class Square1DAttack(EvasionAttack):
         eps = float(self.eps)
         B, T = xb.shape[0], xb.shape[-1]
         device = xb.device
-        positions = torch.arange(T, device=device)  # (T)
         sign = np.random.choice([-eps, eps], size=xb.shape).astype(np.float32)  # (B 1 T)
         delta = torch.from_numpy(sign).to(device)  # (B 1 T) the current point is clip(x + delta)
         x_best = (xb + delta).clamp(lo, hi)  # (B 1 T)
@@ -191,21 +240,8 @@ class Square1DAttack(EvasionAttack):
             p = p_selection(float(self.p_init), i, int(self.max_iter))
             s = max(1, min(int(round(p * T)), T - 1))  # segment length
             first = torch.from_numpy(np.random.randint(0, T - s + 1, size=A)).to(device)  # (A)
-            window = (positions >= first[:, None]) & (positions < first[:, None] + s)  # (A T)
-            window = window[:, None, :]  # (A 1 T)
-            x_a, x_cur, d_cur = xb[active], x_best[active], delta[active]  # (A 1 T) each
-            cand_delta, cand = d_cur, x_cur  # (A 1 T)
-            redraw = torch.ones(A, dtype=torch.bool, device=device)  # (A)
-            for _ in range(100):  # the reference's while-loop, bounded (it ends at once for eps > 0)
-                n = int(redraw.sum())
-                if n == 0:
-                    break
-                value = torch.from_numpy(np.random.choice([-eps, eps], size=n).astype(np.float32)).to(device)  # (n)
-                fresh = torch.where(window[redraw], value[:, None, None], d_cur[redraw])  # (n 1 T)
-                cand_delta = cand_delta.clone()
-                cand_delta[redraw] = fresh
-                cand = (x_a + cand_delta).clamp(lo, hi)  # (A 1 T)
-                redraw = ((cand - x_cur).abs() < 1e-7).flatten(1).all(1)  # (A) nothing changed: draw again
+            x_cur, d_cur = x_best[active], delta[active]  # (A 1 T) each
+            cand, cand_delta = segment_candidate(xb[active], x_cur, d_cur, first, s, eps, lo, hi)  # (A 1 T) each
             m = self._margin(cand, yb[active])  # (A)
             queries[active.cpu().numpy()] += 1
             better = m < margin[active]  # (A)
