@@ -22,6 +22,11 @@ Figures:
   for the checkpoints this process evaluated (the last one may run in a second process beside it),
   clean/FGSM/PGD-10/curve and AutoAttack (the best checkpoint's components: seconds and seconds per
   sample attacked), the audio examples and the report, and the total. ``make bench`` runs it.
+- square_1d_step: seconds of a Square-1D search (``square-1d``, the audio AutoAttack's gradient-free
+  component) on the default audio S4D (untrained, mel front end) and 25 spoken-digits test clips of
+  1 s, every query run (eps 1e-6: nothing is fooled), with the segment-only candidate step
+  (``segment_candidate``) against its full-waveform reference (``segment_candidate_ref``),
+  interleaved (medians), the same x_adv from each, and the ratio (``ref_over_segment``).
 - defense_step_overhead: seconds per training batch (``train_batch``: attack, backward, optimizer
   step) of every batch-by-batch defense against standard training (none) on one mnist-5k batch, and
   the ratios. Distillation is left out: its batch needs a trained teacher.
@@ -213,6 +218,50 @@ def pgd_wrapper_vs_torch(repeats, samples=256):
     }
 
 
+def square_1d_step(repeats, clips=25, queries=300):
+    import statistics
+
+    import ssmdefense as sd
+    from ssmdefense.attacks import square_1d as sq
+
+    data = sd.load_dataset("spoken-digits")
+    torch.manual_seed(0)
+    clf = sd.SSMClassifier(
+        sd.build_model("s4d", 40, 10),  # the mel front end's 40 bands per step
+        input_shape=data.input_shape,
+        nb_classes=10,
+        sequence="mel",
+        sample_rate=data.sample_rate,
+        clip_values=data.clip_values,
+        device_type="gpu" if DEVICE.type == "cuda" else "cpu",
+    )
+    x, y = data.x_test[:clips], clf.predict(data.x_test[:clips]).argmax(1)  # its own predictions: all correct
+    fast = sq.segment_candidate
+    steps = {"segment": fast, "reference": sq.segment_candidate_ref}
+    times, x_adv = {k: [] for k in steps}, {}
+    for r in range(repeats + 1):  # round 0 is a warm-up
+        for name, step in steps.items():
+            sq.segment_candidate = step  # what Square1DAttack._run calls
+            np.random.seed(r)
+            start = time.perf_counter()
+            x_adv[name] = sd.get_attack("square-1d", clf, eps=1e-6, max_iter=queries).generate(x, y)
+            if r:
+                times[name].append(time.perf_counter() - start)
+    sq.segment_candidate = fast
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"square-1d, {queries} queries on {clips} clips: " + ", ".join(f"{k} {v:.2f} s" for k, v in med.items()))
+    return {
+        "clips": clips,
+        "queries": queries,
+        "seconds": med,
+        "seconds_per_iteration": {k: v / queries for k, v in med.items()},
+        "same_x_adv": bool(np.array_equal(x_adv["segment"], x_adv["reference"])),
+        "ref_over_segment": med["reference"] / med["segment"],
+        "note": "s4d body on the mel front end (40 bands), untrained, 1 s spoken-digits clips, eps 1e-6 "
+        "so every query runs; an iteration queries each clip once",
+    }
+
+
 def default_run_phases(dataset="mnist-5k"):
     """One default run (``RunConfig(defense="ads")``, as ``ssmdefense defend --defense ads -q``), its
     phases timed by wrapping the functions ``workflows.train`` calls for them; seconds per phase."""
@@ -316,6 +365,7 @@ def main():
         "defense_step_overhead": lambda: defense_step_overhead(args.repeats),
         "pgd_wrapper_vs_torch": lambda: pgd_wrapper_vs_torch(args.repeats),
         "default_run_phases": lambda: default_run_phases(args.default_dataset),
+        "square_1d_step": lambda: square_1d_step(args.repeats),
         "model_forward_backward": lambda: model_forward_backward(
             args.repeats,
             tuple(int(v) for v in args.model_lengths.split(",")),
