@@ -29,8 +29,9 @@ check                       passes when                                         
 ``loss_rises``              PGD raises the loss of most correctly classified samples     zero grads
 ==========================  ===========================================================  ==========
 
-``black_box_not_stronger`` needs image-shaped input (Square perturbs squares of pixels); on other
-input it is reported as skipped (``passed: None``), not passed.
+``black_box_not_stronger`` runs Square (ART's, squares of pixels) on image-shaped input (C, H, W) and
+Square-1D (``attacks/square_1d.py``, segments of the waveform) on waveforms (1, T); on other input it
+is reported as skipped (``passed: None``), not passed.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ CHECKS = (
     "noise_weaker",
     "loss_rises",
 )
+
+
+SQUARE_NAMES = {"square": "Square", "square-1d": "Square-1D"}
 
 
 def _predict(clf, name, x, y, eps, seed, **params):
@@ -141,7 +145,7 @@ def gradient_masking_checks(
         steps_factor, restarts: the "more steps" and "more restarts" PGD variants.
         large_eps: budget that must break the model (default: the whole clip range, where any
             input is reachable); ``large_eps_max_accuracy`` is the accuracy allowed there.
-        square_max_iter: queries of the Square attack (black-box reference).
+        square_max_iter: queries of the Square (or, on waveforms, Square-1D) attack: the black-box reference.
         seed: seeds every attack.
 
     Returns ``{"gradient_masking_suspected": bool, "checks": [{"name", "passed", "detail",
@@ -247,16 +251,21 @@ def gradient_masking_checks(
         )
     )
 
-    if len(clf.input_shape) == 3:
-        pred_square = _predict(clf, "square", x, y, eps, seed, max_iter=square_max_iter)
+    shape = tuple(clf.input_shape)
+    # Square's squares of pixels on images; on waveforms the same search with 1-D segments
+    black_box = "square" if len(shape) == 3 else "square-1d" if len(shape) == 2 and shape[0] == 1 else None
+    if black_box is not None:
+        pred_square = _predict(clf, black_box, x, y, eps, seed, max_iter=square_max_iter)
         acc_square = float((pred_square == y).mean())
         checks.append(
             _check(
                 "black_box_not_stronger",
                 acc_square >= acc_pgd - slack(pred_square == y, correct_pgd) - SLACK,
-                f"Square ({square_max_iter} queries, no gradients) {acc_square:.3f} vs {key} {acc_pgd:.3f}",
+                f"{SQUARE_NAMES[black_box]} ({square_max_iter} queries, no gradients) {acc_square:.3f} "
+                f"vs {key} {acc_pgd:.3f}",
                 accuracy=acc_square,
                 reference=acc_pgd,
+                attack=black_box,
             )
         )
     else:
@@ -264,7 +273,7 @@ def gradient_masking_checks(
             _check(
                 "black_box_not_stronger",
                 None,
-                f"skipped: Square needs image-shaped input, this estimator takes {clf.input_shape}",
+                f"skipped: Square needs images (C, H, W) or waveforms (1, T); this estimator takes {shape}",
             )
         )
 
