@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 from art.attacks.attack import EvasionAttack
-from art.attacks.evasion import AutoProjectedGradientDescent
 
 from .. import progress
 from ..modes import weights_frozen
+from ._apgd import OneForwardAPGD
 from ._common import class_indices
 
 Component = tuple[str, Callable[[np.ndarray, np.ndarray], np.ndarray], Callable[[np.ndarray, np.ndarray], np.ndarray]]
@@ -41,10 +41,11 @@ class Ensemble(EvasionAttack):
 
     # ---- components built on ART's APGD -------------------------------------------------------------
     def _apgd(self, loss: str, restarts: int, targeted: bool = False) -> Callable:
-        """ART's ``AutoProjectedGradientDescent`` in the ensemble's ``norm`` ball of ``eps``."""
+        """ART's ``AutoProjectedGradientDescent`` in the ensemble's ``norm`` ball of ``eps``, one forward
+        pass per iteration (``_apgd.py``)."""
 
         def run(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            attack = AutoProjectedGradientDescent(
+            attack = OneForwardAPGD(
                 self.estimator,
                 norm=self.norm,
                 eps=self.eps,
