@@ -27,6 +27,11 @@ Figures:
   1 s, every query run (eps 1e-6: nothing is fooled), with the segment-only candidate step
   (``segment_candidate``) against its full-waveform reference (``segment_candidate_ref``),
   interleaved (medians), the same x_adv from each, and the ratio (``ref_over_segment``).
+- apgd_one_forward: seconds of APGD-CE (100 iterations, L-inf 1e-3) on the default audio S4D
+  (untrained, mel front end) and 50 spoken-digits clips: ART's ``AutoProjectedGradientDescent``
+  against ``OneForwardAPGD`` (``attacks/_apgd.py``, what the ensembles run: ART's algorithm with one
+  forward pass per iteration instead of two), interleaved (medians), the same x_adv from each, and the
+  ratio (``art_over_one_forward``).
 - defense_step_overhead: seconds per training batch (``train_batch``: attack, backward, optimizer
   step) of every batch-by-batch defense against standard training (none) on one mnist-5k batch, and
   the ratios. Distillation is left out: its batch needs a trained teacher.
@@ -218,11 +223,9 @@ def pgd_wrapper_vs_torch(repeats, samples=256):
     }
 
 
-def square_1d_step(repeats, clips=25, queries=300):
-    import statistics
-
+def default_audio_s4d():
+    """spoken-digits and the default audio S4D classifier on it (mel front end, untrained, seed 0), on DEVICE."""
     import ssmdefense as sd
-    from ssmdefense.attacks import square_1d as sq
 
     data = sd.load_dataset("spoken-digits")
     torch.manual_seed(0)
@@ -235,6 +238,16 @@ def square_1d_step(repeats, clips=25, queries=300):
         clip_values=data.clip_values,
         device_type="gpu" if DEVICE.type == "cuda" else "cpu",
     )
+    return data, clf
+
+
+def square_1d_step(repeats, clips=25, queries=300):
+    import statistics
+
+    import ssmdefense as sd
+    from ssmdefense.attacks import square_1d as sq
+
+    data, clf = default_audio_s4d()
     x, y = data.x_test[:clips], clf.predict(data.x_test[:clips]).argmax(1)  # its own predictions: all correct
     fast = sq.segment_candidate
     steps = {"segment": fast, "reference": sq.segment_candidate_ref}
@@ -259,6 +272,45 @@ def square_1d_step(repeats, clips=25, queries=300):
         "ref_over_segment": med["reference"] / med["segment"],
         "note": "s4d body on the mel front end (40 bands), untrained, 1 s spoken-digits clips, eps 1e-6 "
         "so every query runs; an iteration queries each clip once",
+    }
+
+
+def apgd_one_forward(repeats, clips=50, iterations=100):
+    """ART's APGD-CE against ``OneForwardAPGD`` (the ensembles' APGD: ART's algorithm, one forward pass
+    per iteration) on the default audio S4D and ``clips`` spoken-digits test clips, L-inf eps 1e-3
+    (the audio default's), weights frozen as the ensembles run it, interleaved (medians)."""
+    import statistics
+
+    from art.attacks.evasion import AutoProjectedGradientDescent
+
+    from ssmdefense.attacks._apgd import OneForwardAPGD
+    from ssmdefense.modes import weights_frozen
+
+    data, clf = default_audio_s4d()
+    x = data.x_test[:clips]
+    y = np.eye(10, dtype=np.float32)[clf.predict(x).argmax(1)]  # its own predictions: all correct
+    attacks = {"art": AutoProjectedGradientDescent, "one_forward": OneForwardAPGD}
+    times, x_adv = {k: [] for k in attacks}, {}
+    for r in range(repeats + 1):  # round 0 is a warm-up
+        for name, cls in attacks.items():
+            np.random.seed(r)
+            attack = cls(clf, norm=np.inf, eps=1e-3, eps_step=2e-3, max_iter=iterations, nb_random_init=1,
+                         batch_size=clips, loss_type="cross_entropy")  # fmt: skip
+            start = time.perf_counter()
+            with weights_frozen(clf.model):
+                x_adv[name] = attack.generate(x, y)
+            if r:
+                times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"apgd-ce, {iterations} iterations on {clips} clips: " + ", ".join(f"{k} {v:.2f} s" for k, v in med.items()))
+    return {
+        "clips": clips,
+        "iterations": iterations,
+        "seconds": med,
+        "same_x_adv": bool(np.array_equal(x_adv["art"], x_adv["one_forward"])),
+        "art_over_one_forward": med["art"] / med["one_forward"],
+        "robust_accuracy": clf.accuracy(x_adv["one_forward"], y),
+        "note": "s4d body on the mel front end (40 bands), untrained, 1 s spoken-digits clips, one batch",
     }
 
 
@@ -366,6 +418,7 @@ def main():
         "pgd_wrapper_vs_torch": lambda: pgd_wrapper_vs_torch(args.repeats),
         "default_run_phases": lambda: default_run_phases(args.default_dataset),
         "square_1d_step": lambda: square_1d_step(args.repeats),
+        "apgd_one_forward": lambda: apgd_one_forward(args.repeats),
         "model_forward_backward": lambda: model_forward_backward(
             args.repeats,
             tuple(int(v) for v in args.model_lengths.split(",")),

@@ -28,7 +28,7 @@ def both(clf, x, y, **params):
         np.random.seed(0)
         attack = cls(clf, batch_size=64, nb_random_init=1, verbose=False, **params)
         with weights_frozen(clf.model):  # as the ensembles run it
-            out[name] = forwards(clf, lambda: attack.generate(x, np.eye(10, dtype=np.float32)[y]))
+            out[name] = forwards(clf, lambda a=attack: a.generate(x, np.eye(10, dtype=np.float32)[y]))
     return out
 
 

@@ -79,6 +79,39 @@ def test_one_checkpoint_evaluates_its_curve_beside_its_autoattack(trained, digit
     assert not (folder / train.FINAL_EVALUATION).exists()
 
 
+def test_a_run_whose_threads_fill_the_cores_evaluates_on_half_of_them_in_each_process(
+    trained, digits, tmp_path, monkeypatch, capfd
+):
+    """An audio run's 2 threads on 2 cores: best and last side by side on 1 thread each, this
+    process's threads put back after, and every figure as one process on 2 threads gives."""
+    folder = checkpoints(trained, digits, tmp_path)
+    torch.set_num_threads(2)  # the conftest fixture puts 1 back
+    monkeypatch.setattr(train, "PARALLEL_AA_SAMPLES", 10**9)
+    alone = evaluate(folder, digits, monkeypatch, second_process=False)
+    seen = []
+    original = train._evaluate_checkpoint
+    monkeypatch.setattr(train, "_evaluate_checkpoint", lambda *a: seen.append(torch.get_num_threads()) or original(*a))
+    monkeypatch.setattr(train, "PARALLEL_AA_SAMPLES", 1)
+    monkeypatch.setattr(train, "available_cores", lambda: 2)
+    setup = SimpleNamespace(eps=0.1, aa_samples=6)
+    run = SimpleNamespace(seed=0, aa_snr_db=30.0, defense="none")
+    beside = train._evaluate_best_and_last(run, setup, folder, "cpu", digits.x_test[:40], digits.y_test[:40])
+    assert "evaluating the last checkpoint in a second process, beside the best one" in capfd.readouterr().err
+    assert seen == [1] and torch.get_num_threads() == 2
+    assert measured_removed(beside) == measured_removed(alone)
+
+
+def test_threads_of_each_final_evaluation_process(monkeypatch):
+    setup = SimpleNamespace(aa_samples=100)
+    cases = {(1, 2): 1, (2, 2): 1, (2, 4): 2, (4, 4): 2, (3, 2): 1, (1, 1): None, (4, 16): 4}
+    for (threads, cores), each in cases.items():
+        torch.set_num_threads(threads)
+        monkeypatch.setattr(train, "available_cores", lambda cores=cores: cores)
+        assert train._second_process_threads(setup, "cpu") == each, (threads, cores)
+    assert train._second_process_threads(setup, "gpu") is None
+    assert train._second_process_threads(SimpleNamespace(aa_samples=None), "cpu") is None
+
+
 WORKER = """
 import os, time
 from ssmdefense.workflows.train import end_with_parent

@@ -65,7 +65,8 @@ class LossGraphClassifier(PyTorchClassifier):
         y_checked = check_and_transform_label_format(y, self.nb_classes)
         # as ART's loss_gradient prepares its inputs: a copy of x as the leaf, preprocessing in torch
         x_leaf = torch.tensor(x).to(self._device).requires_grad_(True)  # (B ...)
-        inputs, y_pre = self._apply_preprocessing(x_leaf, y=torch.tensor(y_checked).to(self._device), fit=False, no_grad=False)
+        y_t = torch.tensor(y_checked).to(self._device)  # (B) or (B C)
+        inputs, y_pre = self._apply_preprocessing(x_leaf, y=y_t, fit=False, no_grad=False)
         labels = self.reduce_labels(y_pre)  # (B) or (B C)
         logits = self._model(inputs)[-1]  # (B C), its graph kept
         prev_reduction = self._loss.reduction

@@ -89,6 +89,20 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's CPU threads (and so the Numba kernels', ``kernels.backend.sync_threads``) set to
+    ``threads`` for the block, then put back."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def use_threads(threads: int | None, audio: bool) -> int:
     """Set torch's CPU threads: ``threads`` if given, else 1 for images and min(4, cores) for audio."""
     import torch

@@ -59,6 +59,7 @@ from .common import (
     resolve_device,
     split_sequence_params,
     staged_directory,
+    torch_threads,
     use_threads,
 )
 from .config import RunConfig
@@ -431,9 +432,10 @@ def _evaluate_best_and_last(
     multiples of eps, and AutoAttack on the first ``aa_samples`` (once per epoch: best and last are
     often the same epoch). Each checkpoint's figures are kept in ``FINAL_EVALUATION`` as soon as they
     are done, so a run killed during the final evaluation resumes after the last finished checkpoint.
-    Two different checkpoints are evaluated at once, the last one in a second process, when the cores
-    allow it and the AutoAttack is long enough to pay for that process's start (``_second_process``):
-    every figure is the same as one after the other (each evaluation seeds itself)."""
+    Two different checkpoints are evaluated at once, the last one in a second process, when the CPU
+    run's AutoAttack is long enough to pay for that process's start (``_second_process_threads``: each
+    process on the run's threads where the cores hold twice them, else on half of them): every figure
+    is the same as one after the other (each evaluation seeds itself)."""
     kept = tmp / FINAL_EVALUATION
     by_epoch = json.loads(kept.read_text()) if kept.is_file() else {}  # what an interrupted run finished
     found = {}  # which -> (epoch, key, classifier)
@@ -456,13 +458,13 @@ def _evaluate_best_and_last(
 
     def beside(there: str, there_task: _FinalEvaluation, here: Callable[[], None]) -> dict:
         """``here()`` in this process while a second one runs ``there_task`` on the ``there``
-        checkpoint; the second one's figures (``here`` keeps its own). A second process that fails
-        (a fresh interpreter lacks what this one registered by hand, e.g. a plugin's sequence mode,
-        and cannot load the checkpoint) leaves its part to this one."""
-        args = (tmp / there, device_type, torch.get_num_threads(), progress.mode(), there, there_task, x_eval, y_eval)
+        checkpoint, each on ``threads`` threads; the second one's figures (``here`` keeps its own). A
+        second process that fails (a fresh interpreter lacks what this one registered by hand, e.g. a
+        plugin's sequence mode, and cannot load the checkpoint) leaves its part to this one."""
+        args = (tmp / there, device_type, threads, progress.mode(), there, there_task, x_eval, y_eval)
         pool = multiprocessing.get_context("spawn").Pool(1)  # a fresh interpreter: no fork of torch's threads
         try:
-            with progress.without_bars():
+            with progress.without_bars(), torch_threads(threads):
                 future = pool.apply_async(_evaluate_saved, args)
                 here()
                 try:
@@ -478,7 +480,8 @@ def _evaluate_best_and_last(
             pool.terminate()  # a run stopped here (Ctrl-C, SIGTERM, an error) leaves no evaluation running behind
             pool.join()
 
-    if len(pending) == 2 and _second_process(s, device_type):
+    threads = _second_process_threads(s, device_type)
+    if len(pending) == 2 and threads:
         (key_here, here), (key_there, there) = pending.items()
         progress.say(f"evaluating the {there} checkpoint in a second process, beside the {here} one")
 
@@ -486,7 +489,7 @@ def _evaluate_best_and_last(
             keep(key_here, _evaluate_checkpoint(found[here][2], here, task, x_eval, y_eval))
 
         keep(key_there, beside(there, task, evaluate_here))
-    elif len(pending) == 1 and task.aa_samples and _second_process(s, device_type):
+    elif len(pending) == 1 and task.aa_samples and threads:
         ((key, which),) = pending.items()  # one checkpoint to evaluate: best and last are one, or one is kept
         progress.say(f"evaluating the {which} checkpoint's curve in a second process, beside its AutoAttack")
         aa: dict = {}
@@ -579,12 +582,19 @@ def end_with_parent() -> None:
     threading.Thread(target=watch, name="ssmdefense-parent-watch", daemon=True).start()
 
 
-def _second_process(s: _Setup, device_type: str) -> bool:
-    """Whether the last checkpoint is evaluated in a second process: on the CPU, with cores for both
-    (twice this process's threads), and an AutoAttack of at least ``PARALLEL_AA_SAMPLES`` samples, which
-    makes the evaluation long beside the few seconds a new interpreter takes to import torch."""
-    cores_for_both = 2 * torch.get_num_threads() <= available_cores()
-    return device_type == "cpu" and cores_for_both and (s.aa_samples or 0) >= PARALLEL_AA_SAMPLES
+def _second_process_threads(s: _Setup, device_type: str) -> int | None:
+    """Threads for each of two final-evaluation processes, or None to evaluate in this one: on the CPU,
+    with an AutoAttack of at least ``PARALLEL_AA_SAMPLES`` samples (long beside the few seconds a new
+    interpreter takes to import torch), the run's threads where the cores hold twice them, else half
+    of them each. An audio run's 2 threads on 2 cores: its best and last checkpoints' audio
+    AutoAttacks took 111 s side by side at one thread each, against 2 x 65 s one after the other at
+    two (docs/performance.md)."""
+    if device_type != "cpu" or (s.aa_samples or 0) < PARALLEL_AA_SAMPLES:
+        return None
+    threads, cores = torch.get_num_threads(), available_cores()
+    if 2 * threads > cores:
+        threads //= 2
+    return threads if threads >= 1 and 2 * threads <= cores else None
 
 
 def _digest(stem: Path) -> str:
