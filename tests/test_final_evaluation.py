@@ -158,3 +158,36 @@ def test_the_second_process_ends_when_its_run_is_killed(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+BESIDE = """
+import multiprocessing, sys
+from pathlib import Path
+import numpy as np
+import ssmdefense.workflows.train as train
+from ssmdefense.api import load_dataset_as_is
+if __name__ == "__main__":
+    data = load_dataset_as_is("digits")
+    task = train._FinalEvaluation(0.1, 0, None, 30.0, False)
+    args = (Path(sys.argv[1]), "cpu", 1, "lines", "last", task, data.x_test[:20], data.y_test[:20])
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    print(pool.apply_async(train._evaluate_saved, args).get()["clean_accuracy"])
+    pool.terminate()  # as the run ends its pool
+    pool.join()
+"""
+
+
+def test_the_second_process_leaves_no_leaked_semaphore_warning(trained, tmp_path):
+    """The run's second process, ended as the run ends it, leaves no "leaked semaphore objects"
+    warning at the run's exit (tqdm's lock for the worker's lines was a multiprocessing one)."""
+    sd.save(trained, tmp_path / "last", extra={"dataset": "digits", "epoch": 10})
+    (tmp_path / "beside.py").write_text(BESIDE)
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "beside.py"), str(tmp_path / "last")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "[last] evaluating the last checkpoint" in out.stderr and 0.5 < float(out.stdout) <= 1.0
+    assert "leaked" not in out.stderr and "resource_tracker" not in out.stderr, out.stderr

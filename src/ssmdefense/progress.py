@@ -41,6 +41,14 @@ def set_mode(mode: str) -> None:
     _setting["mode"] = mode
 
 
+def in_worker_process() -> None:
+    """Call first in a pool's worker process: tqdm's lock for its writes becomes a thread lock. Else
+    tqdm creates a multiprocessing lock, a named semaphore that the parent's resource tracker reports
+    at exit as leaked ("There appear to be 1 leaked semaphore objects") when the pool ends the worker
+    without its finalizers (``Pool.terminate``)."""
+    tqdm.set_lock(threading.RLock())
+
+
 @contextlib.contextmanager
 def using(mode: str) -> Iterator[None]:
     """Run a block in ``mode``, then restore the previous one."""

@@ -563,6 +563,7 @@ def _evaluate_saved(
     within a second of its parent's end, however that ends (SIGKILL included): a killed run leaves
     nothing computing behind it."""
     end_with_parent()
+    progress.in_worker_process()
     torch.set_num_threads(threads)
     progress.set_mode("lines" if mode == "bars" else mode)
     with progress.prefixed(f"[{which}] "):
