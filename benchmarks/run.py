@@ -295,7 +295,7 @@ def apgd_one_forward(repeats, clips=50, iterations=100):
         for name, cls in attacks.items():
             np.random.seed(r)
             attack = cls(clf, norm=np.inf, eps=1e-3, eps_step=2e-3, max_iter=iterations, nb_random_init=1,
-                         batch_size=clips, loss_type="cross_entropy")  # fmt: skip
+                         batch_size=clips, loss_type="cross_entropy", verbose=False)  # fmt: skip
             start = time.perf_counter()
             with weights_frozen(clf.model):
                 x_adv[name] = attack.generate(x, y)
