@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,21 @@ import numpy as np
 import torch
 
 DEVICE = torch.device("cpu")
+
+
+def interleaved(variants, repeats):
+    """Each of ``variants`` (name -> callable) run once per round, round by round, NumPy's global seed
+    set to the round before each (round 0 is a warm-up): (median seconds, the last round's results),
+    each by name."""
+    times, results = {name: [] for name in variants}, {}
+    for r in range(repeats + 1):
+        for name, fn in variants.items():
+            np.random.seed(r)
+            start = time.perf_counter()
+            results[name] = fn()
+            if r:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in times.items()}, results
 
 
 def best_of(fn, repeats):
@@ -92,7 +108,6 @@ FWD_BWD_MODELS = ("mamba", "s5", "s4d")
 
 
 def model_forward_backward(repeats, lengths=(784, 4096), threads=(1, 2)):
-    import statistics
 
     import ssmdefense as sd
 
@@ -182,7 +197,6 @@ def pgd_wrapper_vs_torch(repeats, samples=256):
     """PGD-10 (eps 0.1, random start) on the default S4D classifier and ``samples`` mnist-5k test
     images: ``sd.get_attack("pgd", clf)`` (ART's PGD through ``SSMClassifier``) against the same
     attack as a plain torch loop on the same model and batch, interleaved (medians)."""
-    import statistics
 
     import ssmdefense as sd
 
@@ -204,15 +218,8 @@ def pgd_wrapper_vs_torch(repeats, samples=256):
     def wrapper():
         return sd.get_attack("pgd", clf, eps=eps, max_iter=steps, batch_size=samples).generate(x, y)
 
-    times, accuracy = {"wrapper": [], "plain_torch": []}, {}
-    for r in range(repeats + 1):  # round 0 is a warm-up
-        for name, fn in (("wrapper", wrapper), ("plain_torch", plain)):
-            start = time.perf_counter()
-            x_adv = fn()
-            if r:
-                times[name].append(time.perf_counter() - start)
-            accuracy[name] = clf.accuracy(x_adv, y)
-    med = {name: statistics.median(v) for name, v in times.items()}
+    med, x_adv = interleaved({"wrapper": wrapper, "plain_torch": plain}, repeats)
+    accuracy = {name: clf.accuracy(x_adv[name], y) for name in x_adv}
     print(f"PGD-10 on {samples}: " + ", ".join(f"{k} {v:.3f} s" for k, v in med.items()), flush=True)
     return {
         "samples": samples,
@@ -242,7 +249,6 @@ def default_audio_s4d():
 
 
 def square_1d_step(repeats, clips=25, queries=300):
-    import statistics
 
     import ssmdefense as sd
     from ssmdefense.attacks import square_1d as sq
@@ -251,17 +257,15 @@ def square_1d_step(repeats, clips=25, queries=300):
     x, y = data.x_test[:clips], clf.predict(data.x_test[:clips]).argmax(1)  # its own predictions: all correct
     fast = sq.segment_candidate
     steps = {"segment": fast, "reference": sq.segment_candidate_ref}
-    times, x_adv = {k: [] for k in steps}, {}
-    for r in range(repeats + 1):  # round 0 is a warm-up
-        for name, step in steps.items():
-            sq.segment_candidate = step  # what Square1DAttack._run calls
-            np.random.seed(r)
-            start = time.perf_counter()
-            x_adv[name] = sd.get_attack("square-1d", clf, eps=1e-6, max_iter=queries).generate(x, y)
-            if r:
-                times[name].append(time.perf_counter() - start)
-    sq.segment_candidate = fast
-    med = {name: statistics.median(v) for name, v in times.items()}
+
+    def search(step):
+        sq.segment_candidate = step  # what Square1DAttack._run calls
+        return sd.get_attack("square-1d", clf, eps=1e-6, max_iter=queries).generate(x, y)
+
+    try:
+        med, x_adv = interleaved({name: lambda step=step: search(step) for name, step in steps.items()}, repeats)
+    finally:
+        sq.segment_candidate = fast
     print(f"square-1d, {queries} queries on {clips} clips: " + ", ".join(f"{k} {v:.2f} s" for k, v in med.items()))
     return {
         "clips": clips,
@@ -279,7 +283,6 @@ def apgd_one_forward(repeats, clips=50, iterations=100):
     """ART's APGD-CE against ``OneForwardAPGD`` (the ensembles' APGD: ART's algorithm, one forward pass
     per iteration) on the default audio S4D and ``clips`` spoken-digits test clips, L-inf eps 1e-3
     (the audio default's), weights frozen as the ensembles run it, interleaved (medians)."""
-    import statistics
 
     from art.attacks.evasion import AutoProjectedGradientDescent
 
@@ -290,18 +293,14 @@ def apgd_one_forward(repeats, clips=50, iterations=100):
     x = data.x_test[:clips]
     y = np.eye(10, dtype=np.float32)[clf.predict(x).argmax(1)]  # its own predictions: all correct
     attacks = {"art": AutoProjectedGradientDescent, "one_forward": OneForwardAPGD}
-    times, x_adv = {k: [] for k in attacks}, {}
-    for r in range(repeats + 1):  # round 0 is a warm-up
-        for name, cls in attacks.items():
-            np.random.seed(r)
-            attack = cls(clf, norm=np.inf, eps=1e-3, eps_step=2e-3, max_iter=iterations, nb_random_init=1,
-                         batch_size=clips, loss_type="cross_entropy", verbose=False)  # fmt: skip
-            start = time.perf_counter()
-            with weights_frozen(clf.model):
-                x_adv[name] = attack.generate(x, y)
-            if r:
-                times[name].append(time.perf_counter() - start)
-    med = {name: statistics.median(v) for name, v in times.items()}
+
+    def run(cls):
+        attack = cls(clf, norm=np.inf, eps=1e-3, eps_step=2e-3, max_iter=iterations, nb_random_init=1,
+                     batch_size=clips, loss_type="cross_entropy", verbose=False)  # fmt: skip
+        with weights_frozen(clf.model):
+            return attack.generate(x, y)
+
+    med, x_adv = interleaved({name: lambda cls=cls: run(cls) for name, cls in attacks.items()}, repeats)
     print(f"apgd-ce, {iterations} iterations on {clips} clips: " + ", ".join(f"{k} {v:.2f} s" for k, v in med.items()))
     return {
         "clips": clips,
